@@ -1,0 +1,28 @@
+//! Patron's domain: identifiers, money, time, customers and events, their validation, and the
+//! aggregation rules that keep per-customer summaries.
+//!
+//! Architecture Invariant: this crate does no I/O and knows nothing of gRPC, protobuf, SQL or
+//! async runtimes. Every other crate converts to and from these types.
+
+pub mod customer;
+pub mod event;
+pub mod id;
+pub mod iso;
+pub mod money;
+pub mod summary;
+pub mod time;
+pub mod validation;
+
+pub use customer::{AttributeKey, AttributeValue, Attributes, Customer, CustomerProfile, Gender};
+pub use event::{
+    CustomEvent, Engagement, Event, EventData, EventKind, Purchase, Refund, SupportInteraction,
+    Survey,
+};
+pub use id::{CustomerId, EventId, OrderId};
+pub use money::{Currency, MAX_EVENT_AMOUNT, Money};
+pub use summary::{
+    BatchAggregate, CustomerSummary, OrderDelta, OrderRow, PurchaseStats, RatingTotal, SummaryDelta,
+    derive_purchase_stats,
+};
+pub use time::{Date, Day, Timestamp};
+pub use validation::{FieldViolation, Violations};

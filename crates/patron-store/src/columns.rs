@@ -1,0 +1,196 @@
+//! The summary table's columns, named once for both backends, with conversions between a
+//! [`CustomerSummary`] and a flat list of nullable integers in column order.
+
+use patron_domain::{
+    CustomerSummary, Day, PurchaseStats, RatingTotal, SummaryDelta, Timestamp,
+};
+
+/// Columns that a batch adds to (`col = col + excluded.col`).
+pub const ADDITIVE: [&str; 27] = [
+    "event_count",
+    "engagement_count",
+    "support_count",
+    "support_fcr_count",
+    "survey_count",
+    "csat_count",
+    "csat_sum",
+    "nps_promoters",
+    "nps_passives",
+    "nps_detractors",
+    "economic_sum",
+    "economic_n",
+    "functional_sum",
+    "functional_n",
+    "experiential_sum",
+    "experiential_n",
+    "symbolic_sum",
+    "symbolic_n",
+    "price_sum",
+    "price_n",
+    "time_sum",
+    "time_n",
+    "effort_sum",
+    "effort_n",
+    "emotional_sum",
+    "emotional_n",
+    "custom_event_count",
+];
+
+/// Nullable instants a batch lowers (`col = min(col, excluded.col)`).
+pub const MINIMUM: [&str; 1] = ["first_event_at"];
+
+/// Nullable instants a batch raises (`col = max(col, excluded.col)`).
+pub const MAXIMUM: [&str; 2] = ["last_event_at", "last_engagement_at"];
+
+/// Columns derived from the order rows, recomputed after every batch that touches orders.
+pub const PURCHASE: [&str; 7] = [
+    "order_count",
+    "purchase_days",
+    "first_purchase_day",
+    "last_purchase_day",
+    "net_revenue",
+    "refunded",
+    "first_day_revenue",
+];
+
+/// Every column of a summary in the order [`summary_from_values`] reads them.
+pub fn all() -> impl Iterator<Item = &'static str> {
+    ADDITIVE.into_iter().chain(MINIMUM).chain(MAXIMUM).chain(PURCHASE)
+}
+
+/// The delta's values for [`ADDITIVE`], in order.
+pub fn additive_values(d: &SummaryDelta) -> [i64; 27] {
+    let r = |t: &RatingTotal| [t.sum, t.count];
+    let [b0, b1, b2, b3] = &d.benefits;
+    let [c0, c1, c2, c3] = &d.costs;
+    let mut out = [0i64; 27];
+    let head = [
+        d.event_count,
+        d.engagement_count,
+        d.support_count,
+        d.support_first_contact_resolved,
+        d.survey_count,
+        d.csat_count,
+        d.csat_sum,
+        d.nps_promoters,
+        d.nps_passives,
+        d.nps_detractors,
+    ];
+    out[..10].copy_from_slice(&head);
+    for (i, t) in [b0, b1, b2, b3, c0, c1, c2, c3].into_iter().enumerate() {
+        out[10 + 2 * i..12 + 2 * i].copy_from_slice(&r(t));
+    }
+    out[26] = d.custom_event_count;
+    out
+}
+
+/// The delta's values for [`MINIMUM`] then [`MAXIMUM`], in order.
+pub fn extreme_values(d: &SummaryDelta) -> [Option<i64>; 3] {
+    [
+        d.first_event_at.map(Timestamp::as_micros),
+        d.last_event_at.map(Timestamp::as_micros),
+        d.last_engagement_at.map(Timestamp::as_micros),
+    ]
+}
+
+/// Builds a summary from the values of [`all`] columns, in order. Missing or NULL counts read as 0.
+pub fn summary_from_values(v: &[Option<i64>]) -> CustomerSummary {
+    let n = |i: usize| v.get(i).copied().flatten().unwrap_or(0);
+    let ts = |i: usize| v.get(i).copied().flatten().map(Timestamp::from_micros);
+    let day = |i: usize| {
+        v.get(i)
+            .copied()
+            .flatten()
+            .and_then(|d| i32::try_from(d).ok())
+            .map(Day::from_days)
+    };
+    let rating = |i: usize| RatingTotal { sum: n(i), count: n(i + 1) };
+    let totals = SummaryDelta {
+        event_count: n(0),
+        engagement_count: n(1),
+        support_count: n(2),
+        support_first_contact_resolved: n(3),
+        survey_count: n(4),
+        csat_count: n(5),
+        csat_sum: n(6),
+        nps_promoters: n(7),
+        nps_passives: n(8),
+        nps_detractors: n(9),
+        benefits: [rating(10), rating(12), rating(14), rating(16)],
+        costs: [rating(18), rating(20), rating(22), rating(24)],
+        custom_event_count: n(26),
+        first_event_at: ts(27),
+        last_event_at: ts(28),
+        last_engagement_at: ts(29),
+    };
+    let purchases = PurchaseStats {
+        order_count: n(30),
+        purchase_days: n(31),
+        first_purchase_day: day(32),
+        last_purchase_day: day(33),
+        net_revenue: n(34),
+        refunded: n(35),
+        first_day_revenue: n(36),
+    };
+    CustomerSummary { totals, purchases }
+}
+
+/// `col = <table>.col + excluded.col, …` for the additive columns, then min/max for the instants;
+/// valid on SQLite and Postgres alike.
+pub fn upsert_set_clause(table: &str) -> String {
+    let mut parts: Vec<String> = ADDITIVE
+        .iter()
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+        .collect();
+    for c in MINIMUM {
+        parts.push(format!(
+            "{c} = CASE WHEN {table}.{c} IS NULL OR excluded.{c} < {table}.{c} THEN excluded.{c} ELSE {table}.{c} END"
+        ));
+    }
+    for c in MAXIMUM {
+        parts.push(format!(
+            "{c} = CASE WHEN {table}.{c} IS NULL OR excluded.{c} > {table}.{c} THEN excluded.{c} ELSE {table}.{c} END"
+        ));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let mut d = SummaryDelta::default();
+        let mut next = 1;
+        let mut bump = || {
+            next += 1;
+            next
+        };
+        d.event_count = bump();
+        d.engagement_count = bump();
+        d.support_count = bump();
+        d.support_first_contact_resolved = bump();
+        d.survey_count = bump();
+        d.csat_count = bump();
+        d.csat_sum = bump();
+        d.nps_promoters = bump();
+        d.nps_passives = bump();
+        d.nps_detractors = bump();
+        for t in d.benefits.iter_mut().chain(d.costs.iter_mut()) {
+            *t = RatingTotal { sum: bump(), count: bump() };
+        }
+        d.custom_event_count = bump();
+        d.first_event_at = Some(Timestamp::from_micros(bump()));
+        d.last_event_at = Some(Timestamp::from_micros(bump()));
+        d.last_engagement_at = Some(Timestamp::from_micros(bump()));
+        let mut values: Vec<Option<i64>> = additive_values(&d).into_iter().map(Some).collect();
+        values.extend(extreme_values(&d));
+        values.extend([Some(1), Some(2), Some(3), Some(4), Some(5), Some(6), Some(7)]);
+        assert_eq!(values.len(), all().count());
+        let s = summary_from_values(&values);
+        assert_eq!(s.totals, d);
+        assert_eq!(s.purchases.first_purchase_day, Some(Day::from_days(3)));
+        assert_eq!(s.purchases.first_day_revenue, 7);
+    }
+}

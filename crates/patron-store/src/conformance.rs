@@ -1,0 +1,405 @@
+//! The behaviour every [`Store`] must show, as async functions over a fresh, empty store.
+//!
+//! Each backend runs the whole suite with [`conformance_tests!`](crate::conformance_tests), so
+//! SQLite and Postgres are held to exactly the same contract.
+
+use patron_domain::{
+    AttributeKey, AttributeValue, Customer, CustomerId, CustomerProfile, Date, Day, Event,
+    EventData, EventId, EventKind, Gender, OrderId, OrderRow, Purchase, Refund, Survey,
+    SupportInteraction, Timestamp, derive_purchase_stats,
+};
+
+use crate::{EventCursor, Store};
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an async expression
+/// producing a fresh, empty store (`impl Store`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            upsert_and_get_round_trip,
+            list_customers_pages_in_id_order,
+            events_are_idempotent,
+            unknown_customers_are_created_by_events,
+            summaries_do_not_depend_on_arrival_order,
+            refunds_cancel_orders_even_before_the_purchase_arrives,
+            survey_and_support_aggregates,
+            list_events_newest_first_with_kinds_and_cursor,
+            delete_erases_everything,
+            large_batch_in_one_call,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let store = $make;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// A fixed "now" for the suite: 2026-01-01T00:00:00Z.
+pub fn now() -> Timestamp {
+    Day::from_days(20_454).start()
+}
+
+fn cid(s: &str) -> CustomerId {
+    CustomerId::parse(s).expect("valid id")
+}
+
+fn at(day: i32, second: i64) -> Timestamp {
+    Timestamp::from_micros(Day::from_days(day).start().as_micros() + second * 1_000_000)
+}
+
+/// A purchase event.
+pub fn purchase(customer: &str, id: &str, when: Timestamp, order: &str, amount: i64) -> Event {
+    Event {
+        customer_id: cid(customer),
+        event_id: EventId::parse(id).expect("valid id"),
+        occurred_at: when,
+        data: EventData::Purchase(Purchase {
+            order_id: OrderId::parse(order).expect("valid id"),
+            amount,
+            item_count: 2,
+            channel: "web".into(),
+        }),
+    }
+}
+
+fn refund(customer: &str, id: &str, when: Timestamp, order: &str, amount: i64) -> Event {
+    Event {
+        customer_id: cid(customer),
+        event_id: EventId::parse(id).expect("valid id"),
+        occurred_at: when,
+        data: EventData::Refund(Refund { order_id: OrderId::parse(order).expect("valid id"), amount }),
+    }
+}
+
+fn other(customer: &str, id: &str, when: Timestamp, data: EventData) -> Event {
+    Event {
+        customer_id: cid(customer),
+        event_id: EventId::parse(id).expect("valid id"),
+        occurred_at: when,
+        data,
+    }
+}
+
+fn profile_customer(id: &str, country: &str) -> Customer {
+    let mut attributes = patron_domain::Attributes::new();
+    attributes.insert(AttributeKey::parse("plan").expect("key"), AttributeValue::String("pro".into()));
+    attributes.insert(AttributeKey::parse("seats").expect("key"), AttributeValue::Int(12));
+    attributes.insert(AttributeKey::parse("score").expect("key"), AttributeValue::Double(0.5));
+    attributes.insert(AttributeKey::parse("vip").expect("key"), AttributeValue::Bool(true));
+    Customer {
+        customer_id: cid(id),
+        profile: CustomerProfile {
+            birth_date: Some(Date::new(1990, 2, 28).expect("date")),
+            gender: Gender::Female,
+            country: Some(country.into()),
+            signed_up_at: Some(at(19_000, 42)),
+            attributes,
+        },
+    }
+}
+
+pub async fn upsert_and_get_round_trip(store: &impl Store) {
+    let c = profile_customer("alice", "DE");
+    let first = store.upsert_customers(std::slice::from_ref(&c), now()).await.expect("upsert");
+    assert_eq!(first.len(), 1);
+    assert!(first[0].created);
+    assert_eq!(first[0].record.customer, c);
+    let got = store.get_customer(&c.customer_id).await.expect("get").expect("exists");
+    assert_eq!(got.customer, c);
+    assert_eq!(got.create_time, now());
+    assert_eq!(got.update_time, Some(now()));
+
+    // Replacing the profile keeps create_time and moves update_time.
+    let later = Timestamp::from_micros(now().as_micros() + 5_000_000);
+    let mut changed = profile_customer("alice", "FR");
+    changed.profile.attributes.clear();
+    changed.profile.birth_date = None;
+    let second = store.upsert_customers(std::slice::from_ref(&changed), later).await.expect("upsert");
+    assert!(!second[0].created);
+    let got = store.get_customer(&c.customer_id).await.expect("get").expect("exists");
+    assert_eq!(got.customer, changed);
+    assert_eq!(got.create_time, now());
+    assert_eq!(got.update_time, Some(later));
+    assert!(store.get_customer(&cid("nobody")).await.expect("get").is_none());
+}
+
+pub async fn list_customers_pages_in_id_order(store: &impl Store) {
+    let customers: Vec<Customer> =
+        (0..25).rev().map(|i| profile_customer(&format!("c{i:03}"), "US")).collect();
+    store.upsert_customers(&customers, now()).await.expect("upsert");
+    let mut seen = Vec::new();
+    let mut after: Option<CustomerId> = None;
+    loop {
+        let page = store.list_customers(after.as_ref(), 10).await.expect("list");
+        assert!(page.len() <= 10);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| r.customer.customer_id.clone());
+        seen.extend(page.into_iter().map(|r| r.customer.customer_id.into_string()));
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("c{i:03}")).collect();
+    assert_eq!(seen, want);
+}
+
+pub async fn events_are_idempotent(store: &impl Store) {
+    let e1 = purchase("bob", "e1", at(100, 0), "o1", 1000);
+    let e2 = purchase("bob", "e2", at(101, 0), "o2", 500);
+    let out = store.record_events(&[e1.clone(), e2.clone(), e1.clone()], now()).await.expect("record");
+    assert_eq!(out.recorded, 2);
+    assert_eq!(out.duplicate_indexes, vec![2]);
+    assert_eq!(out.created_customers, 1);
+    // Replaying the batch stores nothing and changes no summary.
+    let before = store.get_customer(&cid("bob")).await.expect("get").expect("exists");
+    let out = store.record_events(&[e2.clone(), e1.clone()], now()).await.expect("record");
+    assert_eq!(out.recorded, 0);
+    assert_eq!(out.duplicate_indexes, vec![0, 1]);
+    assert_eq!(out.created_customers, 0);
+    let after = store.get_customer(&cid("bob")).await.expect("get").expect("exists");
+    assert_eq!(before.summary, after.summary);
+    assert_eq!(after.summary.totals.event_count, 2);
+    assert_eq!(after.summary.purchases.net_revenue, 1500);
+    // The same event id for another customer is another event.
+    let out = store
+        .record_events(&[purchase("carol", "e1", at(100, 0), "o1", 1)], now())
+        .await
+        .expect("record");
+    assert_eq!(out.recorded, 1);
+}
+
+pub async fn unknown_customers_are_created_by_events(store: &impl Store) {
+    store.upsert_customers(&[profile_customer("known", "US")], now()).await.expect("upsert");
+    let out = store
+        .record_events(
+            &[
+                purchase("known", "k1", at(10, 0), "o1", 1),
+                purchase("new1", "n1", at(10, 0), "o1", 1),
+                purchase("new2", "n2", at(10, 0), "o1", 1),
+                purchase("new2", "n3", at(11, 0), "o2", 1),
+            ],
+            now(),
+        )
+        .await
+        .expect("record");
+    assert_eq!(out.created_customers, 2);
+    let new = store.get_customer(&cid("new2")).await.expect("get").expect("created");
+    assert_eq!(new.customer.profile, CustomerProfile::default());
+    assert_eq!(new.update_time, None);
+    assert_eq!(new.create_time, now());
+    // An upsert of an event-created customer keeps its summary.
+    store.upsert_customers(&[profile_customer("new2", "JP")], now()).await.expect("upsert");
+    let new = store.get_customer(&cid("new2")).await.expect("get").expect("exists");
+    assert_eq!(new.summary.purchases.purchase_days, 2);
+    assert_eq!(new.customer.profile.country.as_deref(), Some("JP"));
+}
+
+/// A deterministic shuffle (xorshift), so the suite needs no random-number crate.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let j = (seed % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+fn history(customer: &str) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (n, (day, amount)) in [(10, 500), (10, 250), (12, 1000), (30, 0), (45, 700), (45, 300), (60, 1200)]
+        .into_iter()
+        .enumerate()
+    {
+        events.push(purchase(customer, &format!("p{n}"), at(day, n as i64), &format!("o{n}"), amount));
+    }
+    // Order o6 (day 60) is fully refunded in two parts; o2 partly.
+    events.push(refund(customer, "r1", at(61, 0), "o6", 1000));
+    events.push(refund(customer, "r2", at(62, 0), "o6", 200));
+    events.push(refund(customer, "r3", at(13, 0), "o2", 400));
+    events.push(other(customer, "g1", at(20, 0), EventData::Engagement(patron_domain::Engagement { activity: "login".into() })));
+    events
+}
+
+pub async fn summaries_do_not_depend_on_arrival_order(store: &impl Store) {
+    // The reference: what the domain rules say for this history.
+    let rows = [
+        (Some(10), 500, 0),
+        (Some(10), 250, 0),
+        (Some(12), 1000, 400),
+        (Some(30), 0, 0),
+        (Some(45), 700, 0),
+        (Some(45), 300, 0),
+        (Some(60), 1200, 1200),
+    ]
+    .map(|(d, amount, refunded)| OrderRow { day: d.map(Day::from_days), amount, refunded });
+    let want = derive_purchase_stats(&rows);
+    assert_eq!(want.purchase_days, 4);
+    assert_eq!(want.last_purchase_day, Some(Day::from_days(45)));
+
+    for seed in 1..=6u64 {
+        let customer = format!("shuffled{seed}");
+        let mut events = history(&customer);
+        shuffle(&mut events, seed * 7919);
+        // Split into batches of varying size, as a stream would.
+        for chunk in events.chunks(seed as usize) {
+            store.record_events(chunk, now()).await.expect("record");
+        }
+        let got = store.get_customer(&cid(&customer)).await.expect("get").expect("exists");
+        assert_eq!(got.summary.purchases, want, "seed {seed}");
+        assert_eq!(got.summary.totals.event_count, 11, "seed {seed}");
+        assert_eq!(got.summary.totals.engagement_count, 1);
+        assert_eq!(got.summary.totals.first_event_at, Some(at(10, 0)));
+        assert_eq!(got.summary.totals.last_event_at, Some(at(62, 0)));
+        assert_eq!(got.summary.frequency(), 3);
+        assert_eq!(got.summary.recency_days(), 35);
+    }
+}
+
+pub async fn refunds_cancel_orders_even_before_the_purchase_arrives(store: &impl Store) {
+    let c = "refunder";
+    store.record_events(&[refund(c, "r1", at(20, 0), "o1", 900)], now()).await.expect("record");
+    let got = store.get_customer(&cid(c)).await.expect("get").expect("created");
+    assert_eq!(got.summary.purchases.order_count, 0);
+    assert_eq!(got.summary.purchases.refunded, 900);
+    store
+        .record_events(&[purchase(c, "p1", at(19, 0), "o1", 900), purchase(c, "p2", at(25, 0), "o2", 100)], now())
+        .await
+        .expect("record");
+    let got = store.get_customer(&cid(c)).await.expect("get").expect("exists");
+    assert_eq!(got.summary.purchases.order_count, 1, "o1 is cancelled by its refund");
+    assert_eq!(got.summary.purchases.purchase_days, 1);
+    assert_eq!(got.summary.purchases.first_purchase_day, Some(Day::from_days(25)));
+    assert_eq!(got.summary.purchases.net_revenue, 100);
+    assert_eq!(got.summary.purchases.first_day_revenue, 100);
+}
+
+pub async fn survey_and_support_aggregates(store: &impl Store) {
+    let c = "surveyed";
+    let survey = |nps, csat, economic| {
+        EventData::Survey(Survey {
+            benefits: [economic, Some(4), None, None],
+            costs: [Some(2), None, None, Some(1)],
+            csat,
+            nps,
+        })
+    };
+    let support = |fcr, csat| {
+        EventData::SupportInteraction(SupportInteraction {
+            channel: "phone".into(),
+            resolved_first_contact: fcr,
+            csat,
+        })
+    };
+    let events = vec![
+        other(c, "s1", at(5, 0), survey(Some(10), Some(5), Some(5))),
+        other(c, "s2", at(6, 0), survey(Some(7), None, None)),
+        other(c, "s3", at(7, 0), survey(Some(0), Some(1), Some(1))),
+        other(c, "s4", at(8, 0), survey(None, None, None)),
+        other(c, "t1", at(9, 0), support(true, Some(4))),
+        other(c, "t2", at(9, 1), support(false, None)),
+        other(
+            c,
+            "x1",
+            at(9, 2),
+            EventData::Custom(patron_domain::CustomEvent { name: "referral".into(), properties: Default::default() }),
+        ),
+    ];
+    store.record_events(&events, now()).await.expect("record");
+    let t = store.get_customer(&cid(c)).await.expect("get").expect("exists").summary.totals;
+    assert_eq!(t.survey_count, 4);
+    assert_eq!((t.nps_promoters, t.nps_passives, t.nps_detractors), (1, 1, 1));
+    assert_eq!((t.csat_sum, t.csat_count), (10, 3));
+    assert_eq!((t.benefits[0].sum, t.benefits[0].count), (6, 2));
+    assert_eq!((t.benefits[1].sum, t.benefits[1].count), (16, 4));
+    assert_eq!(t.benefits[2].count, 0);
+    assert_eq!((t.costs[3].sum, t.costs[3].count), (4, 4));
+    assert_eq!((t.support_count, t.support_first_contact_resolved), (2, 1));
+    assert_eq!(t.custom_event_count, 1);
+    assert_eq!(t.event_count, 7);
+}
+
+pub async fn list_events_newest_first_with_kinds_and_cursor(store: &impl Store) {
+    let c = "lister";
+    let mut events = history(c);
+    // Two events at the same instant are ordered by event id, descending.
+    events.push(purchase(c, "same-a", at(70, 0), "oa", 1));
+    events.push(purchase(c, "same-b", at(70, 0), "ob", 1));
+    store.record_events(&events, now()).await.expect("record");
+    let mut all = Vec::new();
+    let mut cursor: Option<EventCursor> = None;
+    loop {
+        let page = store.list_events(&cid(c), &[], cursor.as_ref(), 4).await.expect("list");
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().map(|e| EventCursor {
+            occurred_at: e.event.occurred_at,
+            event_id: e.event.event_id.clone(),
+        });
+        all.extend(page);
+    }
+    assert_eq!(all.len(), events.len());
+    assert_eq!(all[0].event.event_id.as_str(), "same-b");
+    assert_eq!(all[1].event.event_id.as_str(), "same-a");
+    assert!(all.windows(2).all(|w| w[0].event.occurred_at >= w[1].event.occurred_at));
+    assert_eq!(all[0].recorded_at, now());
+    // Stored data reads back exactly.
+    let original = events.iter().find(|e| e.event_id.as_str() == "r3").expect("r3");
+    let stored = all.iter().find(|e| e.event.event_id.as_str() == "r3").expect("r3 stored");
+    assert_eq!(&stored.event, original);
+
+    let refunds = store
+        .list_events(&cid(c), &[EventKind::Refund, EventKind::Engagement], None, 100)
+        .await
+        .expect("list");
+    let kinds: Vec<EventKind> = refunds.iter().map(|e| e.event.data.kind()).collect();
+    assert_eq!(kinds, vec![EventKind::Refund, EventKind::Refund, EventKind::Engagement, EventKind::Refund]);
+    assert!(store.list_events(&cid("nobody"), &[], None, 10).await.expect("list").is_empty());
+}
+
+pub async fn delete_erases_everything(store: &impl Store) {
+    store.upsert_customers(&[profile_customer("gone", "US")], now()).await.expect("upsert");
+    store.record_events(&history("gone"), now()).await.expect("record");
+    store.record_events(&history("stays"), now()).await.expect("record");
+    assert_eq!(store.delete_customer(&cid("gone")).await.expect("delete"), Some(11));
+    assert!(store.get_customer(&cid("gone")).await.expect("get").is_none());
+    assert!(store.list_events(&cid("gone"), &[], None, 100).await.expect("list").is_empty());
+    assert_eq!(store.delete_customer(&cid("gone")).await.expect("delete"), None);
+    // Other customers are untouched.
+    let stays = store.get_customer(&cid("stays")).await.expect("get").expect("exists");
+    assert_eq!(stays.summary.totals.event_count, 11);
+    // After erasure the same events are new again, with a fresh summary.
+    let out = store.record_events(&history("gone"), now()).await.expect("record");
+    assert_eq!(out.recorded, 11);
+    assert_eq!(out.created_customers, 1);
+    let again = store.get_customer(&cid("gone")).await.expect("get").expect("exists");
+    assert_eq!(again.summary, stays.summary);
+}
+
+pub async fn large_batch_in_one_call(store: &impl Store) {
+    let events: Vec<Event> = (0..10_000)
+        .map(|i| {
+            purchase(
+                &format!("bulk{}", i % 1_000),
+                &format!("e{i}"),
+                at(1_000 + (i / 1_000) as i32, i64::from(i % 60)),
+                &format!("o{i}"),
+                i64::from(i),
+            )
+        })
+        .collect();
+    let out = store.record_events(&events, now()).await.expect("record");
+    assert_eq!(out.recorded, 10_000);
+    assert_eq!(out.created_customers, 1_000);
+    let c = store.get_customer(&cid("bulk7")).await.expect("get").expect("exists");
+    assert_eq!(c.summary.purchases.purchase_days, 10);
+    assert_eq!(c.summary.purchases.net_revenue, (0..10).map(|k| 7 + 1_000 * k).sum::<i64>());
+    let out = store.record_events(&events, now()).await.expect("record");
+    assert_eq!((out.recorded, out.duplicate_indexes.len()), (0, 10_000));
+}
