@@ -73,7 +73,11 @@ impl AttributeKey {
         let ok = s.len() <= 64
             && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if ok { Ok(Self(s)) } else { Err(AttributeError::BadKey) }
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(AttributeError::BadKey)
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -146,7 +150,9 @@ pub fn parse_country(s: &str) -> Result<Option<String>, String> {
     } else if crate::iso::is_country_code(s) {
         Ok(Some(s.to_owned()))
     } else {
-        Err(format!("{s:?} is not an ISO 3166-1 alpha-2 country code (upper case)"))
+        Err(format!(
+            "{s:?} is not an ISO 3166-1 alpha-2 country code (upper case)"
+        ))
     }
 }
 
@@ -172,7 +178,10 @@ mod tests {
 
     #[test]
     fn attribute_values() {
-        assert_eq!(AttributeValue::Double(f64::NAN).check(), Err(AttributeError::NotFinite));
+        assert_eq!(
+            AttributeValue::Double(f64::NAN).check(),
+            Err(AttributeError::NotFinite)
+        );
         assert_eq!(
             AttributeValue::String("x".repeat(1025)).check(),
             Err(AttributeError::StringTooLong)

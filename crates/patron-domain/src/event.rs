@@ -142,7 +142,10 @@ pub fn check_rating(value: i32, min: u8, max: u8) -> Result<u8, FieldError> {
     u8::try_from(value)
         .ok()
         .filter(|v| (min..=max).contains(v))
-        .ok_or(FieldError::OutOfRange { min: min.into(), max: max.into() })
+        .ok_or(FieldError::OutOfRange {
+            min: min.into(),
+            max: max.into(),
+        })
 }
 
 /// Checks a free-text label such as a channel: at most `max` characters, no control characters.
@@ -160,8 +163,13 @@ pub fn check_label(s: &str, max: usize, required: bool) -> Result<String, FieldE
 pub fn check_event_name(s: &str) -> Result<String, FieldError> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if ok { Ok(s.to_owned()) } else { Err(FieldError::BadName) }
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(FieldError::BadName)
+    }
 }
 
 /// Checks an item count.
@@ -169,7 +177,10 @@ pub fn check_item_count(n: i32) -> Result<i32, FieldError> {
     if (0..=MAX_ITEM_COUNT).contains(&n) {
         Ok(n)
     } else {
-        Err(FieldError::OutOfRange { min: 0, max: MAX_ITEM_COUNT.into() })
+        Err(FieldError::OutOfRange {
+            min: 0,
+            max: MAX_ITEM_COUNT.into(),
+        })
     }
 }
 

@@ -21,8 +21,8 @@ pub use event::{
 pub use id::{CustomerId, EventId, OrderId};
 pub use money::{Currency, MAX_EVENT_AMOUNT, Money};
 pub use summary::{
-    BatchAggregate, CustomerSummary, OrderDelta, OrderRow, PurchaseStats, RatingTotal, SummaryDelta,
-    derive_purchase_stats,
+    BatchAggregate, CustomerSummary, OrderDelta, OrderRow, PurchaseStats, RatingTotal,
+    SummaryDelta, derive_purchase_stats,
 };
 pub use time::{Date, Day, Timestamp};
 pub use validation::{FieldViolation, Violations};

@@ -80,12 +80,19 @@ pub struct Money {
 
 impl Money {
     /// Checks an event amount: the deployment's currency, 0 to [`MAX_EVENT_AMOUNT`].
-    pub fn event_amount(currency: Currency, minor_units: i64, books: Currency) -> Result<Self, MoneyError> {
+    pub fn event_amount(
+        currency: Currency,
+        minor_units: i64,
+        books: Currency,
+    ) -> Result<Self, MoneyError> {
         if currency != books {
             return Err(MoneyError::WrongCurrency { expected: books });
         }
         check_event_amount(minor_units)?;
-        Ok(Self { currency, minor_units })
+        Ok(Self {
+            currency,
+            minor_units,
+        })
     }
 }
 
@@ -110,7 +117,12 @@ pub fn format_minor(minor_units: i64, currency: Currency) -> String {
     let sign = if minor_units < 0 { "-" } else { "" };
     let abs = minor_units.unsigned_abs();
     let scale = scale.unsigned_abs();
-    format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = digits as usize)
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / scale,
+        abs % scale,
+        width = digits as usize
+    )
 }
 
 /// Parses a decimal string such as `"19.99"` into minor units of `currency`, exactly (no
@@ -131,7 +143,9 @@ pub fn parse_decimal(s: &str, currency: Currency) -> Result<i64, String> {
         return Err(format!("{s:?} is not a decimal amount"));
     }
     if frac_part.len() > digits {
-        return Err(format!("{s:?} has more than {digits} decimal places for {currency}"));
+        return Err(format!(
+            "{s:?} has more than {digits} decimal places for {currency}"
+        ));
     }
     let mut text = String::with_capacity(int_part.len() + digits);
     text.push_str(int_part);
@@ -152,17 +166,29 @@ mod tests {
     #[test]
     fn currencies_are_checked() {
         assert!(Currency::parse("EUR").is_ok());
-        assert_eq!(Currency::parse("usd"), Err(MoneyError::UnknownCurrency("usd".into())));
-        assert_eq!(Currency::parse("ABC"), Err(MoneyError::UnknownCurrency("ABC".into())));
+        assert_eq!(
+            Currency::parse("usd"),
+            Err(MoneyError::UnknownCurrency("usd".into()))
+        );
+        assert_eq!(
+            Currency::parse("ABC"),
+            Err(MoneyError::UnknownCurrency("ABC".into()))
+        );
         assert_eq!(Currency::parse(""), Err(MoneyError::MissingCurrency));
         let eur = Currency::parse("EUR").expect("EUR");
-        assert!(matches!(Money::event_amount(eur, 1, usd()), Err(MoneyError::WrongCurrency { .. })));
+        assert!(matches!(
+            Money::event_amount(eur, 1, usd()),
+            Err(MoneyError::WrongCurrency { .. })
+        ));
     }
 
     #[test]
     fn amounts_are_checked() {
         assert_eq!(check_event_amount(-1), Err(MoneyError::Negative));
-        assert_eq!(check_event_amount(MAX_EVENT_AMOUNT + 1), Err(MoneyError::TooLarge));
+        assert_eq!(
+            check_event_amount(MAX_EVENT_AMOUNT + 1),
+            Err(MoneyError::TooLarge)
+        );
         assert_eq!(check_event_amount(0), Ok(0));
         assert_eq!(check_event_amount(MAX_EVENT_AMOUNT), Ok(MAX_EVENT_AMOUNT));
     }

@@ -166,7 +166,11 @@ impl OrderRow {
 
     /// What the order is still worth: amount minus refunds, never below zero.
     pub fn net(&self) -> i64 {
-        if self.is_active() { self.amount - self.refunded } else { 0 }
+        if self.is_active() {
+            self.amount - self.refunded
+        } else {
+            0
+        }
     }
 }
 
@@ -242,10 +246,12 @@ impl BatchAggregate {
                 EventData::Refund(r) => (&r.order_id, None, 0, 0, r.amount),
                 _ => continue,
             };
-            let pos = *order_pos.entry((&e.customer_id, order_id)).or_insert_with(|| {
-                orders.push((&e.customer_id, order_id, OrderDelta::default()));
-                orders.len() - 1
-            });
+            let pos = *order_pos
+                .entry((&e.customer_id, order_id))
+                .or_insert_with(|| {
+                    orders.push((&e.customer_id, order_id, OrderDelta::default()));
+                    orders.len() - 1
+                });
             let d = &mut orders[pos].2;
             d.day = match (d.day, day) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -279,7 +285,10 @@ impl CustomerSummary {
 
     /// Days between first and last purchase day: the `lifetimes` recency in days.
     pub fn recency_days(&self) -> i64 {
-        match (self.purchases.first_purchase_day, self.purchases.last_purchase_day) {
+        match (
+            self.purchases.first_purchase_day,
+            self.purchases.last_purchase_day,
+        ) {
             (Some(a), Some(b)) => i64::from(b.as_days() - a.as_days()),
             _ => 0,
         }
@@ -310,11 +319,18 @@ mod tests {
     }
 
     fn refund(order: &str, amount: i64) -> EventData {
-        EventData::Refund(Refund { order_id: OrderId::parse(order).expect("id"), amount })
+        EventData::Refund(Refund {
+            order_id: OrderId::parse(order).expect("id"),
+            amount,
+        })
     }
 
     fn row(day: Option<i32>, amount: i64, refunded: i64) -> OrderRow {
-        OrderRow { day: day.map(Day::from_days), amount, refunded }
+        OrderRow {
+            day: day.map(Day::from_days),
+            amount,
+            refunded,
+        }
     }
 
     #[test]
@@ -346,7 +362,16 @@ mod tests {
             ev("a", "2", 3, purchase("o1", 400)),
             ev("b", "3", 4, purchase("o2", 50)),
             ev("a", "4", 2, purchase("o1", 100)),
-            ev("a", "5", 7, EventData::Survey(Survey { nps: Some(9), csat: Some(4), ..Survey::default() })),
+            ev(
+                "a",
+                "5",
+                7,
+                EventData::Survey(Survey {
+                    nps: Some(9),
+                    csat: Some(4),
+                    ..Survey::default()
+                }),
+            ),
         ];
         let agg = BatchAggregate::from_events(&events);
         assert_eq!(agg.summaries.len(), 2);
@@ -358,13 +383,20 @@ mod tests {
         assert_eq!(a.last_event_at, Some(Day::from_days(7).start()));
         assert_eq!(agg.orders.len(), 2);
         let o1 = &agg.orders[0].2;
-        assert_eq!((o1.day, o1.amount, o1.refunded), (Some(Day::from_days(2)), 500, 100));
+        assert_eq!(
+            (o1.day, o1.amount, o1.refunded),
+            (Some(Day::from_days(2)), 500, 100)
+        );
 
         // Splitting the batch anywhere and merging gives the same deltas.
         let mut reversed = events.clone();
         reversed.reverse();
         let agg2 = BatchAggregate::from_events(&reversed);
-        let a2 = agg2.summaries.iter().find(|(c, _)| c.as_str() == "a").map(|(_, d)| d);
+        let a2 = agg2
+            .summaries
+            .iter()
+            .find(|(c, _)| c.as_str() == "a")
+            .map(|(_, d)| d);
         assert_eq!(a2, Some(a));
     }
 }

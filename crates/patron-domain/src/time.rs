@@ -120,7 +120,11 @@ impl Day {
 
     pub fn date(self) -> Date {
         let (y, m, d) = civil_from_days(i64::from(self.0));
-        Date { year: y, month: m, day: d }
+        Date {
+            year: y,
+            month: m,
+            day: d,
+        }
     }
 }
 
@@ -182,12 +186,7 @@ impl Date {
     /// Parses `YYYY-MM-DD`.
     pub fn parse_iso(s: &str) -> Result<Self, DateError> {
         let mut parts = s.splitn(3, '-');
-        let mut next = |e| {
-            parts
-                .next()
-                .and_then(|p| p.parse::<i32>().ok())
-                .ok_or(e)
-        };
+        let mut next = |e| parts.next().and_then(|p| p.parse::<i32>().ok()).ok_or(e);
         let y = next(DateError::Year)?;
         let m = next(DateError::Month)?;
         let d = next(DateError::Day)?;
@@ -248,7 +247,8 @@ mod tests {
             (1970, 1, 1, 0),
             (2000, 2, 29, 11_016),
             (1900, 1, 1, -25_567),
-            (2026, 11, 23, 20_780), (2026, 1, 1, 20_454),
+            (2026, 11, 23, 20_780),
+            (2026, 1, 1, 20_454),
         ] {
             let date = Date::new(y, m, d).expect("valid date");
             assert_eq!(date.to_day().as_days(), days, "{date}");
@@ -263,7 +263,12 @@ mod tests {
         assert_eq!(Date::new(1899, 12, 31), Err(DateError::Year));
         assert_eq!(Date::new(2024, 4, 31), Err(DateError::Day));
         assert!(Date::new(2024, 2, 29).is_ok());
-        assert_eq!(Date::parse_iso("2024-02-29").map(|d| d.to_string()).as_deref(), Ok("2024-02-29"));
+        assert_eq!(
+            Date::parse_iso("2024-02-29")
+                .map(|d| d.to_string())
+                .as_deref(),
+            Ok("2024-02-29")
+        );
         assert!(Date::parse_iso("2024-02").is_err());
     }
 
@@ -272,9 +277,18 @@ mod tests {
         let now = Timestamp::from_parts(1_700_000_000, 0).expect("valid");
         assert!(Timestamp::from_parts(0, -1).is_err());
         assert!(Timestamp::from_parts(0, 1_000_000_000).is_err());
-        assert_eq!(Timestamp::from_parts(-2_208_988_801, 0), Err(TimestampError::TooEarly));
-        assert_eq!(Timestamp::from_parts(i64::MAX, 0), Err(TimestampError::InFuture));
-        assert_eq!(Timestamp::from_parts(i64::MIN, 0), Err(TimestampError::TooEarly));
+        assert_eq!(
+            Timestamp::from_parts(-2_208_988_801, 0),
+            Err(TimestampError::TooEarly)
+        );
+        assert_eq!(
+            Timestamp::from_parts(i64::MAX, 0),
+            Err(TimestampError::InFuture)
+        );
+        assert_eq!(
+            Timestamp::from_parts(i64::MIN, 0),
+            Err(TimestampError::TooEarly)
+        );
         let later = Timestamp::from_micros(now.as_micros() + Timestamp::MAX_FUTURE_SKEW_MICROS + 1);
         assert_eq!(later.check_event_time(now), Err(TimestampError::InFuture));
         assert!(now.check_event_time(now).is_ok());

@@ -1,6 +1,11 @@
 //! Generated code for Patron's gRPC API. Nothing here knows the domain: conversions live in the
 //! service crates.
-#![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+#![allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
 
 /// The encoded `FileDescriptorSet` of every Patron proto file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

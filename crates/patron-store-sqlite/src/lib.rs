@@ -1,1 +1,546 @@
-//! placeholder
+//! Patron's SQLite backend: the embedded default.
+//!
+//! One file in WAL mode with `synchronous = FULL`, so a commit that returned is on disk. Writes go
+//! through a single writer connection (SQLite allows one writer at a time; queueing them here
+//! avoids lock timeouts), reads through a small pool that WAL lets run beside the writer.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use patron_domain::{
+    Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind, Gender, Timestamp,
+    summary::BatchAggregate,
+};
+use patron_store::{
+    CustomerRecord, EventCursor, RecordOutcome, Store, StoreError, StoreResult, StoredEvent,
+    UpsertedCustomer, columns, decode_attributes, decode_event_data, dedupe_batch,
+    encode_attributes, encode_event_data,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+/// SQLite allows 32,766 bound parameters per statement; chunks stay well below.
+const MAX_PARAMS: usize = 30_000;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Database(d) if d.message().contains("integer overflow") => {
+            StoreError::Overflow(d.message().to_owned())
+        }
+        sqlx::Error::Database(d)
+            if d.message().contains("database is locked") || d.message().contains("busy") =>
+        {
+            StoreError::Conflict(d.message().to_owned())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url`, e.g. `sqlite://patron.db` or
+    /// `sqlite::memory:`. Does not migrate: call [`SqliteStore::migrate`].
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("bad SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-65536");
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await
+            .map_err(db_err)?;
+        // An in-memory database exists once per connection: read through the writer.
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.read_only(true))
+                .await
+                .map_err(db_err)?
+        };
+        Ok(Self { writer, reader })
+    }
+
+    /// Applies pending migrations from `migrations/sqlite`.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
+    }
+
+    /// Closes both pools, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+const CUSTOMER_COLUMNS: &str = "c.customer_id, c.birth_date, c.gender, c.country, c.signed_up_at, \
+     c.attributes, c.create_time, c.update_time";
+
+fn summary_select() -> String {
+    columns::all()
+        .map(|c| format!("s.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
+    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
+    let customer_id: String = row.try_get(0).map_err(db_err)?;
+    let customer_id = CustomerId::parse(customer_id)
+        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
+    let birth_date = get_i64(1)?
+        .and_then(|d| i32::try_from(d).ok())
+        .map(|d| Day::from_days(d).date());
+    let gender: String = row.try_get(2).map_err(db_err)?;
+    let country: Option<String> = row.try_get(3).map_err(db_err)?;
+    let signed_up_at = get_i64(4)?.map(Timestamp::from_micros);
+    let attributes: String = row.try_get(5).map_err(db_err)?;
+    let create_time = Timestamp::from_micros(get_i64(6)?.unwrap_or(0));
+    let update_time = get_i64(7)?.map(Timestamp::from_micros);
+    let n = columns::all().count();
+    let values = (8..8 + n).map(get_i64).collect::<StoreResult<Vec<_>>>()?;
+    Ok(CustomerRecord {
+        customer: Customer {
+            customer_id,
+            profile: CustomerProfile {
+                birth_date,
+                gender: Gender::parse(&gender).unwrap_or_default(),
+                country,
+                signed_up_at,
+                attributes: decode_attributes(&attributes)?,
+            },
+        },
+        create_time,
+        update_time,
+        summary: columns::summary_from_values(&values),
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<StoredEvent> {
+    let customer_id: String = row.try_get(0).map_err(db_err)?;
+    let event_id: String = row.try_get(1).map_err(db_err)?;
+    let occurred_at: i64 = row.try_get(2).map_err(db_err)?;
+    let recorded_at: i64 = row.try_get(3).map_err(db_err)?;
+    let data: String = row.try_get(4).map_err(db_err)?;
+    let bad = |e: patron_domain::id::IdError| StoreError::Internal(format!("stored id: {e}"));
+    Ok(StoredEvent {
+        event: Event {
+            customer_id: CustomerId::parse(customer_id).map_err(bad)?,
+            event_id: EventId::parse(event_id).map_err(bad)?,
+            occurred_at: Timestamp::from_micros(occurred_at),
+            data: decode_event_data(&data)?,
+        },
+        recorded_at: Timestamp::from_micros(recorded_at),
+    })
+}
+
+fn date_days(d: Option<Date>) -> Option<i64> {
+    d.map(|d| i64::from(d.to_day().as_days()))
+}
+
+async fn fetch_records(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[&CustomerId],
+) -> StoreResult<Vec<CustomerRecord>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_PARAMS) {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {CUSTOMER_COLUMNS}, {} FROM customers c LEFT JOIN customer_summaries s \
+             ON s.customer_id = c.customer_id WHERE c.customer_id IN (",
+            summary_select()
+        ));
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(id.as_str());
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&mut **tx).await.map_err(db_err)? {
+            out.push(record_from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the aggregates of a batch's new events: summary deltas, order deltas, and the purchase
+/// statistics of every customer whose orders changed.
+async fn apply_aggregate(
+    tx: &mut Transaction<'_, Sqlite>,
+    agg: &BatchAggregate,
+) -> StoreResult<()> {
+    let all_columns: Vec<&str> = columns::ADDITIVE
+        .iter()
+        .chain(&columns::MINIMUM)
+        .chain(&columns::MAXIMUM)
+        .copied()
+        .collect();
+    let set_clause = columns::upsert_set_clause("customer_summaries");
+    let per_row = all_columns.len() + 1;
+    for chunk in agg.summaries.chunks(MAX_PARAMS / per_row) {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO customer_summaries (customer_id, {}) ",
+            all_columns.join(", ")
+        ));
+        qb.push_values(chunk, |mut b, (customer, delta)| {
+            b.push_bind(customer.as_str());
+            for v in columns::additive_values(delta) {
+                b.push_bind(v);
+            }
+            for v in columns::extreme_values(delta) {
+                b.push_bind(v);
+            }
+        });
+        qb.push(format!(
+            " ON CONFLICT (customer_id) DO UPDATE SET {set_clause}"
+        ));
+        qb.build().execute(&mut **tx).await.map_err(db_err)?;
+    }
+
+    for chunk in agg.orders.chunks(MAX_PARAMS / 6) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO orders (customer_id, order_id, day, amount, item_count, refunded) ",
+        );
+        qb.push_values(chunk, |mut b, (customer, order, d)| {
+            b.push_bind(customer.as_str())
+                .push_bind(order.as_str())
+                .push_bind(d.day.map(|d| i64::from(d.as_days())))
+                .push_bind(d.amount)
+                .push_bind(d.item_count)
+                .push_bind(d.refunded);
+        });
+        qb.push(
+            " ON CONFLICT (customer_id, order_id) DO UPDATE SET \
+             day = CASE WHEN orders.day IS NULL OR excluded.day < orders.day \
+                   THEN COALESCE(excluded.day, orders.day) ELSE orders.day END, \
+             amount = orders.amount + excluded.amount, \
+             item_count = orders.item_count + excluded.item_count, \
+             refunded = orders.refunded + excluded.refunded",
+        );
+        qb.build().execute(&mut **tx).await.map_err(db_err)?;
+    }
+
+    let mut touched: Vec<&str> = agg.orders.iter().map(|(c, _, _)| c.as_str()).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    const ACTIVE: &str = "day IS NOT NULL AND (refunded = 0 OR refunded < amount)";
+    for chunk in touched.chunks(MAX_PARAMS) {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "UPDATE customer_summaries SET \
+               order_count = a.order_count, purchase_days = a.purchase_days, \
+               first_purchase_day = a.first_day, last_purchase_day = a.last_day, \
+               net_revenue = a.net, refunded = a.refunded, \
+               first_day_revenue = COALESCE((SELECT SUM(o.amount - o.refunded) FROM orders o \
+                 WHERE o.customer_id = customer_summaries.customer_id AND o.day = a.first_day \
+                 AND (o.refunded = 0 OR o.refunded < o.amount)), 0) \
+             FROM (SELECT customer_id, \
+                 SUM(CASE WHEN {ACTIVE} THEN 1 ELSE 0 END) AS order_count, \
+                 COUNT(DISTINCT CASE WHEN {ACTIVE} THEN day END) AS purchase_days, \
+                 MIN(CASE WHEN {ACTIVE} THEN day END) AS first_day, \
+                 MAX(CASE WHEN {ACTIVE} THEN day END) AS last_day, \
+                 SUM(CASE WHEN {ACTIVE} THEN amount - refunded ELSE 0 END) AS net, \
+                 SUM(refunded) AS refunded \
+               FROM orders WHERE customer_id IN ("
+        ));
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(
+            ") GROUP BY customer_id) AS a WHERE customer_summaries.customer_id = a.customer_id",
+        );
+        qb.build().execute(&mut **tx).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    #[tracing::instrument(skip_all, fields(count = customers.len()))]
+    async fn upsert_customers(
+        &self,
+        customers: &[Customer],
+        now: Timestamp,
+    ) -> StoreResult<Vec<UpsertedCustomer>> {
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let ids: Vec<&CustomerId> = customers.iter().map(|c| &c.customer_id).collect();
+        let existing: HashSet<String> = {
+            let mut set = HashSet::new();
+            for chunk in ids.chunks(MAX_PARAMS) {
+                let mut qb = QueryBuilder::<Sqlite>::new(
+                    "SELECT customer_id FROM customers WHERE customer_id IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(id.as_str());
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut *tx).await.map_err(db_err)? {
+                    set.insert(row.try_get::<String, _>(0).map_err(db_err)?);
+                }
+            }
+            set
+        };
+        let encoded = customers
+            .iter()
+            .map(|c| encode_attributes(&c.profile.attributes))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let rows: Vec<(&Customer, &String)> = customers.iter().zip(&encoded).collect();
+        for chunk in rows.chunks(MAX_PARAMS / 8) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO customers (customer_id, birth_date, gender, country, signed_up_at, \
+                 attributes, create_time, update_time) ",
+            );
+            qb.push_values(chunk, |mut b, (c, attrs)| {
+                let p = &c.profile;
+                b.push_bind(c.customer_id.as_str())
+                    .push_bind(date_days(p.birth_date))
+                    .push_bind(p.gender.as_str())
+                    .push_bind(p.country.as_deref())
+                    .push_bind(p.signed_up_at.map(Timestamp::as_micros))
+                    .push_bind(attrs.as_str())
+                    .push_bind(now.as_micros())
+                    .push_bind(now.as_micros());
+            });
+            qb.push(
+                " ON CONFLICT (customer_id) DO UPDATE SET birth_date = excluded.birth_date, \
+                 gender = excluded.gender, country = excluded.country, \
+                 signed_up_at = excluded.signed_up_at, attributes = excluded.attributes, \
+                 update_time = excluded.update_time",
+            );
+            qb.build().execute(&mut *tx).await.map_err(db_err)?;
+        }
+        let records = fetch_records(&mut tx, &ids).await?;
+        tx.commit().await.map_err(db_err)?;
+        let mut by_id: std::collections::HashMap<CustomerId, CustomerRecord> = records
+            .into_iter()
+            .map(|r| (r.customer.customer_id.clone(), r))
+            .collect();
+        customers
+            .iter()
+            .map(|c| {
+                let record = by_id.remove(&c.customer_id).ok_or_else(|| {
+                    StoreError::Internal(format!("upserted customer {} not found", c.customer_id))
+                })?;
+                Ok(UpsertedCustomer {
+                    created: !existing.contains(c.customer_id.as_str()),
+                    record,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = %id))]
+    async fn get_customer(&self, id: &CustomerId) -> StoreResult<Option<CustomerRecord>> {
+        let sql = format!(
+            "SELECT {CUSTOMER_COLUMNS}, {} FROM customers c LEFT JOIN customer_summaries s \
+             ON s.customer_id = c.customer_id WHERE c.customer_id = ?",
+            summary_select()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn list_customers(
+        &self,
+        after: Option<&CustomerId>,
+        limit: usize,
+    ) -> StoreResult<Vec<CustomerRecord>> {
+        let sql = format!(
+            "SELECT {CUSTOMER_COLUMNS}, {} FROM customers c LEFT JOIN customer_summaries s \
+             ON s.customer_id = c.customer_id WHERE c.customer_id > ? \
+             ORDER BY c.customer_id LIMIT ?",
+            summary_select()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.map_or("", CustomerId::as_str))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = %id))]
+    async fn delete_customer(&self, id: &CustomerId) -> StoreResult<Option<u64>> {
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let exists = sqlx::query("SELECT 1 FROM customers WHERE customer_id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let events = sqlx::query("DELETE FROM events WHERE customer_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        for table in ["orders", "customer_summaries", "customers"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = ?"))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(events))
+    }
+
+    #[tracing::instrument(skip_all, fields(count = events.len()))]
+    async fn record_events(&self, events: &[Event], now: Timestamp) -> StoreResult<RecordOutcome> {
+        let (firsts, mut duplicate_indexes) = dedupe_batch(events);
+        let encoded = firsts
+            .iter()
+            .map(|&i| encode_event_data(&events[i].data))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut customers: Vec<&str> = firsts
+            .iter()
+            .map(|&i| events[i].customer_id.as_str())
+            .collect();
+        customers.sort_unstable();
+        customers.dedup();
+
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let mut created_customers = 0;
+        for chunk in customers.chunks(MAX_PARAMS / 2) {
+            let mut qb =
+                QueryBuilder::<Sqlite>::new("INSERT INTO customers (customer_id, create_time) ");
+            qb.push_values(chunk, |mut b, id| {
+                b.push_bind(*id).push_bind(now.as_micros());
+            });
+            qb.push(" ON CONFLICT (customer_id) DO NOTHING");
+            created_customers += qb
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+        }
+
+        let position: HashMap<(&str, &str), usize> = firsts
+            .iter()
+            .map(|&i| {
+                (
+                    (events[i].customer_id.as_str(), events[i].event_id.as_str()),
+                    i,
+                )
+            })
+            .collect();
+        let mut is_new = vec![false; events.len()];
+        let rows: Vec<(usize, &String)> = firsts.iter().copied().zip(&encoded).collect();
+        for chunk in rows.chunks(MAX_PARAMS / 6) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (customer_id, event_id, kind, occurred_at, recorded_at, data) ",
+            );
+            qb.push_values(chunk, |mut b, (i, data)| {
+                let e = &events[*i];
+                b.push_bind(e.customer_id.as_str())
+                    .push_bind(e.event_id.as_str())
+                    .push_bind(e.data.kind().code())
+                    .push_bind(e.occurred_at.as_micros())
+                    .push_bind(now.as_micros())
+                    .push_bind(data.as_str());
+            });
+            qb.push(
+                " ON CONFLICT (customer_id, event_id) DO NOTHING RETURNING customer_id, event_id",
+            );
+            for row in qb.build().fetch_all(&mut *tx).await.map_err(db_err)? {
+                let c: &str = row.try_get(0).map_err(db_err)?;
+                let e: &str = row.try_get(1).map_err(db_err)?;
+                if let Some(&i) = position.get(&(c, e)) {
+                    is_new[i] = true;
+                }
+            }
+        }
+        let mut new_events = Vec::with_capacity(firsts.len());
+        for &i in &firsts {
+            if is_new[i] {
+                new_events.push(&events[i]);
+            } else {
+                duplicate_indexes.push(i);
+            }
+        }
+        duplicate_indexes.sort_unstable();
+        let agg = BatchAggregate::from_events(new_events.iter().copied());
+        apply_aggregate(&mut tx, &agg).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(RecordOutcome {
+            recorded: new_events.len(),
+            duplicate_indexes,
+            created_customers: usize::try_from(created_customers).unwrap_or(usize::MAX),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = %customer, limit))]
+    async fn list_events(
+        &self,
+        customer: &CustomerId,
+        kinds: &[EventKind],
+        after: Option<&EventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events WHERE customer_id = ",
+        );
+        qb.push_bind(customer.as_str());
+        if !kinds.is_empty() {
+            qb.push(" AND kind IN (");
+            let mut sep = qb.separated(", ");
+            for k in kinds {
+                sep.push_bind(k.code());
+            }
+            qb.push(")");
+        }
+        if let Some(c) = after {
+            qb.push(" AND (occurred_at < ")
+                .push_bind(c.occurred_at.as_micros())
+                .push(" OR (occurred_at = ")
+                .push_bind(c.occurred_at.as_micros())
+                .push(" AND event_id < ")
+                .push_bind(c.event_id.as_str())
+                .push("))");
+        }
+        qb.push(" ORDER BY occurred_at DESC, event_id DESC LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+}

@@ -1,9 +1,7 @@
 //! The summary table's columns, named once for both backends, with conversions between a
 //! [`CustomerSummary`] and a flat list of nullable integers in column order.
 
-use patron_domain::{
-    CustomerSummary, Day, PurchaseStats, RatingTotal, SummaryDelta, Timestamp,
-};
+use patron_domain::{CustomerSummary, Day, PurchaseStats, RatingTotal, SummaryDelta, Timestamp};
 
 /// Columns that a batch adds to (`col = col + excluded.col`).
 pub const ADDITIVE: [&str; 27] = [
@@ -55,7 +53,11 @@ pub const PURCHASE: [&str; 7] = [
 
 /// Every column of a summary in the order [`summary_from_values`] reads them.
 pub fn all() -> impl Iterator<Item = &'static str> {
-    ADDITIVE.into_iter().chain(MINIMUM).chain(MAXIMUM).chain(PURCHASE)
+    ADDITIVE
+        .into_iter()
+        .chain(MINIMUM)
+        .chain(MAXIMUM)
+        .chain(PURCHASE)
 }
 
 /// The delta's values for [`ADDITIVE`], in order.
@@ -104,7 +106,10 @@ pub fn summary_from_values(v: &[Option<i64>]) -> CustomerSummary {
             .and_then(|d| i32::try_from(d).ok())
             .map(Day::from_days)
     };
-    let rating = |i: usize| RatingTotal { sum: n(i), count: n(i + 1) };
+    let rating = |i: usize| RatingTotal {
+        sum: n(i),
+        count: n(i + 1),
+    };
     let totals = SummaryDelta {
         event_count: n(0),
         engagement_count: n(1),
@@ -178,7 +183,10 @@ mod tests {
         d.nps_passives = bump();
         d.nps_detractors = bump();
         for t in d.benefits.iter_mut().chain(d.costs.iter_mut()) {
-            *t = RatingTotal { sum: bump(), count: bump() };
+            *t = RatingTotal {
+                sum: bump(),
+                count: bump(),
+            };
         }
         d.custom_event_count = bump();
         d.first_event_at = Some(Timestamp::from_micros(bump()));
@@ -186,7 +194,15 @@ mod tests {
         d.last_engagement_at = Some(Timestamp::from_micros(bump()));
         let mut values: Vec<Option<i64>> = additive_values(&d).into_iter().map(Some).collect();
         values.extend(extreme_values(&d));
-        values.extend([Some(1), Some(2), Some(3), Some(4), Some(5), Some(6), Some(7)]);
+        values.extend([
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+            Some(5),
+            Some(6),
+            Some(7),
+        ]);
         assert_eq!(values.len(), all().count());
         let s = summary_from_values(&values);
         assert_eq!(s.totals, d);

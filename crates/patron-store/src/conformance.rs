@@ -5,14 +5,15 @@
 
 use patron_domain::{
     AttributeKey, AttributeValue, Customer, CustomerId, CustomerProfile, Date, Day, Event,
-    EventData, EventId, EventKind, Gender, OrderId, OrderRow, Purchase, Refund, Survey,
-    SupportInteraction, Timestamp, derive_purchase_stats,
+    EventData, EventId, EventKind, Gender, OrderId, OrderRow, Purchase, Refund, SupportInteraction,
+    Survey, Timestamp, derive_purchase_stats,
 };
 
 use crate::{EventCursor, Store};
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an async expression
-/// producing a fresh, empty store (`impl Store`).
+/// producing `(store, guard)`: a fresh, empty store and whatever must live as long as it (a
+/// temporary directory, say).
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
@@ -33,7 +34,7 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test]
             async fn $case() {
-                let store = $make;
+                let (store, _guard) = $make;
                 $crate::conformance::$case(&store).await;
             }
         )*
@@ -73,7 +74,10 @@ fn refund(customer: &str, id: &str, when: Timestamp, order: &str, amount: i64) -
         customer_id: cid(customer),
         event_id: EventId::parse(id).expect("valid id"),
         occurred_at: when,
-        data: EventData::Refund(Refund { order_id: OrderId::parse(order).expect("valid id"), amount }),
+        data: EventData::Refund(Refund {
+            order_id: OrderId::parse(order).expect("valid id"),
+            amount,
+        }),
     }
 }
 
@@ -88,10 +92,22 @@ fn other(customer: &str, id: &str, when: Timestamp, data: EventData) -> Event {
 
 fn profile_customer(id: &str, country: &str) -> Customer {
     let mut attributes = patron_domain::Attributes::new();
-    attributes.insert(AttributeKey::parse("plan").expect("key"), AttributeValue::String("pro".into()));
-    attributes.insert(AttributeKey::parse("seats").expect("key"), AttributeValue::Int(12));
-    attributes.insert(AttributeKey::parse("score").expect("key"), AttributeValue::Double(0.5));
-    attributes.insert(AttributeKey::parse("vip").expect("key"), AttributeValue::Bool(true));
+    attributes.insert(
+        AttributeKey::parse("plan").expect("key"),
+        AttributeValue::String("pro".into()),
+    );
+    attributes.insert(
+        AttributeKey::parse("seats").expect("key"),
+        AttributeValue::Int(12),
+    );
+    attributes.insert(
+        AttributeKey::parse("score").expect("key"),
+        AttributeValue::Double(0.5),
+    );
+    attributes.insert(
+        AttributeKey::parse("vip").expect("key"),
+        AttributeValue::Bool(true),
+    );
     Customer {
         customer_id: cid(id),
         profile: CustomerProfile {
@@ -106,11 +122,18 @@ fn profile_customer(id: &str, country: &str) -> Customer {
 
 pub async fn upsert_and_get_round_trip(store: &impl Store) {
     let c = profile_customer("alice", "DE");
-    let first = store.upsert_customers(std::slice::from_ref(&c), now()).await.expect("upsert");
+    let first = store
+        .upsert_customers(std::slice::from_ref(&c), now())
+        .await
+        .expect("upsert");
     assert_eq!(first.len(), 1);
     assert!(first[0].created);
     assert_eq!(first[0].record.customer, c);
-    let got = store.get_customer(&c.customer_id).await.expect("get").expect("exists");
+    let got = store
+        .get_customer(&c.customer_id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(got.customer, c);
     assert_eq!(got.create_time, now());
     assert_eq!(got.update_time, Some(now()));
@@ -120,29 +143,53 @@ pub async fn upsert_and_get_round_trip(store: &impl Store) {
     let mut changed = profile_customer("alice", "FR");
     changed.profile.attributes.clear();
     changed.profile.birth_date = None;
-    let second = store.upsert_customers(std::slice::from_ref(&changed), later).await.expect("upsert");
+    let second = store
+        .upsert_customers(std::slice::from_ref(&changed), later)
+        .await
+        .expect("upsert");
     assert!(!second[0].created);
-    let got = store.get_customer(&c.customer_id).await.expect("get").expect("exists");
+    let got = store
+        .get_customer(&c.customer_id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(got.customer, changed);
     assert_eq!(got.create_time, now());
     assert_eq!(got.update_time, Some(later));
-    assert!(store.get_customer(&cid("nobody")).await.expect("get").is_none());
+    assert!(
+        store
+            .get_customer(&cid("nobody"))
+            .await
+            .expect("get")
+            .is_none()
+    );
 }
 
 pub async fn list_customers_pages_in_id_order(store: &impl Store) {
-    let customers: Vec<Customer> =
-        (0..25).rev().map(|i| profile_customer(&format!("c{i:03}"), "US")).collect();
-    store.upsert_customers(&customers, now()).await.expect("upsert");
+    let customers: Vec<Customer> = (0..25)
+        .rev()
+        .map(|i| profile_customer(&format!("c{i:03}"), "US"))
+        .collect();
+    store
+        .upsert_customers(&customers, now())
+        .await
+        .expect("upsert");
     let mut seen = Vec::new();
     let mut after: Option<CustomerId> = None;
     loop {
-        let page = store.list_customers(after.as_ref(), 10).await.expect("list");
+        let page = store
+            .list_customers(after.as_ref(), 10)
+            .await
+            .expect("list");
         assert!(page.len() <= 10);
         if page.is_empty() {
             break;
         }
         after = page.last().map(|r| r.customer.customer_id.clone());
-        seen.extend(page.into_iter().map(|r| r.customer.customer_id.into_string()));
+        seen.extend(
+            page.into_iter()
+                .map(|r| r.customer.customer_id.into_string()),
+        );
     }
     let want: Vec<String> = (0..25).map(|i| format!("c{i:03}")).collect();
     assert_eq!(seen, want);
@@ -151,17 +198,31 @@ pub async fn list_customers_pages_in_id_order(store: &impl Store) {
 pub async fn events_are_idempotent(store: &impl Store) {
     let e1 = purchase("bob", "e1", at(100, 0), "o1", 1000);
     let e2 = purchase("bob", "e2", at(101, 0), "o2", 500);
-    let out = store.record_events(&[e1.clone(), e2.clone(), e1.clone()], now()).await.expect("record");
+    let out = store
+        .record_events(&[e1.clone(), e2.clone(), e1.clone()], now())
+        .await
+        .expect("record");
     assert_eq!(out.recorded, 2);
     assert_eq!(out.duplicate_indexes, vec![2]);
     assert_eq!(out.created_customers, 1);
     // Replaying the batch stores nothing and changes no summary.
-    let before = store.get_customer(&cid("bob")).await.expect("get").expect("exists");
-    let out = store.record_events(&[e2.clone(), e1.clone()], now()).await.expect("record");
+    let before = store
+        .get_customer(&cid("bob"))
+        .await
+        .expect("get")
+        .expect("exists");
+    let out = store
+        .record_events(&[e2.clone(), e1.clone()], now())
+        .await
+        .expect("record");
     assert_eq!(out.recorded, 0);
     assert_eq!(out.duplicate_indexes, vec![0, 1]);
     assert_eq!(out.created_customers, 0);
-    let after = store.get_customer(&cid("bob")).await.expect("get").expect("exists");
+    let after = store
+        .get_customer(&cid("bob"))
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(before.summary, after.summary);
     assert_eq!(after.summary.totals.event_count, 2);
     assert_eq!(after.summary.purchases.net_revenue, 1500);
@@ -174,7 +235,10 @@ pub async fn events_are_idempotent(store: &impl Store) {
 }
 
 pub async fn unknown_customers_are_created_by_events(store: &impl Store) {
-    store.upsert_customers(&[profile_customer("known", "US")], now()).await.expect("upsert");
+    store
+        .upsert_customers(&[profile_customer("known", "US")], now())
+        .await
+        .expect("upsert");
     let out = store
         .record_events(
             &[
@@ -188,13 +252,24 @@ pub async fn unknown_customers_are_created_by_events(store: &impl Store) {
         .await
         .expect("record");
     assert_eq!(out.created_customers, 2);
-    let new = store.get_customer(&cid("new2")).await.expect("get").expect("created");
+    let new = store
+        .get_customer(&cid("new2"))
+        .await
+        .expect("get")
+        .expect("created");
     assert_eq!(new.customer.profile, CustomerProfile::default());
     assert_eq!(new.update_time, None);
     assert_eq!(new.create_time, now());
     // An upsert of an event-created customer keeps its summary.
-    store.upsert_customers(&[profile_customer("new2", "JP")], now()).await.expect("upsert");
-    let new = store.get_customer(&cid("new2")).await.expect("get").expect("exists");
+    store
+        .upsert_customers(&[profile_customer("new2", "JP")], now())
+        .await
+        .expect("upsert");
+    let new = store
+        .get_customer(&cid("new2"))
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(new.summary.purchases.purchase_days, 2);
     assert_eq!(new.customer.profile.country.as_deref(), Some("JP"));
 }
@@ -212,17 +287,38 @@ fn shuffle<T>(items: &mut [T], mut seed: u64) {
 
 fn history(customer: &str) -> Vec<Event> {
     let mut events = Vec::new();
-    for (n, (day, amount)) in [(10, 500), (10, 250), (12, 1000), (30, 0), (45, 700), (45, 300), (60, 1200)]
-        .into_iter()
-        .enumerate()
+    for (n, (day, amount)) in [
+        (10, 500),
+        (10, 250),
+        (12, 1000),
+        (30, 0),
+        (45, 700),
+        (45, 300),
+        (60, 1200),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        events.push(purchase(customer, &format!("p{n}"), at(day, n as i64), &format!("o{n}"), amount));
+        events.push(purchase(
+            customer,
+            &format!("p{n}"),
+            at(day, n as i64),
+            &format!("o{n}"),
+            amount,
+        ));
     }
     // Order o6 (day 60) is fully refunded in two parts; o2 partly.
     events.push(refund(customer, "r1", at(61, 0), "o6", 1000));
     events.push(refund(customer, "r2", at(62, 0), "o6", 200));
     events.push(refund(customer, "r3", at(13, 0), "o2", 400));
-    events.push(other(customer, "g1", at(20, 0), EventData::Engagement(patron_domain::Engagement { activity: "login".into() })));
+    events.push(other(
+        customer,
+        "g1",
+        at(20, 0),
+        EventData::Engagement(patron_domain::Engagement {
+            activity: "login".into(),
+        }),
+    ));
     events
 }
 
@@ -237,7 +333,11 @@ pub async fn summaries_do_not_depend_on_arrival_order(store: &impl Store) {
         (Some(45), 300, 0),
         (Some(60), 1200, 1200),
     ]
-    .map(|(d, amount, refunded)| OrderRow { day: d.map(Day::from_days), amount, refunded });
+    .map(|(d, amount, refunded)| OrderRow {
+        day: d.map(Day::from_days),
+        amount,
+        refunded,
+    });
     let want = derive_purchase_stats(&rows);
     assert_eq!(want.purchase_days, 4);
     assert_eq!(want.last_purchase_day, Some(Day::from_days(45)));
@@ -250,7 +350,11 @@ pub async fn summaries_do_not_depend_on_arrival_order(store: &impl Store) {
         for chunk in events.chunks(seed as usize) {
             store.record_events(chunk, now()).await.expect("record");
         }
-        let got = store.get_customer(&cid(&customer)).await.expect("get").expect("exists");
+        let got = store
+            .get_customer(&cid(&customer))
+            .await
+            .expect("get")
+            .expect("exists");
         assert_eq!(got.summary.purchases, want, "seed {seed}");
         assert_eq!(got.summary.totals.event_count, 11, "seed {seed}");
         assert_eq!(got.summary.totals.engagement_count, 1);
@@ -263,18 +367,41 @@ pub async fn summaries_do_not_depend_on_arrival_order(store: &impl Store) {
 
 pub async fn refunds_cancel_orders_even_before_the_purchase_arrives(store: &impl Store) {
     let c = "refunder";
-    store.record_events(&[refund(c, "r1", at(20, 0), "o1", 900)], now()).await.expect("record");
-    let got = store.get_customer(&cid(c)).await.expect("get").expect("created");
+    store
+        .record_events(&[refund(c, "r1", at(20, 0), "o1", 900)], now())
+        .await
+        .expect("record");
+    let got = store
+        .get_customer(&cid(c))
+        .await
+        .expect("get")
+        .expect("created");
     assert_eq!(got.summary.purchases.order_count, 0);
     assert_eq!(got.summary.purchases.refunded, 900);
     store
-        .record_events(&[purchase(c, "p1", at(19, 0), "o1", 900), purchase(c, "p2", at(25, 0), "o2", 100)], now())
+        .record_events(
+            &[
+                purchase(c, "p1", at(19, 0), "o1", 900),
+                purchase(c, "p2", at(25, 0), "o2", 100),
+            ],
+            now(),
+        )
         .await
         .expect("record");
-    let got = store.get_customer(&cid(c)).await.expect("get").expect("exists");
-    assert_eq!(got.summary.purchases.order_count, 1, "o1 is cancelled by its refund");
+    let got = store
+        .get_customer(&cid(c))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        got.summary.purchases.order_count, 1,
+        "o1 is cancelled by its refund"
+    );
     assert_eq!(got.summary.purchases.purchase_days, 1);
-    assert_eq!(got.summary.purchases.first_purchase_day, Some(Day::from_days(25)));
+    assert_eq!(
+        got.summary.purchases.first_purchase_day,
+        Some(Day::from_days(25))
+    );
     assert_eq!(got.summary.purchases.net_revenue, 100);
     assert_eq!(got.summary.purchases.first_day_revenue, 100);
 }
@@ -307,13 +434,25 @@ pub async fn survey_and_support_aggregates(store: &impl Store) {
             c,
             "x1",
             at(9, 2),
-            EventData::Custom(patron_domain::CustomEvent { name: "referral".into(), properties: Default::default() }),
+            EventData::Custom(patron_domain::CustomEvent {
+                name: "referral".into(),
+                properties: Default::default(),
+            }),
         ),
     ];
     store.record_events(&events, now()).await.expect("record");
-    let t = store.get_customer(&cid(c)).await.expect("get").expect("exists").summary.totals;
+    let t = store
+        .get_customer(&cid(c))
+        .await
+        .expect("get")
+        .expect("exists")
+        .summary
+        .totals;
     assert_eq!(t.survey_count, 4);
-    assert_eq!((t.nps_promoters, t.nps_passives, t.nps_detractors), (1, 1, 1));
+    assert_eq!(
+        (t.nps_promoters, t.nps_passives, t.nps_detractors),
+        (1, 1, 1)
+    );
     assert_eq!((t.csat_sum, t.csat_count), (10, 3));
     assert_eq!((t.benefits[0].sum, t.benefits[0].count), (6, 2));
     assert_eq!((t.benefits[1].sum, t.benefits[1].count), (16, 4));
@@ -334,7 +473,10 @@ pub async fn list_events_newest_first_with_kinds_and_cursor(store: &impl Store) 
     let mut all = Vec::new();
     let mut cursor: Option<EventCursor> = None;
     loop {
-        let page = store.list_events(&cid(c), &[], cursor.as_ref(), 4).await.expect("list");
+        let page = store
+            .list_events(&cid(c), &[], cursor.as_ref(), 4)
+            .await
+            .expect("list");
         if page.is_empty() {
             break;
         }
@@ -347,38 +489,104 @@ pub async fn list_events_newest_first_with_kinds_and_cursor(store: &impl Store) 
     assert_eq!(all.len(), events.len());
     assert_eq!(all[0].event.event_id.as_str(), "same-b");
     assert_eq!(all[1].event.event_id.as_str(), "same-a");
-    assert!(all.windows(2).all(|w| w[0].event.occurred_at >= w[1].event.occurred_at));
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].event.occurred_at >= w[1].event.occurred_at)
+    );
     assert_eq!(all[0].recorded_at, now());
     // Stored data reads back exactly.
-    let original = events.iter().find(|e| e.event_id.as_str() == "r3").expect("r3");
-    let stored = all.iter().find(|e| e.event.event_id.as_str() == "r3").expect("r3 stored");
+    let original = events
+        .iter()
+        .find(|e| e.event_id.as_str() == "r3")
+        .expect("r3");
+    let stored = all
+        .iter()
+        .find(|e| e.event.event_id.as_str() == "r3")
+        .expect("r3 stored");
     assert_eq!(&stored.event, original);
 
     let refunds = store
-        .list_events(&cid(c), &[EventKind::Refund, EventKind::Engagement], None, 100)
+        .list_events(
+            &cid(c),
+            &[EventKind::Refund, EventKind::Engagement],
+            None,
+            100,
+        )
         .await
         .expect("list");
     let kinds: Vec<EventKind> = refunds.iter().map(|e| e.event.data.kind()).collect();
-    assert_eq!(kinds, vec![EventKind::Refund, EventKind::Refund, EventKind::Engagement, EventKind::Refund]);
-    assert!(store.list_events(&cid("nobody"), &[], None, 10).await.expect("list").is_empty());
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Refund,
+            EventKind::Refund,
+            EventKind::Engagement,
+            EventKind::Refund
+        ]
+    );
+    assert!(
+        store
+            .list_events(&cid("nobody"), &[], None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 pub async fn delete_erases_everything(store: &impl Store) {
-    store.upsert_customers(&[profile_customer("gone", "US")], now()).await.expect("upsert");
-    store.record_events(&history("gone"), now()).await.expect("record");
-    store.record_events(&history("stays"), now()).await.expect("record");
-    assert_eq!(store.delete_customer(&cid("gone")).await.expect("delete"), Some(11));
-    assert!(store.get_customer(&cid("gone")).await.expect("get").is_none());
-    assert!(store.list_events(&cid("gone"), &[], None, 100).await.expect("list").is_empty());
-    assert_eq!(store.delete_customer(&cid("gone")).await.expect("delete"), None);
+    store
+        .upsert_customers(&[profile_customer("gone", "US")], now())
+        .await
+        .expect("upsert");
+    store
+        .record_events(&history("gone"), now())
+        .await
+        .expect("record");
+    store
+        .record_events(&history("stays"), now())
+        .await
+        .expect("record");
+    assert_eq!(
+        store.delete_customer(&cid("gone")).await.expect("delete"),
+        Some(11)
+    );
+    assert!(
+        store
+            .get_customer(&cid("gone"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        store
+            .list_events(&cid("gone"), &[], None, 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        store.delete_customer(&cid("gone")).await.expect("delete"),
+        None
+    );
     // Other customers are untouched.
-    let stays = store.get_customer(&cid("stays")).await.expect("get").expect("exists");
+    let stays = store
+        .get_customer(&cid("stays"))
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(stays.summary.totals.event_count, 11);
     // After erasure the same events are new again, with a fresh summary.
-    let out = store.record_events(&history("gone"), now()).await.expect("record");
+    let out = store
+        .record_events(&history("gone"), now())
+        .await
+        .expect("record");
     assert_eq!(out.recorded, 11);
     assert_eq!(out.created_customers, 1);
-    let again = store.get_customer(&cid("gone")).await.expect("get").expect("exists");
+    let again = store
+        .get_customer(&cid("gone"))
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(again.summary, stays.summary);
 }
 
@@ -397,9 +605,16 @@ pub async fn large_batch_in_one_call(store: &impl Store) {
     let out = store.record_events(&events, now()).await.expect("record");
     assert_eq!(out.recorded, 10_000);
     assert_eq!(out.created_customers, 1_000);
-    let c = store.get_customer(&cid("bulk7")).await.expect("get").expect("exists");
+    let c = store
+        .get_customer(&cid("bulk7"))
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(c.summary.purchases.purchase_days, 10);
-    assert_eq!(c.summary.purchases.net_revenue, (0..10).map(|k| 7 + 1_000 * k).sum::<i64>());
+    assert_eq!(
+        c.summary.purchases.net_revenue,
+        (0..10).map(|k| 7 + 1_000 * k).sum::<i64>()
+    );
     let out = store.record_events(&events, now()).await.expect("record");
     assert_eq!((out.recorded, out.duplicate_indexes.len()), (0, 10_000));
 }

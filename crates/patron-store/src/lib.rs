@@ -8,9 +8,7 @@ pub mod columns;
 pub mod conformance;
 
 use async_trait::async_trait;
-use patron_domain::{
-    Customer, CustomerId, CustomerSummary, Event, EventId, EventKind, Timestamp,
-};
+use patron_domain::{Customer, CustomerId, CustomerSummary, Event, EventId, EventKind, Timestamp};
 
 /// What can go wrong in a store. Callers map these to wire statuses; the message of
 /// [`StoreError::Internal`] is logged, never shown to clients.
@@ -144,11 +142,11 @@ pub fn decode_event_data(json: &str) -> StoreResult<patron_domain::EventData> {
 
 /// Serializes custom attributes for storage.
 pub fn encode_attributes(attrs: &patron_domain::Attributes) -> StoreResult<String> {
-    serde_json::to_string(attrs).map_err(|e| StoreError::Internal(format!("encode attributes: {e}")))
+    serde_json::to_string(attrs)
+        .map_err(|e| StoreError::Internal(format!("encode attributes: {e}")))
 }
 
 /// Reads stored custom attributes back.
 pub fn decode_attributes(json: &str) -> StoreResult<patron_domain::Attributes> {
-    serde_json::from_str(json)
-        .map_err(|e| StoreError::Internal(format!("decode attributes: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::Internal(format!("decode attributes: {e}")))
 }
