@@ -1,1 +1,11 @@
-//! placeholder
+//! Shared gRPC plumbing for every Patron service: the one mapping from domain and storage errors
+//! to wire statuses, opaque page tokens, paging limits, protobuf time conversions and the
+//! per-request deadline layer.
+
+pub mod deadline;
+pub mod error;
+pub mod paging;
+pub mod time;
+
+pub use error::{ApiError, ApiResult, ERROR_DOMAIN};
+pub use paging::{PageToken, page_size};

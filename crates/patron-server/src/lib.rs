@@ -1,1 +1,11 @@
-//! placeholder
+//! The `patron` server: configuration, wiring, health, reflection, telemetry and the CLI's
+//! commands. `main.rs` only parses the command line and calls in here.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod import;
+pub mod telemetry;
+
+pub use app::{AppError, Application};
+pub use config::Settings;

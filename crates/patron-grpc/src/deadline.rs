@@ -1,0 +1,84 @@
+//! A default deadline for unary calls.
+//!
+//! tonic already honours a client's `grpc-timeout`. This layer adds a server-side limit for unary
+//! calls that carry none, so a stuck call cannot hold resources forever. Streaming calls (bulk
+//! loads, full syncs) legitimately run for minutes; they are bounded only by the client's deadline.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tonic::Status;
+use tower::{Layer, Service};
+
+use crate::ApiError;
+
+/// Applies `limit` to every request whose path is not in `streaming`.
+#[derive(Debug, Clone)]
+pub struct DeadlineLayer {
+    limit: Duration,
+    streaming: Arc<HashSet<String>>,
+}
+
+impl DeadlineLayer {
+    /// `streaming` holds the paths (`/package.Service/Method`) exempt from the limit.
+    pub fn new(limit: Duration, streaming: HashSet<String>) -> Self {
+        Self {
+            limit,
+            streaming: Arc::new(streaming),
+        }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+    fn layer(&self, inner: S) -> Deadline<S> {
+        Deadline {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`DeadlineLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct Deadline<S> {
+    inner: S,
+    layer: DeadlineLayer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B, RB> Service<http::Request<B>> for Deadline<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let limited = !self.layer.streaming.contains(req.uri().path());
+        let limit = self.layer.limit;
+        let fut = self.inner.call(req);
+        if !limited {
+            return Box::pin(fut);
+        }
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(result) => result,
+                Err(_) => Ok(Status::from(ApiError::DeadlineExceeded).into_http()),
+            }
+        })
+    }
+}

@@ -1,0 +1,259 @@
+//! One error type for handlers and one function from it to [`tonic::Status`].
+//!
+//! Every status carries `google.rpc.ErrorInfo` (domain [`ERROR_DOMAIN`], a stable reason such as
+//! `INVALID_FIELD`). Validation errors also carry `google.rpc.BadRequest` with one violation per
+//! bad field. Internal causes are logged with their detail; the client gets a clean message.
+
+use std::collections::HashMap;
+
+use patron_domain::{FieldViolation, Violations};
+use patron_store::StoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every Patron error.
+pub const ERROR_DOMAIN: &str = "patron.dev";
+
+/// What a handler can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Bad request fields. Reason `INVALID_FIELD` unless more specific (e.g. `BATCH_TOO_LARGE`).
+    InvalidArgument {
+        reason: &'static str,
+        message: String,
+        violations: Vec<FieldViolation>,
+    },
+    /// A named resource does not exist. Reason e.g. `CUSTOMER_NOT_FOUND`.
+    NotFound {
+        reason: &'static str,
+        resource: &'static str,
+        id: String,
+    },
+    /// The request is valid but the system is not in a state to run it.
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+    /// The call ran out of time.
+    DeadlineExceeded,
+    /// A storage failure.
+    Store(StoreError),
+}
+
+/// Handlers return this.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::InvalidArgument { message, .. } => f.write_str(message),
+            ApiError::NotFound { resource, id, .. } => write!(f, "{resource} {id:?} not found"),
+            ApiError::FailedPrecondition { message, .. } => f.write_str(message),
+            ApiError::DeadlineExceeded => f.write_str("deadline exceeded"),
+            ApiError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    /// A validation failure naming every bad field.
+    pub fn invalid(violations: Violations) -> Self {
+        Self::invalid_with_reason("INVALID_FIELD", violations)
+    }
+
+    /// A validation failure with a specific reason.
+    pub fn invalid_with_reason(reason: &'static str, violations: Violations) -> Self {
+        let violations = violations.into_vec();
+        let message = match violations.as_slice() {
+            [] => "invalid request".to_owned(),
+            [one] => format!("invalid request: {one}"),
+            [first, rest @ ..] => {
+                format!(
+                    "invalid request: {first} (and {} more field violations)",
+                    rest.len()
+                )
+            }
+        };
+        Self::InvalidArgument {
+            reason,
+            message,
+            violations,
+        }
+    }
+
+    /// One bad field.
+    pub fn invalid_field(
+        reason: &'static str,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        let mut v = Violations::new();
+        v.add(field, description);
+        Self::invalid_with_reason(reason, v)
+    }
+
+    pub fn not_found(reason: &'static str, resource: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound {
+            reason,
+            resource,
+            id: id.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Store(e)
+    }
+}
+
+impl From<Violations> for ApiError {
+    fn from(v: Violations) -> Self {
+        ApiError::invalid(v)
+    }
+}
+
+fn info(reason: &str, metadata: HashMap<String, String>) -> ErrorDetails {
+    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let message = e.to_string();
+        match e {
+            ApiError::InvalidArgument {
+                reason, violations, ..
+            } => {
+                let mut details = info(reason, HashMap::new());
+                for v in violations {
+                    details.add_bad_request_violation(v.field, v.description);
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::NotFound {
+                reason,
+                resource,
+                id,
+            } => {
+                let meta = HashMap::from([
+                    ("resource".to_owned(), resource.to_owned()),
+                    ("id".to_owned(), id),
+                ]);
+                Status::with_error_details(Code::NotFound, message, info(reason, meta))
+            }
+            ApiError::FailedPrecondition { reason, .. } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                info(reason, HashMap::new()),
+            ),
+            ApiError::DeadlineExceeded => Status::with_error_details(
+                Code::DeadlineExceeded,
+                message,
+                info("DEADLINE_EXCEEDED", HashMap::new()),
+            ),
+            ApiError::Store(err) => store_status(&err),
+        }
+    }
+}
+
+fn store_status(err: &StoreError) -> Status {
+    let (code, reason, client_message) = match err {
+        StoreError::Unavailable(_) => (
+            Code::Unavailable,
+            "STORAGE_UNAVAILABLE",
+            "storage is unavailable; retry later",
+        ),
+        StoreError::Conflict(_) => (
+            Code::Aborted,
+            "STORAGE_CONFLICT",
+            "a concurrent change conflicted; retry the call",
+        ),
+        StoreError::Overflow(_) => (
+            Code::OutOfRange,
+            "TOTAL_OVERFLOW",
+            "a stored total would overflow 64-bit integers; nothing was changed",
+        ),
+        StoreError::Internal(_) => (
+            Code::Internal,
+            "INTERNAL",
+            "internal error; nothing was changed",
+        ),
+    };
+    // The cause may name tables or values: it goes to the log, not to the client.
+    if code == Code::Internal {
+        tracing::error!(error = %err, "storage failure");
+    } else {
+        tracing::warn!(error = %err, "storage error");
+    }
+    Status::with_error_details(code, client_message, info(reason, HashMap::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_carries_error_info() {
+        let mut v = Violations::new();
+        v.add(
+            "events[3].purchase.amount.minor_units",
+            "must not be negative",
+        );
+        v.add("events[4].customer_id", "must not be empty");
+        let cases: Vec<(ApiError, Code, &str)> = vec![
+            (ApiError::invalid(v), Code::InvalidArgument, "INVALID_FIELD"),
+            (
+                ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", "c1"),
+                Code::NotFound,
+                "CUSTOMER_NOT_FOUND",
+            ),
+            (
+                StoreError::Unavailable("x".into()).into(),
+                Code::Unavailable,
+                "STORAGE_UNAVAILABLE",
+            ),
+            (
+                StoreError::Conflict("x".into()).into(),
+                Code::Aborted,
+                "STORAGE_CONFLICT",
+            ),
+            (
+                StoreError::Overflow("x".into()).into(),
+                Code::OutOfRange,
+                "TOTAL_OVERFLOW",
+            ),
+            (
+                StoreError::Internal("secret table".into()).into(),
+                Code::Internal,
+                "INTERNAL",
+            ),
+            (
+                ApiError::DeadlineExceeded,
+                Code::DeadlineExceeded,
+                "DEADLINE_EXCEEDED",
+            ),
+        ];
+        for (err, code, reason) in cases {
+            let status = Status::from(err);
+            assert_eq!(status.code(), code);
+            let details = status.get_error_details();
+            let info = details.error_info().expect("ErrorInfo on every status");
+            assert_eq!(info.reason, reason);
+            assert_eq!(info.domain, ERROR_DOMAIN);
+            assert!(!status.message().contains("secret"));
+            if code == Code::InvalidArgument {
+                let bad = details
+                    .bad_request()
+                    .expect("BadRequest on validation errors");
+                assert_eq!(bad.field_violations.len(), 2);
+                assert_eq!(
+                    bad.field_violations[0].field,
+                    "events[3].purchase.amount.minor_units"
+                );
+                assert!(status.message().contains("and 1 more"));
+            }
+        }
+    }
+}

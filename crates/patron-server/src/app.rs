@@ -1,0 +1,250 @@
+//! Wiring: open the store, build the gRPC server with health, reflection and limits, serve until
+//! a shutdown signal, then drain.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use patron_customers::CustomerApi;
+use patron_proto::customers::v1::customer_service_server::{CustomerServiceServer, SERVICE_NAME};
+use patron_store::Store;
+use patron_store_postgres::PgStore;
+use patron_store_sqlite::SqliteStore;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use crate::config::{Settings, redact_url};
+
+/// Services whose health is reported, besides the whole server ("").
+pub const SERVICES: [&str; 1] = [SERVICE_NAME];
+
+/// Why the application could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://…")]
+    UnsupportedDatabase(String),
+    #[error("storage: {0}")]
+    Store(#[from] patron_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Opens the store named by `url` and applies its migrations.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, AppError> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = PgStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    } else {
+        Err(AppError::UnsupportedDatabase(redact_url(url)))
+    }
+}
+
+/// Paths of streaming methods in the encoded descriptor sets: exempt from the unary deadline.
+fn streaming_paths(sets: &[&[u8]]) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for bytes in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*bytes) else {
+            continue;
+        };
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let service_name = service.name.unwrap_or_default();
+                for m in service.method {
+                    if m.client_streaming() || m.server_streaming() {
+                        out.insert(format!(
+                            "/{package}.{service_name}/{}",
+                            m.name.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A built, bound application, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    settings: Settings,
+    store: Arc<dyn Store>,
+    health: HealthReporter,
+    health_service: HealthServer<HealthService>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn set_all(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for s in SERVICES {
+        health.set_service_status(s, status).await;
+    }
+}
+
+impl Application {
+    /// Opens and migrates the store, then binds the listener. Health reports NOT_SERVING until
+    /// [`Application::run_until_stopped`] starts serving.
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        let store = open_store(settings.database_url.expose()).await?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let health = HealthReporter::new();
+        let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+        set_all(&health, ServingStatus::NotServing).await;
+        tracing::info!(backend = store.backend(), database = ?settings.database_url, "storage ready, migrations applied");
+        Ok(Self {
+            listener,
+            local_addr,
+            settings,
+            store,
+            health,
+            health_service,
+        })
+    }
+
+    /// The bound address (the real port when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store the application serves from.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Serves until `shutdown` completes, then reports NOT_SERVING, waits the configured grace
+    /// period, stops accepting calls and lets in-flight calls finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let Self {
+            listener,
+            local_addr,
+            settings,
+            store,
+            health,
+            health_service,
+        } = self;
+        let reflection_sets: [&[u8]; 2] = [
+            patron_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ];
+        let mut reflection = tonic_reflection::server::Builder::configure();
+        for set in reflection_sets {
+            reflection = reflection.register_encoded_file_descriptor_set(set);
+        }
+        let reflection_v1 = reflection.build_v1()?;
+        let mut reflection = tonic_reflection::server::Builder::configure();
+        for set in reflection_sets {
+            reflection = reflection.register_encoded_file_descriptor_set(set);
+        }
+        let reflection_v1alpha = reflection.build_v1alpha()?;
+
+        let mut streaming = streaming_paths(&reflection_sets);
+        streaming.insert("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into());
+        streaming.insert("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo".into());
+
+        let customers = CustomerApi::new(
+            Arc::clone(&store),
+            patron_customers::Settings {
+                currency: settings.currency,
+                stream_batch_size: settings.stream_batch_size,
+            },
+        );
+        let customers = CustomerServiceServer::new(customers)
+            .max_decoding_message_size(settings.max_message_bytes)
+            .max_encoding_message_size(settings.max_message_bytes);
+
+        let router = Server::builder()
+            .layer(patron_grpc::deadline::DeadlineLayer::new(
+                settings.request_timeout,
+                streaming,
+            ))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(customers);
+
+        set_all(&health, ServingStatus::Serving).await;
+        tracing::info!(%local_addr, "patron serving");
+        let grace = settings.shutdown_grace;
+        let drain_health = health.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: reporting NOT_SERVING, draining in-flight calls");
+            set_all(&drain_health, ServingStatus::NotServing).await;
+            if !grace.is_zero() {
+                tokio::time::sleep(grace).await;
+            }
+        };
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,180 @@
+//! The command line: `patron serve`, `patron migrate`, `patron import`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
+use crate::{app, import, telemetry};
+
+/// Patron: customer value over gRPC.
+///
+/// Patron tells other backends what a customer is worth to the business and what the business is
+/// worth to the customer, from the customers and events they record. It serves gRPC with health
+/// checks and reflection, backed by SQLite (default, a file in the working directory) or Postgres.
+///
+/// Every option can also be set in a TOML file (--config) or as a PATRON_… environment variable;
+/// flags win over the environment, which wins over the file.
+#[derive(Debug, Parser)]
+#[command(name = "patron", version)]
+pub struct Cli {
+    /// TOML configuration file; its keys are the long option names with underscores
+    /// (listen, database_url, log_format, log_level, currency, request_timeout_secs,
+    /// max_message_bytes, stream_batch_size, shutdown_grace_secs).
+    #[arg(long, env = "PATRON_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Database URL: sqlite://FILE (created if missing) or postgres://USER:PASSWORD@HOST/DB.
+    /// [default: sqlite://patron.db]
+    #[arg(
+        long = "database",
+        env = "PATRON_DATABASE_URL",
+        global = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+
+    /// Log format. [default: human]
+    #[arg(long, env = "PATRON_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. `info` or `info,patron_customers=debug`. [default: info,sqlx=warn]
+    #[arg(long, env = "PATRON_LOG", global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// ISO 4217 currency the books are kept in; money in any other currency is refused.
+    /// [default: USD]
+    #[arg(long, env = "PATRON_CURRENCY", global = true, value_name = "CODE")]
+    pub currency: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply migrations and serve gRPC until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Load customers and transactions from CSV files into the database, then exit.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. [default: 127.0.0.1:50051]
+    #[arg(long, env = "PATRON_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Deadline for unary calls that carry none of their own, in seconds. Streaming calls are
+    /// bounded only by the client's deadline. [default: 30]
+    #[arg(long, env = "PATRON_REQUEST_TIMEOUT_SECS", value_name = "SECS")]
+    pub request_timeout_secs: Option<u64>,
+
+    /// Largest request or response message, in bytes. [default: 16777216]
+    #[arg(long, env = "PATRON_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Events StreamEvents commits per transaction, 1 to 10000. [default: 5000]
+    #[arg(long, env = "PATRON_STREAM_BATCH_SIZE", value_name = "N")]
+    pub stream_batch_size: Option<usize>,
+
+    /// On shutdown, seconds to keep serving while health reports NOT_SERVING, so load
+    /// balancers stop sending new calls first. [default: 0]
+    #[arg(long, env = "PATRON_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// CSV of customers: a header row with customer_id and optionally birth_date (YYYY-MM-DD),
+    /// gender, country (ISO 3166-1 alpha-2), signed_up_at.
+    #[arg(long, value_name = "FILE")]
+    pub customers: Option<PathBuf>,
+
+    /// CSV of transactions: a header row with customer_id, timestamp (or date: YYYY-MM-DD,
+    /// YYYYMMDD, RFC 3339 or Unix seconds), amount (decimal in major units, e.g. 19.99) and
+    /// optionally order_id. Each row is a purchase; importing a file again loads nothing twice.
+    #[arg(long, value_name = "FILE")]
+    pub transactions: Option<PathBuf>,
+
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+}
+
+/// Resolves settings from the command line, environment and config file.
+pub fn settings(cli: &Cli) -> Result<Settings, String> {
+    let file = match &cli.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let mut o = Overrides {
+        database_url: cli.database_url.clone(),
+        log_format: cli.log_format,
+        log_level: cli.log_level.clone(),
+        currency: cli.currency.clone(),
+        ..Overrides::default()
+    };
+    if let Command::Serve(s) = &cli.command {
+        o.listen = s.listen.clone();
+        o.request_timeout_secs = s.request_timeout_secs;
+        o.max_message_bytes = s.max_message_bytes;
+        o.stream_batch_size = s.stream_batch_size;
+        o.shutdown_grace_secs = s.shutdown_grace_secs;
+    }
+    config::resolve(file, o)
+}
+
+/// Runs a parsed command line.
+#[allow(clippy::print_stdout)] // The CLI's reports are its output.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    let settings = settings(&cli)?;
+    telemetry::init(settings.log_format, &settings.log_level)?;
+    match cli.command {
+        Command::Serve(_) => {
+            let app = app::Application::build(settings)
+                .await
+                .map_err(|e| e.to_string())?;
+            app.run_until_stopped(app::shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Command::Migrate => {
+            app::open_store(settings.database_url.expose())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("migrations applied to {:?}", settings.database_url);
+            Ok(())
+        }
+        Command::Import(args) => {
+            if args.customers.is_none() && args.transactions.is_none() {
+                return Err(
+                    "nothing to import: give --customers FILE and/or --transactions FILE".into(),
+                );
+            }
+            let store = app::open_store(settings.database_url.expose())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut summary = import::ImportSummary::default();
+            let started = std::time::Instant::now();
+            if let Some(path) = &args.customers {
+                import::import_customers(&store, path, &mut summary).await?;
+            }
+            if let Some(path) = &args.transactions {
+                import::import_transactions(
+                    &store,
+                    path,
+                    settings.currency,
+                    args.batch_size as usize,
+                    &mut summary,
+                )
+                .await?;
+            }
+            print!("{}", summary.render());
+            println!("took {:.1} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+    }
+}
