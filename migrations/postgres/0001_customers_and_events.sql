@@ -2,9 +2,11 @@
 -- Instants are microseconds since the Unix epoch (UTC); days are days since 1970-01-01 (UTC).
 -- Every customer-owned table carries customer_id first in its primary key, so the data could be
 -- distributed by customer_id later.
+-- Text keys use the "C" collation so that ids compare and sort bytewise, exactly as in SQLite:
+-- ListCustomers pages by customer_id and must see the same order on both backends.
 
 CREATE TABLE customers (
-    customer_id TEXT NOT NULL PRIMARY KEY,
+    customer_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
     birth_date INTEGER,
     gender TEXT NOT NULL DEFAULT 'unspecified',
     country TEXT,
@@ -16,8 +18,8 @@ CREATE TABLE customers (
 
 -- One row per event; (customer_id, event_id) makes events idempotent.
 CREATE TABLE events (
-    customer_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
+    customer_id TEXT COLLATE "C" NOT NULL,
+    event_id TEXT COLLATE "C" NOT NULL,
     kind SMALLINT NOT NULL,
     occurred_at BIGINT NOT NULL,
     recorded_at BIGINT NOT NULL,
@@ -30,8 +32,8 @@ CREATE INDEX events_newest_first ON events (customer_id, occurred_at DESC, event
 -- One row per order: purchases set day and add to amount, refunds add to refunded. A refund may
 -- arrive first; day stays NULL until the purchase does.
 CREATE TABLE orders (
-    customer_id TEXT NOT NULL,
-    order_id TEXT NOT NULL,
+    customer_id TEXT COLLATE "C" NOT NULL,
+    order_id TEXT COLLATE "C" NOT NULL,
     day INTEGER,
     amount BIGINT NOT NULL DEFAULT 0,
     item_count BIGINT NOT NULL DEFAULT 0,
@@ -41,7 +43,7 @@ CREATE TABLE orders (
 
 -- Per-customer aggregates kept in the same transaction as the events (see patron-store columns.rs).
 CREATE TABLE customer_summaries (
-    customer_id TEXT NOT NULL PRIMARY KEY,
+    customer_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
     event_count BIGINT NOT NULL DEFAULT 0,
     engagement_count BIGINT NOT NULL DEFAULT 0,
     support_count BIGINT NOT NULL DEFAULT 0,

@@ -1,1 +1,620 @@
-//! placeholder
+//! Patron's Postgres backend: the production store.
+//!
+//! Every bulk path is a fixed number of statements per call, whatever the batch size: rows travel
+//! as one array per column and are expanded with `UNNEST`, id lists are matched with `= ANY`.
+//!
+//! Several server processes may write the same customers at once, so every multi-row write is
+//! sorted by its key (customers, events, summaries, orders) and every transaction touches the
+//! tables in the same order: customers, events, summaries, orders. Row locks are thus always
+//! taken in one global order and writers queue instead of deadlocking. `record_events` holds a
+//! `FOR KEY SHARE` lock on its customers, which concurrent recorders share but which
+//! `delete_customer` (which deletes the customer row first) must wait for: an erasure never
+//! interleaves with a batch for the same customer.
+
+pub mod testing;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use patron_domain::{
+    Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind, Gender, Timestamp,
+    summary::BatchAggregate,
+};
+use patron_store::{
+    CustomerRecord, EventCursor, RecordOutcome, Store, StoreError, StoreResult, StoredEvent,
+    UpsertedCustomer, columns, decode_attributes, decode_event_data, dedupe_batch,
+    encode_attributes, encode_event_data,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+
+/// Connections per process; several processes may share one server.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a call waits for a free connection before reporting the store unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Postgres store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Maps a driver error to a [`StoreError`] by kind and SQLSTATE.
+fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(d) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            let message = format!("{} (SQLSTATE {code})", d.message());
+            match code.as_str() {
+                // deadlock_detected, serialization_failure
+                "40P01" | "40001" => StoreError::Conflict(message),
+                // numeric_value_out_of_range
+                "22003" => StoreError::Overflow(message),
+                // connection_exception class; too_many_connections; admin_shutdown,
+                // crash_shutdown, cannot_connect_now
+                c if c.starts_with("08") || matches!(c, "53300" | "57P01" | "57P02" | "57P03") => {
+                    StoreError::Unavailable(message)
+                }
+                _ => StoreError::Internal(message),
+            }
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+impl PgStore {
+    /// Connects a pool to the database at `url`, e.g. `postgres://user@host:5432/patron`.
+    /// Does not migrate: call [`PgStore::migrate`].
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("bad Postgres URL: {e}")))?
+            .application_name("patron");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations from `migrations/postgres`. Safe to run from several processes
+    /// at once: sqlx serializes them with an advisory lock.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The customer columns of a record, integers widened to BIGINT; `c` is the customer row.
+const CUSTOMER_COLUMNS: &str = "c.customer_id, c.birth_date::BIGINT, c.gender, c.country, \
+     c.signed_up_at, c.attributes, c.create_time, c.update_time";
+
+/// The summary columns of a record in [`columns::all`] order, all read as BIGINT.
+fn summary_select() -> String {
+    columns::all()
+        .map(|c| format!("s.{c}::BIGINT"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many columns [`record_from_row`] reads.
+fn record_width() -> usize {
+    8 + columns::all().count()
+}
+
+fn record_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
+    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
+    let customer_id: String = row.try_get(0).map_err(db_err)?;
+    let customer_id = CustomerId::parse(customer_id)
+        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
+    let birth_date = get_i64(1)?
+        .and_then(|d| i32::try_from(d).ok())
+        .map(|d| Day::from_days(d).date());
+    let gender: String = row.try_get(2).map_err(db_err)?;
+    let country: Option<String> = row.try_get(3).map_err(db_err)?;
+    let signed_up_at = get_i64(4)?.map(Timestamp::from_micros);
+    let attributes: String = row.try_get(5).map_err(db_err)?;
+    let create_time = Timestamp::from_micros(get_i64(6)?.unwrap_or(0));
+    let update_time = get_i64(7)?.map(Timestamp::from_micros);
+    let values = (8..record_width())
+        .map(get_i64)
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(CustomerRecord {
+        customer: Customer {
+            customer_id,
+            profile: CustomerProfile {
+                birth_date,
+                gender: Gender::parse(&gender).unwrap_or_default(),
+                country,
+                signed_up_at,
+                attributes: decode_attributes(&attributes)?,
+            },
+        },
+        create_time,
+        update_time,
+        summary: columns::summary_from_values(&values),
+    })
+}
+
+fn event_from_row(row: &PgRow) -> StoreResult<StoredEvent> {
+    let customer_id: String = row.try_get(0).map_err(db_err)?;
+    let event_id: String = row.try_get(1).map_err(db_err)?;
+    let occurred_at: i64 = row.try_get(2).map_err(db_err)?;
+    let recorded_at: i64 = row.try_get(3).map_err(db_err)?;
+    let data: String = row.try_get(4).map_err(db_err)?;
+    let bad = |e: patron_domain::id::IdError| StoreError::Internal(format!("stored id: {e}"));
+    Ok(StoredEvent {
+        event: Event {
+            customer_id: CustomerId::parse(customer_id).map_err(bad)?,
+            event_id: EventId::parse(event_id).map_err(bad)?,
+            occurred_at: Timestamp::from_micros(occurred_at),
+            data: decode_event_data(&data)?,
+        },
+        recorded_at: Timestamp::from_micros(recorded_at),
+    })
+}
+
+fn date_days(d: Option<Date>) -> Option<i32> {
+    d.map(|d| d.to_day().as_days())
+}
+
+/// `$first::<type>[], $first+1::<type>[], …` for `types`, for an `UNNEST(…)` argument list.
+fn unnest_args(types: &[&str], first: usize) -> String {
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes the aggregates of a batch's new events: summary deltas, order deltas, and the purchase
+/// statistics of every customer whose orders changed. One statement each, rows sorted by key.
+async fn apply_aggregate(
+    tx: &mut Transaction<'_, Postgres>,
+    agg: &BatchAggregate,
+) -> StoreResult<()> {
+    // Summaries, sorted by customer. BatchAggregate holds one delta per customer, so the upsert
+    // never touches a row twice.
+    if !agg.summaries.is_empty() {
+        let mut summaries: Vec<&(CustomerId, _)> = agg.summaries.iter().collect();
+        summaries.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let value_columns: Vec<&str> = columns::ADDITIVE
+            .iter()
+            .chain(&columns::MINIMUM)
+            .chain(&columns::MAXIMUM)
+            .copied()
+            .collect();
+        let mut types = vec!["text"];
+        types.extend(std::iter::repeat_n("bigint", value_columns.len()));
+        let sql = format!(
+            "INSERT INTO customer_summaries (customer_id, {}) SELECT * FROM UNNEST({}) \
+             ON CONFLICT (customer_id) DO UPDATE SET {}",
+            value_columns.join(", "),
+            unnest_args(&types, 1),
+            columns::upsert_set_clause("customer_summaries"),
+        );
+        let ids: Vec<&str> = summaries.iter().map(|(c, _)| c.as_str()).collect();
+        let mut additive: Vec<Vec<i64>> =
+            vec![Vec::with_capacity(summaries.len()); columns::ADDITIVE.len()];
+        let mut extremes: Vec<Vec<Option<i64>>> = vec![
+            Vec::with_capacity(summaries.len());
+            columns::MINIMUM.len()
+                + columns::MAXIMUM.len()
+        ];
+        for (_, delta) in &summaries {
+            for (col, v) in additive.iter_mut().zip(columns::additive_values(delta)) {
+                col.push(v);
+            }
+            for (col, v) in extremes.iter_mut().zip(columns::extreme_values(delta)) {
+                col.push(v);
+            }
+        }
+        let mut query = sqlx::query(&sql).bind(ids);
+        for col in additive {
+            query = query.bind(col);
+        }
+        for col in extremes {
+            query = query.bind(col);
+        }
+        query.execute(&mut **tx).await.map_err(db_err)?;
+    }
+
+    if agg.orders.is_empty() {
+        return Ok(());
+    }
+
+    // Orders, sorted by (customer, order); one delta per order, so no row is touched twice.
+    let mut orders: Vec<_> = agg.orders.iter().collect();
+    orders.sort_unstable_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+    let sql = format!(
+        "INSERT INTO orders (customer_id, order_id, day, amount, item_count, refunded) \
+         SELECT * FROM UNNEST({}) \
+         ON CONFLICT (customer_id, order_id) DO UPDATE SET \
+         day = CASE WHEN orders.day IS NULL OR excluded.day < orders.day \
+               THEN COALESCE(excluded.day, orders.day) ELSE orders.day END, \
+         amount = orders.amount + excluded.amount, \
+         item_count = orders.item_count + excluded.item_count, \
+         refunded = orders.refunded + excluded.refunded",
+        unnest_args(
+            &["text", "text", "integer", "bigint", "bigint", "bigint"],
+            1
+        )
+    );
+    sqlx::query(&sql)
+        .bind(orders.iter().map(|o| o.0.as_str()).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.1.as_str()).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.2.day.map(|d| d.as_days()))
+                .collect::<Vec<Option<i32>>>(),
+        )
+        .bind(orders.iter().map(|o| o.2.amount).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.2.item_count).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.2.refunded).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+
+    // Purchase statistics of the customers whose orders changed. Their summary rows are already
+    // locked by the upsert above, so this takes no new locks.
+    let mut touched: Vec<&str> = orders.iter().map(|o| o.0.as_str()).collect();
+    touched.dedup();
+    const ACTIVE: &str = "day IS NOT NULL AND (refunded = 0 OR refunded < amount)";
+    let sql = format!(
+        "UPDATE customer_summaries SET \
+           order_count = a.order_count, purchase_days = a.purchase_days, \
+           first_purchase_day = a.first_day, last_purchase_day = a.last_day, \
+           net_revenue = a.net, refunded = a.refunded, \
+           first_day_revenue = COALESCE((SELECT SUM(o.amount - o.refunded) FROM orders o \
+             WHERE o.customer_id = customer_summaries.customer_id AND o.day = a.first_day \
+             AND (o.refunded = 0 OR o.refunded < o.amount)), 0) \
+         FROM (SELECT customer_id, \
+             SUM(CASE WHEN {ACTIVE} THEN 1 ELSE 0 END) AS order_count, \
+             COUNT(DISTINCT CASE WHEN {ACTIVE} THEN day END) AS purchase_days, \
+             MIN(CASE WHEN {ACTIVE} THEN day END) AS first_day, \
+             MAX(CASE WHEN {ACTIVE} THEN day END) AS last_day, \
+             SUM(CASE WHEN {ACTIVE} THEN amount - refunded ELSE 0 END) AS net, \
+             SUM(refunded) AS refunded \
+           FROM orders WHERE customer_id = ANY($1::text[]) GROUP BY customer_id) AS a \
+         WHERE customer_summaries.customer_id = a.customer_id"
+    );
+    sqlx::query(&sql)
+        .bind(touched)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    #[tracing::instrument(skip_all, fields(count = customers.len()))]
+    async fn upsert_customers(
+        &self,
+        customers: &[Customer],
+        now: Timestamp,
+    ) -> StoreResult<Vec<UpsertedCustomer>> {
+        if customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = customers
+            .iter()
+            .map(|c| encode_attributes(&c.profile.attributes))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut rows: Vec<(&Customer, &String)> = customers.iter().zip(&encoded).collect();
+        rows.sort_unstable_by(|a, b| a.0.customer_id.as_str().cmp(b.0.customer_id.as_str()));
+        // One statement: upsert in id order, then read the records (with their summaries) back.
+        // `xmax = 0` holds only for rows this statement inserted.
+        let sql = format!(
+            "WITH c AS ( \
+               INSERT INTO customers (customer_id, birth_date, gender, country, signed_up_at, \
+                 attributes, create_time, update_time) \
+               SELECT t.*, $7::BIGINT, $7::BIGINT FROM UNNEST({}) AS t \
+               ON CONFLICT (customer_id) DO UPDATE SET birth_date = excluded.birth_date, \
+                 gender = excluded.gender, country = excluded.country, \
+                 signed_up_at = excluded.signed_up_at, attributes = excluded.attributes, \
+                 update_time = excluded.update_time \
+               RETURNING customers.*, (xmax = 0) AS created) \
+             SELECT {CUSTOMER_COLUMNS}, {}, c.created FROM c \
+             LEFT JOIN customer_summaries s ON s.customer_id = c.customer_id",
+            unnest_args(&["text", "integer", "text", "text", "bigint", "text"], 1),
+            summary_select()
+        );
+        let result = sqlx::query(&sql)
+            .bind(
+                rows.iter()
+                    .map(|(c, _)| c.customer_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(c, _)| date_days(c.profile.birth_date))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(c, _)| c.profile.gender.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(c, _)| c.profile.country.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(c, _)| c.profile.signed_up_at.map(Timestamp::as_micros))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|(_, a)| a.as_str()).collect::<Vec<_>>())
+            .bind(now.as_micros())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let created_at = record_width();
+        let mut by_id = HashMap::with_capacity(result.len());
+        for row in &result {
+            let record = record_from_row(row)?;
+            let created: bool = row.try_get(created_at).map_err(db_err)?;
+            by_id.insert(
+                record.customer.customer_id.clone(),
+                UpsertedCustomer { record, created },
+            );
+        }
+        customers
+            .iter()
+            .map(|c| {
+                by_id.remove(&c.customer_id).ok_or_else(|| {
+                    StoreError::Internal(format!("upserted customer {} not found", c.customer_id))
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = %id))]
+    async fn get_customer(&self, id: &CustomerId) -> StoreResult<Option<CustomerRecord>> {
+        let sql = format!(
+            "SELECT {CUSTOMER_COLUMNS}, {} FROM customers c LEFT JOIN customer_summaries s \
+             ON s.customer_id = c.customer_id WHERE c.customer_id = $1",
+            summary_select()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn list_customers(
+        &self,
+        after: Option<&CustomerId>,
+        limit: usize,
+    ) -> StoreResult<Vec<CustomerRecord>> {
+        // customer_id is COLLATE "C": bytewise order, as in SQLite.
+        let sql = format!(
+            "SELECT {CUSTOMER_COLUMNS}, {} FROM customers c LEFT JOIN customer_summaries s \
+             ON s.customer_id = c.customer_id WHERE c.customer_id > $1 \
+             ORDER BY c.customer_id LIMIT $2",
+            summary_select()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.map_or("", CustomerId::as_str))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = %id))]
+    async fn delete_customer(&self, id: &CustomerId) -> StoreResult<Option<u64>> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // The customer row goes first: this waits for every `record_events` holding it (they
+        // lock it FOR KEY SHARE) and makes later ones wait for this erasure, so the statement
+        // below sees every event of the customer and none can arrive after it.
+        let existed = sqlx::query("DELETE FROM customers WHERE customer_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected()
+            > 0;
+        if !existed {
+            return Ok(None);
+        }
+        let events: i64 = sqlx::query_scalar(
+            "WITH e AS (DELETE FROM events WHERE customer_id = $1 RETURNING 1), \
+               s AS (DELETE FROM customer_summaries WHERE customer_id = $1), \
+               o AS (DELETE FROM orders WHERE customer_id = $1) \
+             SELECT COUNT(*) FROM e",
+        )
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(u64::try_from(events).unwrap_or(0)))
+    }
+
+    #[tracing::instrument(skip_all, fields(count = events.len()))]
+    async fn record_events(&self, events: &[Event], now: Timestamp) -> StoreResult<RecordOutcome> {
+        let (mut firsts, mut duplicate_indexes) = dedupe_batch(events);
+        if firsts.is_empty() {
+            return Ok(RecordOutcome {
+                duplicate_indexes,
+                ..RecordOutcome::default()
+            });
+        }
+        // Events in key order, so concurrent batches wait on each other's rows in one order.
+        firsts.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&events[a], &events[b]);
+            (a.customer_id.as_str(), a.event_id.as_str())
+                .cmp(&(b.customer_id.as_str(), b.event_id.as_str()))
+        });
+        let encoded = firsts
+            .iter()
+            .map(|&i| encode_event_data(&events[i].data))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut customers: Vec<&str> = firsts
+            .iter()
+            .map(|&i| events[i].customer_id.as_str())
+            .collect();
+        customers.dedup();
+
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let created_customers = sqlx::query(
+            "INSERT INTO customers (customer_id, create_time) \
+             SELECT id, $2::BIGINT FROM UNNEST($1::text[]) AS t(id) \
+             ON CONFLICT (customer_id) DO NOTHING",
+        )
+        .bind(&customers)
+        .bind(now.as_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        // Hold the customers (shared with other recorders) so no erasure interleaves. A customer
+        // erased between the insert and this lock is missing: the caller retries.
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM customers WHERE customer_id = ANY($1::text[]) \
+             ORDER BY customer_id FOR KEY SHARE) AS held",
+        )
+        .bind(&customers)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if usize::try_from(held).ok() != Some(customers.len()) {
+            return Err(StoreError::Conflict(
+                "a customer of the batch was erased concurrently".into(),
+            ));
+        }
+
+        let position: HashMap<(&str, &str), usize> = firsts
+            .iter()
+            .map(|&i| {
+                (
+                    (events[i].customer_id.as_str(), events[i].event_id.as_str()),
+                    i,
+                )
+            })
+            .collect();
+        let inserted = sqlx::query(
+            "INSERT INTO events (customer_id, event_id, kind, occurred_at, recorded_at, data) \
+             SELECT t.customer_id, t.event_id, t.kind, t.occurred_at, $6::BIGINT, t.data \
+             FROM UNNEST($1::text[], $2::text[], $3::smallint[], $4::bigint[], $5::text[]) \
+               AS t(customer_id, event_id, kind, occurred_at, data) \
+             ON CONFLICT (customer_id, event_id) DO NOTHING RETURNING customer_id, event_id",
+        )
+        .bind(
+            firsts
+                .iter()
+                .map(|&i| events[i].customer_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            firsts
+                .iter()
+                .map(|&i| events[i].event_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            firsts
+                .iter()
+                .map(|&i| events[i].data.kind().code())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            firsts
+                .iter()
+                .map(|&i| events[i].occurred_at.as_micros())
+                .collect::<Vec<_>>(),
+        )
+        .bind(encoded.iter().map(String::as_str).collect::<Vec<_>>())
+        .bind(now.as_micros())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let mut is_new = vec![false; events.len()];
+        for row in &inserted {
+            let c: &str = row.try_get(0).map_err(db_err)?;
+            let e: &str = row.try_get(1).map_err(db_err)?;
+            if let Some(&i) = position.get(&(c, e)) {
+                is_new[i] = true;
+            }
+        }
+        firsts.sort_unstable();
+        let mut new_events = Vec::with_capacity(inserted.len());
+        for &i in &firsts {
+            if is_new[i] {
+                new_events.push(&events[i]);
+            } else {
+                duplicate_indexes.push(i);
+            }
+        }
+        duplicate_indexes.sort_unstable();
+        let agg = BatchAggregate::from_events(new_events.iter().copied());
+        apply_aggregate(&mut tx, &agg).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(RecordOutcome {
+            recorded: new_events.len(),
+            duplicate_indexes,
+            created_customers: usize::try_from(created_customers).unwrap_or(usize::MAX),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = %customer, limit))]
+    async fn list_events(
+        &self,
+        customer: &CustomerId,
+        kinds: &[EventKind],
+        after: Option<&EventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
+             WHERE customer_id = ",
+        );
+        qb.push_bind(customer.as_str());
+        if !kinds.is_empty() {
+            qb.push(" AND kind = ANY(")
+                .push_bind(kinds.iter().map(|k| k.code()).collect::<Vec<_>>())
+                .push("::smallint[])");
+        }
+        if let Some(c) = after {
+            // event_id is COLLATE "C": ties break bytewise, as in SQLite.
+            qb.push(" AND (occurred_at, event_id) < (")
+                .push_bind(c.occurred_at.as_micros())
+                .push("::BIGINT, ")
+                .push_bind(c.event_id.as_str())
+                .push("::TEXT)");
+        }
+        qb.push(" ORDER BY occurred_at DESC, event_id DESC LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+}

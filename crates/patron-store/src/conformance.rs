@@ -14,10 +14,26 @@ use crate::{EventCursor, Store};
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an async expression
 /// producing `(store, guard)`: a fresh, empty store and whatever must live as long as it (a
 /// temporary directory, say).
+///
+/// An optional leading attribute is put on every generated test, e.g.
+/// `conformance_tests!(#[ignore = "needs a server"] fresh().await)`.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($make:expr) => {
-        $crate::conformance_tests!(@cases $make;
+    (@cases $attrs:tt $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            $crate::conformance_tests!(@case $attrs $make; $case);
+        )*
+    };
+    (@case [$($attr:tt)*] $make:expr; $case:ident) => {
+        #[tokio::test]
+        $($attr)*
+        async fn $case() {
+            let (store, _guard) = $make;
+            $crate::conformance::$case(&store).await;
+        }
+    };
+    (@all $attrs:tt $make:expr) => {
+        $crate::conformance_tests!(@cases $attrs $make;
             upsert_and_get_round_trip,
             list_customers_pages_in_id_order,
             events_are_idempotent,
@@ -30,14 +46,13 @@ macro_rules! conformance_tests {
             large_batch_in_one_call,
         );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                let (store, _guard) = $make;
-                $crate::conformance::$case(&store).await;
-            }
-        )*
+    // The attribute form comes first: a plain `$make:expr` would swallow `#[...]` as an
+    // attribute on the expression.
+    (#[$attr:meta] $make:expr) => {
+        $crate::conformance_tests!(@all [#[$attr]] $make);
+    };
+    ($make:expr) => {
+        $crate::conformance_tests!(@all [] $make);
     };
 }
 
@@ -596,7 +611,7 @@ pub async fn large_batch_in_one_call(store: &impl Store) {
             purchase(
                 &format!("bulk{}", i % 1_000),
                 &format!("e{i}"),
-                at(1_000 + (i / 1_000) as i32, i64::from(i % 60)),
+                at(1_000 + i / 1_000, i64::from(i % 60)),
                 &format!("o{i}"),
                 i64::from(i),
             )
