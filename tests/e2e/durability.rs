@@ -30,15 +30,14 @@ async fn start(url: &str) -> (Child, std::net::SocketAddr) {
     let channel = connect(addr).await;
     let mut health = HealthClient::new(channel);
     for _ in 0..200 {
-        if let Ok(r) = health
+        let status = health
             .check(HealthCheckRequest {
                 service: String::new(),
             })
             .await
-        {
-            if r.into_inner().status == ServingStatus::Serving as i32 {
-                return (child, addr);
-            }
+            .map(|r| r.into_inner().status);
+        if status.ok() == Some(ServingStatus::Serving as i32) {
+            return (child, addr);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

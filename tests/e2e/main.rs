@@ -10,4 +10,5 @@ mod bad_input;
 mod customers;
 mod durability;
 mod events;
+mod import;
 mod platform;

@@ -25,10 +25,8 @@ pub enum DbGuard {
 
 /// A running server and clients to it.
 pub struct TestApp {
-    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub customers: CustomerServiceClient<Channel>,
-    pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _db: DbGuard,
@@ -81,11 +79,9 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     });
     let channel = connect(addr).await;
     TestApp {
-        addr,
         customers: CustomerServiceClient::new(channel.clone())
             .max_decoding_message_size(64 * 1024 * 1024),
         channel,
-        database_url: url,
         shutdown: Some(tx),
         server: Some(server),
         _db: guard,
@@ -106,16 +102,6 @@ pub async fn connect(addr: std::net::SocketAddr) -> Channel {
 }
 
 impl TestApp {
-    /// Signals shutdown and waits for the server to drain and stop.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.expect("server task");
-        }
-    }
-
     /// Signals shutdown without waiting.
     pub fn signal_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {

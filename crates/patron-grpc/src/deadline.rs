@@ -82,3 +82,44 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn slow_service() -> impl Service<
+        http::Request<()>,
+        Response = http::Response<String>,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<http::Response<String>, std::convert::Infallible>> + Send,
+    > + Clone {
+        tower::service_fn(|_req: http::Request<()>| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new("done".to_owned()))
+        })
+    }
+
+    fn request(path: &str) -> http::Request<()> {
+        http::Request::builder()
+            .uri(path)
+            .body(())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn unary_calls_get_deadline_exceeded_and_streams_do_not() {
+        let streaming = HashSet::from(["/p.S/Stream".to_owned()]);
+        let layer = DeadlineLayer::new(Duration::from_millis(50), streaming);
+        let svc = layer.layer(slow_service());
+        let response = svc
+            .clone()
+            .oneshot(request("/p.S/Unary"))
+            .await
+            .expect("response");
+        let status = Status::from_header_map(response.headers()).expect("a grpc status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        let response = svc.oneshot(request("/p.S/Stream")).await.expect("response");
+        assert_eq!(response.body(), "done");
+    }
+}

@@ -204,18 +204,30 @@ impl Application {
         set_all(&health, ServingStatus::Serving).await;
         tracing::info!(%local_addr, "patron serving");
         let grace = settings.shutdown_grace;
+        let drain_timeout = settings.drain_timeout;
         let drain_health = health.clone();
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
+            let _ = stopping_tx.send(());
             tracing::info!("shutting down: reporting NOT_SERVING, draining in-flight calls");
             set_all(&drain_health, ServingStatus::NotServing).await;
             if !grace.is_zero() {
                 tokio::time::sleep(grace).await;
             }
         };
-        router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-            .await?;
+        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // Calls that never end (a health Watch, a stuck stream) must not hold the process forever.
+        let deadline = async move {
+            if stopping_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace + drain_timeout).await;
+        };
+        tokio::select! {
+            result = serve => result?,
+            () = deadline => tracing::warn!(?drain_timeout, "drain timeout: closing calls still open"),
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -20,7 +20,7 @@ use crate::{app, import, telemetry};
 pub struct Cli {
     /// TOML configuration file; its keys are the long option names with underscores
     /// (listen, database_url, log_format, log_level, currency, request_timeout_secs,
-    /// max_message_bytes, stream_batch_size, shutdown_grace_secs).
+    /// max_message_bytes, stream_batch_size, shutdown_grace_secs, drain_timeout_secs).
     #[arg(long, env = "PATRON_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// balancers stop sending new calls first. [default: 0]
     #[arg(long, env = "PATRON_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
     pub shutdown_grace_secs: Option<u64>,
+
+    /// After the grace period, seconds to let in-flight calls finish before closing them.
+    /// [default: 30]
+    #[arg(long, env = "PATRON_DRAIN_TIMEOUT_SECS", value_name = "SECS")]
+    pub drain_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +128,7 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         o.max_message_bytes = s.max_message_bytes;
         o.stream_batch_size = s.stream_batch_size;
         o.shutdown_grace_secs = s.shutdown_grace_secs;
+        o.drain_timeout_secs = s.drain_timeout_secs;
     }
     config::resolve(file, o)
 }

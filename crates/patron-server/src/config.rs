@@ -66,6 +66,7 @@ pub struct FileConfig {
     pub max_message_bytes: Option<usize>,
     pub stream_batch_size: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
+    pub drain_timeout_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -88,6 +89,7 @@ pub struct Settings {
     pub max_message_bytes: usize,
     pub stream_batch_size: usize,
     pub shutdown_grace: Duration,
+    pub drain_timeout: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -107,6 +109,7 @@ impl Settings {
             max_message_bytes: 16 * 1024 * 1024,
             stream_batch_size: 5_000,
             shutdown_grace: Duration::ZERO,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -123,6 +126,7 @@ pub struct Overrides {
     pub max_message_bytes: Option<usize>,
     pub stream_batch_size: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
+    pub drain_timeout_secs: Option<u64>,
 }
 
 /// Resolves settings: overrides first, then the file, then defaults.
@@ -175,6 +179,11 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
             o.shutdown_grace_secs
                 .or(file.shutdown_grace_secs)
                 .unwrap_or(0),
+        ),
+        drain_timeout: Duration::from_secs(
+            o.drain_timeout_secs
+                .or(file.drain_timeout_secs)
+                .unwrap_or(30),
         ),
     })
 }

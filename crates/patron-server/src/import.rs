@@ -59,8 +59,9 @@ impl ImportSummary {
         ));
         for (reason, (n, lines)) in &self.reasons {
             let lines: Vec<String> = lines.iter().map(u64::to_string).collect();
+            let label = if lines.len() == 1 { "line" } else { "lines" };
             out.push_str(&format!(
-                "  {n} rejected: {reason} (e.g. lines {})\n",
+                "  {n} rejected: {reason} ({label} {})\n",
                 lines.join(", ")
             ));
         }
@@ -89,7 +90,7 @@ pub fn parse_instant(s: &str) -> Result<Timestamp, String> {
     if s.len() == 10 {
         return Date::parse_iso(s)
             .map(|d| d.to_day().start())
-            .map_err(|e| format!("{s:?}: {e}"));
+            .map_err(|e| format!("{s:?} is not a date or timestamp ({e})"));
     }
     // RFC 3339.
     if s.len() < 19 || !s.is_char_boundary(10) || !s.is_char_boundary(19) {
