@@ -69,6 +69,7 @@ impl ApiError {
         let message = match violations.as_slice() {
             [] => "invalid request".to_owned(),
             [one] => format!("invalid request: {one}"),
+            [first, rest] => format!("invalid request: {first} (and {rest})"),
             [first, rest @ ..] => {
                 format!(
                     "invalid request: {first} (and {} more field violations)",
@@ -252,7 +253,11 @@ mod tests {
                     bad.field_violations[0].field,
                     "events[3].purchase.amount.minor_units"
                 );
-                assert!(status.message().contains("and 1 more"));
+                assert!(
+                    status
+                        .message()
+                        .contains("(and events[4].customer_id: must not be empty)")
+                );
             }
         }
     }
