@@ -1,9 +1,13 @@
 //! Patron's domain: identifiers, money, time, customers and events, their validation, and the
 //! aggregation rules that keep per-customer summaries.
 //!
+//! [`clv`] holds the customer-lifetime-value mathematics (BG/NBD, Gamma-Gamma, discounted CLV,
+//! RFM scores), following the Python `lifetimes` 0.11.3 conventions.
+//!
 //! Architecture Invariant: this crate does no I/O and knows nothing of gRPC, protobuf, SQL or
 //! async runtimes. Every other crate converts to and from these types.
 
+pub mod clv;
 pub mod customer;
 pub mod event;
 pub mod id;

@@ -215,9 +215,9 @@ pub fn derive_purchase_stats(orders: &[OrderRow]) -> PurchaseStats {
 /// Everything a batch of new events changes, grouped for set-wise writes.
 #[derive(Debug, Default)]
 pub struct BatchAggregate {
-    /// One delta per customer, in first-seen order.
+    /// One delta per customer, in customer id order.
     pub summaries: Vec<(CustomerId, SummaryDelta)>,
-    /// One delta per order, in first-seen order.
+    /// One delta per order, in (customer id, order id) order.
     pub orders: Vec<(CustomerId, OrderId, OrderDelta)>,
 }
 
@@ -261,6 +261,9 @@ impl BatchAggregate {
             d.item_count += items;
             d.refunded += refunded;
         }
+        // Key order: stores write neighbouring rows together and take row locks in one order.
+        summaries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        orders.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         agg.summaries = summaries.into_iter().map(|(c, d)| (c.clone(), d)).collect();
         agg.orders = orders
             .into_iter()

@@ -30,7 +30,8 @@ pub struct Cli {
         long = "database",
         env = "PATRON_DATABASE_URL",
         global = true,
-        value_name = "URL"
+        value_name = "URL",
+        hide_env_values = true
     )]
     pub database_url: Option<String>,
 
@@ -76,7 +77,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PATRON_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
 
-    /// Events StreamEvents commits per transaction, 1 to 10000. [default: 5000]
+    /// Events StreamEvents commits per transaction, 1 to 100000. Larger batches load faster;
+    /// memory holds about three batches per stream. [default: 20000]
     #[arg(long, env = "PATRON_STREAM_BATCH_SIZE", value_name = "N")]
     pub stream_batch_size: Option<usize>,
 

@@ -95,6 +95,8 @@ pub struct Settings {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://patron.db";
 pub const DEFAULT_LOG_LEVEL: &str = "info,sqlx=warn";
+/// Largest StreamEvents transaction; bounds the events a stream holds in memory (a few batches).
+pub const MAX_STREAM_BATCH_SIZE: usize = 100_000;
 
 impl Settings {
     /// Settings for tests and embedding: SQLite at `database_url`, port 0 on loopback.
@@ -107,7 +109,7 @@ impl Settings {
             currency: Currency::parse("USD").unwrap_or_else(|_| unreachable!("USD is a currency")),
             request_timeout: Duration::from_secs(30),
             max_message_bytes: 16 * 1024 * 1024,
-            stream_batch_size: 5_000,
+            stream_batch_size: 20_000,
             shutdown_grace: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
         }
@@ -143,9 +145,11 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
     let stream_batch_size = o
         .stream_batch_size
         .or(file.stream_batch_size)
-        .unwrap_or(5_000);
-    if !(1..=patron_domain::event::MAX_EVENTS_PER_CALL).contains(&stream_batch_size) {
-        return Err("stream_batch_size must be between 1 and 10000".into());
+        .unwrap_or(20_000);
+    if !(1..=MAX_STREAM_BATCH_SIZE).contains(&stream_batch_size) {
+        return Err(format!(
+            "stream_batch_size must be between 1 and {MAX_STREAM_BATCH_SIZE}"
+        ));
     }
     let max_message_bytes = o
         .max_message_bytes

@@ -1,0 +1,141 @@
+//! Customer-lifetime-value mathematics: BG/NBD, Gamma-Gamma, discounted CLV and RFM scores.
+//!
+//! Everything here follows the conventions of the Python `lifetimes` library, version 0.11.3,
+//! so results can be compared one to one (the crate's tests do, on the CDNOW sample).
+//!
+//! # Inputs
+//!
+//! A customer is summarised by [`CustomerRfm`]`<U>`, in time unit `U` ([`Days`] or [`Weeks`]):
+//!
+//! * `x` — *frequency*: the number of repeat purchase periods (distinct purchase days, not
+//!   counting the first purchase), an integer `>= 0`;
+//! * `t_x` — *recency*: the time from the first to the last purchase (`0` when `x = 0`);
+//! * `T` — *age*: the time from the first purchase to the end of the observation, `T >= t_x`;
+//! * `m` — *monetary value*: the mean value of the repeat purchases (`0` when `x = 0`), in minor
+//!   currency units as `f64`.
+//!
+//! # BG/NBD (Fader, Hardie & Lee 2005a)
+//!
+//! While active, a customer buys at Poisson rate `λ ~ Gamma(r, α)`; after each repeat purchase
+//! the customer drops out with probability `p ~ Beta(a, b)`. The likelihood of one customer is
+//!
+//! ```text
+//! L(r, α, a, b | x, t_x, T) = B(a, b + x) / B(a, b) · Γ(r + x) α^r / (Γ(r) (α + T)^(r + x))
+//!                          + [x > 0] · B(a + 1, b + x - 1) / B(a, b) · Γ(r + x) α^r / (Γ(r) (α + t_x)^(r + x))
+//! ```
+//!
+//! computed in log space ("A₁ … A₄" of Hardie's note 004) — see [`bgnbd`]. The predictions are
+//! `P(alive)` (Hardie's note 021), the conditional expectation `E[X(t) | x, t_x, T]` (eq. 10 of
+//! the paper), the unconditional `E[X(t)]` (eq. 9) and `P(X(t) = n)` (eq. 8).
+//!
+//! # Gamma-Gamma (Fader, Hardie & Lee 2005b; Hardie's note 025)
+//!
+//! The spend per transaction is Gamma(`p`, `ν`) with `ν ~ Gamma(q, v)`; the conditional expected
+//! average order value of a customer with `x` repeat purchases averaging `m` is
+//! `p (v + x m) / (p x + q - 1)` — see [`gamma_gamma`].
+//!
+//! # Discounted CLV
+//!
+//! As `lifetimes.utils._customer_lifetime_value`, see [`value`].
+//!
+//! # Numerical notes
+//!
+//! * Special functions (log-gamma, digamma, the Gauss hypergeometric function ₂F₁) are written
+//!   here, in [`special`]; ₂F₁ is accurate over the whole real range `z < 1` used by the models.
+//! * Fitting maximises the likelihood over the logarithms of the parameters with BFGS and a
+//!   strong-Wolfe line search ([`optim`]), with analytic gradients.
+//!
+//! # References
+//!
+//! * P. S. Fader, B. G. S. Hardie, K. L. Lee (2005a), "Counting Your Customers the Easy Way: An
+//!   Alternative to the Pareto/NBD Model", *Marketing Science* 24(2), 275–284.
+//! * P. S. Fader, B. G. S. Hardie, K. L. Lee (2005b), "RFM and CLV: Using Iso-Value Curves for
+//!   Customer Base Analysis", *Journal of Marketing Research* 42(4), 415–430.
+//! * B. G. S. Hardie, notes 004 (BG/NBD implementation), 021 (P(alive)), 025 (Gamma-Gamma).
+//! * M. Abramowitz, I. Stegun, *Handbook of Mathematical Functions*, ch. 6 and 15.
+//! * J. Nocedal, S. Wright, *Numerical Optimization* (2nd ed.), algorithms 3.5, 3.6 and 6.1.
+
+#![warn(missing_docs)]
+
+pub mod bgnbd;
+mod customer;
+pub mod gamma_gamma;
+pub mod optim;
+pub mod rfm;
+pub mod simulate;
+pub mod special;
+pub mod units;
+pub mod value;
+
+pub use bgnbd::{
+    BgNbdData, BgNbdFit, BgNbdFitOptions, BgNbdModel, BgNbdParams, UntypedBgNbdParams, fit_bg_nbd,
+};
+pub use customer::CustomerRfm;
+pub use gamma_gamma::{
+    GammaGammaData, GammaGammaFit, GammaGammaFitOptions, GammaGammaModel, GammaGammaParams,
+    fit_gamma_gamma,
+};
+pub use optim::Termination;
+pub use rfm::{RfmObservation, RfmScore, RfmSegment, rfm_scores};
+pub use units::{Days, Periods, TimeUnit, TimeUnitKind, Weeks};
+pub use value::{ClvHorizon, customer_lifetime_value};
+
+/// Why a CLV computation was refused or failed.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum ClvError {
+    /// An input was NaN or infinite.
+    #[error("{field} must be finite")]
+    NotFinite {
+        /// Which input.
+        field: &'static str,
+    },
+    /// An input that must be `>= 0` was negative.
+    #[error("{field} must not be negative")]
+    Negative {
+        /// Which input.
+        field: &'static str,
+    },
+    /// Recency (time of the last purchase) exceeds the customer's age `T`.
+    #[error("recency must not exceed T")]
+    RecencyAfterAge,
+    /// A customer without repeat purchases has a non-zero recency.
+    #[error("recency must be 0 when frequency is 0")]
+    RecencyWithoutRepeat,
+    /// A model parameter is not finite and strictly positive (or violates its documented bound).
+    #[error("parameter {name} = {value} is out of range")]
+    InvalidParameter {
+        /// Parameter name.
+        name: &'static str,
+        /// The refused value.
+        value: f64,
+    },
+    /// A fit or a population statistic was asked of no customers.
+    #[error("no customers to fit")]
+    EmptyPopulation,
+    /// A model in one time unit was applied to data in another.
+    #[error("time unit mismatch: expected {expected}, found {found}")]
+    UnitMismatch {
+        /// The unit the typed code expects.
+        expected: TimeUnitKind,
+        /// The unit found in the data.
+        found: TimeUnitKind,
+    },
+    /// The arguments of a special function are outside its domain.
+    #[error("{function} is undefined for these arguments")]
+    Domain {
+        /// The function.
+        function: &'static str,
+    },
+    /// A series or iteration did not converge within its budget.
+    #[error("{what} did not converge")]
+    NoConvergence {
+        /// What failed to converge.
+        what: &'static str,
+    },
+    /// The result overflowed the range of `f64`.
+    #[error("{what} overflowed")]
+    Overflow {
+        /// What overflowed.
+        what: &'static str,
+    },
+}
