@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "patron/common/v1/common.proto",
         "patron/customers/v1/customers.proto",
+        "patron/scoring/v1/scoring.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;

@@ -74,6 +74,9 @@ CREATE TABLE customer_summaries (
     first_event_at BIGINT,
     last_event_at BIGINT,
     last_engagement_at BIGINT,
+    -- The latest NPS answer and when it was given (arg-max of (last_nps_at, last_nps)).
+    last_nps_at BIGINT,
+    last_nps SMALLINT,
     order_count BIGINT NOT NULL DEFAULT 0,
     purchase_days BIGINT NOT NULL DEFAULT 0,
     first_purchase_day INTEGER,

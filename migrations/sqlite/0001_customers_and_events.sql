@@ -72,6 +72,9 @@ CREATE TABLE customer_summaries (
     first_event_at INTEGER,
     last_event_at INTEGER,
     last_engagement_at INTEGER,
+    -- The latest NPS answer and when it was given (arg-max of (last_nps_at, last_nps)).
+    last_nps_at INTEGER,
+    last_nps INTEGER,
     order_count INTEGER NOT NULL DEFAULT 0,
     purchase_days INTEGER NOT NULL DEFAULT 0,
     first_purchase_day INTEGER,

@@ -12,3 +12,4 @@ mod durability;
 mod events;
 mod import;
 mod platform;
+mod scoring;

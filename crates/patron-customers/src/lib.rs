@@ -13,6 +13,7 @@ use patron_domain::{Currency, CustomerId, Event, EventId, Timestamp, Violations}
 use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
 use patron_proto::customers::v1 as pb;
 use patron_proto::customers::v1::customer_service_server::CustomerService;
+use patron_store::observer::ChangeObserver;
 use patron_store::{EventCursor, Store};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -39,11 +40,26 @@ pub struct Settings {
 pub struct CustomerApi {
     store: Arc<dyn Store>,
     settings: Settings,
+    observers: Vec<Arc<dyn ChangeObserver>>,
 }
 
 impl CustomerApi {
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
-        Self { store, settings }
+        Self {
+            store,
+            settings,
+            observers: Vec::new(),
+        }
+    }
+
+    /// Adds a view to tell about every committed change, before the caller is answered.
+    pub fn with_observer(mut self, observer: Arc<dyn ChangeObserver>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    async fn notify(&self, customers: &[CustomerId]) {
+        notify_all(&self.observers, customers).await;
     }
 
     fn context(&self) -> Context {
@@ -59,6 +75,20 @@ impl CustomerApi {
             .await?
             .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))
     }
+}
+
+async fn notify_all(observers: &[Arc<dyn ChangeObserver>], customers: &[CustomerId]) {
+    for o in observers {
+        o.customers_changed(customers).await;
+    }
+}
+
+/// The distinct customers of a batch of events.
+fn customers_of(events: &[Event]) -> Vec<CustomerId> {
+    let mut ids: Vec<CustomerId> = events.iter().map(|e| e.customer_id.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 fn parse_customer_id(s: &str) -> ApiResult<CustomerId> {
@@ -141,6 +171,8 @@ impl CustomerService for CustomerApi {
             .upsert_customers(&parsed, ctx.now)
             .await
             .map_err(ApiError::from)?;
+        let ids: Vec<CustomerId> = parsed.iter().map(|c| c.customer_id.clone()).collect();
+        self.notify(&ids).await;
         let created = stored.iter().filter(|u| u.created).count();
         Ok(Response::new(pb::UpsertCustomersResponse {
             customers: stored
@@ -213,12 +245,15 @@ impl CustomerService for CustomerApi {
     ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
         let pb::DeleteCustomerRequest { customer_id } = request.into_inner();
         let id = parse_customer_id(&customer_id)?;
-        match self
+        let deleted = self
             .store
             .delete_customer(&id)
             .await
-            .map_err(ApiError::from)?
-        {
+            .map_err(ApiError::from)?;
+        if deleted.is_some() {
+            self.notify(std::slice::from_ref(&id)).await;
+        }
+        match deleted {
             Some(n) => Ok(Response::new(pb::DeleteCustomerResponse {
                 deleted_event_count: i64::try_from(n).unwrap_or(i64::MAX),
             })),
@@ -248,6 +283,9 @@ impl CustomerService for CustomerApi {
             .record_events(&parsed, ctx.now)
             .await
             .map_err(ApiError::from)?;
+        if out.recorded > 0 {
+            self.notify(&customers_of(&parsed)).await;
+        }
         Ok(Response::new(pb::RecordEventsResponse {
             recorded_count: count(out.recorded),
             duplicate_count: count(out.duplicate_indexes.len()),
@@ -267,6 +305,7 @@ impl CustomerService for CustomerApi {
         // channel's capacity bounds the events held in memory to a few batches.
         let (tx, mut rx) = mpsc::channel::<Vec<Event>>(2);
         let store = Arc::clone(&self.store);
+        let observers = self.observers.clone();
         let writer = tokio::spawn(async move {
             let mut recorded = 0usize;
             let mut duplicates = 0usize;
@@ -275,6 +314,9 @@ impl CustomerService for CustomerApi {
                 let out = store
                     .record_events(&batch, patron_grpc::time::now())
                     .await?;
+                if out.recorded > 0 {
+                    notify_all(&observers, &customers_of(&batch)).await;
+                }
                 recorded += out.recorded;
                 duplicates += out.duplicate_indexes.len();
                 created += out.created_customers;

@@ -16,6 +16,7 @@ pub mod money;
 pub mod summary;
 pub mod time;
 pub mod validation;
+pub mod value;
 
 pub use customer::{AttributeKey, AttributeValue, Attributes, Customer, CustomerProfile, Gender};
 pub use event::{

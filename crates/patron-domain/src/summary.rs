@@ -45,6 +45,12 @@ pub struct SummaryDelta {
     pub nps_promoters: i64,
     pub nps_passives: i64,
     pub nps_detractors: i64,
+    /// The customer's most recent NPS answer (0–10): of the surveys that carry one, the one with
+    /// the latest `occurred_at`; of several at that instant, the largest answer, so the result does
+    /// not depend on arrival order.
+    pub last_nps: Option<u8>,
+    /// When [`SummaryDelta::last_nps`] was given.
+    pub last_nps_at: Option<Timestamp>,
     /// Economic, functional, experiential, symbolic.
     pub benefits: [RatingTotal; 4],
     /// Price, time, effort, emotional.
@@ -89,6 +95,9 @@ impl SummaryDelta {
                     Some(_) => self.nps_detractors += 1,
                     None => {}
                 }
+                if let Some(nps) = s.nps {
+                    self.offer_nps(at, nps);
+                }
                 for (total, rating) in self.benefits.iter_mut().zip(s.benefits) {
                     total.add(rating);
                 }
@@ -97,6 +106,19 @@ impl SummaryDelta {
                 }
             }
             EventData::Custom(_) => self.custom_event_count += 1,
+        }
+    }
+
+    /// Keeps `(at, nps)` as the last NPS answer if it is later than the kept one (or as late and
+    /// larger): the arg-max of `(at, nps)`, which is commutative and associative.
+    fn offer_nps(&mut self, at: Timestamp, nps: u8) {
+        let newer = match (self.last_nps_at, self.last_nps) {
+            (Some(kept_at), Some(kept)) => (at, nps) > (kept_at, kept),
+            _ => true,
+        };
+        if newer {
+            self.last_nps_at = Some(at);
+            self.last_nps = Some(nps);
         }
     }
 
@@ -122,6 +144,9 @@ impl SummaryDelta {
         self.nps_promoters += o.nps_promoters;
         self.nps_passives += o.nps_passives;
         self.nps_detractors += o.nps_detractors;
+        if let (Some(at), Some(nps)) = (o.last_nps_at, o.last_nps) {
+            self.offer_nps(at, nps);
+        }
         for (a, b) in self.benefits.iter_mut().zip(o.benefits) {
             a.merge(b);
         }
@@ -401,5 +426,67 @@ mod tests {
             .find(|(c, _)| c.as_str() == "a")
             .map(|(_, d)| d);
         assert_eq!(a2, Some(a));
+    }
+
+    fn survey(customer: &str, id: &str, day: i32, nps: Option<u8>) -> Event {
+        ev(
+            customer,
+            id,
+            day,
+            EventData::Survey(Survey {
+                nps,
+                ..Survey::default()
+            }),
+        )
+    }
+
+    #[test]
+    fn last_nps_is_the_latest_answer_whatever_the_order() {
+        let events = [
+            survey("a", "1", 3, Some(2)),
+            survey("a", "2", 9, Some(6)),
+            // A tie at the latest instant: the larger answer wins.
+            survey("a", "3", 9, Some(8)),
+            survey("a", "4", 5, Some(10)),
+            // Later, but without an answer: ignored.
+            survey("a", "5", 12, None),
+            ev("a", "6", 20, purchase("o1", 1)),
+        ];
+        let want_at = Some(Day::from_days(9).start());
+        for rotation in 0..events.len() {
+            for reverse in [false, true] {
+                let mut order = events.to_vec();
+                order.rotate_left(rotation);
+                if reverse {
+                    order.reverse();
+                }
+                let mut one = SummaryDelta::default();
+                for e in &order {
+                    one.add(e);
+                }
+                assert_eq!((one.last_nps, one.last_nps_at), (Some(8), want_at));
+                // Any split, merged either way round, gives the same answer.
+                for split in 0..=order.len() {
+                    let (x, y) = order.split_at(split);
+                    let delta = |es: &[Event]| {
+                        let mut d = SummaryDelta::default();
+                        for e in es {
+                            d.add(e);
+                        }
+                        d
+                    };
+                    let (dx, dy) = (delta(x), delta(y));
+                    let mut xy = dx.clone();
+                    xy.merge(&dy);
+                    let mut yx = dy.clone();
+                    yx.merge(&dx);
+                    assert_eq!(xy, one);
+                    assert_eq!(yx, one);
+                }
+            }
+        }
+        let mut none = SummaryDelta::default();
+        none.add(&survey("a", "1", 3, None));
+        assert_eq!((none.last_nps, none.last_nps_at), (None, None));
     }
 }

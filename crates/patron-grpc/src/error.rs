@@ -171,6 +171,11 @@ fn store_status(err: &StoreError) -> Status {
             "STORAGE_CONFLICT",
             "a concurrent change conflicted; retry the call",
         ),
+        StoreError::PreconditionFailed(_) => (
+            Code::FailedPrecondition,
+            "REVISION_MISMATCH",
+            "the stored revision is not the expected one; read it again and retry",
+        ),
         StoreError::Overflow(_) => (
             Code::OutOfRange,
             "TOTAL_OVERFLOW",
@@ -219,6 +224,11 @@ mod tests {
                 StoreError::Conflict("x".into()).into(),
                 Code::Aborted,
                 "STORAGE_CONFLICT",
+            ),
+            (
+                StoreError::PreconditionFailed("x".into()).into(),
+                Code::FailedPrecondition,
+                "REVISION_MISMATCH",
             ),
             (
                 StoreError::Overflow("x".into()).into(),

@@ -22,3 +22,9 @@ pub mod customers {
         tonic::include_proto!("patron.customers.v1");
     }
 }
+
+pub mod scoring {
+    pub mod v1 {
+        tonic::include_proto!("patron.scoring.v1");
+    }
+}

@@ -7,7 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use patron_customers::CustomerApi;
-use patron_proto::customers::v1::customer_service_server::{CustomerServiceServer, SERVICE_NAME};
+use patron_proto::customers::v1::customer_service_server::{
+    CustomerServiceServer, SERVICE_NAME as CUSTOMERS,
+};
+use patron_proto::scoring::v1::scoring_service_server::{
+    SERVICE_NAME as SCORING, ScoringServiceServer,
+};
+use patron_scoring::engine::Engine;
+use patron_scoring::service::ScoringApi;
 use patron_store::Store;
 use patron_store_postgres::PgStore;
 use patron_store_sqlite::SqliteStore;
@@ -22,7 +29,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::config::{Settings, redact_url};
 
 /// Services whose health is reported, besides the whole server ("").
-pub const SERVICES: [&str; 1] = [SERVICE_NAME];
+pub const SERVICES: [&str; 2] = [CUSTOMERS, SCORING];
 
 /// Why the application could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +95,7 @@ pub struct Application {
     local_addr: SocketAddr,
     settings: Settings,
     store: Arc<dyn Store>,
+    engine: Arc<Engine>,
     health: HealthReporter,
     health_service: HealthServer<HealthService>,
 }
@@ -112,6 +120,7 @@ impl Application {
     /// [`Application::run_until_stopped`] starts serving.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let store = open_store(settings.database_url.expose()).await?;
+        let engine = Engine::load(Arc::clone(&store), settings.currency).await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -132,6 +141,7 @@ impl Application {
             local_addr,
             settings,
             store,
+            engine,
             health,
             health_service,
         })
@@ -158,6 +168,7 @@ impl Application {
             local_addr,
             settings,
             store,
+            engine,
             health,
             health_service,
         } = self;
@@ -186,7 +197,8 @@ impl Application {
                 currency: settings.currency,
                 stream_batch_size: settings.stream_batch_size,
             },
-        );
+        )
+        .with_observer(Arc::clone(&engine) as Arc<dyn patron_store::observer::ChangeObserver>);
         let customers = CustomerServiceServer::new(customers)
             .max_decoding_message_size(settings.max_message_bytes)
             .max_encoding_message_size(settings.max_message_bytes);
@@ -199,7 +211,12 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(customers);
+            .add_service(customers)
+            .add_service(
+                ScoringServiceServer::new(ScoringApi::new(engine))
+                    .max_decoding_message_size(settings.max_message_bytes)
+                    .max_encoding_message_size(settings.max_message_bytes),
+            );
 
         set_all(&health, ServingStatus::Serving).await;
         tracing::info!(%local_addr, "patron serving");

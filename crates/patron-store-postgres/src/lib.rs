@@ -23,9 +23,10 @@ use patron_domain::{
     summary::BatchAggregate,
 };
 use patron_store::{
-    CustomerRecord, EventCursor, RecordOutcome, Store, StoreError, StoreResult, StoredEvent,
-    UpsertedCustomer, columns, decode_attributes, decode_event_data, dedupe_batch,
-    encode_attributes, encode_event_data,
+    CustomerRecord, EventCursor, RecordOutcome, SUMMARY_IDS_PER_STATEMENT, Store, StoreError,
+    StoreResult, StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
+    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
+    revision_mismatch,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
@@ -152,6 +153,58 @@ fn record_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
     })
 }
 
+/// The columns [`summary_row_from_row`] reads; `c` is the customer row, `s` its summary.
+fn summary_row_select() -> String {
+    format!(
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, {}",
+        summary_select()
+    )
+}
+
+fn summary_row_from_row(row: &PgRow) -> StoreResult<SummaryRow> {
+    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
+    let customer_id: String = row.try_get(0).map_err(db_err)?;
+    let customer_id = CustomerId::parse(customer_id)
+        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
+    let mut values = [None; columns::COUNT];
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = get_i64(4 + i)?;
+    }
+    Ok(SummaryRow {
+        customer_id,
+        signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
+        create_time: Timestamp::from_micros(get_i64(2)?.unwrap_or(0)),
+        birth_date: get_i64(3)?
+            .and_then(|d| i32::try_from(d).ok())
+            .map(|d| Day::from_days(d).date()),
+        summary: columns::summary_from_values(&values),
+    })
+}
+
+const MODEL_COLUMNS: &str = "version, created_at, active, body";
+
+fn model_from_row(row: &PgRow) -> StoreResult<StoredModel> {
+    Ok(StoredModel {
+        version: row.try_get(0).map_err(db_err)?,
+        created_at: Timestamp::from_micros(row.try_get(1).map_err(db_err)?),
+        active: row.try_get(2).map_err(db_err)?,
+        body: row.try_get(3).map_err(db_err)?,
+    })
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Serializes the writers of `table` (readers are not blocked) until the transaction ends.
+async fn lock_exclusive(tx: &mut Transaction<'_, Postgres>, table: &str) -> StoreResult<()> {
+    sqlx::query(&format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
 fn event_from_row(row: &PgRow) -> StoreResult<StoredEvent> {
     let customer_id: String = row.try_get(0).map_err(db_err)?;
     let event_id: String = row.try_get(1).map_err(db_err)?;
@@ -195,12 +248,7 @@ async fn apply_aggregate(
     if !agg.summaries.is_empty() {
         let mut summaries: Vec<&(CustomerId, _)> = agg.summaries.iter().collect();
         summaries.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let value_columns: Vec<&str> = columns::ADDITIVE
-            .iter()
-            .chain(&columns::MINIMUM)
-            .chain(&columns::MAXIMUM)
-            .copied()
-            .collect();
+        let value_columns: Vec<&str> = columns::delta_columns().collect();
         let mut types = vec!["text"];
         types.extend(std::iter::repeat_n("bigint", value_columns.len()));
         let sql = format!(
@@ -211,26 +259,15 @@ async fn apply_aggregate(
             columns::upsert_set_clause("customer_summaries"),
         );
         let ids: Vec<&str> = summaries.iter().map(|(c, _)| c.as_str()).collect();
-        let mut additive: Vec<Vec<i64>> =
-            vec![Vec::with_capacity(summaries.len()); columns::ADDITIVE.len()];
-        let mut extremes: Vec<Vec<Option<i64>>> = vec![
-            Vec::with_capacity(summaries.len());
-            columns::MINIMUM.len()
-                + columns::MAXIMUM.len()
-        ];
+        let mut values: Vec<Vec<Option<i64>>> =
+            vec![Vec::with_capacity(summaries.len()); value_columns.len()];
         for (_, delta) in &summaries {
-            for (col, v) in additive.iter_mut().zip(columns::additive_values(delta)) {
-                col.push(v);
-            }
-            for (col, v) in extremes.iter_mut().zip(columns::extreme_values(delta)) {
+            for (col, v) in values.iter_mut().zip(columns::delta_values(delta)) {
                 col.push(v);
             }
         }
         let mut query = sqlx::query(&sql).bind(ids);
-        for col in additive {
-            query = query.bind(col);
-        }
-        for col in extremes {
+        for col in values {
             query = query.bind(col);
         }
         query.execute(&mut **tx).await.map_err(db_err)?;
@@ -616,5 +653,217 @@ impl Store for PgStore {
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let rows = qb.build().fetch_all(&self.pool).await.map_err(db_err)?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn scan_summaries(
+        &self,
+        after: Option<&CustomerId>,
+        limit: usize,
+    ) -> StoreResult<Vec<SummaryRow>> {
+        // customer_id is COLLATE "C": bytewise order, as in SQLite.
+        let sql = format!(
+            "SELECT {} FROM customers c LEFT JOIN customer_summaries s \
+             ON s.customer_id = c.customer_id WHERE c.customer_id > $1 \
+             ORDER BY c.customer_id LIMIT $2",
+            summary_row_select()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.map_or("", CustomerId::as_str))
+            .bind(limit_param(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(summary_row_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(count = ids.len()))]
+    async fn get_summaries(&self, ids: &[CustomerId]) -> StoreResult<Vec<SummaryRow>> {
+        let mut ids: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let sql = format!(
+            "SELECT {} FROM customers c LEFT JOIN customer_summaries s \
+             ON s.customer_id = c.customer_id WHERE c.customer_id = ANY($1::text[])",
+            summary_row_select()
+        );
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SUMMARY_IDS_PER_STATEMENT) {
+            let rows = sqlx::query(&sql)
+                .bind(chunk)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+            for row in &rows {
+                out.push(summary_row_from_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(activate))]
+    async fn insert_value_model(
+        &self,
+        body: &str,
+        created_at: Timestamp,
+        activate: bool,
+    ) -> StoreResult<StoredModel> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // One writer at a time: the next version and the active flag are decided under the lock,
+        // and each later statement of this (READ COMMITTED) transaction sees earlier writers.
+        lock_exclusive(&mut tx, "value_models").await?;
+        let (version, any_active): (i64, bool) = sqlx::query_as(
+            "SELECT COALESCE(MAX(version), 0) + 1, \
+             EXISTS (SELECT 1 FROM value_models WHERE active) FROM value_models",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let active = activate || !any_active;
+        if active {
+            sqlx::query("UPDATE value_models SET active = FALSE WHERE active")
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        let sql = format!(
+            "INSERT INTO value_models ({MODEL_COLUMNS}) VALUES ($1, $2, $3, $4) \
+             RETURNING {MODEL_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(version)
+            .bind(created_at.as_micros())
+            .bind(active)
+            .bind(body)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let model = model_from_row(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(model)
+    }
+
+    #[tracing::instrument(skip_all, fields(version))]
+    async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
+        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE version = $1");
+        let row = sqlx::query(&sql)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(before, limit))]
+    async fn list_value_models(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredModel>> {
+        let sql = format!(
+            "SELECT {MODEL_COLUMNS} FROM value_models WHERE version < $1 \
+             ORDER BY version DESC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit_param(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(model_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(version))]
+    async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        lock_exclusive(&mut tx, "value_models").await?;
+        let exists = sqlx::query("SELECT 1 FROM value_models WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        // Deactivate first: the unique index is checked row by row, not at the statement's end.
+        sqlx::query("UPDATE value_models SET active = FALSE WHERE active AND version <> $1")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let sql = format!(
+            "UPDATE value_models SET active = TRUE WHERE version = $1 RETURNING {MODEL_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let model = model_from_row(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(model))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn active_value_model(&self) -> StoreResult<Option<StoredModel>> {
+        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE active");
+        let row = sqlx::query(&sql)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>> {
+        let row: Option<(i64, i64, String)> =
+            sqlx::query_as("SELECT revision, updated_at, body FROM tier_policy WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(row.map(|(revision, updated_at, body)| StoredPolicy {
+            revision,
+            updated_at: Timestamp::from_micros(updated_at),
+            body,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(expected_revision))]
+    async fn put_tier_policy(
+        &self,
+        body: &str,
+        updated_at: Timestamp,
+        expected_revision: Option<i64>,
+    ) -> StoreResult<StoredPolicy> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // One writer at a time, also while no row exists yet (a row lock could not cover that).
+        lock_exclusive(&mut tx, "tier_policy").await?;
+        let stored: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM tier_policy WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if let Some(expected) = expected_revision.filter(|&e| e != stored) {
+            return Err(revision_mismatch(expected, stored));
+        }
+        let revision = stored + 1;
+        sqlx::query(
+            "INSERT INTO tier_policy (id, revision, updated_at, body) VALUES (1, $1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
+             updated_at = excluded.updated_at, body = excluded.body",
+        )
+        .bind(revision)
+        .bind(updated_at.as_micros())
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(StoredPolicy {
+            revision,
+            updated_at,
+            body: body.to_owned(),
+        })
     }
 }

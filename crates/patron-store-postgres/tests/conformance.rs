@@ -113,3 +113,36 @@ async fn concurrent_overlapping_batches_do_not_deadlock() {
     }
     store.close().await;
 }
+
+/// Sixteen writers on four threads insert value models with `activate` (and half of them then
+/// re-activate an older version) at once: versions stay distinct and gap-free, and exactly one
+/// model is active afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Postgres suite: set PATRON_TEST_POSTGRES_URL and run with -- --include-ignored"]
+async fn parallel_activating_inserts_leave_one_active() {
+    const WRITERS: i64 = 16;
+    let (store, _db) = fresh().await;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let model = store
+                .insert_value_model(&format!("{{\"writer\":{w}}}"), now(), true)
+                .await?;
+            if w % 2 == 0 {
+                store.activate_value_model(1 + w / 2).await?;
+            }
+            Ok::<_, patron_store::StoreError>(model.version)
+        }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.await.expect("writer task").expect("concurrent write"));
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=WRITERS).collect::<Vec<_>>());
+    let all = store.list_value_models(None, 100).await.expect("list");
+    let active: Vec<i64> = all.iter().filter(|m| m.active).map(|m| m.version).collect();
+    assert_eq!(active.len(), 1, "exactly one active: {active:?}");
+    store.close().await;
+}

@@ -14,9 +14,10 @@ use patron_domain::{
     summary::BatchAggregate,
 };
 use patron_store::{
-    CustomerRecord, EventCursor, RecordOutcome, Store, StoreError, StoreResult, StoredEvent,
-    UpsertedCustomer, columns, decode_attributes, decode_event_data, dedupe_batch,
-    encode_attributes, encode_event_data,
+    CustomerRecord, EventCursor, RecordOutcome, SUMMARY_IDS_PER_STATEMENT, Store, StoreError,
+    StoreResult, StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
+    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
+    revision_mismatch,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -144,6 +145,49 @@ fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
     })
 }
 
+/// The columns [`summary_row_from_row`] reads; `c` is the customer row, `s` its summary.
+fn summary_row_select() -> String {
+    format!(
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date, {}",
+        summary_select()
+    )
+}
+
+fn summary_row_from_row(row: &SqliteRow) -> StoreResult<SummaryRow> {
+    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
+    let customer_id: String = row.try_get(0).map_err(db_err)?;
+    let customer_id = CustomerId::parse(customer_id)
+        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
+    let mut values = [None; columns::COUNT];
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = get_i64(4 + i)?;
+    }
+    Ok(SummaryRow {
+        customer_id,
+        signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
+        create_time: Timestamp::from_micros(get_i64(2)?.unwrap_or(0)),
+        birth_date: get_i64(3)?
+            .and_then(|d| i32::try_from(d).ok())
+            .map(|d| Day::from_days(d).date()),
+        summary: columns::summary_from_values(&values),
+    })
+}
+
+const MODEL_COLUMNS: &str = "version, created_at, active, body";
+
+fn model_from_row(row: &SqliteRow) -> StoreResult<StoredModel> {
+    Ok(StoredModel {
+        version: row.try_get(0).map_err(db_err)?,
+        created_at: Timestamp::from_micros(row.try_get(1).map_err(db_err)?),
+        active: row.try_get(2).map_err(db_err)?,
+        body: row.try_get(3).map_err(db_err)?,
+    })
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 fn event_from_row(row: &SqliteRow) -> StoreResult<StoredEvent> {
     let customer_id: String = row.try_get(0).map_err(db_err)?;
     let event_id: String = row.try_get(1).map_err(db_err)?;
@@ -195,12 +239,7 @@ async fn apply_aggregate(
     tx: &mut Transaction<'_, Sqlite>,
     agg: &BatchAggregate,
 ) -> StoreResult<()> {
-    let all_columns: Vec<&str> = columns::ADDITIVE
-        .iter()
-        .chain(&columns::MINIMUM)
-        .chain(&columns::MAXIMUM)
-        .copied()
-        .collect();
+    let all_columns: Vec<&str> = columns::delta_columns().collect();
     let set_clause = columns::upsert_set_clause("customer_summaries");
     let per_row = all_columns.len() + 1;
     for chunk in agg.summaries.chunks(MAX_PARAMS / per_row) {
@@ -210,10 +249,7 @@ async fn apply_aggregate(
         ));
         qb.push_values(chunk, |mut b, (customer, delta)| {
             b.push_bind(customer.as_str());
-            for v in columns::additive_values(delta) {
-                b.push_bind(v);
-            }
-            for v in columns::extreme_values(delta) {
+            for v in columns::delta_values(delta) {
                 b.push_bind(v);
             }
         });
@@ -549,5 +585,224 @@ impl Store for SqliteStore {
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let rows = qb.build().fetch_all(&self.reader).await.map_err(db_err)?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn scan_summaries(
+        &self,
+        after: Option<&CustomerId>,
+        limit: usize,
+    ) -> StoreResult<Vec<SummaryRow>> {
+        let sql = format!(
+            "SELECT {} FROM customers c LEFT JOIN customer_summaries s \
+             ON s.customer_id = c.customer_id WHERE c.customer_id > ? \
+             ORDER BY c.customer_id LIMIT ?",
+            summary_row_select()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.map_or("", CustomerId::as_str))
+            .bind(limit_param(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(summary_row_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(count = ids.len()))]
+    async fn get_summaries(&self, ids: &[CustomerId]) -> StoreResult<Vec<SummaryRow>> {
+        let mut ids: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SUMMARY_IDS_PER_STATEMENT.min(MAX_PARAMS)) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {} FROM customers c LEFT JOIN customer_summaries s \
+                 ON s.customer_id = c.customer_id WHERE c.customer_id IN (",
+                summary_row_select()
+            ));
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&self.reader).await.map_err(db_err)? {
+                out.push(summary_row_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(activate))]
+    async fn insert_value_model(
+        &self,
+        body: &str,
+        created_at: Timestamp,
+        activate: bool,
+    ) -> StoreResult<StoredModel> {
+        // IMMEDIATE: the write lock is taken before the version is read, also against other
+        // processes on the same file.
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let (version, any_active): (i64, bool) = sqlx::query_as(
+            "SELECT COALESCE(MAX(version), 0) + 1, \
+             EXISTS (SELECT 1 FROM value_models WHERE active = 1) FROM value_models",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let active = activate || !any_active;
+        if active {
+            sqlx::query("UPDATE value_models SET active = 0 WHERE active = 1")
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        let sql = format!(
+            "INSERT INTO value_models ({MODEL_COLUMNS}) VALUES (?, ?, ?, ?) \
+             RETURNING {MODEL_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(version)
+            .bind(created_at.as_micros())
+            .bind(active)
+            .bind(body)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let model = model_from_row(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(model)
+    }
+
+    #[tracing::instrument(skip_all, fields(version))]
+    async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
+        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE version = ?");
+        let row = sqlx::query(&sql)
+            .bind(version)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(before, limit))]
+    async fn list_value_models(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredModel>> {
+        let sql = format!(
+            "SELECT {MODEL_COLUMNS} FROM value_models WHERE version < ? \
+             ORDER BY version DESC LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit_param(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(model_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(version))]
+    async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let exists = sqlx::query("SELECT 1 FROM value_models WHERE version = ?")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        // Deactivate first: the unique index allows one active row at every step.
+        sqlx::query("UPDATE value_models SET active = 0 WHERE active = 1 AND version <> ?")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let sql = format!(
+            "UPDATE value_models SET active = 1 WHERE version = ? RETURNING {MODEL_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let model = model_from_row(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(model))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn active_value_model(&self) -> StoreResult<Option<StoredModel>> {
+        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE active = 1");
+        let row = sqlx::query(&sql)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>> {
+        let row: Option<(i64, i64, String)> =
+            sqlx::query_as("SELECT revision, updated_at, body FROM tier_policy WHERE id = 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_err)?;
+        Ok(row.map(|(revision, updated_at, body)| StoredPolicy {
+            revision,
+            updated_at: Timestamp::from_micros(updated_at),
+            body,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(expected_revision))]
+    async fn put_tier_policy(
+        &self,
+        body: &str,
+        updated_at: Timestamp,
+        expected_revision: Option<i64>,
+    ) -> StoreResult<StoredPolicy> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let stored: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM tier_policy WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if let Some(expected) = expected_revision.filter(|&e| e != stored) {
+            return Err(revision_mismatch(expected, stored));
+        }
+        let revision = stored + 1;
+        sqlx::query(
+            "INSERT INTO tier_policy (id, revision, updated_at, body) VALUES (1, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
+             updated_at = excluded.updated_at, body = excluded.body",
+        )
+        .bind(revision)
+        .bind(updated_at.as_micros())
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(StoredPolicy {
+            revision,
+            updated_at,
+            body: body.to_owned(),
+        })
     }
 }

@@ -9,7 +9,7 @@ use patron_domain::{
     Survey, Timestamp, derive_purchase_stats,
 };
 
-use crate::{EventCursor, Store};
+use crate::{EventCursor, Store, StoreError, SummaryRow};
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an async expression
 /// producing `(store, guard)`: a fresh, empty store and whatever must live as long as it (a
@@ -44,6 +44,12 @@ macro_rules! conformance_tests {
             list_events_newest_first_with_kinds_and_cursor,
             delete_erases_everything,
             large_batch_in_one_call,
+            scan_summaries_pages_in_id_order,
+            get_summaries_returns_the_existing_rows,
+            value_models_are_versioned_listed_and_activated,
+            concurrent_model_writes_leave_exactly_one_active,
+            tier_policy_revisions_are_checked,
+            concurrent_policy_writes_on_one_revision_let_one_win,
         );
     };
     // The attribute form comes first: a plain `$make:expr` would swallow `#[...]` as an
@@ -360,6 +366,16 @@ pub async fn summaries_do_not_depend_on_arrival_order(store: &impl Store) {
     for seed in 1..=6u64 {
         let customer = format!("shuffled{seed}");
         let mut events = history(&customer);
+        // NPS answers: the latest instant has two (the larger wins); a later survey has none.
+        for (id, day, nps) in [
+            ("n1", 40, Some(9)),
+            ("n2", 50, Some(3)),
+            ("n3", 55, Some(8)),
+            ("n4", 55, Some(6)),
+            ("n5", 58, None),
+        ] {
+            events.push(other(&customer, id, at(day, 0), nps_survey(nps)));
+        }
         shuffle(&mut events, seed * 7919);
         // Split into batches of varying size, as a stream would.
         for chunk in events.chunks(seed as usize) {
@@ -371,13 +387,26 @@ pub async fn summaries_do_not_depend_on_arrival_order(store: &impl Store) {
             .expect("get")
             .expect("exists");
         assert_eq!(got.summary.purchases, want, "seed {seed}");
-        assert_eq!(got.summary.totals.event_count, 11, "seed {seed}");
+        assert_eq!(got.summary.totals.event_count, 16, "seed {seed}");
         assert_eq!(got.summary.totals.engagement_count, 1);
+        assert_eq!(
+            (got.summary.totals.last_nps, got.summary.totals.last_nps_at),
+            (Some(8), Some(at(55, 0))),
+            "seed {seed}"
+        );
+        assert_eq!(got.summary.totals.survey_count, 5);
         assert_eq!(got.summary.totals.first_event_at, Some(at(10, 0)));
         assert_eq!(got.summary.totals.last_event_at, Some(at(62, 0)));
         assert_eq!(got.summary.frequency(), 3);
         assert_eq!(got.summary.recency_days(), 35);
     }
+}
+
+fn nps_survey(nps: Option<u8>) -> EventData {
+    EventData::Survey(Survey {
+        nps,
+        ..Survey::default()
+    })
 }
 
 pub async fn refunds_cancel_orders_even_before_the_purchase_arrives(store: &impl Store) {
@@ -476,6 +505,45 @@ pub async fn survey_and_support_aggregates(store: &impl Store) {
     assert_eq!((t.support_count, t.support_first_contact_resolved), (2, 1));
     assert_eq!(t.custom_event_count, 1);
     assert_eq!(t.event_count, 7);
+    // The last NPS answer is s3's (s4, later, has none).
+    assert_eq!((t.last_nps, t.last_nps_at), (Some(0), Some(at(7, 0))));
+
+    // The same events one per batch, newest first: the same totals, the same last answer.
+    let r = "surveyed-reversed";
+    for e in events.iter().rev() {
+        let mut e = e.clone();
+        e.customer_id = cid(r);
+        store.record_events(&[e], now()).await.expect("record");
+    }
+    let reversed = store
+        .get_customer(&cid(r))
+        .await
+        .expect("get")
+        .expect("exists")
+        .summary
+        .totals;
+    assert_eq!(reversed, t);
+
+    // An older answer arriving late changes nothing; a newer one replaces it; one at the same
+    // instant replaces it only if larger.
+    let late = |id: &str, when, nps| other(c, id, when, nps_survey(Some(nps)));
+    let last = |t: &patron_domain::SummaryDelta| (t.last_nps, t.last_nps_at);
+    for (event, want) in [
+        (late("s5", at(6, 30), 9), (Some(0), Some(at(7, 0)))),
+        (late("s6", at(7, 0), 5), (Some(5), Some(at(7, 0)))),
+        (late("s7", at(7, 0), 2), (Some(5), Some(at(7, 0)))),
+        (late("s8", at(7, 1), 1), (Some(1), Some(at(7, 1)))),
+    ] {
+        store.record_events(&[event], now()).await.expect("record");
+        let t = store
+            .get_customer(&cid(c))
+            .await
+            .expect("get")
+            .expect("exists")
+            .summary
+            .totals;
+        assert_eq!(last(&t), want);
+    }
 }
 
 pub async fn list_events_newest_first_with_kinds_and_cursor(store: &impl Store) {
@@ -632,4 +700,379 @@ pub async fn large_batch_in_one_call(store: &impl Store) {
     );
     let out = store.record_events(&events, now()).await.expect("record");
     assert_eq!((out.recorded, out.duplicate_indexes.len()), (0, 10_000));
+}
+
+/// Asserts that `row` is what [`Store::get_customer`] says of its customer.
+async fn assert_row_matches_customer(store: &impl Store, row: &SummaryRow) {
+    let record = store
+        .get_customer(&row.customer_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    let id = row.customer_id.as_str();
+    assert_eq!(
+        row.signed_up_at, record.customer.profile.signed_up_at,
+        "{id}"
+    );
+    assert_eq!(row.birth_date, record.customer.profile.birth_date, "{id}");
+    assert_eq!(row.create_time, record.create_time, "{id}");
+    assert_eq!(row.summary, record.summary, "{id}");
+}
+
+/// 30 customers: `sum00`…`sum19` upserted with a profile (the odd ones also get events), and
+/// `sum20`…`sum29` created by events. Returns their ids in order.
+async fn summary_fixture(store: &impl Store) -> Vec<CustomerId> {
+    let mut upserted: Vec<Customer> = (0..20)
+        .map(|i| profile_customer(&format!("sum{i:02}"), "US"))
+        .collect();
+    upserted[4].profile.birth_date = None;
+    upserted[4].profile.signed_up_at = None;
+    store
+        .upsert_customers(&upserted, now())
+        .await
+        .expect("upsert");
+    let mut events = Vec::new();
+    for i in (1..30).filter(|i| i % 2 == 1 || *i >= 20) {
+        let c = format!("sum{i:02}");
+        events.extend(history(&c));
+        events.push(other(
+            &c,
+            "nps",
+            at(70, i64::from(i)),
+            nps_survey(Some(u8::try_from(i % 11).expect("small"))),
+        ));
+    }
+    let later = Timestamp::from_micros(now().as_micros() + 1_000_000);
+    store.record_events(&events, later).await.expect("record");
+    (0..30).map(|i| cid(&format!("sum{i:02}"))).collect()
+}
+
+pub async fn scan_summaries_pages_in_id_order(store: &impl Store) {
+    assert!(
+        store
+            .scan_summaries(None, 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+    let ids = summary_fixture(store).await;
+    let mut seen = Vec::new();
+    let mut after: Option<CustomerId> = None;
+    loop {
+        let page = store.scan_summaries(after.as_ref(), 7).await.expect("scan");
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| r.customer_id.clone());
+        seen.extend(page);
+    }
+    let seen_ids: Vec<CustomerId> = seen.iter().map(|r| r.customer_id.clone()).collect();
+    assert_eq!(seen_ids, ids);
+    for row in &seen {
+        assert_row_matches_customer(store, row).await;
+    }
+    // Spot checks: a customer without events has an empty summary; one with a full profile and
+    // history has both.
+    assert_eq!(seen[0].summary, patron_domain::CustomerSummary::default());
+    assert_eq!(
+        seen[0].birth_date,
+        Some(Date::new(1990, 2, 28).expect("date"))
+    );
+    assert_eq!(seen[4].signed_up_at, None);
+    assert_eq!(seen[3].summary.purchases.purchase_days, 4);
+    assert_eq!(seen[3].summary.totals.last_nps, Some(3));
+    assert_eq!(seen[25].signed_up_at, None);
+    assert_eq!(seen[25].summary.totals.event_count, 12);
+
+    // One large page holds everything; a cursor past the end gives nothing.
+    let all = store.scan_summaries(None, 10_000).await.expect("scan");
+    assert_eq!(all, seen);
+    let from_middle = store
+        .scan_summaries(Some(&cid("sum14")), 3)
+        .await
+        .expect("scan");
+    assert_eq!(from_middle, seen[15..18].to_vec());
+    assert!(
+        store
+            .scan_summaries(Some(&cid("zzz")), 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+}
+
+pub async fn get_summaries_returns_the_existing_rows(store: &impl Store) {
+    assert!(store.get_summaries(&[]).await.expect("get").is_empty());
+    let ids = summary_fixture(store).await;
+    // Some existing ids (one twice), some unknown.
+    let asked = vec![
+        ids[27].clone(),
+        cid("unknown"),
+        ids[3].clone(),
+        ids[0].clone(),
+        ids[3].clone(),
+        cid("sum99"),
+    ];
+    let mut rows = store.get_summaries(&asked).await.expect("get");
+    rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+    let got: Vec<&str> = rows.iter().map(|r| r.customer_id.as_str()).collect();
+    assert_eq!(got, ["sum00", "sum03", "sum27"]);
+    for row in &rows {
+        assert_row_matches_customer(store, row).await;
+    }
+    // More ids than one statement takes: every existing customer is found once.
+    let mut many: Vec<CustomerId> = (0..25_000).map(|i| cid(&format!("nobody{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        many.insert(i * 800, id.clone());
+    }
+    let mut rows = store.get_summaries(&many).await.expect("get");
+    rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+    let scanned = store.scan_summaries(None, 100).await.expect("scan");
+    assert_eq!(rows, scanned);
+}
+
+pub async fn value_models_are_versioned_listed_and_activated(store: &impl Store) {
+    assert_eq!(store.active_value_model().await.expect("active"), None);
+    assert!(
+        store
+            .list_value_models(None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(store.get_value_model(1).await.expect("get"), None);
+    assert_eq!(store.activate_value_model(1).await.expect("activate"), None);
+
+    let when = |v: i64| Timestamp::from_micros(now().as_micros() + v * 1_000_000);
+    let body = |v: i64| format!("{{\"model\": {v},  \"note\": \"kept byte for byte\"}}");
+    // The first model is activated even when not asked to: there must be an active one.
+    let m1 = store
+        .insert_value_model(&body(1), when(1), false)
+        .await
+        .expect("insert");
+    assert_eq!(
+        m1,
+        crate::StoredModel {
+            version: 1,
+            created_at: when(1),
+            active: true,
+            body: body(1),
+        }
+    );
+    let m2 = store
+        .insert_value_model(&body(2), when(2), false)
+        .await
+        .expect("insert");
+    assert_eq!((m2.version, m2.active), (2, false));
+    assert_eq!(store.active_value_model().await.expect("active"), Some(m1));
+    let m3 = store
+        .insert_value_model(&body(3), when(3), true)
+        .await
+        .expect("insert");
+    assert_eq!((m3.version, m3.active), (3, true));
+    assert_eq!(
+        store.active_value_model().await.expect("active"),
+        Some(m3.clone())
+    );
+    for v in 4..=7 {
+        store
+            .insert_value_model(&body(v), when(v), false)
+            .await
+            .expect("insert");
+    }
+    let actives = |models: &[crate::StoredModel]| -> Vec<i64> {
+        models
+            .iter()
+            .filter(|m| m.active)
+            .map(|m| m.version)
+            .collect()
+    };
+
+    // Newest first, in pages.
+    let mut versions = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.list_value_models(before, 3).await.expect("list");
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        before = Some(last.version);
+        versions.extend(page.iter().map(|m| m.version));
+    }
+    assert_eq!(versions, [7, 6, 5, 4, 3, 2, 1]);
+    let all = store.list_value_models(None, 100).await.expect("list");
+    assert_eq!(actives(&all), [3]);
+    assert_eq!(
+        store.list_value_models(Some(3), 100).await.expect("list"),
+        all[5..].to_vec()
+    );
+    assert!(
+        store
+            .list_value_models(Some(1), 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let got = store
+        .get_value_model(5)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        (got.body, got.created_at, got.active),
+        (body(5), when(5), false)
+    );
+
+    // Activation moves the single active flag; an unknown version changes nothing.
+    let a5 = store
+        .activate_value_model(5)
+        .await
+        .expect("activate")
+        .expect("exists");
+    assert_eq!((a5.version, a5.active, a5.body), (5, true, body(5)));
+    assert_eq!(
+        store.activate_value_model(99).await.expect("activate"),
+        None
+    );
+    assert_eq!(store.activate_value_model(0).await.expect("activate"), None);
+    let again = store
+        .activate_value_model(5)
+        .await
+        .expect("activate")
+        .expect("exists");
+    assert!(again.active);
+    let all = store.list_value_models(None, 100).await.expect("list");
+    assert_eq!(actives(&all), [5]);
+    assert_eq!(
+        store
+            .active_value_model()
+            .await
+            .expect("active")
+            .map(|m| m.version),
+        Some(5)
+    );
+    store.activate_value_model(1).await.expect("activate");
+    let all = store.list_value_models(None, 100).await.expect("list");
+    assert_eq!(actives(&all), [1]);
+}
+
+pub async fn concurrent_model_writes_leave_exactly_one_active(store: &impl Store) {
+    // Inserts racing with activation, all at once (on a pool these overlap in the database).
+    let inserts = (0..8).map(|i| store.insert_value_model("{}", now(), i % 3 != 1));
+    let inserted: Vec<crate::StoredModel> = futures::future::join_all(inserts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("concurrent insert"))
+        .collect();
+    let mut versions: Vec<i64> = inserted.iter().map(|m| m.version).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=8).collect::<Vec<_>>(), "distinct versions");
+    let all = store.list_value_models(None, 100).await.expect("list");
+    assert_eq!(all.iter().filter(|m| m.active).count(), 1);
+
+    let mixed = (1..=8).map(|v| async move {
+        if v % 2 == 0 {
+            store
+                .activate_value_model(v)
+                .await
+                .map(|m| m.map(|m| m.version))
+        } else {
+            store
+                .insert_value_model("{}", now(), true)
+                .await
+                .map(|m| Some(m.version))
+        }
+    });
+    for r in futures::future::join_all(mixed).await {
+        assert!(r.expect("concurrent write").is_some());
+    }
+    let all = store.list_value_models(None, 100).await.expect("list");
+    assert_eq!(all.len(), 12);
+    let active: Vec<i64> = all.iter().filter(|m| m.active).map(|m| m.version).collect();
+    assert_eq!(active.len(), 1, "exactly one active: {active:?}");
+    assert_eq!(
+        store
+            .active_value_model()
+            .await
+            .expect("active")
+            .map(|m| m.version),
+        active.first().copied()
+    );
+}
+
+pub async fn tier_policy_revisions_are_checked(store: &impl Store) {
+    assert_eq!(store.get_tier_policy().await.expect("get"), None);
+    let when = |s: i64| Timestamp::from_micros(now().as_micros() + s * 1_000_000);
+    let mismatch = |r: crate::StoreResult<crate::StoredPolicy>| {
+        assert!(
+            matches!(r, Err(StoreError::PreconditionFailed(_))),
+            "expected a revision mismatch, got {r:?}"
+        );
+    };
+    // Nothing stored is revision 0.
+    mismatch(store.put_tier_policy("{\"a\":1}", when(1), Some(1)).await);
+    assert_eq!(store.get_tier_policy().await.expect("get"), None);
+    let p1 = store
+        .put_tier_policy("{\"a\":1}", when(1), Some(0))
+        .await
+        .expect("put");
+    assert_eq!(
+        p1,
+        crate::StoredPolicy {
+            revision: 1,
+            updated_at: when(1),
+            body: "{\"a\":1}".into(),
+        }
+    );
+    assert_eq!(store.get_tier_policy().await.expect("get"), Some(p1));
+    // Unconditional.
+    let p2 = store
+        .put_tier_policy("{\"a\": 2}", when(2), None)
+        .await
+        .expect("put");
+    assert_eq!(p2.revision, 2);
+    // Stale and future revisions both fail and change nothing.
+    mismatch(
+        store
+            .put_tier_policy("{\"stale\":1}", when(3), Some(1))
+            .await,
+    );
+    mismatch(
+        store
+            .put_tier_policy("{\"stale\":1}", when(3), Some(0))
+            .await,
+    );
+    mismatch(
+        store
+            .put_tier_policy("{\"stale\":1}", when(3), Some(7))
+            .await,
+    );
+    assert_eq!(store.get_tier_policy().await.expect("get"), Some(p2));
+    let p3 = store
+        .put_tier_policy("{\"a\":3}", when(4), Some(2))
+        .await
+        .expect("put");
+    assert_eq!((p3.revision, p3.updated_at), (3, when(4)));
+    assert_eq!(store.get_tier_policy().await.expect("get"), Some(p3));
+}
+
+pub async fn concurrent_policy_writes_on_one_revision_let_one_win(store: &impl Store) {
+    for expected in [0, 1] {
+        let bodies: Vec<String> = (0..6).map(|i| format!("{{\"writer\":{i}}}")).collect();
+        let writes = bodies
+            .iter()
+            .map(|b| store.put_tier_policy(b, now(), Some(expected)));
+        let results = futures::future::join_all(writes).await;
+        let mut winners = Vec::new();
+        for r in results {
+            match r {
+                Ok(p) => winners.push(p),
+                Err(StoreError::PreconditionFailed(_)) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "one write wins revision {expected}");
+        assert_eq!(winners[0].revision, expected + 1);
+        assert_eq!(store.get_tier_policy().await.expect("get"), winners.pop());
+    }
 }

@@ -6,9 +6,12 @@
 
 pub mod columns;
 pub mod conformance;
+pub mod observer;
 
 use async_trait::async_trait;
-use patron_domain::{Customer, CustomerId, CustomerSummary, Event, EventId, EventKind, Timestamp};
+use patron_domain::{
+    Customer, CustomerId, CustomerSummary, Date, Event, EventId, EventKind, Timestamp,
+};
 
 /// What can go wrong in a store. Callers map these to wire statuses; the message of
 /// [`StoreError::Internal`] is logged, never shown to clients.
@@ -20,6 +23,11 @@ pub enum StoreError {
     /// A concurrent transaction won; retrying the whole call may work.
     #[error("storage conflict: {0}")]
     Conflict(String),
+    /// A conditional write found the stored state other than the caller expected (e.g. a tier
+    /// policy revision mismatch); nothing was changed. Retrying the same call will not help: read
+    /// the current state first.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     /// A sum would overflow 64-bit integers.
     #[error("a stored total would overflow: {0}")]
     Overflow(String),
@@ -72,6 +80,39 @@ pub struct EventCursor {
     pub event_id: EventId,
 }
 
+/// One customer's summary with the profile fields scoring needs, as read in bulk by
+/// [`Store::scan_summaries`] and [`Store::get_summaries`] (no attributes, no events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub customer_id: CustomerId,
+    pub signed_up_at: Option<Timestamp>,
+    pub create_time: Timestamp,
+    pub birth_date: Option<Date>,
+    /// All zero for a customer without events.
+    pub summary: CustomerSummary,
+}
+
+/// A stored value model. The body is an opaque JSON document owned by `patron-scoring`; the
+/// store keeps it byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredModel {
+    /// 1, 2, … in insertion order.
+    pub version: i64,
+    pub created_at: Timestamp,
+    /// At most one stored model is active, and once one is, exactly one is.
+    pub active: bool,
+    pub body: String,
+}
+
+/// The stored tier policy: an opaque JSON document with a revision for optimistic concurrency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    /// 1 for the first stored policy, then one more per write.
+    pub revision: i64,
+    pub updated_at: Timestamp,
+    pub body: String,
+}
+
 /// The storage contract. All writes are transactional: when a method returns `Ok`, its effect is
 /// durable; when it returns `Err`, nothing changed.
 #[async_trait]
@@ -112,6 +153,66 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         after: Option<&EventCursor>,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>>;
+
+    /// Customers in ascending id order, strictly after `after`, with their summaries: one query
+    /// per call, for bulk reads of every customer (index builds, model fitting) in pages of about
+    /// 10,000.
+    async fn scan_summaries(
+        &self,
+        after: Option<&CustomerId>,
+        limit: usize,
+    ) -> StoreResult<Vec<SummaryRow>>;
+
+    /// The rows of those of `ids` that exist, in no particular order, each once. One statement
+    /// per 10,000 ids.
+    async fn get_summaries(&self, ids: &[CustomerId]) -> StoreResult<Vec<SummaryRow>>;
+
+    /// Stores a value model as the next version (1, 2, …). It becomes the only active model if
+    /// `activate` is set or no model is active yet, atomically with the insert.
+    async fn insert_value_model(
+        &self,
+        body: &str,
+        created_at: Timestamp,
+        activate: bool,
+    ) -> StoreResult<StoredModel>;
+
+    async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>>;
+
+    /// Value models newest first (version descending), strictly below `before`.
+    async fn list_value_models(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredModel>>;
+
+    /// Makes `version` the only active model, atomically. `None` (and nothing changed) if there
+    /// is no such version.
+    async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>>;
+
+    /// The active model; `None` only while no model is stored.
+    async fn active_value_model(&self) -> StoreResult<Option<StoredModel>>;
+
+    async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>>;
+
+    /// Stores the tier policy as the next revision. With `expected_revision`, only if the stored
+    /// revision (0 while none is stored) equals it; otherwise
+    /// [`StoreError::PreconditionFailed`] and nothing changes.
+    async fn put_tier_policy(
+        &self,
+        body: &str,
+        updated_at: Timestamp,
+        expected_revision: Option<i64>,
+    ) -> StoreResult<StoredPolicy>;
+}
+
+/// How many ids [`Store::get_summaries`] matches per statement.
+pub const SUMMARY_IDS_PER_STATEMENT: usize = 10_000;
+
+/// The error of a tier policy write whose expected revision is not the stored one.
+pub fn revision_mismatch(expected: i64, stored: i64) -> StoreError {
+    StoreError::PreconditionFailed(format!(
+        "tier policy revision is {stored}, the write expected {expected}"
+    ))
 }
 
 /// Splits a batch into first occurrences and in-batch duplicates (by customer and event id).

@@ -1,0 +1,898 @@
+//! Drivers: the few plain-English sentences that explain a customer's tier and quadrant (the
+//! selection heuristic is in the module docs of [`crate::value`]).
+
+use super::{
+    BenefitDimension, ChurnLevel, CostDimension, NpsCategory, PerceivedValue, Satisfaction,
+    SupportBurden, SupportLevel, TierAssignment, TierMetric, TierMode, TierPolicy, ValueQuadrant,
+    churn_risk, clv_minor_units,
+};
+use crate::Currency;
+use crate::money::format_minor;
+
+/// Most sentences [`drivers`] returns.
+pub const MAX_DRIVERS: usize = 5;
+/// Fewest sentences [`drivers`] returns.
+const MIN_DRIVERS: usize = 2;
+/// Factors less salient than this are left out unless needed to reach [`MIN_DRIVERS`].
+const SALIENCE_FLOOR: f64 = 0.25;
+
+/// Everything the drivers are written from.
+#[derive(Debug, Clone)]
+pub struct DriverInput<'a> {
+    /// The deployment's currency, for money amounts.
+    pub currency: Currency,
+    /// The tier policy the tier was assigned under.
+    pub policy: &'a TierPolicy,
+    /// The customer's tier.
+    pub tier: &'a TierAssignment,
+    /// The customer's value-balance quadrant.
+    pub quadrant: ValueQuadrant,
+    /// The customer's perceived value.
+    pub perceived: PerceivedValue,
+    /// CSAT and NPS.
+    pub satisfaction: Satisfaction,
+    /// Support burden.
+    pub support: SupportBurden,
+    /// P(alive) from the value model; `None` without a model.
+    pub p_alive: Option<f64>,
+    /// Predicted CLV over the horizon, in minor units (model output); `None` without a model.
+    pub predicted_clv: Option<f64>,
+    /// The CLV horizon, in months.
+    pub clv_horizon_months: u32,
+    /// Net revenue to date, in minor units.
+    pub historical_revenue: i64,
+    /// Distinct days with a purchase (the `lifetimes` frequency + 1; 0 without purchases).
+    pub purchase_days: i64,
+    /// Days from the last purchase to the as-of time; `None` without purchases.
+    pub days_since_last_purchase: Option<i64>,
+}
+
+/// Two to five sentences explaining the tier (always first) and the quadrant (second, when
+/// known), then the most salient other factors. Deterministic.
+pub fn drivers(input: &DriverInput<'_>) -> Vec<String> {
+    let mut out = vec![tier_sentence(input)];
+    out.extend(quadrant_sentence(input));
+
+    let mut factors: Vec<(f64, String)> = Vec::new();
+    factors.extend(churn_factor(input));
+    factors.push(support_factor(&input.support));
+    factors.extend(nps_factor(&input.satisfaction));
+    factors.push(purchase_factor(input));
+    factors.extend(worst_dimension_factor(input));
+    factors.extend(perceived_factor(input));
+    factors.extend(clv_factor(input));
+    factors.extend(revenue_factor(input));
+    // Stable: equal saliences keep the order above.
+    factors.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (salience, text) in factors {
+        if out.len() >= MAX_DRIVERS || (salience < SALIENCE_FLOOR && out.len() >= MIN_DRIVERS) {
+            break;
+        }
+        out.push(text);
+    }
+    out
+}
+
+/// Money as `USD 1,234.50`: the currency code, then the amount with the currency's digits and
+/// thousands separators.
+pub fn format_money(minor_units: i64, currency: Currency) -> String {
+    let plain = format_minor(minor_units, currency);
+    let (sign, unsigned) = match plain.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", plain.as_str()),
+    };
+    let (int, frac) = match unsigned.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (unsigned, None),
+    };
+    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
+    for (k, c) in int.chars().enumerate() {
+        if k > 0 && (int.len() - k) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    match frac {
+        Some(f) => format!("{currency} {sign}{grouped}.{f}"),
+        None => format!("{currency} {sign}{grouped}"),
+    }
+}
+
+fn capitalised(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A number with at most one decimal, trailing `.0` dropped: `2`, `0.5`, `33.3`.
+fn short_number(x: f64) -> String {
+    let s = format!("{x:.1}");
+    match s.strip_suffix(".0") {
+        Some(whole) => whole.to_owned(),
+        None => s,
+    }
+}
+
+/// A probability as whole percents, never 0 or 100 unless exact.
+fn chance_percent(p: f64) -> String {
+    let pct = (p * 100.0).round();
+    let pct = if p > 0.0 && p < 1.0 {
+        pct.clamp(1.0, 99.0)
+    } else {
+        pct
+    };
+    format!("{pct:.0} %")
+}
+
+fn months(n: u32) -> String {
+    if n == 1 {
+        "the next month".to_owned()
+    } else {
+        format!("the next {n} months")
+    }
+}
+
+fn metric_phrase(metric: TierMetric) -> &'static str {
+    match metric {
+        TierMetric::PredictedClv => "predicted lifetime value",
+        TierMetric::HistoricalRevenue => "revenue to date",
+        TierMetric::Composite => "combined value score",
+    }
+}
+
+/// A value in the policy metric's unit, in words: money, or a composite score out of 100.
+fn metric_amount(input: &DriverInput<'_>, value: i64) -> String {
+    match input.policy.metric {
+        TierMetric::PredictedClv | TierMetric::HistoricalRevenue => {
+            format_money(value, input.currency)
+        }
+        TierMetric::Composite => format!("{}/100", short_number(value as f64 / 100.0)),
+    }
+}
+
+fn tier_sentence(input: &DriverInput<'_>) -> String {
+    let policy = input.policy;
+    let tier = capitalised(&input.tier.name);
+    let metric = metric_phrase(policy.metric);
+    let n = policy.tiers.len().max(1);
+    let rank = usize::try_from(input.tier.rank).unwrap_or(n).clamp(1, n);
+    let value = input.tier.metric_value.or_else(|| match policy.metric {
+        TierMetric::PredictedClv => input.predicted_clv.and_then(clv_minor_units),
+        TierMetric::HistoricalRevenue => Some(input.historical_revenue),
+        TierMetric::Composite => None,
+    });
+    let amount = value.map(|v| {
+        let a = metric_amount(input, v);
+        if policy.metric == TierMetric::PredictedClv {
+            format!("{a} over {}", months(input.clv_horizon_months))
+        } else {
+            a
+        }
+    });
+    let known = match policy.mode {
+        TierMode::Absolute => amount.is_some(),
+        TierMode::Percentile => input.tier.percentile.is_some(),
+    };
+    if !known {
+        return format!("{tier} tier by default: no {metric} to rank them by yet.");
+    }
+    if n == 1 {
+        return match amount {
+            Some(a) => format!("{tier} tier, the only tier there is; {metric} {a}."),
+            None => format!("{tier} tier, the only tier there is."),
+        };
+    }
+    match policy.mode {
+        TierMode::Percentile => {
+            let top: f64 = policy
+                .tiers
+                .iter()
+                .take(if rank < n { rank } else { n - 1 })
+                .filter_map(|t| t.share_percent)
+                .filter(|s| s.is_finite())
+                .sum();
+            let place = if rank < n { "in" } else { "outside" };
+            let amount = amount.map(|a| format!(" ({a})")).unwrap_or_default();
+            format!(
+                "{tier} tier: {place} the top {} % of customers by {metric}{amount}.",
+                short_number(top)
+            )
+        }
+        TierMode::Absolute => {
+            let amount = amount.unwrap_or_default();
+            let threshold = |i: usize| {
+                policy
+                    .tiers
+                    .get(i)
+                    .and_then(|t| t.min_value)
+                    .map(|m| metric_amount(input, m))
+            };
+            if rank < n {
+                match threshold(rank - 1) {
+                    Some(t) => format!(
+                        "{tier} tier: {metric} of {amount}, at least the {t} this tier needs."
+                    ),
+                    None => format!("{tier} tier: {metric} of {amount}."),
+                }
+            } else {
+                let above = policy
+                    .tiers
+                    .get(n - 2)
+                    .map(|t| capitalised(&t.name))
+                    .unwrap_or_default();
+                match threshold(n - 2) {
+                    Some(t) => {
+                        format!("{tier} tier: {metric} of {amount}, below the {t} {above} needs.")
+                    }
+                    None => format!("{tier} tier: {metric} of {amount}."),
+                }
+            }
+        }
+    }
+}
+
+/// `benefits 4.5/5 against costs 2.0/5`, when both are known.
+fn scores(p: &PerceivedValue) -> Option<String> {
+    match (p.benefit_score, p.cost_score) {
+        (Some(b), Some(c)) => Some(format!("benefits {b:.1}/5 against costs {c:.1}/5")),
+        _ => None,
+    }
+}
+
+fn quadrant_sentence(input: &DriverInput<'_>) -> Option<String> {
+    let r = scores(&input.perceived)
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    Some(match input.quadrant {
+        ValueQuadrant::Unknown => return None,
+        ValueQuadrant::MutualValue => format!(
+            "Mutual value: in the top half of customers by value to us, and rates us well{r}."
+        ),
+        ValueQuadrant::AtRisk => {
+            format!("At risk: in the top half of customers by value to us, but rates us poorly{r}.")
+        }
+        ValueQuadrant::UnderServed => format!(
+            "Under-served: rates us well{r}, but is in the bottom half of customers by value to us."
+        ),
+        ValueQuadrant::LowEngagement => format!(
+            "Low engagement: in the bottom half of customers by value to us, and rates us poorly{r}."
+        ),
+    })
+}
+
+fn churn_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+    let churn = churn_risk(input.p_alive);
+    let p = churn.p_alive?;
+    let chance = chance_percent(p);
+    Some(match churn.level {
+        ChurnLevel::Unknown => return None,
+        ChurnLevel::High => (
+            0.9,
+            format!("Likely to churn: only a {chance} chance they are still active."),
+        ),
+        ChurnLevel::Medium => (
+            0.6,
+            format!("May be drifting away: a {chance} chance they are still active."),
+        ),
+        ChurnLevel::Low => (0.3, format!("Very likely still active: a {chance} chance.")),
+    })
+}
+
+fn support_factor(s: &SupportBurden) -> (f64, String) {
+    let salience = match s.level {
+        SupportLevel::None => 0.1,
+        SupportLevel::Low => 0.25,
+        SupportLevel::Medium => 0.55,
+        SupportLevel::High => 0.85,
+    };
+    let text = match (s.contacts, s.first_contact_resolved) {
+        (c, _) if c <= 0 => "Has never contacted support.".to_owned(),
+        (1, 1) => "Contacted support once; it was resolved on first contact.".to_owned(),
+        (1, _) => "Contacted support once; it was not resolved on first contact.".to_owned(),
+        (c, r) => {
+            let resolved = if r <= 0 {
+                "none".to_owned()
+            } else if r >= c {
+                "all".to_owned()
+            } else {
+                r.to_string()
+            };
+            format!(
+                "Contacted support {c} times (about {:.1} per 90 days as a customer); {resolved} resolved on first contact.",
+                s.contacts_per_90_days
+            )
+        }
+    };
+    (salience, text)
+}
+
+fn nps_factor(s: &Satisfaction) -> Option<(f64, String)> {
+    let csat = s.csat.map(|c| format!("; average satisfaction {c:.1}/5"));
+    match (s.nps_category, s.last_nps) {
+        (Some(category), Some(answer)) => {
+            let (salience, label) = match category {
+                NpsCategory::Detractor => (0.8, "Detractor"),
+                NpsCategory::Promoter => (0.5, "Promoter"),
+                NpsCategory::Passive => (0.3, "Passive"),
+            };
+            let csat = csat.unwrap_or_default();
+            Some((
+                salience,
+                format!("{label}: last scored us {answer}/10 on recommending us{csat}."),
+            ))
+        }
+        _ => {
+            let c = s.csat?;
+            let answers = s.csat_count.max(1);
+            let plural = if answers == 1 { "" } else { "s" };
+            Some((
+                0.6 * (c - 3.0).abs() / 2.0,
+                format!("Average satisfaction {c:.1}/5 over {answers} answer{plural}."),
+            ))
+        }
+    }
+}
+
+fn purchase_factor(input: &DriverInput<'_>) -> (f64, String) {
+    let n = input.purchase_days;
+    if n <= 0 {
+        return (0.6, "Has not bought anything yet.".to_owned());
+    }
+    let days = input.days_since_last_purchase.filter(|d| *d >= 0);
+    let last = match days {
+        Some(0) => "; last purchase today".to_owned(),
+        Some(1) => "; last purchase yesterday".to_owned(),
+        Some(d) => format!("; last purchase {d} days ago"),
+        None => String::new(),
+    };
+    let text = if n == 1 {
+        format!("Has bought once{last}.")
+    } else {
+        format!("Has bought on {n} separate days{last}.")
+    };
+    let frequency = (n - 1) as f64 / 10.0;
+    let recency = days.map_or(0.0, |d| d as f64 / 365.0);
+    (0.7 * frequency.max(recency).min(1.0), text)
+}
+
+fn worst_dimension_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+    let p = &input.perceived;
+    let mut worst: Option<(f64, String)> = None;
+    let mut consider = |gap: f64, text: String| {
+        if gap >= 1.0 && worst.as_ref().is_none_or(|(g, _)| gap > *g) {
+            worst = Some((gap, text));
+        }
+    };
+    for d in CostDimension::ALL {
+        if let Some(v) = p.cost(d) {
+            let what = match d {
+                CostDimension::Price => "Finds us expensive",
+                CostDimension::Time => "Finds dealing with us takes too long",
+                CostDimension::Effort => "Finds dealing with us hard work",
+                CostDimension::Emotional => "Finds dealing with us stressful",
+            };
+            consider(v - 3.0, format!("{what} ({} cost {v:.1}/5).", d.name()));
+        }
+    }
+    for d in BenefitDimension::ALL {
+        if let Some(v) = p.benefit(d) {
+            let what = match d {
+                BenefitDimension::Economic => "Does not feel they get good value for money",
+                BenefitDimension::Functional => "Does not find we make their task easy",
+                BenefitDimension::Experiential => "Does not enjoy dealing with us",
+                BenefitDimension::Symbolic => "Gets little sense of status or belonging from us",
+            };
+            consider(3.0 - v, format!("{what} ({} benefit {v:.1}/5).", d.name()));
+        }
+    }
+    let (gap, text) = worst?;
+    let boost = match input.quadrant {
+        ValueQuadrant::AtRisk | ValueQuadrant::LowEngagement => 0.2,
+        _ => 0.0,
+    };
+    Some(((0.4 + 0.2 * (gap - 1.0) + boost).min(1.0), text))
+}
+
+fn perceived_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+    let p = &input.perceived;
+    if !p.has_answers() {
+        return Some((0.2, "Has not answered a value survey yet.".to_owned()));
+    }
+    if input.quadrant != ValueQuadrant::Unknown {
+        return None; // The quadrant sentence already gives the scores.
+    }
+    let index = p.value_index?;
+    let how = if index >= super::PERCEIVED_VALUE_HIGH_INDEX {
+        "Rates us well"
+    } else {
+        "Rates us poorly"
+    };
+    let r = scores(p)?;
+    Some(((index - 50.0).abs() / 50.0, format!("{how}: {r}.")))
+}
+
+fn clv_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+    if input.policy.metric == TierMetric::PredictedClv {
+        return None;
+    }
+    let clv = input.predicted_clv.and_then(clv_minor_units)?;
+    Some((
+        0.35,
+        format!(
+            "Predicted lifetime value: {} over {}.",
+            format_money(clv, input.currency),
+            months(input.clv_horizon_months)
+        ),
+    ))
+}
+
+fn revenue_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+    if input.policy.metric == TierMetric::HistoricalRevenue || input.purchase_days <= 0 {
+        return None;
+    }
+    Some((
+        0.3,
+        format!(
+            "Has spent {} with us so far, net of refunds.",
+            format_money(input.historical_revenue, input.currency)
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RatingTotal;
+    use crate::value::{TierDef, assign_tier, support_burden};
+
+    fn usd() -> Currency {
+        Currency::parse("USD").unwrap_or_else(|_| unreachable!())
+    }
+
+    fn rated(benefit: i64, cost: i64) -> PerceivedValue {
+        let t = |v: i64| RatingTotal { sum: v, count: 1 };
+        PerceivedValue::from_totals(&[t(benefit); 4], &[t(cost); 4])
+    }
+
+    /// A scenario: the policy, the tier as assigned, and the other inputs.
+    struct Case {
+        policy: TierPolicy,
+        metric_value: Option<i64>,
+        percentile: Option<f64>,
+        quadrant: ValueQuadrant,
+        perceived: PerceivedValue,
+        satisfaction: Satisfaction,
+        support: SupportBurden,
+        p_alive: Option<f64>,
+        predicted_clv: Option<f64>,
+        revenue: i64,
+        purchase_days: i64,
+        days_since: Option<i64>,
+    }
+
+    fn base() -> Case {
+        Case {
+            policy: TierPolicy::default(),
+            metric_value: Some(123_450),
+            percentile: Some(0.995),
+            quadrant: ValueQuadrant::MutualValue,
+            perceived: rated(5, 2),
+            satisfaction: Satisfaction::default(),
+            support: support_burden(0, 0, 400.0),
+            p_alive: Some(0.95),
+            predicted_clv: Some(123_450.2),
+            revenue: 500_000,
+            purchase_days: 14,
+            days_since: Some(3),
+        }
+    }
+
+    fn run(c: &Case) -> Vec<String> {
+        let tier = assign_tier(&c.policy, c.metric_value, c.percentile).unwrap_or_else(|| {
+            TierAssignment {
+                name: String::new(),
+                rank: 1,
+                metric_value: None,
+                percentile: None,
+            }
+        });
+        let input = DriverInput {
+            currency: usd(),
+            policy: &c.policy,
+            tier: &tier,
+            quadrant: c.quadrant,
+            perceived: c.perceived,
+            satisfaction: c.satisfaction,
+            support: c.support,
+            p_alive: c.p_alive,
+            predicted_clv: c.predicted_clv,
+            clv_horizon_months: 12,
+            historical_revenue: c.revenue,
+            purchase_days: c.purchase_days,
+            days_since_last_purchase: c.days_since,
+        };
+        let out = drivers(&input);
+        assert_eq!(out, drivers(&input), "deterministic");
+        assert!((2..=MAX_DRIVERS).contains(&out.len()), "{out:#?}");
+        let first = out.first().map(|s| s.to_lowercase()).unwrap_or_default();
+        assert!(first.contains(&tier.name.to_lowercase()), "{out:#?}");
+        for s in &out {
+            assert!(s.ends_with('.'), "{s}");
+            assert!(!s.contains("NaN") && !s.contains("inf"), "{s}");
+        }
+        out
+    }
+
+    /// Runs `c` and checks the sentences: `want` gives each expected sentence, or a distinctive
+    /// part of it, in order.
+    #[track_caller]
+    fn check(c: Case, want: &[&str]) {
+        let got = run(&c);
+        let ok = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| g.contains(w));
+        assert!(ok, "got: {got:#?}\nwant: {want:#?}");
+    }
+
+    #[test]
+    fn drivers_explain_tier_and_quadrant() {
+        // A loyal top customer: tier, quadrant, frequent purchases; the rest is not salient.
+        check(
+            base(),
+            &[
+                "Platinum tier: in the top 2 % of customers by predicted lifetime value (USD 1,234.50 over the next 12 months).",
+                "Mutual value: in the top half of customers by value to us, and rates us well (benefits 5.0/5 against costs 2.0/5).",
+                "Has bought on 14 separate days; last purchase 3 days ago.",
+                "Very likely still active: a 95 % chance.",
+                "Has spent USD 5,000.00 with us so far, net of refunds.",
+            ],
+        );
+        // At risk: churn, detractor, support burden and the worst dimension crowd out the rest.
+        check(
+            Case {
+                percentile: Some(0.95),
+                quadrant: ValueQuadrant::AtRisk,
+                perceived: {
+                    let t = |v: i64| RatingTotal { sum: v, count: 1 };
+                    PerceivedValue::from_totals(&[t(2); 4], &[t(3), t(3), t(5), t(3)])
+                },
+                satisfaction: Satisfaction {
+                    last_nps: Some(4),
+                    nps_category: Some(NpsCategory::Detractor),
+                    csat: Some(2.0),
+                    csat_count: 2,
+                    ..Satisfaction::default()
+                },
+                support: support_burden(5, 2, 45.0),
+                p_alive: Some(0.23),
+                ..base()
+            },
+            &[
+                "Gold tier: in the top 10 % of customers",
+                "At risk: in the top half of customers by value to us, but rates us poorly (benefits 2.0/5 against costs 3.5/5).",
+                "Likely to churn: only a 23 % chance they are still active.",
+                "Contacted support 5 times (about 10.0 per 90 days as a customer); 2 resolved on first contact.",
+                "Detractor: last scored us 4/10 on recommending us; average satisfaction 2.0/5.",
+            ],
+        );
+        // Unknown quadrant, new customer without model or surveys: bronze by default, then the
+        // best of the weak factors to reach two sentences.
+        check(
+            Case {
+                metric_value: None,
+                percentile: None,
+                quadrant: ValueQuadrant::Unknown,
+                perceived: PerceivedValue::default(),
+                p_alive: None,
+                predicted_clv: None,
+                revenue: 0,
+                purchase_days: 0,
+                days_since: None,
+                ..base()
+            },
+            &[
+                "Bronze tier by default: no predicted lifetime value to rank them by yet.",
+                "Has not bought anything yet.",
+            ],
+        );
+        // The last tier in percentile mode; perceived value without a quadrant.
+        check(
+            Case {
+                percentile: Some(0.2),
+                quadrant: ValueQuadrant::Unknown,
+                perceived: rated(2, 4),
+                p_alive: Some(0.5),
+                purchase_days: 1,
+                days_since: Some(1),
+                ..base()
+            },
+            &[
+                "Bronze tier: outside the top 30 % of customers by predicted lifetime value",
+                "May be drifting away: a 50 % chance they are still active.",
+                "Rates us poorly: benefits 2.0/5 against costs 4.0/5.",
+                "Finds us expensive (price cost 4.0/5).",
+                "Has spent USD 5,000.00",
+            ],
+        );
+    }
+
+    #[test]
+    fn drivers_for_absolute_and_composite_policies() {
+        let revenue = TierPolicy {
+            metric: TierMetric::HistoricalRevenue,
+            mode: TierMode::Absolute,
+            tiers: vec![
+                TierDef::with_min_value("vip", 1_000_000),
+                TierDef::with_min_value("regular", 10_000),
+                TierDef::rest("casual"),
+            ],
+        };
+        check(
+            Case {
+                policy: revenue.clone(),
+                metric_value: Some(1_000_000),
+                quadrant: ValueQuadrant::UnderServed,
+                ..base()
+            },
+            &[
+                "Vip tier: revenue to date of USD 10,000.00, at least the USD 10,000.00 this tier needs.",
+                "Under-served: rates us well (benefits 5.0/5 against costs 2.0/5), but is in the bottom half",
+                "Has bought on 14 separate days; last purchase 3 days ago.",
+                "Predicted lifetime value: USD 1,234.50 over the next 12 months.",
+                "Very likely still active",
+            ],
+        );
+        check(
+            Case {
+                policy: revenue.clone(),
+                metric_value: Some(9_999),
+                ..base()
+            },
+            &[
+                "Casual tier: revenue to date of USD 99.99, below the USD 100.00 Regular needs.",
+                "Mutual value",
+                "Has bought on 14",
+                "Predicted lifetime value",
+                "Very likely still active",
+            ],
+        );
+        let composite = TierPolicy {
+            metric: TierMetric::Composite,
+            mode: TierMode::Absolute,
+            tiers: vec![TierDef::with_min_value("top", 7_000), TierDef::rest("rest")],
+        };
+        check(
+            Case {
+                policy: composite,
+                metric_value: Some(7_250),
+                ..base()
+            },
+            &["Top tier: combined value score of 72.5/100, at least the 70/100 this tier needs."]
+                .into_iter()
+                .chain(["Mutual value", "Has bought", "Predicted", "Very likely"])
+                .collect::<Vec<_>>(),
+        );
+        // A one-tier policy.
+        check(
+            Case {
+                policy: TierPolicy {
+                    metric: TierMetric::PredictedClv,
+                    mode: TierMode::Percentile,
+                    tiers: vec![TierDef::rest("member")],
+                },
+                ..base()
+            },
+            &[
+                "Member tier, the only tier there is; predicted lifetime value USD 1,234.50 over the next 12 months.",
+                "Mutual value",
+                "Has bought",
+                "Very likely",
+                "Has spent",
+            ],
+        );
+    }
+
+    #[test]
+    fn drivers_never_fail() {
+        // Odd inputs: NaN model outputs, negative counts, an empty tier name, a tier rank out of
+        // the policy's range.
+        let odd = [
+            Case {
+                p_alive: Some(f64::NAN),
+                predicted_clv: Some(f64::NAN),
+                metric_value: None,
+                percentile: Some(f64::NAN),
+                purchase_days: -3,
+                days_since: Some(-10),
+                revenue: i64::MIN,
+                ..base()
+            },
+            Case {
+                policy: TierPolicy {
+                    tiers: vec![TierDef::with_share("", 200.0), TierDef::rest("x")],
+                    ..TierPolicy::default()
+                },
+                percentile: Some(1.0),
+                ..base()
+            },
+            Case {
+                support: support_burden(1, 0, 0.0),
+                satisfaction: Satisfaction {
+                    csat: Some(5.0),
+                    csat_count: 1,
+                    ..Satisfaction::default()
+                },
+                ..base()
+            },
+        ];
+        for c in &odd {
+            let _ = run(c);
+        }
+    }
+
+    #[test]
+    fn factor_sentences_and_saliences() {
+        let cases: &[(i64, i64, f64, &str)] = &[
+            (0, 0, 0.1, "Has never contacted support."),
+            (
+                1,
+                1,
+                0.25,
+                "Contacted support once; it was resolved on first contact.",
+            ),
+            (
+                1,
+                0,
+                0.25,
+                "Contacted support once; it was not resolved on first contact.",
+            ),
+            (
+                2,
+                0,
+                0.55,
+                "Contacted support 2 times (about 1.8 per 90 days as a customer); none resolved on first contact.",
+            ),
+            (
+                3,
+                3,
+                0.85,
+                "Contacted support 3 times (about 2.7 per 90 days as a customer); all resolved on first contact.",
+            ),
+        ];
+        for &(contacts, resolved, salience, text) in cases {
+            let got = support_factor(&support_burden(contacts, resolved, 100.0));
+            assert_eq!(got, (salience, text.to_owned()));
+        }
+        let sat = |csat: Option<f64>, count: i64, last: Option<u8>| Satisfaction {
+            csat,
+            csat_count: count,
+            last_nps: last,
+            nps_category: last.and_then(NpsCategory::from_answer),
+            ..Satisfaction::default()
+        };
+        let cases: &[(Satisfaction, Option<(f64, &str)>)] = &[
+            (sat(None, 0, None), None),
+            (
+                sat(Some(5.0), 1, None),
+                Some((0.6, "Average satisfaction 5.0/5 over 1 answer.")),
+            ),
+            (
+                sat(Some(3.0), 4, None),
+                Some((0.0, "Average satisfaction 3.0/5 over 4 answers.")),
+            ),
+            (
+                sat(None, 0, Some(10)),
+                Some((0.5, "Promoter: last scored us 10/10 on recommending us.")),
+            ),
+            (
+                sat(Some(4.3), 4, Some(7)),
+                Some((
+                    0.3,
+                    "Passive: last scored us 7/10 on recommending us; average satisfaction 4.3/5.",
+                )),
+            ),
+        ];
+        for (s, want) in cases {
+            let got = nps_factor(s);
+            assert_eq!(got, want.map(|(x, t)| (x, t.to_owned())), "{s:?}");
+        }
+        let p = |days: i64, since: Option<i64>| {
+            purchase_factor(&DriverInput {
+                purchase_days: days,
+                days_since_last_purchase: since,
+                ..input_stub()
+            })
+        };
+        let cases: &[(i64, Option<i64>, f64, &str)] = &[
+            (0, None, 0.6, "Has not bought anything yet."),
+            (1, Some(0), 0.0, "Has bought once; last purchase today."),
+            (
+                2,
+                Some(1),
+                0.07,
+                "Has bought on 2 separate days; last purchase yesterday.",
+            ),
+            (6, None, 0.35, "Has bought on 6 separate days."),
+            (
+                2,
+                Some(730),
+                0.7,
+                "Has bought on 2 separate days; last purchase 730 days ago.",
+            ),
+            (
+                30,
+                Some(5),
+                0.7,
+                "Has bought on 30 separate days; last purchase 5 days ago.",
+            ),
+        ];
+        for &(days, since, salience, text) in cases {
+            let (got_salience, got_text) = p(days, since);
+            assert!(
+                (got_salience - salience).abs() < 1e-12,
+                "{days} {since:?}: {got_salience}"
+            );
+            assert_eq!(got_text, text);
+        }
+    }
+
+    fn input_stub() -> DriverInput<'static> {
+        static POLICY: std::sync::OnceLock<TierPolicy> = std::sync::OnceLock::new();
+        static TIER: std::sync::OnceLock<TierAssignment> = std::sync::OnceLock::new();
+        DriverInput {
+            currency: usd(),
+            policy: POLICY.get_or_init(TierPolicy::default),
+            tier: TIER.get_or_init(|| TierAssignment {
+                name: "bronze".into(),
+                rank: 4,
+                metric_value: None,
+                percentile: None,
+            }),
+            quadrant: ValueQuadrant::Unknown,
+            perceived: PerceivedValue::default(),
+            satisfaction: Satisfaction::default(),
+            support: SupportBurden::default(),
+            p_alive: None,
+            predicted_clv: None,
+            clv_horizon_months: 12,
+            historical_revenue: 0,
+            purchase_days: 0,
+            days_since_last_purchase: None,
+        }
+    }
+
+    #[test]
+    fn formatting() {
+        let jpy = Currency::parse("JPY").unwrap_or_else(|_| unreachable!());
+        let cases: &[(i64, Currency, &str)] = &[
+            (0, usd(), "USD 0.00"),
+            (5, usd(), "USD 0.05"),
+            (99_999, usd(), "USD 999.99"),
+            (100_000, usd(), "USD 1,000.00"),
+            (123_456_789, usd(), "USD 1,234,567.89"),
+            (-123_456, usd(), "USD -1,234.56"),
+            (1_234_567, jpy, "JPY 1,234,567"),
+            (100, jpy, "JPY 100"),
+            (i64::MIN, jpy, "JPY -9,223,372,036,854,775,808"),
+        ];
+        for &(minor, cur, want) in cases {
+            assert_eq!(format_money(minor, cur), want);
+        }
+        let chances: &[(f64, &str)] = &[
+            (0.0, "0 %"),
+            (1.0, "100 %"),
+            (0.001, "1 %"),
+            (0.999, "99 %"),
+            (0.234, "23 %"),
+            (0.236, "24 %"),
+        ];
+        for &(p, want) in chances {
+            assert_eq!(chance_percent(p), want, "{p}");
+        }
+        assert_eq!(short_number(2.0), "2");
+        assert_eq!(short_number(0.5), "0.5");
+        assert_eq!(short_number(33.333), "33.3");
+        assert_eq!(capitalised("élite"), "Élite");
+        assert_eq!(capitalised(""), "");
+    }
+}

@@ -1,0 +1,269 @@
+//! The read path: every customer's summary in memory, the active model and the tier policy.
+//!
+//! Scoring a customer never touches the database: GetCustomerValue reads one entry of an ordered
+//! map under a read lock and computes the profile. Writes keep the map current: the customer
+//! service calls [`Engine::customers_changed`] after each commit and before answering its caller,
+//! so a caller reads its own writes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use patron_domain::value::PerceivedValue;
+use patron_domain::value::TierPolicy;
+use patron_domain::{Currency, CustomerId, Timestamp};
+use patron_store::observer::ChangeObserver;
+use patron_store::{Store, StoreError, StoreResult, StoredModel, SummaryRow};
+
+use crate::model::{self, ActiveModel, DayRfm, FitRequest, ModelDoc, ModelError};
+
+/// Customers read per page when loading the index.
+const LOAD_PAGE: usize = 10_000;
+
+/// The model and policy scores are computed with; replaced as a whole when either changes.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub model: Option<Arc<ActiveModel>>,
+    pub policy: TierPolicy,
+    /// 0 for the built-in default policy.
+    pub policy_revision: i64,
+    pub policy_updated: Option<Timestamp>,
+}
+
+/// The in-memory index and scoring state.
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    currency: Currency,
+    index: RwLock<BTreeMap<CustomerId, Arc<SummaryRow>>>,
+    state: RwLock<Arc<State>>,
+    /// Refreshes read and apply one at a time, so an older read never overwrites a newer one.
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+/// Parses a stored model document into a runtime model.
+pub fn load_model(stored: &patron_store::StoredModel) -> StoreResult<ActiveModel> {
+    let doc: ModelDoc = serde_json::from_str(&stored.body)
+        .map_err(|e| StoreError::Internal(format!("stored model {}: {e}", stored.version)))?;
+    ActiveModel::from_doc(stored.version, stored.created_at, doc)
+        .map_err(|e| StoreError::Internal(format!("stored model {}: {e}", stored.version)))
+}
+
+/// Parses a stored tier policy.
+pub fn load_policy(stored: &patron_store::StoredPolicy) -> StoreResult<TierPolicy> {
+    serde_json::from_str(&stored.body)
+        .map_err(|e| StoreError::Internal(format!("stored tier policy: {e}")))
+}
+
+impl Engine {
+    /// Loads every summary, the active model and the tier policy from the store.
+    pub async fn load(store: Arc<dyn Store>, currency: Currency) -> StoreResult<Arc<Self>> {
+        let started = std::time::Instant::now();
+        let mut index = BTreeMap::new();
+        let mut after: Option<CustomerId> = None;
+        loop {
+            let page = store.scan_summaries(after.as_ref(), LOAD_PAGE).await?;
+            let done = page.len() < LOAD_PAGE;
+            after = page.last().map(|r| r.customer_id.clone());
+            for row in page {
+                index.insert(row.customer_id.clone(), Arc::new(row));
+            }
+            if done {
+                break;
+            }
+        }
+        let model = match store.active_value_model().await? {
+            Some(stored) => Some(Arc::new(load_model(&stored)?)),
+            None => None,
+        };
+        let (policy, policy_revision, policy_updated) = match store.get_tier_policy().await? {
+            Some(stored) => (
+                load_policy(&stored)?,
+                stored.revision,
+                Some(stored.updated_at),
+            ),
+            None => (TierPolicy::default(), 0, None),
+        };
+        tracing::info!(
+            customers = index.len(),
+            model = model.as_ref().map(|m| m.version),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "scoring index loaded"
+        );
+        Ok(Arc::new(Self {
+            store,
+            currency,
+            index: RwLock::new(index),
+            state: RwLock::new(Arc::new(State {
+                model,
+                policy,
+                policy_revision,
+                policy_updated,
+            })),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current model and policy.
+    pub fn state(&self) -> Arc<State> {
+        match self.state.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the model and/or policy.
+    pub fn update_state(&self, f: impl FnOnce(&State) -> State) {
+        let mut guard = match self.state.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let next = f(&guard);
+        *guard = Arc::new(next);
+    }
+
+    /// One customer's entry.
+    pub fn get(&self, id: &CustomerId) -> Option<Arc<SummaryRow>> {
+        let index = match self.index.read() {
+            Ok(i) => i,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        index.get(id).cloned()
+    }
+
+    /// Up to `limit` entries strictly after `after`, in id order. Holds the read lock only while
+    /// copying the handles of one chunk.
+    pub fn range_after(&self, after: Option<&CustomerId>, limit: usize) -> Vec<Arc<SummaryRow>> {
+        use std::ops::Bound;
+        let index = match self.index.read() {
+            Ok(i) => i,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let lower = match after {
+            Some(id) => Bound::Excluded(id.clone()),
+            None => Bound::Unbounded,
+        };
+        index
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, v)| Arc::clone(v))
+            .collect()
+    }
+
+    /// Number of customers in the index.
+    pub fn len(&self) -> usize {
+        match self.index.read() {
+            Ok(i) => i.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Re-reads the given customers from the store and updates the index; customers no longer
+    /// stored (erased) are removed.
+    pub async fn refresh(&self, ids: &[CustomerId]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _serial = self.refresh_lock.lock().await;
+        let rows = self.store.get_summaries(ids).await?;
+        let mut index = match self.index.write() {
+            Ok(i) => i,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for id in ids {
+            index.remove(id);
+        }
+        for row in rows {
+            index.insert(row.customer_id.clone(), Arc::new(row));
+        }
+        Ok(())
+    }
+}
+
+/// Why a fit did not produce a model.
+#[derive(Debug)]
+pub enum FitError {
+    /// A purchase is stored after the calibration end; summaries cannot be rewound.
+    CalibrationBeforeLatestPurchase,
+    Model(ModelError),
+    Store(StoreError),
+}
+
+impl Engine {
+    /// Fits a model on every customer in the index as of `request.calibration_end`, stores it,
+    /// and makes it the active one if it became active in the store.
+    pub async fn fit(
+        &self,
+        request: FitRequest,
+        activate: bool,
+        now: Timestamp,
+    ) -> Result<(StoredModel, ModelDoc), FitError> {
+        let calibration_day = request.calibration_end.day();
+        let rows = self.range_after(None, usize::MAX);
+        // Summaries hold aggregates, not history: a calibration end before someone's latest
+        // purchase would need each customer's history.
+        if rows.iter().any(|r| {
+            r.summary
+                .purchases
+                .last_purchase_day
+                .is_some_and(|d| d > calibration_day)
+        }) {
+            return Err(FitError::CalibrationBeforeLatestPurchase);
+        }
+        let calibration_end = request.calibration_end;
+        let doc = tokio::task::spawn_blocking(move || {
+            let mut population = Vec::with_capacity(rows.len());
+            let mut revenues = Vec::with_capacity(rows.len());
+            let mut value_indexes = Vec::new();
+            for r in &rows {
+                if let Some(c) = DayRfm::from_summary(&r.summary, calibration_end) {
+                    population.push(c);
+                    revenues.push(r.summary.purchases.net_revenue as f64);
+                }
+                if let Some(vi) = PerceivedValue::from_summary(&r.summary).value_index {
+                    value_indexes.push(vi);
+                }
+            }
+            model::fit(request, &population, &revenues, value_indexes)
+        })
+        .await
+        .map_err(|e| FitError::Model(ModelError::Math(format!("fit task failed: {e}"))))?
+        .map_err(FitError::Model)?;
+        let body = serde_json::to_string(&doc)
+            .map_err(|e| FitError::Store(StoreError::Internal(format!("encode model: {e}"))))?;
+        let stored = self
+            .store
+            .insert_value_model(&body, now, activate)
+            .await
+            .map_err(FitError::Store)?;
+        if stored.active {
+            let active = Arc::new(load_model(&stored).map_err(FitError::Store)?);
+            self.update_state(|s| State {
+                model: Some(active),
+                ..s.clone()
+            });
+        }
+        Ok((stored, doc))
+    }
+}
+
+#[async_trait::async_trait]
+impl ChangeObserver for Engine {
+    async fn customers_changed(&self, customers: &[CustomerId]) {
+        if let Err(e) = self.refresh(customers).await {
+            // The write itself committed; the next change or a restart repairs the view.
+            tracing::error!(error = %e, customers = customers.len(), "scoring index refresh failed");
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Fitted value models: the stored document, and the runtime model that predicts from it.
+
+use patron_domain::clv::{
+    BgNbdFitOptions, BgNbdModel, BgNbdParams, ClvHorizon, CustomerRfm, Days, GammaGammaFitOptions,
+    GammaGammaModel, GammaGammaParams, TimeUnit, TimeUnitKind, Weeks, customer_lifetime_value,
+    fit_bg_nbd, fit_gamma_gamma,
+};
+use patron_domain::{CustomerSummary, Day, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::cdf::Cdf;
+
+/// BG/NBD parameters and diagnostics, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgNbdDoc {
+    pub r: f64,
+    pub alpha: f64,
+    pub a: f64,
+    pub b: f64,
+    pub log_likelihood: f64,
+    pub iterations: u32,
+    pub converged: bool,
+}
+
+/// Gamma-Gamma parameters and diagnostics, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GammaGammaDoc {
+    pub p: f64,
+    pub q: f64,
+    pub v: f64,
+    pub log_likelihood: f64,
+    pub iterations: u32,
+    pub converged: bool,
+    pub customers: u64,
+}
+
+/// Everything a fit produces, stored as the model's JSON body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDoc {
+    /// As-of instant of the fitted summaries (micros).
+    pub calibration_end: i64,
+    pub time_unit: TimeUnitKind,
+    pub bg_nbd: BgNbdDoc,
+    /// Unset when there were too few repeat buyers to fit spend.
+    pub gamma_gamma: Option<GammaGammaDoc>,
+    pub customers: u64,
+    pub horizon_months: u32,
+    pub monthly_discount_rate: f64,
+    pub fit_millis: u64,
+    /// Population distributions at the fit, for RFM scores and percentiles.
+    pub days_since_last_purchase: Cdf,
+    pub purchase_days: Cdf,
+    pub revenue: Cdf,
+    pub predicted_clv: Cdf,
+    pub value_index: Cdf,
+}
+
+/// A customer's purchase statistics as of an instant, in days (the `lifetimes` convention).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DayRfm {
+    /// Repeat purchase days.
+    pub frequency: u32,
+    /// Days between first and last purchase day.
+    pub recency: f64,
+    /// Days between the first purchase day and the as-of instant (fractional).
+    pub age: f64,
+    /// Mean net revenue of the repeat purchase days (minor units).
+    pub monetary: f64,
+    /// Days from the last purchase day to the as-of instant.
+    pub days_since_last: f64,
+}
+
+impl DayRfm {
+    /// From a summary, as of `as_of`. `None` without purchases or if `as_of` precedes the first
+    /// purchase day.
+    pub fn from_summary(s: &CustomerSummary, as_of: Timestamp) -> Option<Self> {
+        let first = s.purchases.first_purchase_day?;
+        let last = s.purchases.last_purchase_day?;
+        let age = days_between(first, as_of)?;
+        let frequency = u32::try_from(s.frequency()).unwrap_or(u32::MAX);
+        let monetary = if frequency > 0 {
+            (s.purchases.net_revenue - s.purchases.first_day_revenue) as f64 / f64::from(frequency)
+        } else {
+            0.0
+        };
+        Some(Self {
+            frequency,
+            recency: f64::from(last.as_days() - first.as_days()),
+            age: age.max(f64::from(last.as_days() - first.as_days())),
+            monetary: monetary.max(0.0),
+            days_since_last: days_between(last, as_of).unwrap_or(0.0).max(0.0),
+        })
+    }
+}
+
+/// Whole days from the start of `day` to `to`; `None` if `to` is before the day starts.
+fn days_between(day: Day, to: Timestamp) -> Option<f64> {
+    let micros = to.as_micros() - day.start().as_micros();
+    if micros < 0 {
+        return None;
+    }
+    // The lifetimes convention counts whole periods: T is the as-of day minus the first day.
+    Some((micros / 86_400_000_000) as f64)
+}
+
+/// Model-based predictions for one customer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    pub probability_alive: f64,
+    pub expected_purchases: f64,
+    /// Gamma-Gamma expected order value; `None` without a spend model.
+    pub expected_order_value: Option<f64>,
+    /// Discounted CLV; `None` without a spend model.
+    pub predicted_clv: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+enum Bg {
+    Days(BgNbdModel<Days>),
+    Weeks(BgNbdModel<Weeks>),
+}
+
+/// A model ready to predict.
+#[derive(Debug, Clone)]
+pub struct ActiveModel {
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub doc: ModelDoc,
+    bg: Bg,
+    gg: Option<GammaGammaModel>,
+    horizon: ClvHorizon,
+}
+
+/// Why a model could not be fitted or loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelError {
+    NotEnoughData(String),
+    Math(String),
+}
+
+impl std::error::Error for ModelError {}
+
+impl std::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelError::NotEnoughData(m) | ModelError::Math(m) => f.write_str(m),
+        }
+    }
+}
+
+impl ActiveModel {
+    /// Rebuilds the runtime model from its stored document.
+    pub fn from_doc(
+        version: i64,
+        created_at: Timestamp,
+        doc: ModelDoc,
+    ) -> Result<Self, ModelError> {
+        let math = |e: patron_domain::clv::ClvError| ModelError::Math(e.to_string());
+        let b = &doc.bg_nbd;
+        let bg = match doc.time_unit {
+            TimeUnitKind::Days => Bg::Days(BgNbdModel::new(
+                BgNbdParams::new(b.r, b.alpha, b.a, b.b).map_err(math)?,
+            )),
+            TimeUnitKind::Weeks => Bg::Weeks(BgNbdModel::new(
+                BgNbdParams::new(b.r, b.alpha, b.a, b.b).map_err(math)?,
+            )),
+        };
+        let gg = match &doc.gamma_gamma {
+            Some(g) => Some(
+                GammaGammaModel::new(GammaGammaParams::new(g.p, g.q, g.v).map_err(math)?)
+                    .map_err(math)?,
+            ),
+            None => None,
+        };
+        let horizon =
+            ClvHorizon::new(doc.horizon_months, doc.monthly_discount_rate).map_err(math)?;
+        Ok(Self {
+            version,
+            created_at,
+            doc,
+            bg,
+            gg,
+            horizon,
+        })
+    }
+
+    /// Predictions for one customer; `None` if the inputs are out of the model's domain.
+    pub fn predict(&self, c: &DayRfm) -> Option<Prediction> {
+        match &self.bg {
+            Bg::Days(m) => self.predict_in(m, c, 1.0),
+            Bg::Weeks(m) => self.predict_in(m, c, 7.0),
+        }
+    }
+
+    fn predict_in<U: TimeUnit>(
+        &self,
+        m: &BgNbdModel<U>,
+        c: &DayRfm,
+        days_per_period: f64,
+    ) -> Option<Prediction> {
+        let rfm = CustomerRfm::<U>::new(
+            c.frequency,
+            c.recency / days_per_period,
+            c.age / days_per_period,
+            c.monetary,
+        )
+        .ok()?;
+        let horizon_days = f64::from(self.doc.horizon_months) * 30.0;
+        let t = patron_domain::clv::Periods::<U>::new(horizon_days / days_per_period).ok()?;
+        let expected_purchases = m.conditional_expected_purchases(t, &rfm).ok()?;
+        let (expected_order_value, predicted_clv) = match &self.gg {
+            Some(gg) => (
+                Some(gg.conditional_expected_value(&rfm)),
+                customer_lifetime_value(m, gg, &rfm, &self.horizon).ok(),
+            ),
+            None => (None, None),
+        };
+        Some(Prediction {
+            probability_alive: m.probability_alive(&rfm),
+            expected_purchases,
+            expected_order_value,
+            predicted_clv,
+        })
+    }
+}
+
+/// Fitting options chosen by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct FitRequest {
+    pub calibration_end: Timestamp,
+    pub time_unit: TimeUnitKind,
+    pub horizon_months: u32,
+    pub monthly_discount_rate: f64,
+}
+
+/// Fits both models on `population` (customers with at least one purchase by the calibration end)
+/// and builds the population distributions. `value_indexes` are the customers' perceived value
+/// indexes where known.
+pub fn fit(
+    request: FitRequest,
+    population: &[DayRfm],
+    revenues: &[f64],
+    value_indexes: Vec<f64>,
+) -> Result<ModelDoc, ModelError> {
+    let started = std::time::Instant::now();
+    if population.len() < 10 {
+        return Err(ModelError::NotEnoughData(format!(
+            "{} customers have purchases by the calibration end; at least 10 are needed to fit",
+            population.len()
+        )));
+    }
+    let (bg_doc, gg_doc) = match request.time_unit {
+        TimeUnitKind::Days => fit_in::<Days>(population, 1.0)?,
+        TimeUnitKind::Weeks => fit_in::<Weeks>(population, 7.0)?,
+    };
+    let mut doc = ModelDoc {
+        calibration_end: request.calibration_end.as_micros(),
+        time_unit: request.time_unit,
+        bg_nbd: bg_doc,
+        gamma_gamma: gg_doc,
+        customers: population.len() as u64,
+        horizon_months: request.horizon_months,
+        monthly_discount_rate: request.monthly_discount_rate,
+        fit_millis: 0,
+        days_since_last_purchase: Cdf::from_values(
+            population.iter().map(|c| c.days_since_last).collect(),
+        ),
+        purchase_days: Cdf::from_values(
+            population
+                .iter()
+                .map(|c| f64::from(c.frequency) + 1.0)
+                .collect(),
+        ),
+        revenue: Cdf::from_values(revenues.to_vec()),
+        predicted_clv: Cdf::default(),
+        value_index: Cdf::from_values(value_indexes),
+    };
+    let model = ActiveModel::from_doc(0, request.calibration_end, doc.clone())?;
+    let clvs: Vec<f64> = population
+        .iter()
+        .filter_map(|c| model.predict(c).and_then(|p| p.predicted_clv))
+        .collect();
+    doc.predicted_clv = Cdf::from_values(clvs);
+    doc.fit_millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(doc)
+}
+
+fn fit_in<U: TimeUnit>(
+    population: &[DayRfm],
+    days_per_period: f64,
+) -> Result<(BgNbdDoc, Option<GammaGammaDoc>), ModelError> {
+    let math = |e: patron_domain::clv::ClvError| ModelError::Math(e.to_string());
+    let customers: Vec<CustomerRfm<U>> = population
+        .iter()
+        .filter_map(|c| {
+            CustomerRfm::<U>::new(
+                c.frequency,
+                c.recency / days_per_period,
+                c.age / days_per_period,
+                c.monetary,
+            )
+            .ok()
+        })
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
+    let bg_options = BgNbdFitOptions::<U> {
+        threads,
+        standard_errors: false,
+        ..BgNbdFitOptions::default()
+    };
+    let bg = fit_bg_nbd(&customers, &bg_options).map_err(math)?;
+    let p = bg.params.to_untyped();
+    let bg_doc = BgNbdDoc {
+        r: p.r,
+        alpha: p.alpha,
+        a: p.a,
+        b: p.b,
+        log_likelihood: bg.log_likelihood,
+        iterations: bg.iterations,
+        converged: bg.converged,
+    };
+    let gg_options = GammaGammaFitOptions {
+        threads,
+        standard_errors: false,
+        ..GammaGammaFitOptions::default()
+    };
+    // Too few repeat buyers leave spend unmodelled rather than failing the whole fit.
+    let gg_doc = fit_gamma_gamma(&customers, &gg_options).ok().and_then(|g| {
+        let model_ok = g.model().is_ok();
+        model_ok.then(|| GammaGammaDoc {
+            p: g.params.p(),
+            q: g.params.q(),
+            v: g.params.v(),
+            log_likelihood: g.log_likelihood,
+            iterations: g.iterations,
+            converged: g.converged,
+            customers: g.customers,
+        })
+    });
+    Ok((bg_doc, gg_doc))
+}

@@ -1,0 +1,932 @@
+//! The ScoringService handlers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use patron_domain::summary::OrderRow;
+use patron_domain::value::{TierDef, TierMetric, TierMode, TierPolicy};
+use patron_domain::{
+    BatchAggregate, CustomerId, CustomerSummary, Day, RatingTotal, Timestamp, Violations,
+    clv::TimeUnitKind, derive_purchase_stats,
+};
+use patron_grpc::time::{from_proto, to_proto};
+use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
+use patron_proto::scoring::v1 as pb;
+use patron_proto::scoring::v1::scoring_service_server::ScoringService;
+use patron_store::{EventCursor, StoredModel, SummaryRow};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use crate::engine::{Engine, FitError, State, load_model, load_policy};
+use crate::model::{self, FitRequest, ModelDoc};
+use crate::profile::{self, Subject};
+
+/// Most ids one BatchGetCustomerValues call may carry.
+pub const MAX_BATCH_IDS: usize = 1_000;
+/// Default and largest StreamCustomerValues chunk.
+pub const DEFAULT_CHUNK: usize = 1_000;
+pub const MAX_CHUNK: usize = 10_000;
+
+/// The ScoringService implementation.
+#[derive(Debug, Clone)]
+pub struct ScoringApi {
+    engine: Arc<Engine>,
+}
+
+impl ScoringApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+fn subject_of(row: &SummaryRow) -> Subject<'_> {
+    Subject {
+        customer_id: row.customer_id.as_str(),
+        summary: &row.summary,
+        since: row
+            .signed_up_at
+            .or(row.summary.totals.first_event_at)
+            .or(Some(row.create_time)),
+    }
+}
+
+fn value_of(
+    row: &SummaryRow,
+    as_of: Timestamp,
+    state: &State,
+    engine: &Engine,
+) -> pb::CustomerValue {
+    let subject = subject_of(row);
+    let scored = profile::compute(&subject, as_of, state);
+    profile::to_proto(&subject, as_of, state, &scored, engine.currency())
+}
+
+fn parse_id(s: &str, field: &str) -> ApiResult<CustomerId> {
+    CustomerId::parse(s).map_err(|e| ApiError::invalid_field("INVALID_FIELD", field, e.to_string()))
+}
+
+fn unit_from_proto(u: i32) -> Result<TimeUnitKind, String> {
+    match pb::TimeUnit::try_from(u) {
+        Ok(pb::TimeUnit::Unspecified | pb::TimeUnit::Day) => Ok(TimeUnitKind::Days),
+        Ok(pb::TimeUnit::Week) => Ok(TimeUnitKind::Weeks),
+        Err(_) => Err(format!("{u} is not a TimeUnit value")),
+    }
+}
+
+/// A stored model as proto.
+pub fn model_to_proto(
+    stored_version: i64,
+    created_at: Timestamp,
+    active: bool,
+    doc: &ModelDoc,
+) -> pb::ValueModel {
+    let b = &doc.bg_nbd;
+    pb::ValueModel {
+        version: stored_version,
+        create_time: Some(to_proto(created_at)),
+        active,
+        calibration_end: Some(to_proto(Timestamp::from_micros(doc.calibration_end))),
+        time_unit: match doc.time_unit {
+            TimeUnitKind::Days => pb::TimeUnit::Day,
+            TimeUnitKind::Weeks => pb::TimeUnit::Week,
+        }
+        .into(),
+        bg_nbd: Some(pb::BgNbdFit {
+            r: b.r,
+            alpha: b.alpha,
+            a: b.a,
+            b: b.b,
+            log_likelihood: b.log_likelihood,
+            iterations: i32::try_from(b.iterations).unwrap_or(i32::MAX),
+            converged: b.converged,
+        }),
+        gamma_gamma: doc.gamma_gamma.as_ref().map(|g| pb::GammaGammaFit {
+            p: g.p,
+            q: g.q,
+            v: g.v,
+            log_likelihood: g.log_likelihood,
+            iterations: i32::try_from(g.iterations).unwrap_or(i32::MAX),
+            converged: g.converged,
+            customers: i64::try_from(g.customers).unwrap_or(i64::MAX),
+        }),
+        customers: i64::try_from(doc.customers).unwrap_or(i64::MAX),
+        horizon_months: i32::try_from(doc.horizon_months).unwrap_or(i32::MAX),
+        monthly_discount_rate: doc.monthly_discount_rate,
+        fit_millis: i64::try_from(doc.fit_millis).unwrap_or(i64::MAX),
+    }
+}
+
+fn stored_to_proto(stored: &StoredModel) -> ApiResult<pb::ValueModel> {
+    let m = load_model(stored)?;
+    Ok(model_to_proto(
+        stored.version,
+        stored.created_at,
+        stored.active,
+        &m.doc,
+    ))
+}
+
+fn policy_to_proto(state: &State) -> pb::TierPolicy {
+    let p = &state.policy;
+    pb::TierPolicy {
+        metric: profile::metric_to_proto(p.metric).into(),
+        mode: match p.mode {
+            TierMode::Percentile => pb::TierMode::Percentile,
+            TierMode::Absolute => pb::TierMode::Absolute,
+        }
+        .into(),
+        tiers: p
+            .tiers
+            .iter()
+            .map(|t| pb::TierDefinition {
+                name: t.name.clone(),
+                min_value: t.min_value,
+                share_percent: t.share_percent,
+            })
+            .collect(),
+        revision: state.policy_revision,
+        update_time: state.policy_updated.map(to_proto),
+    }
+}
+
+fn policy_from_proto(
+    p: &pb::TierPolicy,
+    current: &TierPolicy,
+    mask: &[String],
+    v: &mut Violations,
+) -> TierPolicy {
+    let pb::TierPolicy {
+        metric,
+        mode,
+        tiers,
+        revision: _,
+        update_time: _,
+    } = p;
+    let all = mask.is_empty();
+    let wants = |f: &str| all || mask.iter().any(|m| m == f);
+    let metric = if wants("metric") {
+        match pb::TierMetric::try_from(*metric) {
+            Ok(pb::TierMetric::Unspecified | pb::TierMetric::PredictedClv) => {
+                TierMetric::PredictedClv
+            }
+            Ok(pb::TierMetric::HistoricalRevenue) => TierMetric::HistoricalRevenue,
+            Ok(pb::TierMetric::Composite) => TierMetric::Composite,
+            Err(_) => {
+                v.add(
+                    "policy.metric",
+                    format!("{metric} is not a TierMetric value"),
+                );
+                current.metric
+            }
+        }
+    } else {
+        current.metric
+    };
+    let mode = if wants("mode") {
+        match pb::TierMode::try_from(*mode) {
+            Ok(pb::TierMode::Unspecified | pb::TierMode::Percentile) => TierMode::Percentile,
+            Ok(pb::TierMode::Absolute) => TierMode::Absolute,
+            Err(_) => {
+                v.add("policy.mode", format!("{mode} is not a TierMode value"));
+                current.mode
+            }
+        }
+    } else {
+        current.mode
+    };
+    let tiers = if wants("tiers") {
+        tiers
+            .iter()
+            .map(|t| {
+                let pb::TierDefinition {
+                    name,
+                    min_value,
+                    share_percent,
+                } = t;
+                TierDef {
+                    name: name.clone(),
+                    min_value: *min_value,
+                    share_percent: *share_percent,
+                }
+            })
+            .collect()
+    } else {
+        current.tiers.clone()
+    };
+    TierPolicy {
+        metric,
+        mode,
+        tiers,
+    }
+}
+
+/// A customer's summary as of an earlier instant, rebuilt from their stored events.
+async fn summary_as_of(
+    engine: &Engine,
+    id: &CustomerId,
+    as_of: Timestamp,
+) -> ApiResult<CustomerSummary> {
+    let store = engine.store();
+    let mut events = Vec::new();
+    let mut cursor: Option<EventCursor> = None;
+    loop {
+        let page = store.list_events(id, &[], cursor.as_ref(), 1_000).await?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(EventCursor {
+            occurred_at: last.event.occurred_at,
+            event_id: last.event.event_id.clone(),
+        });
+        let done = page.len() < 1_000;
+        events.extend(
+            page.into_iter()
+                .map(|e| e.event)
+                .filter(|e| e.occurred_at <= as_of),
+        );
+        if done {
+            break;
+        }
+    }
+    let agg = BatchAggregate::from_events(&events);
+    let mut summary = CustomerSummary::default();
+    for (_, delta) in &agg.summaries {
+        summary.totals.merge(delta);
+    }
+    let rows: Vec<OrderRow> = agg
+        .orders
+        .iter()
+        .map(|(_, _, d)| OrderRow {
+            day: d.day,
+            amount: d.amount,
+            refunded: d.refunded,
+        })
+        .collect();
+    summary.purchases = derive_purchase_stats(&rows);
+    Ok(summary)
+}
+
+/// Per-customer filter of StreamCustomerValues.
+#[derive(Debug, Default)]
+struct Filter {
+    tiers: HashSet<String>,
+    segments: HashSet<i32>,
+    quadrants: HashSet<i32>,
+    min_clv: Option<i64>,
+}
+
+impl Filter {
+    fn parse(
+        f: Option<&pb::CustomerValueFilter>,
+        state: &State,
+        engine: &Engine,
+    ) -> ApiResult<Self> {
+        let Some(pb::CustomerValueFilter {
+            tiers,
+            segments,
+            quadrants,
+            min_predicted_clv,
+        }) = f
+        else {
+            return Ok(Self::default());
+        };
+        let mut v = Violations::new();
+        for (i, t) in tiers.iter().enumerate() {
+            if state.policy.rank_of(t).is_none() {
+                v.add(
+                    format!("filter.tiers[{i}]"),
+                    format!("{t:?} is not a tier of the current policy"),
+                );
+            }
+        }
+        for (i, s) in segments.iter().enumerate() {
+            if !matches!(pb::RfmSegment::try_from(*s), Ok(x) if x != pb::RfmSegment::Unspecified) {
+                v.add(
+                    format!("filter.segments[{i}]"),
+                    format!("{s} is not an RFM segment"),
+                );
+            }
+        }
+        for (i, q) in quadrants.iter().enumerate() {
+            if !matches!(pb::Quadrant::try_from(*q), Ok(x) if x != pb::Quadrant::Unspecified) {
+                v.add(
+                    format!("filter.quadrants[{i}]"),
+                    format!("{q} is not a quadrant"),
+                );
+            }
+        }
+        let min_clv = min_predicted_clv.as_ref().and_then(|m| {
+            if m.currency_code != engine.currency().as_str() {
+                v.add(
+                    "filter.min_predicted_clv.currency_code",
+                    format!("must be {}", engine.currency()),
+                );
+                return None;
+            }
+            if m.minor_units < 0 {
+                v.add(
+                    "filter.min_predicted_clv.minor_units",
+                    "must not be negative",
+                );
+                return None;
+            }
+            Some(m.minor_units)
+        });
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v));
+        }
+        Ok(Self {
+            tiers: tiers.iter().map(|t| t.to_lowercase()).collect(),
+            segments: segments.iter().copied().collect(),
+            quadrants: quadrants.iter().copied().collect(),
+            min_clv,
+        })
+    }
+
+    fn matches(&self, value: &pb::CustomerValue) -> bool {
+        if !self.tiers.is_empty()
+            && !value
+                .tier
+                .as_ref()
+                .is_some_and(|t| self.tiers.contains(&t.name.to_lowercase()))
+        {
+            return false;
+        }
+        if !self.segments.is_empty()
+            && !value
+                .rfm
+                .as_ref()
+                .is_some_and(|r| self.segments.contains(&r.segment))
+        {
+            return false;
+        }
+        if !self.quadrants.is_empty() && !self.quadrants.contains(&value.quadrant) {
+            return false;
+        }
+        if let Some(min) = self.min_clv {
+            let clv = value
+                .clv
+                .as_ref()
+                .and_then(|c| c.predicted_clv.as_ref())
+                .map(|m| m.minor_units);
+            if clv.is_none_or(|c| c < min) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn check_rating(
+    v: Option<i32>,
+    min: i32,
+    max: i32,
+    field: &str,
+    violations: &mut Violations,
+) -> Option<u8> {
+    let r = v?;
+    if (min..=max).contains(&r) {
+        u8::try_from(r).ok()
+    } else {
+        violations.add(field, format!("must be between {min} and {max}"));
+        None
+    }
+}
+
+#[tonic::async_trait]
+impl ScoringService for ScoringApi {
+    #[tracing::instrument(skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    async fn get_customer_value(
+        &self,
+        request: Request<pb::GetCustomerValueRequest>,
+    ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
+        let pb::GetCustomerValueRequest { customer_id, as_of } = request.into_inner();
+        let id = parse_id(&customer_id, "customer_id")?;
+        let now = patron_grpc::time::now();
+        let as_of = match as_of {
+            None => now,
+            Some(t) => {
+                let t = from_proto(&t).map_err(|e| {
+                    ApiError::invalid_field("INVALID_FIELD", "as_of", e.to_string())
+                })?;
+                if t > now {
+                    return Err(ApiError::invalid_field(
+                        "INVALID_FIELD",
+                        "as_of",
+                        "must not be in the future",
+                    )
+                    .into());
+                }
+                t
+            }
+        };
+        let row = self
+            .engine
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))?;
+        let state = self.engine.state();
+        let totals = &row.summary.totals;
+        if totals.first_event_at.is_some_and(|first| as_of < first) {
+            return Err(ApiError::invalid_field(
+                "AS_OF_BEFORE_FIRST_EVENT",
+                "as_of",
+                "is before the customer's first event; there is nothing to describe",
+            )
+            .into());
+        }
+        let value = match totals.last_event_at {
+            Some(last) if as_of < last => {
+                let summary = summary_as_of(&self.engine, &id, as_of).await?;
+                let past = SummaryRow {
+                    summary,
+                    ..(*row).clone()
+                };
+                value_of(&past, as_of, &state, &self.engine)
+            }
+            _ => value_of(&row, as_of, &state, &self.engine),
+        };
+        Ok(Response::new(pb::GetCustomerValueResponse {
+            value: Some(value),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(count = request.get_ref().customer_ids.len()))]
+    async fn batch_get_customer_values(
+        &self,
+        request: Request<pb::BatchGetCustomerValuesRequest>,
+    ) -> Result<Response<pb::BatchGetCustomerValuesResponse>, Status> {
+        let pb::BatchGetCustomerValuesRequest { customer_ids } = request.into_inner();
+        if customer_ids.is_empty() {
+            return Err(ApiError::invalid_field(
+                "EMPTY_BATCH",
+                "customer_ids",
+                "must contain 1 to 1000 ids",
+            )
+            .into());
+        }
+        if customer_ids.len() > MAX_BATCH_IDS {
+            return Err(ApiError::invalid_field(
+                "BATCH_TOO_LARGE",
+                "customer_ids",
+                format!(
+                    "has {} ids; at most {MAX_BATCH_IDS} are allowed per call",
+                    customer_ids.len()
+                ),
+            )
+            .into());
+        }
+        let mut v = Violations::new();
+        let ids: Vec<Option<CustomerId>> = customer_ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| v.check(&format!("customer_ids[{i}]"), CustomerId::parse(s.as_str())))
+            .collect();
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let now = patron_grpc::time::now();
+        let state = self.engine.state();
+        let mut values = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids.into_iter().flatten() {
+            match self.engine.get(&id) {
+                Some(row) => values.push(value_of(&row, now, &state, &self.engine)),
+                None => missing.push(id.into_string()),
+            }
+        }
+        Ok(Response::new(pb::BatchGetCustomerValuesResponse {
+            values,
+            missing_customer_ids: missing,
+        }))
+    }
+
+    type StreamCustomerValuesStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::StreamCustomerValuesResponse, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_customer_values(
+        &self,
+        request: Request<pb::StreamCustomerValuesRequest>,
+    ) -> Result<Response<Self::StreamCustomerValuesStream>, Status> {
+        let pb::StreamCustomerValuesRequest { filter, chunk_size } = request.into_inner();
+        let chunk = match chunk_size {
+            0 => DEFAULT_CHUNK,
+            n if n < 0 || n as usize > MAX_CHUNK => {
+                return Err(ApiError::invalid_field(
+                    "INVALID_FIELD",
+                    "chunk_size",
+                    format!("must be between 0 and {MAX_CHUNK}"),
+                )
+                .into());
+            }
+            n => n as usize,
+        };
+        let state = self.engine.state();
+        let filter = Filter::parse(filter.as_ref(), &state, &self.engine)?;
+        // A few chunks in flight at most: memory stays bounded however many customers there are.
+        let (tx, rx) = mpsc::channel(4);
+        let engine = Arc::clone(&self.engine);
+        tokio::spawn(async move {
+            let now = patron_grpc::time::now();
+            let mut after: Option<CustomerId> = None;
+            let mut out = Vec::with_capacity(chunk);
+            loop {
+                let rows = engine.range_after(after.as_ref(), chunk);
+                let Some(last) = rows.last() else { break };
+                after = Some(last.customer_id.clone());
+                for row in &rows {
+                    let value = value_of(row, now, &state, &engine);
+                    if filter.matches(&value) {
+                        out.push(value);
+                    }
+                }
+                if out.len() >= chunk {
+                    let values = std::mem::replace(&mut out, Vec::with_capacity(chunk));
+                    if tx
+                        .send(Ok(pb::StreamCustomerValuesResponse { values }))
+                        .await
+                        .is_err()
+                    {
+                        return; // The client went away.
+                    }
+                }
+            }
+            if !out.is_empty() {
+                let _ = tx
+                    .send(Ok(pb::StreamCustomerValuesResponse { values: out }))
+                    .await;
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn fit_value_model(
+        &self,
+        request: Request<pb::FitValueModelRequest>,
+    ) -> Result<Response<pb::FitValueModelResponse>, Status> {
+        let pb::FitValueModelRequest {
+            calibration_end,
+            time_unit,
+            horizon_months,
+            monthly_discount_rate,
+            activate,
+        } = request.into_inner();
+        let now = patron_grpc::time::now();
+        let mut v = Violations::new();
+        let calibration_end = match calibration_end {
+            None => Some(now),
+            Some(t) => match from_proto(&t) {
+                Ok(t) if t > now => {
+                    v.add("calibration_end", "must not be in the future");
+                    None
+                }
+                Ok(t) => Some(t),
+                Err(e) => {
+                    v.add("calibration_end", e.to_string());
+                    None
+                }
+            },
+        };
+        let unit = v.check("time_unit", unit_from_proto(time_unit));
+        let horizon = match horizon_months {
+            0 => Some(12),
+            1..=120 => u32::try_from(horizon_months).ok(),
+            _ => {
+                v.add("horizon_months", "must be between 1 and 120 (0 means 12)");
+                None
+            }
+        };
+        let rate = monthly_discount_rate.unwrap_or(0.01);
+        if !(0.0..1.0).contains(&rate) {
+            v.add("monthly_discount_rate", "must be at least 0 and below 1");
+        }
+        let (Some(calibration_end), Some(unit), Some(horizon), true) =
+            (calibration_end, unit, horizon, v.is_empty())
+        else {
+            return Err(ApiError::invalid(v).into());
+        };
+        let request = FitRequest {
+            calibration_end,
+            time_unit: unit,
+            horizon_months: horizon,
+            monthly_discount_rate: rate,
+        };
+        let (stored, doc) = self.engine.fit(request, activate, now).await.map_err(|e| match e {
+            FitError::CalibrationBeforeLatestPurchase => ApiError::FailedPrecondition {
+                reason: "CALIBRATION_BEFORE_LATEST_PURCHASE",
+                message: "calibration_end is before the day of the latest stored purchase; fit with a later calibration_end (or leave it unset for now)".into(),
+            },
+            FitError::Model(model::ModelError::NotEnoughData(m)) => {
+                ApiError::FailedPrecondition { reason: "NOT_ENOUGH_DATA", message: m }
+            }
+            FitError::Model(model::ModelError::Math(m)) => ApiError::FailedPrecondition { reason: "FIT_FAILED", message: m },
+            FitError::Store(e) => ApiError::from(e),
+        })?;
+        tracing::info!(
+            version = stored.version,
+            customers = doc.customers,
+            fit_ms = doc.fit_millis,
+            "value model fitted"
+        );
+        Ok(Response::new(pb::FitValueModelResponse {
+            model: Some(model_to_proto(
+                stored.version,
+                stored.created_at,
+                stored.active,
+                &doc,
+            )),
+        }))
+    }
+
+    async fn get_value_model(
+        &self,
+        request: Request<pb::GetValueModelRequest>,
+    ) -> Result<Response<pb::GetValueModelResponse>, Status> {
+        let pb::GetValueModelRequest { version } = request.into_inner();
+        if version < 0 {
+            return Err(ApiError::invalid_field(
+                "INVALID_FIELD",
+                "version",
+                "must not be negative (0 means the active model)",
+            )
+            .into());
+        }
+        let store = self.engine.store();
+        let stored = if version == 0 {
+            store.active_value_model().await
+        } else {
+            store.get_value_model(version).await
+        }
+        .map_err(ApiError::from)?
+        .ok_or_else(|| {
+            ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+        })?;
+        Ok(Response::new(pb::GetValueModelResponse {
+            model: Some(stored_to_proto(&stored)?),
+        }))
+    }
+
+    async fn list_value_models(
+        &self,
+        request: Request<pb::ListValueModelsRequest>,
+    ) -> Result<Response<pb::ListValueModelsResponse>, Status> {
+        const SCOPE: &str = "models";
+        let pb::ListValueModelsRequest {
+            page_size: size,
+            page_token,
+        } = request.into_inner();
+        let limit = page_size(size)?;
+        let before = match PageToken::decode(&page_token, SCOPE, 1)? {
+            None => None,
+            Some(t) => Some(t.position[0].parse::<i64>().map_err(|_| {
+                ApiError::invalid_field(
+                    "INVALID_PAGE_TOKEN",
+                    "page_token",
+                    "is not a valid page token",
+                )
+            })?),
+        };
+        let mut models = self
+            .engine
+            .store()
+            .list_value_models(before, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = models.len() > limit;
+        models.truncate(limit);
+        let next_page_token = match (more, models.last()) {
+            (true, Some(last)) => PageToken::encode(SCOPE, &[&last.version.to_string()]),
+            _ => String::new(),
+        };
+        let models = models
+            .iter()
+            .map(stored_to_proto)
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(Response::new(pb::ListValueModelsResponse {
+            models,
+            next_page_token,
+        }))
+    }
+
+    async fn activate_value_model(
+        &self,
+        request: Request<pb::ActivateValueModelRequest>,
+    ) -> Result<Response<pb::ActivateValueModelResponse>, Status> {
+        let pb::ActivateValueModelRequest { version } = request.into_inner();
+        if version <= 0 {
+            return Err(ApiError::invalid_field(
+                "INVALID_FIELD",
+                "version",
+                "must be a model version (1 or more)",
+            )
+            .into());
+        }
+        // Check it loads before making it the one every score comes from.
+        let stored = self
+            .engine
+            .store()
+            .get_value_model(version)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| {
+                ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+            })?;
+        let model = Arc::new(load_model(&stored).map_err(ApiError::from)?);
+        let activated = self
+            .engine
+            .store()
+            .activate_value_model(version)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| {
+                ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+            })?;
+        self.engine.update_state(|s| State {
+            model: Some(model),
+            ..s.clone()
+        });
+        Ok(Response::new(pb::ActivateValueModelResponse {
+            model: Some(stored_to_proto(&activated)?),
+        }))
+    }
+
+    async fn get_tier_policy(
+        &self,
+        _request: Request<pb::GetTierPolicyRequest>,
+    ) -> Result<Response<pb::GetTierPolicyResponse>, Status> {
+        Ok(Response::new(pb::GetTierPolicyResponse {
+            policy: Some(policy_to_proto(&self.engine.state())),
+        }))
+    }
+
+    async fn update_tier_policy(
+        &self,
+        request: Request<pb::UpdateTierPolicyRequest>,
+    ) -> Result<Response<pb::UpdateTierPolicyResponse>, Status> {
+        let pb::UpdateTierPolicyRequest {
+            policy,
+            update_mask,
+        } = request.into_inner();
+        let Some(policy) = policy else {
+            return Err(ApiError::invalid_field("INVALID_FIELD", "policy", "is required").into());
+        };
+        let mut v = Violations::new();
+        let paths = update_mask.map(|m| m.paths).unwrap_or_default();
+        for (i, p) in paths.iter().enumerate() {
+            if !["metric", "mode", "tiers"].contains(&p.as_str()) {
+                v.add(
+                    format!("update_mask.paths[{i}]"),
+                    format!("{p:?} is not a policy field (metric, mode, tiers)"),
+                );
+            }
+        }
+        let state = self.engine.state();
+        let next = policy_from_proto(&policy, &state.policy, &paths, &mut v);
+        if let Err(problems) = next.validate() {
+            v.extend_prefixed("policy", problems);
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let body = serde_json::to_string(&next)
+            .map_err(|e| Status::internal(format!("encode policy: {e}")))?;
+        let expected = (policy.revision != 0).then_some(policy.revision);
+        let stored = self
+            .engine
+            .store()
+            .put_tier_policy(&body, patron_grpc::time::now(), expected)
+            .await
+            .map_err(ApiError::from)?;
+        let loaded = load_policy(&stored).map_err(ApiError::from)?;
+        self.engine.update_state(|s| State {
+            policy: loaded,
+            policy_revision: stored.revision,
+            policy_updated: Some(stored.updated_at),
+            ..s.clone()
+        });
+        Ok(Response::new(pb::UpdateTierPolicyResponse {
+            policy: Some(policy_to_proto(&self.engine.state())),
+        }))
+    }
+
+    async fn score_profile(
+        &self,
+        request: Request<pb::ScoreProfileRequest>,
+    ) -> Result<Response<pb::ScoreProfileResponse>, Status> {
+        let pb::ScoreProfileRequest {
+            frequency,
+            recency_days,
+            age_days,
+            monetary_mean,
+            historical_revenue,
+            survey,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        let currency = self.engine.currency();
+        let mut money = |m: Option<&patron_proto::common::v1::Money>, field: &str| -> i64 {
+            match m {
+                None => 0,
+                Some(m) if m.currency_code != currency.as_str() => {
+                    v.add(
+                        format!("{field}.currency_code"),
+                        format!("must be {currency}"),
+                    );
+                    0
+                }
+                Some(m)
+                    if !(0..=patron_domain::MAX_EVENT_AMOUNT * 1_000).contains(&m.minor_units) =>
+                {
+                    v.add(
+                        format!("{field}.minor_units"),
+                        "must be between 0 and 10^15",
+                    );
+                    0
+                }
+                Some(m) => m.minor_units,
+            }
+        };
+        let mean = money(monetary_mean.as_ref(), "monetary_mean");
+        let revenue = money(historical_revenue.as_ref(), "historical_revenue");
+        if !(0..=100_000).contains(&frequency) {
+            v.add("frequency", "must be between 0 and 100000");
+        }
+        if !(0..=36_500).contains(&recency_days) {
+            v.add("recency_days", "must be between 0 and 36500");
+        }
+        if !(0..=36_500).contains(&age_days) || age_days < recency_days {
+            v.add("age_days", "must be between recency_days and 36500");
+        }
+        let mut summary = CustomerSummary::default();
+        if let Some(s) = &survey {
+            let pb::SurveyAnswers {
+                economic_benefit,
+                functional_benefit,
+                experiential_benefit,
+                symbolic_benefit,
+                price_cost,
+                time_cost,
+                effort_cost,
+                emotional_cost,
+                csat,
+                nps,
+            } = *s;
+            let mut rate = |x, f: &str| check_rating(x, 1, 5, &format!("survey.{f}"), &mut v);
+            let total = |r: Option<u8>| {
+                r.map_or(RatingTotal::default(), |r| RatingTotal {
+                    sum: i64::from(r),
+                    count: 1,
+                })
+            };
+            summary.totals.benefits = [
+                total(rate(economic_benefit, "economic_benefit")),
+                total(rate(functional_benefit, "functional_benefit")),
+                total(rate(experiential_benefit, "experiential_benefit")),
+                total(rate(symbolic_benefit, "symbolic_benefit")),
+            ];
+            summary.totals.costs = [
+                total(rate(price_cost, "price_cost")),
+                total(rate(time_cost, "time_cost")),
+                total(rate(effort_cost, "effort_cost")),
+                total(rate(emotional_cost, "emotional_cost")),
+            ];
+            if let Some(c) = rate(csat, "csat") {
+                summary.totals.csat_sum = i64::from(c);
+                summary.totals.csat_count = 1;
+            }
+            summary.totals.last_nps = check_rating(nps, 0, 10, "survey.nps", &mut v);
+            match summary.totals.last_nps {
+                Some(9..) => summary.totals.nps_promoters = 1,
+                Some(7 | 8) => summary.totals.nps_passives = 1,
+                Some(_) => summary.totals.nps_detractors = 1,
+                None => {}
+            }
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let now = patron_grpc::time::now();
+        let today = now.day().as_days();
+        let first = Day::from_days(today - i32::try_from(age_days).unwrap_or(0));
+        let last = Day::from_days(first.as_days() + i32::try_from(recency_days).unwrap_or(0));
+        let p = &mut summary.purchases;
+        p.purchase_days = frequency + 1;
+        p.order_count = frequency + 1;
+        p.first_purchase_day = Some(first);
+        p.last_purchase_day = Some(last);
+        let repeat = mean.saturating_mul(frequency);
+        p.net_revenue = revenue.max(repeat);
+        p.first_day_revenue = p.net_revenue - repeat;
+        let subject = Subject {
+            customer_id: "",
+            summary: &summary,
+            since: Some(first.start()),
+        };
+        let state = self.engine.state();
+        let scored = profile::compute(&subject, now, &state);
+        let value = profile::to_proto(&subject, now, &state, &scored, currency);
+        Ok(Response::new(pb::ScoreProfileResponse {
+            value: Some(value),
+        }))
+    }
+}

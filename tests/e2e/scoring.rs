@@ -1,0 +1,926 @@
+//! ScoringService over real gRPC: profiles with and without a model, fitting and model versions,
+//! tier policies, streaming, what-if scoring, and bad input.
+
+use patron_proto::customers::v1 as cpb;
+use patron_proto::scoring::v1 as pb;
+use patron_proto::scoring::v1::scoring_service_client::ScoringServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::support::{Backend, TestApp, assert_status, purchase, spawn_app, survey, usd};
+
+fn scoring(app: &TestApp) -> ScoringServiceClient<Channel> {
+    ScoringServiceClient::new(app.channel.clone())
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// `days` days before now, at noon-ish.
+fn ago(days: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: now_secs() - days * 86_400 - 3_600,
+        nanos: 0,
+    }
+}
+
+/// A varied population: customer `c{i}` buys on a few distinct days over the last year.
+fn population(customers: usize) -> Vec<cpb::Event> {
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    let mut events = Vec::new();
+    for c in 0..customers {
+        let first = 30 + next(330) as i64;
+        let purchases = 1 + next(if c % 3 == 0 { 12 } else { 3 }) as i64;
+        for k in 0..purchases {
+            let day = first - (k * first / purchases.max(1)).min(first);
+            let amount = 1_000 + next(20_000) as i64;
+            events.push(purchase(
+                &format!("c{c:03}"),
+                &format!("p{c}-{k}"),
+                ago(day),
+                &format!("o{c}-{k}"),
+                amount,
+            ));
+        }
+        if c % 4 == 0 {
+            events.push(survey(
+                &format!("c{c:03}"),
+                &format!("s{c}"),
+                ago(10),
+                cpb::Survey {
+                    economic_benefit: Some(1 + next(5) as i32),
+                    functional_benefit: Some(1 + next(5) as i32),
+                    price_cost: Some(1 + next(5) as i32),
+                    nps: Some(next(11) as i32),
+                    csat: Some(1 + next(5) as i32),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    events
+}
+
+async fn fitted(backend: Backend) -> (TestApp, pb::ValueModel) {
+    let app = spawn_app(backend).await;
+    app.record(population(150)).await.expect("record");
+    let model = scoring(&app)
+        .fit_value_model(pb::FitValueModelRequest::default())
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    (app, model)
+}
+
+async fn value(app: &TestApp, id: &str) -> Result<pb::CustomerValue, tonic::Status> {
+    scoring(app)
+        .get_customer_value(pb::GetCustomerValueRequest {
+            customer_id: id.into(),
+            as_of: None,
+        })
+        .await
+        .map(|r| r.into_inner().value.expect("value"))
+}
+
+async fn without_a_model_profiles_say_so(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.record(vec![
+        purchase("solo", "p1", ago(20), "o1", 4_200),
+        purchase("solo", "p2", ago(5), "o2", 800),
+    ])
+    .await
+    .expect("record");
+    let v = value(&app, "solo").await.expect("value");
+    assert_eq!(v.status, pb::ScoreStatus::NoModel as i32);
+    assert_eq!(v.model_version, 0);
+    let clv = v.clv.expect("clv");
+    assert_eq!(clv.historical_revenue, Some(usd(5_000)));
+    assert_eq!(clv.probability_alive, None);
+    assert_eq!(clv.predicted_clv, None);
+    assert!(v.tier.is_none(), "no tier can be made up without a model");
+    assert_eq!(
+        v.rfm.as_ref().map(|r| (r.frequency, r.recency_score)),
+        Some((1, 0))
+    );
+    assert!(!v.drivers.is_empty());
+    assert!(v.drivers[0].contains("No value model"), "{:?}", v.drivers);
+    let err = scoring(&app)
+        .get_value_model(pb::GetValueModelRequest { version: 0 })
+        .await
+        .expect_err("none yet");
+    assert_status(&err, Code::NotFound, "MODEL_NOT_FOUND", None);
+}
+
+async fn fitted_models_score_every_customer(backend: Backend) {
+    let (app, model) = fitted(backend).await;
+    assert_eq!(model.version, 1);
+    assert!(model.active, "the first model is activated");
+    let bg = model.bg_nbd.expect("bg/nbd");
+    assert!(bg.converged);
+    assert!(bg.r > 0.0 && bg.alpha > 0.0 && bg.a > 0.0 && bg.b > 0.0);
+    assert_eq!(model.customers, 150);
+    assert!(model.gamma_gamma.is_some());
+
+    let v = value(&app, "c000").await.expect("value");
+    assert_eq!(v.status, pb::ScoreStatus::Scored as i32);
+    assert_eq!(v.model_version, 1);
+    let clv = v.clv.expect("clv");
+    let p = clv.probability_alive.expect("p alive");
+    assert!((0.0..=1.0).contains(&p), "{p}");
+    assert!(clv.expected_purchases.expect("expected purchases") >= 0.0);
+    assert!(clv.predicted_clv.expect("clv").minor_units >= 0);
+    let rfm = v.rfm.expect("rfm");
+    for s in [rfm.recency_score, rfm.frequency_score, rfm.monetary_score] {
+        assert!((1..=5).contains(&s), "{s}");
+    }
+    assert_ne!(rfm.segment, pb::RfmSegment::Unspecified as i32);
+    let tier = v.tier.expect("tier");
+    assert!(["platinum", "gold", "silver", "bronze"].contains(&tier.name.as_str()));
+    assert!(
+        v.drivers.len() >= 2 && v.drivers.len() <= 5,
+        "{:?}",
+        v.drivers
+    );
+    let perceived = v.perceived_value.expect("perceived");
+    assert!(perceived.value_index.is_some(), "c000 answered a survey");
+
+    // The shares of the default policy hold over the population (2 / 8 / 20 / 70 %).
+    let mut tiers = std::collections::HashMap::new();
+    let mut stream = scoring(&app)
+        .stream_customer_values(pb::StreamCustomerValuesRequest {
+            filter: None,
+            chunk_size: 40,
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut streamed = 0;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        assert!(chunk.values.len() <= 40);
+        for v in chunk.values {
+            streamed += 1;
+            *tiers
+                .entry(v.tier.map(|t| t.name).unwrap_or_default())
+                .or_insert(0) += 1;
+        }
+    }
+    assert_eq!(streamed, 150);
+    let platinum = tiers.get("platinum").copied().unwrap_or(0);
+    assert!((1..=6).contains(&platinum), "{tiers:?}");
+    assert!(tiers.get("bronze").copied().unwrap_or(0) >= 90, "{tiers:?}");
+}
+
+async fn reads_follow_writes_and_customers_without_purchases(backend: Backend) {
+    let (app, _) = fitted(backend).await;
+    let before = value(&app, "c001")
+        .await
+        .expect("value")
+        .clv
+        .expect("clv")
+        .historical_revenue
+        .expect("rev");
+    app.record(vec![purchase("c001", "late", ago(0), "late-order", 12_345)])
+        .await
+        .expect("record");
+    let after = value(&app, "c001").await.expect("value");
+    assert_eq!(
+        after
+            .clv
+            .expect("clv")
+            .historical_revenue
+            .expect("rev")
+            .minor_units,
+        before.minor_units + 12_345
+    );
+    assert_eq!(after.rfm.expect("rfm").days_since_last_purchase, 0);
+
+    app.record(vec![survey(
+        "browser",
+        "s1",
+        ago(3),
+        cpb::Survey {
+            csat: Some(4),
+            nps: Some(9),
+            ..Default::default()
+        },
+    )])
+    .await
+    .expect("record");
+    let v = value(&app, "browser").await.expect("value");
+    assert_eq!(v.status, pb::ScoreStatus::NoPurchases as i32);
+    assert!(v.clv.expect("clv").predicted_clv.is_none());
+    let perceived = v.perceived_value.expect("perceived");
+    assert_eq!(perceived.nps_category, pb::NpsCategory::Promoter as i32);
+    assert_eq!(perceived.last_nps, Some(9));
+    // Erasure removes the customer from scoring too.
+    app.customers
+        .clone()
+        .delete_customer(cpb::DeleteCustomerRequest {
+            customer_id: "browser".into(),
+        })
+        .await
+        .expect("delete");
+    assert_status(
+        &value(&app, "browser").await.expect_err("erased"),
+        Code::NotFound,
+        "CUSTOMER_NOT_FOUND",
+        None,
+    );
+}
+
+async fn as_of_rewinds_from_history(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.record(vec![
+        purchase("hist", "p1", ago(30), "o1", 1_000),
+        purchase("hist", "p2", ago(2), "o2", 5_000),
+    ])
+    .await
+    .expect("record");
+    let then = scoring(&app)
+        .get_customer_value(pb::GetCustomerValueRequest {
+            customer_id: "hist".into(),
+            as_of: Some(ago(10)),
+        })
+        .await
+        .expect("as of")
+        .into_inner()
+        .value
+        .expect("value");
+    assert_eq!(then.clv.expect("clv").historical_revenue, Some(usd(1_000)));
+    assert_eq!(then.as_of, Some(ago(10)));
+    let err = scoring(&app)
+        .get_customer_value(pb::GetCustomerValueRequest {
+            customer_id: "hist".into(),
+            as_of: Some(ago(31)),
+        })
+        .await
+        .expect_err("before the first event");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "AS_OF_BEFORE_FIRST_EVENT",
+        Some("as_of"),
+    );
+    let err = scoring(&app)
+        .get_customer_value(pb::GetCustomerValueRequest {
+            customer_id: "hist".into(),
+            as_of: Some(prost_types::Timestamp {
+                seconds: now_secs() + 86_400,
+                nanos: 0,
+            }),
+        })
+        .await
+        .expect_err("future");
+    assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some("as_of"));
+}
+
+async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
+    let (app, _) = fitted(backend).await;
+    let mut client = scoring(&app);
+    let out = client
+        .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
+            customer_ids: vec!["c002".into(), "nobody".into(), "c003".into()],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    let ids: Vec<&str> = out.values.iter().map(|v| v.customer_id.as_str()).collect();
+    assert_eq!(ids, vec!["c002", "c003"]);
+    assert_eq!(out.missing_customer_ids, vec!["nobody".to_owned()]);
+    let err = client
+        .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
+            customer_ids: (0..1_001).map(|i| format!("x{i}")).collect(),
+        })
+        .await
+        .expect_err("too many");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "BATCH_TOO_LARGE",
+        Some("customer_ids"),
+    );
+    let err = client
+        .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
+            customer_ids: vec![],
+        })
+        .await
+        .expect_err("empty");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "EMPTY_BATCH",
+        Some("customer_ids"),
+    );
+    let err = client
+        .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
+            customer_ids: vec!["ok".into(), String::new()],
+        })
+        .await
+        .expect_err("empty id");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("customer_ids[1]"),
+    );
+    for id in [String::new(), "z".repeat(129)] {
+        let err = value(&app, &id).await.expect_err("bad id");
+        assert_status(
+            &err,
+            Code::InvalidArgument,
+            "INVALID_FIELD",
+            Some("customer_id"),
+        );
+    }
+    assert_status(
+        &value(&app, "nobody").await.expect_err("unknown"),
+        Code::NotFound,
+        "CUSTOMER_NOT_FOUND",
+        None,
+    );
+}
+
+async fn stream_filters_and_bad_filters(backend: Backend) {
+    let (app, _) = fitted(backend).await;
+    let mut client = scoring(&app);
+    let collect = |filter: pb::CustomerValueFilter| {
+        let mut client = client.clone();
+        async move {
+            let mut stream = client
+                .stream_customer_values(pb::StreamCustomerValuesRequest {
+                    filter: Some(filter),
+                    chunk_size: 0,
+                })
+                .await?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                out.extend(chunk.values);
+            }
+            Ok::<_, tonic::Status>(out)
+        }
+    };
+    let gold = collect(pb::CustomerValueFilter {
+        tiers: vec!["gold".into(), "platinum".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    assert!(!gold.is_empty());
+    assert!(
+        gold.iter()
+            .all(|v| v.tier.as_ref().is_some_and(|t| t.rank <= 2))
+    );
+    let rich = collect(pb::CustomerValueFilter {
+        min_predicted_clv: Some(usd(1)),
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    assert!(rich.iter().all(|v| {
+        v.clv
+            .as_ref()
+            .and_then(|c| c.predicted_clv.as_ref())
+            .is_some_and(|m| m.minor_units >= 1)
+    }));
+    let ids: Vec<&str> = rich.iter().map(|v| v.customer_id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "streamed in customer id order");
+
+    let bad = [
+        (
+            pb::CustomerValueFilter {
+                tiers: vec!["diamond".into()],
+                ..Default::default()
+            },
+            "filter.tiers[0]",
+        ),
+        (
+            pb::CustomerValueFilter {
+                segments: vec![99],
+                ..Default::default()
+            },
+            "filter.segments[0]",
+        ),
+        (
+            pb::CustomerValueFilter {
+                quadrants: vec![0],
+                ..Default::default()
+            },
+            "filter.quadrants[0]",
+        ),
+        (
+            pb::CustomerValueFilter {
+                min_predicted_clv: Some(patron_proto::common::v1::Money {
+                    currency_code: "EUR".into(),
+                    minor_units: 1,
+                }),
+                ..Default::default()
+            },
+            "filter.min_predicted_clv.currency_code",
+        ),
+        (
+            pb::CustomerValueFilter {
+                min_predicted_clv: Some(usd(-1)),
+                ..Default::default()
+            },
+            "filter.min_predicted_clv.minor_units",
+        ),
+    ];
+    for (filter, field) in bad {
+        let err = collect(filter).await.expect_err(field);
+        assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some(field));
+    }
+    let err = client
+        .stream_customer_values(pb::StreamCustomerValuesRequest {
+            filter: None,
+            chunk_size: -1,
+        })
+        .await
+        .expect_err("negative chunk");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("chunk_size"),
+    );
+}
+
+async fn models_are_versioned_listed_and_activated(backend: Backend) {
+    let (app, first) = fitted(backend).await;
+    let mut client = scoring(&app);
+    let second = client
+        .fit_value_model(pb::FitValueModelRequest {
+            time_unit: pb::TimeUnit::Week.into(),
+            horizon_months: 6,
+            ..Default::default()
+        })
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    assert_eq!(second.version, 2);
+    assert!(!second.active, "not activated unless asked");
+    assert_eq!(second.time_unit, pb::TimeUnit::Week as i32);
+    let active = client
+        .get_value_model(pb::GetValueModelRequest { version: 0 })
+        .await
+        .expect("get")
+        .into_inner()
+        .model
+        .expect("m");
+    assert_eq!(active.version, first.version);
+    let page = client
+        .list_value_models(pb::ListValueModelsRequest {
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        page.models.iter().map(|m| m.version).collect::<Vec<_>>(),
+        vec![2]
+    );
+    let page = client
+        .list_value_models(pb::ListValueModelsRequest {
+            page_size: 1,
+            page_token: page.next_page_token,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        page.models.iter().map(|m| m.version).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(page.next_page_token.is_empty());
+
+    let activated = client
+        .activate_value_model(pb::ActivateValueModelRequest { version: 2 })
+        .await
+        .expect("activate")
+        .into_inner();
+    assert!(activated.model.expect("model").active);
+    let v = value(&app, "c004").await.expect("value");
+    assert_eq!(v.model_version, 2);
+    assert_eq!(v.clv.expect("clv").horizon_months, 6);
+
+    let err = client
+        .activate_value_model(pb::ActivateValueModelRequest { version: 99 })
+        .await
+        .expect_err("unknown");
+    assert_status(&err, Code::NotFound, "MODEL_NOT_FOUND", None);
+    let err = client
+        .activate_value_model(pb::ActivateValueModelRequest { version: 0 })
+        .await
+        .expect_err("zero");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("version"),
+    );
+    let err = client
+        .get_value_model(pb::GetValueModelRequest { version: -1 })
+        .await
+        .expect_err("negative");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("version"),
+    );
+    let err = client
+        .list_value_models(pb::ListValueModelsRequest {
+            page_size: 5,
+            page_token: "junk".into(),
+        })
+        .await
+        .expect_err("token");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
+        Some("page_token"),
+    );
+}
+
+async fn bad_fit_requests_change_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = scoring(&app);
+    app.record(population(5)).await.expect("record");
+    let err = client
+        .fit_value_model(pb::FitValueModelRequest::default())
+        .await
+        .expect_err("too few");
+    assert_status(&err, Code::FailedPrecondition, "NOT_ENOUGH_DATA", None);
+    app.record(population(60)).await.expect("record");
+    let bad = [
+        (
+            pb::FitValueModelRequest {
+                horizon_months: 500,
+                ..Default::default()
+            },
+            "horizon_months",
+        ),
+        (
+            pb::FitValueModelRequest {
+                horizon_months: -1,
+                ..Default::default()
+            },
+            "horizon_months",
+        ),
+        (
+            pb::FitValueModelRequest {
+                monthly_discount_rate: Some(1.5),
+                ..Default::default()
+            },
+            "monthly_discount_rate",
+        ),
+        (
+            pb::FitValueModelRequest {
+                monthly_discount_rate: Some(f64::NAN),
+                ..Default::default()
+            },
+            "monthly_discount_rate",
+        ),
+        (
+            pb::FitValueModelRequest {
+                time_unit: 9,
+                ..Default::default()
+            },
+            "time_unit",
+        ),
+        (
+            pb::FitValueModelRequest {
+                calibration_end: Some(prost_types::Timestamp {
+                    seconds: now_secs() + 86_400,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            "calibration_end",
+        ),
+    ];
+    for (request, field) in bad {
+        let err = client.fit_value_model(request).await.expect_err(field);
+        assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some(field));
+    }
+    let err = client
+        .fit_value_model(pb::FitValueModelRequest {
+            calibration_end: Some(ago(100)),
+            ..Default::default()
+        })
+        .await
+        .expect_err("before the latest purchase");
+    assert_status(
+        &err,
+        Code::FailedPrecondition,
+        "CALIBRATION_BEFORE_LATEST_PURCHASE",
+        None,
+    );
+    let models = client
+        .list_value_models(pb::ListValueModelsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(models.models.is_empty(), "no bad request stored a model");
+}
+
+async fn tier_policies_update_with_revisions(backend: Backend) {
+    let (app, _) = fitted(backend).await;
+    let mut client = scoring(&app);
+    let default = client
+        .get_tier_policy(pb::GetTierPolicyRequest {})
+        .await
+        .expect("get")
+        .into_inner()
+        .policy
+        .expect("policy");
+    assert_eq!(default.revision, 0);
+    assert_eq!(
+        default
+            .tiers
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["platinum", "gold", "silver", "bronze"]
+    );
+
+    let absolute = pb::TierPolicy {
+        metric: pb::TierMetric::HistoricalRevenue.into(),
+        mode: pb::TierMode::Absolute.into(),
+        tiers: vec![
+            pb::TierDefinition {
+                name: "vip".into(),
+                min_value: Some(50_000),
+                share_percent: None,
+            },
+            pb::TierDefinition {
+                name: "regular".into(),
+                min_value: None,
+                share_percent: None,
+            },
+        ],
+        revision: 0,
+        update_time: None,
+    };
+    let stored = client
+        .update_tier_policy(pb::UpdateTierPolicyRequest {
+            policy: Some(absolute.clone()),
+            update_mask: None,
+        })
+        .await
+        .expect("update")
+        .into_inner()
+        .policy
+        .expect("policy");
+    assert_eq!(stored.revision, 1);
+    assert!(stored.update_time.is_some());
+    // Every profile now follows the new policy.
+    let mut stream = client
+        .stream_customer_values(pb::StreamCustomerValuesRequest::default())
+        .await
+        .expect("stream")
+        .into_inner();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        for v in chunk.values {
+            let revenue = v
+                .clv
+                .as_ref()
+                .and_then(|c| c.historical_revenue.as_ref())
+                .map_or(0, |m| m.minor_units);
+            let tier = v.tier.expect("tier");
+            assert_eq!(
+                tier.name,
+                if revenue >= 50_000 { "vip" } else { "regular" },
+                "{revenue}"
+            );
+        }
+    }
+    // A change based on a stale revision is refused.
+    let stale = pb::TierPolicy {
+        revision: 7,
+        ..absolute.clone()
+    };
+    let err = client
+        .update_tier_policy(pb::UpdateTierPolicyRequest {
+            policy: Some(stale),
+            update_mask: None,
+        })
+        .await
+        .expect_err("stale");
+    assert_status(&err, Code::FailedPrecondition, "REVISION_MISMATCH", None);
+    let bad = [
+        (
+            pb::TierPolicy {
+                tiers: vec![],
+                ..absolute.clone()
+            },
+            None,
+            "policy.tiers",
+        ),
+        (
+            pb::TierPolicy {
+                tiers: vec![
+                    pb::TierDefinition {
+                        name: "a".into(),
+                        min_value: Some(10),
+                        share_percent: None,
+                    },
+                    pb::TierDefinition {
+                        name: "b".into(),
+                        min_value: Some(20),
+                        share_percent: None,
+                    },
+                    pb::TierDefinition {
+                        name: "c".into(),
+                        min_value: None,
+                        share_percent: None,
+                    },
+                ],
+                ..absolute.clone()
+            },
+            None,
+            "policy.tiers[1].min_value",
+        ),
+        (
+            pb::TierPolicy {
+                metric: 42,
+                ..absolute.clone()
+            },
+            None,
+            "policy.metric",
+        ),
+        (
+            absolute.clone(),
+            Some(vec!["colour".to_owned()]),
+            "update_mask.paths[0]",
+        ),
+    ];
+    for (policy, paths, field) in bad {
+        let err = client
+            .update_tier_policy(pb::UpdateTierPolicyRequest {
+                policy: Some(policy),
+                update_mask: paths.map(|paths| prost_types::FieldMask { paths }),
+            })
+            .await
+            .expect_err(field);
+        assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some(field));
+    }
+    let err = client
+        .update_tier_policy(pb::UpdateTierPolicyRequest {
+            policy: None,
+            update_mask: None,
+        })
+        .await
+        .expect_err("missing");
+    assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some("policy"));
+    let after = client
+        .get_tier_policy(pb::GetTierPolicyRequest {})
+        .await
+        .expect("get")
+        .into_inner()
+        .policy
+        .expect("policy");
+    assert_eq!(after.revision, 1, "no bad update changed the policy");
+}
+
+async fn what_if_profiles(backend: Backend) {
+    let (app, _) = fitted(backend).await;
+    let mut client = scoring(&app);
+    let good = pb::ScoreProfileRequest {
+        frequency: 6,
+        recency_days: 200,
+        age_days: 210,
+        monetary_mean: Some(usd(5_000)),
+        historical_revenue: Some(usd(36_000)),
+        survey: Some(pb::SurveyAnswers {
+            economic_benefit: Some(5),
+            price_cost: Some(2),
+            nps: Some(10),
+            ..Default::default()
+        }),
+    };
+    let v = client
+        .score_profile(good.clone())
+        .await
+        .expect("score")
+        .into_inner()
+        .value
+        .expect("value");
+    assert_eq!(v.status, pb::ScoreStatus::Scored as i32);
+    assert!(v.clv.expect("clv").predicted_clv.is_some());
+    assert_eq!(
+        v.perceived_value.expect("pv").nps_category,
+        pb::NpsCategory::Promoter as i32
+    );
+    let lapsed = client
+        .score_profile(pb::ScoreProfileRequest {
+            recency_days: 10,
+            ..good.clone()
+        })
+        .await
+        .expect("score")
+        .into_inner()
+        .value
+        .expect("value");
+    let (p_recent, p_lapsed) = (
+        v_alive(
+            &client
+                .score_profile(good.clone())
+                .await
+                .expect("s")
+                .into_inner()
+                .value
+                .expect("v"),
+        ),
+        v_alive(&lapsed),
+    );
+    assert!(
+        p_recent > p_lapsed,
+        "a customer who stopped buying long ago is less likely alive"
+    );
+    let bad = [
+        (
+            pb::ScoreProfileRequest {
+                age_days: 100,
+                ..good.clone()
+            },
+            "age_days",
+        ),
+        (
+            pb::ScoreProfileRequest {
+                frequency: -1,
+                ..good.clone()
+            },
+            "frequency",
+        ),
+        (
+            pb::ScoreProfileRequest {
+                monetary_mean: Some(usd(-5)),
+                ..good.clone()
+            },
+            "monetary_mean.minor_units",
+        ),
+        (
+            pb::ScoreProfileRequest {
+                survey: Some(pb::SurveyAnswers {
+                    csat: Some(6),
+                    ..Default::default()
+                }),
+                ..good.clone()
+            },
+            "survey.csat",
+        ),
+        (
+            pb::ScoreProfileRequest {
+                survey: Some(pb::SurveyAnswers {
+                    nps: Some(11),
+                    ..Default::default()
+                }),
+                ..good.clone()
+            },
+            "survey.nps",
+        ),
+    ];
+    for (request, field) in bad {
+        let err = client.score_profile(request).await.expect_err(field);
+        assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some(field));
+    }
+}
+
+fn v_alive(v: &pb::CustomerValue) -> f64 {
+    v.clv
+        .as_ref()
+        .and_then(|c| c.probability_alive)
+        .expect("p alive")
+}
+
+crate::both_backends!(
+    without_a_model_profiles_say_so,
+    fitted_models_score_every_customer,
+    reads_follow_writes_and_customers_without_purchases,
+    as_of_rewinds_from_history,
+    batches_list_missing_ids_and_refuse_bad_ones,
+    stream_filters_and_bad_filters,
+    models_are_versioned_listed_and_activated,
+    bad_fit_requests_change_nothing,
+    tier_policies_update_with_revisions,
+    what_if_profiles,
+);
