@@ -18,7 +18,9 @@ async fn main() {
     }
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
     let cols: Vec<String> = patron_store::columns::all().map(|c| format!("s.{c}")).collect();
-    for (label, select) in [("1 col", "c.customer_id".to_string()), ("all cols", format!("c.customer_id, c.signed_up_at, c.create_time, c.birth_date, {}", cols.join(", ")))] {
+    let packed: Vec<String> = patron_store::columns::all().map(|c| format!("IFNULL(s.{c}, '')")).collect();
+    let packed = packed.join(" || ',' || ");
+    for (label, select) in [("1 col", "c.customer_id".to_string()), ("packed", format!("c.customer_id, c.signed_up_at, c.create_time, c.birth_date, {packed}")), ("json", format!("c.customer_id, c.signed_up_at, c.create_time, c.birth_date, json_array({})", cols.join(", "))), ("all cols", format!("c.customer_id, c.signed_up_at, c.create_time, c.birth_date, {}", cols.join(", ")))] {
         let sql = format!("SELECT {select} FROM customers c LEFT JOIN customer_summaries s ON s.customer_id = c.customer_id WHERE c.customer_id > ? ORDER BY c.customer_id LIMIT 10000");
         let t = Instant::now();
         let mut after = String::new();
@@ -27,6 +29,13 @@ async fn main() {
             let rows = sqlx::query(&sql).bind(&after).fetch_all(&pool).await.unwrap();
             if rows.is_empty() { break; }
             total += rows.len();
+            if label != "1 col" && label != "all cols" {
+                for r in &rows {
+                    let t: &str = r.get(4);
+                    let v: Vec<Option<i64>> = t.trim_matches(|c| c == '[' || c == ']').split(',').map(|x| x.parse().ok()).collect();
+                    assert_eq!(v.len(), 47);
+                }
+            }
             after = rows.last().unwrap().get::<String, _>(0);
         }
         println!("raw {label} {total}: {:?}", t.elapsed());
