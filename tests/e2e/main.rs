@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod customers;
+mod demo;
 mod durability;
 mod events;
 mod import;

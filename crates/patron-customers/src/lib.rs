@@ -140,7 +140,7 @@ struct StreamTotals {
 
 #[tonic::async_trait]
 impl CustomerService for CustomerApi {
-    #[tracing::instrument(skip_all, fields(count = request.get_ref().customers.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().customers.len()))]
     async fn upsert_customers(
         &self,
         request: Request<pb::UpsertCustomersRequest>,
@@ -183,7 +183,7 @@ impl CustomerService for CustomerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
     async fn get_customer(
         &self,
         request: Request<pb::GetCustomerRequest>,
@@ -196,7 +196,7 @@ impl CustomerService for CustomerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_customers(
         &self,
         request: Request<pb::ListCustomersRequest>,
@@ -238,7 +238,7 @@ impl CustomerService for CustomerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
     async fn delete_customer(
         &self,
         request: Request<pb::DeleteCustomerRequest>,
@@ -261,7 +261,7 @@ impl CustomerService for CustomerApi {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(count = request.get_ref().events.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().events.len()))]
     async fn record_events(
         &self,
         request: Request<pb::RecordEventsRequest>,
@@ -294,7 +294,7 @@ impl CustomerService for CustomerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn stream_events(
         &self,
         request: Request<Streaming<pb::StreamEventsRequest>>,
@@ -400,7 +400,7 @@ impl CustomerService for CustomerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
     async fn list_customer_events(
         &self,
         request: Request<pb::ListCustomerEventsRequest>,

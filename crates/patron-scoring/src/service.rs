@@ -393,7 +393,7 @@ fn check_rating(
 
 #[tonic::async_trait]
 impl ScoringService for ScoringApi {
-    #[tracing::instrument(skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
     async fn get_customer_value(
         &self,
         request: Request<pb::GetCustomerValueRequest>,
@@ -448,7 +448,7 @@ impl ScoringService for ScoringApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(count = request.get_ref().customer_ids.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().customer_ids.len()))]
     async fn batch_get_customer_values(
         &self,
         request: Request<pb::BatchGetCustomerValuesRequest>,
@@ -501,7 +501,7 @@ impl ScoringService for ScoringApi {
     type StreamCustomerValuesStream =
         tokio_stream::wrappers::ReceiverStream<Result<pb::StreamCustomerValuesResponse, Status>>;
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn stream_customer_values(
         &self,
         request: Request<pb::StreamCustomerValuesRequest>,
@@ -560,7 +560,7 @@ impl ScoringService for ScoringApi {
         )))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn fit_value_model(
         &self,
         request: Request<pb::FitValueModelRequest>,

@@ -157,6 +157,11 @@ impl Application {
         Arc::clone(&self.store)
     }
 
+    /// The scoring engine: the in-memory index, the active model, model fitting.
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
+    }
+
     /// Serves until `shutdown` completes, then reports NOT_SERVING, waits the configured grace
     /// period, stops accepting calls and lets in-flight calls finish.
     pub async fn run_until_stopped(

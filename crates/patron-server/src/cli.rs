@@ -1,11 +1,11 @@
-//! The command line: `patron serve`, `patron migrate`, `patron import`.
+//! The command line: `patron serve`, `patron migrate`, `patron import`, `patron demo`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
-use crate::{app, import, telemetry};
+use crate::{app, demo, import, telemetry};
 
 /// Patron: customer value over gRPC.
 ///
@@ -60,6 +60,19 @@ pub enum Command {
     Migrate,
     /// Load customers and transactions from CSV files into the database, then exit.
     Import(ImportArgs),
+    /// Generate a realistic demo data set, fit the value models and serve it.
+    ///
+    /// Simulates N customers (--customers) over the last two years: profiles, purchases (a BG/NBD
+    /// purchase process with Gamma-Gamma order values), refunds, engagement, surveys, support
+    /// contacts and custom events, the same for the same --seed. Loads them, fits a value model,
+    /// prints example `buf curl` calls with real customer ids and serves gRPC until SIGINT or
+    /// SIGTERM.
+    ///
+    /// The data goes to sqlite://patron-demo.db in the working directory (not the patron.db of
+    /// `serve`) unless --database, PATRON_DATABASE_URL or the config file names another. A
+    /// database that already holds customers is never changed by generation: the demo says so
+    /// and serves what is there. Delete patron-demo.db to start afresh.
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +124,26 @@ pub struct ImportArgs {
     pub batch_size: u32,
 }
 
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Customers to generate, 1 to 1000000 (about 12 events each).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = demo::DEFAULT_CUSTOMERS,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub customers: u32,
+
+    /// Seed of the generator: the same seed gives the same data set.
+    #[arg(long, value_name = "S", default_value_t = demo::DEFAULT_SEED)]
+    pub seed: u64,
+
+    /// Address to listen on. [default: 127.0.0.1:50051]
+    #[arg(long, env = "PATRON_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
 /// Resolves settings from the command line, environment and config file.
 pub fn settings(cli: &Cli) -> Result<Settings, String> {
     let file = match &cli.config {
@@ -131,6 +164,12 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         o.stream_batch_size = s.stream_batch_size;
         o.shutdown_grace_secs = s.shutdown_grace_secs;
         o.drain_timeout_secs = s.drain_timeout_secs;
+    }
+    if let Command::Demo(d) = &cli.command {
+        o.listen = d.listen.clone();
+        if o.database_url.is_none() && file.database_url.is_none() {
+            o.database_url = Some(demo::DEMO_DATABASE_URL.into());
+        }
     }
     config::resolve(file, o)
 }
@@ -184,5 +223,6 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             println!("took {:.1} s", started.elapsed().as_secs_f64());
             Ok(())
         }
+        Command::Demo(args) => demo::run(settings, args.customers as usize, args.seed).await,
     }
 }
