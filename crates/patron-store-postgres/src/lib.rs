@@ -154,9 +154,12 @@ fn record_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
 }
 
 /// The columns [`summary_row_from_row`] reads; `c` is the customer row, `s` its summary.
+///
+/// The summary travels as one `BIGINT[]` in [`columns::all`] order: for bulk reads of a million
+/// rows, one array per row is about a quarter cheaper to send and decode than 39 fields.
 fn summary_row_select() -> String {
     format!(
-        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, {}",
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, ARRAY[{}]",
         summary_select()
     )
 }
@@ -166,9 +169,13 @@ fn summary_row_from_row(row: &PgRow) -> StoreResult<SummaryRow> {
     let customer_id: String = row.try_get(0).map_err(db_err)?;
     let customer_id = CustomerId::parse(customer_id)
         .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let mut values = [None; columns::COUNT];
-    for (i, v) in values.iter_mut().enumerate() {
-        *v = get_i64(4 + i)?;
+    let values: Vec<Option<i64>> = row.try_get(4).map_err(db_err)?;
+    if values.len() != columns::COUNT {
+        return Err(StoreError::Internal(format!(
+            "stored summary of {customer_id}: {} values, not {}",
+            values.len(),
+            columns::COUNT
+        )));
     }
     Ok(SummaryRow {
         customer_id,
@@ -451,11 +458,13 @@ impl Store for PgStore {
         after: Option<&CustomerId>,
         limit: usize,
     ) -> StoreResult<Vec<CustomerRecord>> {
-        // customer_id is COLLATE "C": bytewise order, as in SQLite.
+        // customer_id is COLLATE "C": bytewise order, as in SQLite. The bound is repeated for
+        // the summaries: the planner does not carry it to the nullable side of a LEFT JOIN, and
+        // without it a merge join reads every summary before the page (quadratic when paging).
         let sql = format!(
             "SELECT {CUSTOMER_COLUMNS}, {} FROM customers c LEFT JOIN customer_summaries s \
-             ON s.customer_id = c.customer_id WHERE c.customer_id > $1 \
-             ORDER BY c.customer_id LIMIT $2",
+             ON s.customer_id = c.customer_id AND s.customer_id > $1 \
+             WHERE c.customer_id > $1 ORDER BY c.customer_id LIMIT $2",
             summary_select()
         );
         let rows = sqlx::query(&sql)
@@ -661,11 +670,12 @@ impl Store for PgStore {
         after: Option<&CustomerId>,
         limit: usize,
     ) -> StoreResult<Vec<SummaryRow>> {
-        // customer_id is COLLATE "C": bytewise order, as in SQLite.
+        // customer_id is COLLATE "C": bytewise order, as in SQLite. The bound is repeated for
+        // the summaries, as in `list_customers`: each page then reads only its own rows.
         let sql = format!(
             "SELECT {} FROM customers c LEFT JOIN customer_summaries s \
-             ON s.customer_id = c.customer_id WHERE c.customer_id > $1 \
-             ORDER BY c.customer_id LIMIT $2",
+             ON s.customer_id = c.customer_id AND s.customer_id > $1 \
+             WHERE c.customer_id > $1 ORDER BY c.customer_id LIMIT $2",
             summary_row_select()
         );
         let rows = sqlx::query(&sql)
