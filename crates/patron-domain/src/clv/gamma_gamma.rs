@@ -32,7 +32,8 @@
 //! ∂/∂v = q / v - (p x + q) / (x m + v)
 //! ```
 
-use super::bgnbd::{block_sums, invert_spd};
+use super::bgnbd::block_sums;
+use super::optim::log_scale_standard_errors;
 use super::optim::{BfgsOptions, Termination, minimize_bfgs};
 use super::special::{digamma_pos, lgamma_pos};
 use super::{ClvError, CustomerRfm, TimeUnit};
@@ -322,25 +323,7 @@ impl GammaGammaData {
     }
 
     fn standard_errors(&self, theta: [f64; 3], threads: usize) -> Option<[f64; 3]> {
-        let h = 1e-4;
-        let mut hess = [[0.0; 3]; 3];
-        for j in 0..3 {
-            let mut up = theta;
-            let mut down = theta;
-            up[j] += h;
-            down[j] -= h;
-            let gu = self.evaluate(up, true, threads).1;
-            let gd = self.evaluate(down, true, threads).1;
-            for i in 0..3 {
-                hess[i][j] = -(gu[i] - gd[i]) / (2.0 * h);
-            }
-        }
-        let inv = invert_spd(hess)?;
-        let mut se = [0.0; 3];
-        for i in 0..3 {
-            se[i] = theta[i].exp() * inv[i][i].sqrt();
-        }
-        se.iter().all(|v| v.is_finite()).then_some(se)
+        log_scale_standard_errors(theta, |t| self.evaluate(t, true, threads).1)
     }
 }
 

@@ -374,6 +374,87 @@ fn bfgs_update<const N: usize>(h: &mut [[f64; N]; N], s: &[f64; N], y: &[f64; N]
     }
 }
 
+/// Standard errors of parameters fitted on the log scale: the Hessian of the negative
+/// log-likelihood in log-parameters by central differences of its analytic `gradient` (of
+/// `Σ ln L`), inverted, and the delta method `se(pᵢ) = pᵢ √(H⁻¹)ᵢᵢ` (what `lifetimes` reports as
+/// `standard_errors_`). `None` when the Hessian is not positive definite.
+#[allow(clippy::needless_range_loop)] // index notation mirrors the formulas
+pub(crate) fn log_scale_standard_errors<const N: usize>(
+    theta: [f64; N],
+    gradient: impl Fn([f64; N]) -> [f64; N],
+) -> Option<[f64; N]> {
+    let h = 1e-4;
+    let mut hess = [[0.0; N]; N];
+    for j in 0..N {
+        let mut up = theta;
+        let mut down = theta;
+        up[j] += h;
+        down[j] -= h;
+        let gu = gradient(up);
+        let gd = gradient(down);
+        for i in 0..N {
+            hess[i][j] = -(gu[i] - gd[i]) / (2.0 * h);
+        }
+    }
+    let inv = invert_spd(hess)?;
+    let mut se = [0.0; N];
+    for i in 0..N {
+        se[i] = theta[i].exp() * inv[i][i].sqrt();
+    }
+    se.iter().all(|v| v.is_finite()).then_some(se)
+}
+
+/// Inverse of a symmetric positive definite matrix (symmetrised first) by Cholesky.
+#[allow(clippy::needless_range_loop)] // index notation mirrors the textbook algorithm
+pub(crate) fn invert_spd<const N: usize>(m: [[f64; N]; N]) -> Option<[[f64; N]; N]> {
+    let mut a = m;
+    for i in 0..N {
+        for j in 0..i {
+            let v = 0.5 * (a[i][j] + a[j][i]);
+            a[i][j] = v;
+            a[j][i] = v;
+        }
+    }
+    // Cholesky: a = L Lᵀ
+    let mut l = [[0.0; N]; N];
+    for i in 0..N {
+        for j in 0..=i {
+            let mut s = a[i][j];
+            for k in 0..j {
+                s -= l[i][k] * l[j][k];
+            }
+            if i == j {
+                if s.is_nan() || s <= 0.0 {
+                    return None;
+                }
+                l[i][i] = s.sqrt();
+            } else {
+                l[i][j] = s / l[j][j];
+            }
+        }
+    }
+    // Solve L Lᵀ X = I column by column.
+    let mut inv = [[0.0; N]; N];
+    for col in 0..N {
+        let mut y = [0.0; N];
+        for i in 0..N {
+            let mut s = if i == col { 1.0 } else { 0.0 };
+            for k in 0..i {
+                s -= l[i][k] * y[k];
+            }
+            y[i] = s / l[i][i];
+        }
+        for i in (0..N).rev() {
+            let mut s = y[i];
+            for k in i + 1..N {
+                s -= l[k][i] * inv[k][col];
+            }
+            inv[i][col] = s / l[i][i];
+        }
+    }
+    inv.iter().flatten().all(|v| v.is_finite()).then_some(inv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
