@@ -345,25 +345,6 @@ fn aggregated_and_raw_likelihoods_agree() {
     assert!(rel(agg, l["bgnbd_log_likelihood"]) < 1e-12);
 }
 
-/// Timing print for the report (`cargo test --release -p patron-domain --test cdnow -- --ignored
-/// --nocapture`); no assertion on time.
-#[test]
-#[ignore = "timing print only"]
-fn timing_cdnow_fits() {
-    let customers = cdnow();
-    let start = std::time::Instant::now();
-    let bg = fit_bg_nbd(&customers, &BgNbdFitOptions::default()).expect("fit");
-    let bg_time = start.elapsed();
-    let start = std::time::Instant::now();
-    let gg = fit_gamma_gamma(&customers, &GammaGammaFitOptions::default()).expect("fit");
-    let gg_time = start.elapsed();
-    eprintln!(
-        "CDNOW BG/NBD fit: {bg_time:?} ({} iterations, {} evaluations, {} patterns, |g| {:e}); \
-         Gamma-Gamma fit: {gg_time:?} ({} iterations)",
-        bg.iterations, bg.evaluations, bg.patterns, bg.gradient_norm, gg.iterations
-    );
-}
-
 #[test]
 fn rfm_scores_and_segments_on_cdnow() {
     use patron_domain::clv::{RfmObservation, RfmSegment, rfm_scores};
