@@ -547,6 +547,19 @@ async fn models_are_versioned_listed_and_activated(backend: Backend) {
     );
     let err = client
         .list_value_models(pb::ListValueModelsRequest {
+            page_size: -1,
+            page_token: String::new(),
+        })
+        .await
+        .expect_err("negative page size");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_PAGE_SIZE",
+        Some("page_size"),
+    );
+    let err = client
+        .list_value_models(pb::ListValueModelsRequest {
             page_size: 5,
             page_token: "junk".into(),
         })
@@ -768,6 +781,14 @@ async fn tier_policies_update_with_revisions(backend: Backend) {
             "policy.metric",
         ),
         (
+            pb::TierPolicy {
+                mode: 9,
+                ..absolute.clone()
+            },
+            None,
+            "policy.mode",
+        ),
+        (
             absolute.clone(),
             Some(vec!["colour".to_owned()]),
             "update_mask.paths[0]",
@@ -870,6 +891,23 @@ async fn what_if_profiles(backend: Backend) {
                 ..good.clone()
             },
             "frequency",
+        ),
+        (
+            pb::ScoreProfileRequest {
+                recency_days: -1,
+                ..good.clone()
+            },
+            "recency_days",
+        ),
+        (
+            pb::ScoreProfileRequest {
+                historical_revenue: Some(patron_proto::common::v1::Money {
+                    currency_code: "EUR".into(),
+                    minor_units: 5,
+                }),
+                ..good.clone()
+            },
+            "historical_revenue.currency_code",
         ),
         (
             pb::ScoreProfileRequest {
