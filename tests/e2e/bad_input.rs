@@ -326,6 +326,21 @@ fn bad_events() -> Vec<(pb::Event, &'static str)> {
         })),
         "events[0].custom.properties[\"ratio\"]",
     ));
+    let too_many: std::collections::HashMap<String, common::AttributeValue> = (0..65)
+        .map(|i| {
+            (
+                format!("p{i}"),
+                attr(Some(common::attribute_value::Kind::IntValue(i))),
+            )
+        })
+        .collect();
+    cases.push((
+        with_kind(pb::event::Kind::Custom(pb::CustomEvent {
+            name: "ok".into(),
+            properties: too_many,
+        })),
+        "events[0].custom.properties",
+    ));
     cases
 }
 
@@ -357,7 +372,19 @@ fn bad_customers() -> Vec<(pb::Customer, &'static str)> {
             nanos: 0,
         }
     };
+    let too_many = pb::Customer {
+        attributes: (0..65)
+            .map(|i| {
+                (
+                    format!("a{i}"),
+                    attr(Some(common::attribute_value::Kind::BoolValue(true))),
+                )
+            })
+            .collect(),
+        ..good_customer("newbie")
+    };
     vec![
+        (too_many, "customers[0].attributes"),
         (good_customer(""), "customers[0].customer_id"),
         (good_customer(&"y".repeat(129)), "customers[0].customer_id"),
         (
