@@ -91,15 +91,6 @@ fn customers_of(events: &[Event]) -> Vec<CustomerId> {
     ids
 }
 
-fn parse_customer_id(s: &str) -> ApiResult<CustomerId> {
-    let mut v = Violations::new();
-    let id = convert::customer_id(s, "customer_id", &mut v);
-    match id {
-        Some(id) => Ok(id),
-        None => Err(ApiError::invalid(v)),
-    }
-}
-
 /// Checks a batch's size: at least one item, at most `max`.
 fn check_batch_len(len: usize, max: usize, field: &str) -> ApiResult<()> {
     if len == 0 {
@@ -189,7 +180,7 @@ impl CustomerService for CustomerApi {
         request: Request<pb::GetCustomerRequest>,
     ) -> Result<Response<pb::GetCustomerResponse>, Status> {
         let pb::GetCustomerRequest { customer_id } = request.into_inner();
-        let id = parse_customer_id(&customer_id)?;
+        let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
         let record = self.existing_customer(&id).await?;
         Ok(Response::new(pb::GetCustomerResponse {
             customer: Some(convert::record_to_proto(&record, self.settings.currency)),
@@ -244,7 +235,7 @@ impl CustomerService for CustomerApi {
         request: Request<pb::DeleteCustomerRequest>,
     ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
         let pb::DeleteCustomerRequest { customer_id } = request.into_inner();
-        let id = parse_customer_id(&customer_id)?;
+        let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
         let deleted = self
             .store
             .delete_customer(&id)

@@ -104,6 +104,12 @@ impl ApiError {
     }
 }
 
+/// Parses a customer id from the request field `field`; INVALID_ARGUMENT naming it otherwise.
+pub fn parse_customer_id(s: &str, field: &str) -> ApiResult<patron_domain::CustomerId> {
+    patron_domain::CustomerId::parse(s)
+        .map_err(|e| ApiError::invalid_field("INVALID_FIELD", field, e.to_string()))
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Store(e)

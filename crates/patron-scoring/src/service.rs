@@ -61,10 +61,6 @@ fn value_of(
     profile::to_proto(&subject, as_of, state, &scored, engine.currency())
 }
 
-fn parse_id(s: &str, field: &str) -> ApiResult<CustomerId> {
-    CustomerId::parse(s).map_err(|e| ApiError::invalid_field("INVALID_FIELD", field, e.to_string()))
-}
-
 fn unit_from_proto(u: i32) -> Result<TimeUnitKind, String> {
     match pb::TimeUnit::try_from(u) {
         Ok(pb::TimeUnit::Unspecified | pb::TimeUnit::Day) => Ok(TimeUnitKind::Days),
@@ -399,7 +395,7 @@ impl ScoringService for ScoringApi {
         request: Request<pb::GetCustomerValueRequest>,
     ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
         let pb::GetCustomerValueRequest { customer_id, as_of } = request.into_inner();
-        let id = parse_id(&customer_id, "customer_id")?;
+        let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
         let now = patron_grpc::time::now();
         let as_of = match as_of {
             None => now,
