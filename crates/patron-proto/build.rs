@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "patron/common/v1/common.proto",
         "patron/customers/v1/customers.proto",
         "patron/scoring/v1/scoring.proto",
+        "patron/segmentation/v1/segmentation.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;

@@ -14,3 +14,4 @@ mod events;
 mod import;
 mod platform;
 mod scoring;
+mod segmentation;

@@ -244,6 +244,9 @@ pub struct BatchAggregate {
     pub summaries: Vec<(CustomerId, SummaryDelta)>,
     /// One delta per order, in (customer id, order id) order.
     pub orders: Vec<(CustomerId, OrderId, OrderDelta)>,
+    /// Engagement events per customer, UTC day and activity name, in that key order: the
+    /// windowed counts segment rules read (`engagement.count(30)`).
+    pub engagement: Vec<(CustomerId, Day, String, i64)>,
 }
 
 impl BatchAggregate {
@@ -254,6 +257,8 @@ impl BatchAggregate {
         let mut order_pos: HashMap<(&CustomerId, &OrderId), usize> = HashMap::new();
         let mut summaries: Vec<(&CustomerId, SummaryDelta)> = Vec::new();
         let mut orders: Vec<(&CustomerId, &OrderId, OrderDelta)> = Vec::new();
+        let mut engagement: std::collections::BTreeMap<(&CustomerId, Day, &str), i64> =
+            std::collections::BTreeMap::new();
         for e in events {
             let pos = *customer_pos.entry(&e.customer_id).or_insert_with(|| {
                 summaries.push((&e.customer_id, SummaryDelta::default()));
@@ -269,6 +274,12 @@ impl BatchAggregate {
                     0,
                 ),
                 EventData::Refund(r) => (&r.order_id, None, 0, 0, r.amount),
+                EventData::Engagement(g) => {
+                    *engagement
+                        .entry((&e.customer_id, e.occurred_at.day(), g.activity.as_str()))
+                        .or_insert(0) += 1;
+                    continue;
+                }
                 _ => continue,
             };
             let pos = *order_pos
@@ -293,6 +304,10 @@ impl BatchAggregate {
         agg.orders = orders
             .into_iter()
             .map(|(c, o, d)| (c.clone(), o.clone(), d))
+            .collect();
+        agg.engagement = engagement
+            .into_iter()
+            .map(|((c, d, a), n)| (c.clone(), d, a.to_owned(), n))
             .collect();
         agg
     }

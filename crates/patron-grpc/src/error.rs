@@ -166,6 +166,18 @@ impl From<ApiError> for Status {
 }
 
 fn store_status(err: &StoreError) -> Status {
+    // Errors about the caller's own named records say which ones.
+    let named = match err {
+        StoreError::AlreadyExists(_) => Some((Code::AlreadyExists, "ALREADY_EXISTS")),
+        StoreError::SegmentCycle(_) => Some((Code::InvalidArgument, "SEGMENT_CYCLE")),
+        StoreError::MissingDependency(_) => Some((Code::FailedPrecondition, "SEGMENT_NOT_FOUND")),
+        StoreError::InUse(_) => Some((Code::FailedPrecondition, "SEGMENT_IN_USE")),
+        _ => None,
+    };
+    if let Some((code, reason)) = named {
+        tracing::info!(error = %err, "refused write");
+        return Status::with_error_details(code, err.to_string(), info(reason, HashMap::new()));
+    }
     let (code, reason, client_message) = match err {
         StoreError::Unavailable(_) => (
             Code::Unavailable,
@@ -187,7 +199,11 @@ fn store_status(err: &StoreError) -> Status {
             "TOTAL_OVERFLOW",
             "a stored total would overflow 64-bit integers; nothing was changed",
         ),
-        StoreError::Internal(_) => (
+        StoreError::Internal(_)
+        | StoreError::AlreadyExists(_)
+        | StoreError::SegmentCycle(_)
+        | StoreError::MissingDependency(_)
+        | StoreError::InUse(_) => (
             Code::Internal,
             "INTERNAL",
             "internal error; nothing was changed",

@@ -28,3 +28,9 @@ pub mod scoring {
         tonic::include_proto!("patron.scoring.v1");
     }
 }
+
+pub mod segmentation {
+    pub mod v1 {
+        tonic::include_proto!("patron.segmentation.v1");
+    }
+}

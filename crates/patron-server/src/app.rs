@@ -13,8 +13,12 @@ use patron_proto::customers::v1::customer_service_server::{
 use patron_proto::scoring::v1::scoring_service_server::{
     SERVICE_NAME as SCORING, ScoringServiceServer,
 };
+use patron_proto::segmentation::v1::segmentation_service_server::{
+    SERVICE_NAME as SEGMENTATION, SegmentationServiceServer,
+};
 use patron_scoring::engine::Engine;
 use patron_scoring::service::ScoringApi;
+use patron_segmentation::SegmentationApi;
 use patron_store::Store;
 use patron_store_postgres::PgStore;
 use patron_store_sqlite::SqliteStore;
@@ -29,7 +33,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::config::{Settings, redact_url};
 
 /// Services whose health is reported, besides the whole server ("").
-pub const SERVICES: [&str; 2] = [CUSTOMERS, SCORING];
+pub const SERVICES: [&str; 3] = [CUSTOMERS, SCORING, SEGMENTATION];
 
 /// Why the application could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +100,7 @@ pub struct Application {
     settings: Settings,
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
+    segmentation: SegmentationApi,
     health: HealthReporter,
     health_service: HealthServer<HealthService>,
 }
@@ -121,6 +126,13 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let store = open_store(settings.database_url.expose()).await?;
         let engine = Engine::load(Arc::clone(&store), settings.currency).await?;
+        let segmentation = SegmentationApi::load(
+            Arc::clone(&engine),
+            patron_segmentation::Settings {
+                refresh_interval: settings.segment_refresh,
+            },
+        )
+        .await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -142,6 +154,7 @@ impl Application {
             settings,
             store,
             engine,
+            segmentation,
             health,
             health_service,
         })
@@ -174,6 +187,7 @@ impl Application {
             settings,
             store,
             engine,
+            segmentation,
             health,
             health_service,
         } = self;
@@ -203,7 +217,10 @@ impl Application {
                 stream_batch_size: settings.stream_batch_size,
             },
         )
-        .with_observer(Arc::clone(&engine) as Arc<dyn patron_store::observer::ChangeObserver>);
+        // Order matters: the scoring index refreshes first, then segment watchers read it.
+        .with_observer(Arc::clone(&engine) as Arc<dyn patron_store::observer::ChangeObserver>)
+        .with_observer(Arc::new(segmentation.change_feed()));
+        let reload = segmentation.spawn_reload();
         let customers = CustomerServiceServer::new(customers)
             .max_decoding_message_size(settings.max_message_bytes)
             .max_encoding_message_size(settings.max_message_bytes);
@@ -219,6 +236,11 @@ impl Application {
             .add_service(customers)
             .add_service(
                 ScoringServiceServer::new(ScoringApi::new(engine))
+                    .max_decoding_message_size(settings.max_message_bytes)
+                    .max_encoding_message_size(settings.max_message_bytes),
+            )
+            .add_service(
+                SegmentationServiceServer::new(segmentation)
                     .max_decoding_message_size(settings.max_message_bytes)
                     .max_encoding_message_size(settings.max_message_bytes),
             );
@@ -253,6 +275,7 @@ impl Application {
             result = serve => result?,
             () = deadline => tracing::warn!(?drain_timeout, "drain timeout: closing calls still open"),
         }
+        reload.abort();
         tracing::info!("stopped");
         Ok(())
     }

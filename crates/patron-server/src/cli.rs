@@ -104,6 +104,13 @@ pub struct ServeArgs {
     /// [default: 30]
     #[arg(long, env = "PATRON_DRAIN_TIMEOUT_SECS", value_name = "SECS")]
     pub drain_timeout_secs: Option<u64>,
+
+    /// Seconds between reloads of segment definitions from the database (to pick up segments
+    /// written by another server) and between full re-checks by WatchSegment streams (to pick
+    /// up new models and tier policies; they also re-check when the UTC day changes).
+    /// [default: 60]
+    #[arg(long, env = "PATRON_SEGMENT_REFRESH_SECS", value_name = "SECS")]
+    pub segment_refresh_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +171,7 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         o.stream_batch_size = s.stream_batch_size;
         o.shutdown_grace_secs = s.shutdown_grace_secs;
         o.drain_timeout_secs = s.drain_timeout_secs;
+        o.segment_refresh_secs = s.segment_refresh_secs;
     }
     if let Command::Demo(d) = &cli.command {
         o.listen = d.listen.clone();

@@ -67,6 +67,7 @@ pub struct FileConfig {
     pub stream_batch_size: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
     pub drain_timeout_secs: Option<u64>,
+    pub segment_refresh_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -90,6 +91,8 @@ pub struct Settings {
     pub stream_batch_size: usize,
     pub shutdown_grace: Duration,
     pub drain_timeout: Duration,
+    /// Segment definition reloads and WatchSegment full re-checks.
+    pub segment_refresh: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -112,6 +115,7 @@ impl Settings {
             stream_batch_size: 20_000,
             shutdown_grace: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
+            segment_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -129,6 +133,7 @@ pub struct Overrides {
     pub stream_batch_size: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
     pub drain_timeout_secs: Option<u64>,
+    pub segment_refresh_secs: Option<u64>,
 }
 
 /// Resolves settings: overrides first, then the file, then defaults.
@@ -188,6 +193,12 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
             o.drain_timeout_secs
                 .or(file.drain_timeout_secs)
                 .unwrap_or(30),
+        ),
+        segment_refresh: Duration::from_secs(
+            o.segment_refresh_secs
+                .or(file.segment_refresh_secs)
+                .unwrap_or(60)
+                .max(1),
         ),
     })
 }

@@ -4,29 +4,30 @@
 //! as one array per column and are expanded with `UNNEST`, id lists are matched with `= ANY`.
 //!
 //! Several server processes may write the same customers at once, so every multi-row write is
-//! sorted by its key (customers, events, summaries, orders) and every transaction touches the
-//! tables in the same order: customers, events, summaries, orders. Row locks are thus always
-//! taken in one global order and writers queue instead of deadlocking. `record_events` holds a
-//! `FOR KEY SHARE` lock on its customers, which concurrent recorders share but which
-//! `delete_customer` (which deletes the customer row first) must wait for: an erasure never
-//! interleaves with a batch for the same customer.
+//! sorted by its key (customers, events, summaries, orders, engagement days) and every
+//! transaction touches the tables in the same order: customers, events, summaries, orders,
+//! engagement days. Row locks are thus always taken in one global order and writers queue
+//! instead of deadlocking. `record_events` holds a `FOR KEY SHARE` lock on its customers, which
+//! concurrent recorders share but which `delete_customer` (which deletes the customer row first)
+//! must wait for: an erasure never interleaves with a batch for the same customer.
 
 pub mod testing;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::{
-    Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind, Gender, Timestamp,
-    summary::BatchAggregate,
+    Attributes, Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind,
+    Gender, Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
-    CustomerRecord, EventCursor, RecordOutcome, SUMMARY_IDS_PER_STATEMENT, Store, StoreError,
-    StoreResult, StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
-    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
-    revision_mismatch,
+    CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome, SUMMARY_IDS_PER_STATEMENT,
+    SegmentRecord, SegmentStore, Store, StoreError, StoreResult, StoredEvent, StoredModel,
+    StoredPolicy, SummaryRow, UpsertedCustomer, columns, decode_attributes, decode_event_data,
+    dedupe_batch, encode_attributes, encode_event_data, find_cycle, revision_mismatch,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
@@ -100,6 +101,14 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// A read-only transaction whose statements all see one snapshot.
+    async fn begin_snapshot(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(db_err)
+    }
 }
 
 /// The customer columns of a record, integers widened to BIGINT; `c` is the customer row.
@@ -159,11 +168,13 @@ fn record_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
 /// rows, one array per row is about a quarter cheaper to send and decode than 39 fields.
 fn summary_row_select() -> String {
     format!(
-        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, ARRAY[{}]",
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, ARRAY[{}], \
+         c.gender, c.country, c.attributes",
         summary_select()
     )
 }
 
+/// A row of [`summary_row_select`], without its orders and engagement (see [`fill_history`]).
 fn summary_row_from_row(row: &PgRow) -> StoreResult<SummaryRow> {
     let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
     let customer_id: String = row.try_get(0).map_err(db_err)?;
@@ -177,6 +188,8 @@ fn summary_row_from_row(row: &PgRow) -> StoreResult<SummaryRow> {
             columns::COUNT
         )));
     }
+    let gender: &str = row.try_get(5).map_err(db_err)?;
+    let attributes: &str = row.try_get(7).map_err(db_err)?;
     Ok(SummaryRow {
         customer_id,
         signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
@@ -184,8 +197,132 @@ fn summary_row_from_row(row: &PgRow) -> StoreResult<SummaryRow> {
         birth_date: get_i64(3)?
             .and_then(|d| i32::try_from(d).ok())
             .map(|d| Day::from_days(d).date()),
+        gender: Gender::parse(gender).unwrap_or_default(),
+        country: row.try_get(6).map_err(db_err)?,
+        // Most customers have no attributes: skip the JSON parser for them.
+        attributes: if attributes == "{}" {
+            Attributes::new()
+        } else {
+            decode_attributes(attributes)?
+        },
         summary: columns::summary_from_values(&values),
+        orders: Vec::new(),
+        engagement: Vec::new(),
     })
+}
+
+/// Which customers' orders and engagement [`fill_history`] reads: those of a page of
+/// [`Store::scan_summaries`] (`after < customer_id <= last`) or a list of ids.
+enum HistoryOf<'a> {
+    Range { after: &'a str, last: &'a str },
+    Ids(&'a [&'a str]),
+}
+
+impl HistoryOf<'_> {
+    /// The condition on `customer_id`, with `$1` (and `$2`) bound by [`HistoryOf::bind`].
+    fn condition(&self) -> &'static str {
+        match self {
+            HistoryOf::Range { .. } => "customer_id > $1 AND customer_id <= $2",
+            HistoryOf::Ids(_) => "customer_id = ANY($1::text[])",
+        }
+    }
+
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        match self {
+            HistoryOf::Range { after, last } => query.bind(*after).bind(*last),
+            HistoryOf::Ids(ids) => query.bind(*ids),
+        }
+    }
+}
+
+/// Fills the orders and engagement of `rows` (sorted by customer id): one statement for each,
+/// over the customers `of` names, each customer's rows aggregated into arrays (one result row
+/// per customer, not per order or day). Activity names are shared through `names`.
+async fn fill_history(
+    conn: &mut sqlx::PgConnection,
+    of: &HistoryOf<'_>,
+    rows: &mut [SummaryRow],
+    names: &mut HashSet<Arc<str>>,
+) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let position = |rows: &[SummaryRow], id: &str| {
+        rows.binary_search_by(|r| r.customer_id.as_str().cmp(id))
+            .map_err(|_| StoreError::Internal(format!("history of an unread customer {id}")))
+    };
+
+    let sql = format!(
+        "SELECT customer_id, array_agg(day), array_agg(amount - refunded) FROM orders \
+         WHERE {} AND day IS NOT NULL AND (refunded = 0 OR refunded < amount) \
+         GROUP BY customer_id",
+        of.condition()
+    );
+    for row in of
+        .bind(sqlx::query(&sql))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+    {
+        let id: &str = row.try_get(0).map_err(db_err)?;
+        let days: Vec<i32> = row.try_get(1).map_err(db_err)?;
+        let nets: Vec<i64> = row.try_get(2).map_err(db_err)?;
+        let i = position(rows, id)?;
+        let mut orders: Vec<OrderDay> = days
+            .into_iter()
+            .zip(nets)
+            .map(|(day, net_amount)| OrderDay {
+                day: Day::from_days(day),
+                net_amount,
+            })
+            .collect();
+        orders.sort_unstable();
+        rows[i].orders = orders;
+    }
+
+    let sql = format!(
+        "SELECT customer_id, array_agg(day), array_agg(activity), array_agg(count) \
+         FROM engagement_days WHERE {} GROUP BY customer_id",
+        of.condition()
+    );
+    for row in of
+        .bind(sqlx::query(&sql))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+    {
+        let id: &str = row.try_get(0).map_err(db_err)?;
+        let days: Vec<i32> = row.try_get(1).map_err(db_err)?;
+        let activities: Vec<String> = row.try_get(2).map_err(db_err)?;
+        let counts: Vec<i64> = row.try_get(3).map_err(db_err)?;
+        let i = position(rows, id)?;
+        let mut engagement: Vec<EngagementDay> = days
+            .into_iter()
+            .zip(activities)
+            .zip(counts)
+            .map(|((day, activity), count)| EngagementDay {
+                day: Day::from_days(day),
+                activity: intern(names, &activity),
+                count,
+            })
+            .collect();
+        engagement.sort_unstable();
+        rows[i].engagement = engagement;
+    }
+    Ok(())
+}
+
+/// The shared copy of `name`, made on first sight.
+fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(shared) = names.get(name) {
+        return Arc::clone(shared);
+    }
+    let shared: Arc<str> = Arc::from(name);
+    names.insert(Arc::clone(&shared));
+    shared
 }
 
 const MODEL_COLUMNS: &str = "version, created_at, active, body";
@@ -244,8 +381,9 @@ fn unnest_args(types: &[&str], first: usize) -> String {
         .join(", ")
 }
 
-/// Writes the aggregates of a batch's new events: summary deltas, order deltas, and the purchase
-/// statistics of every customer whose orders changed. One statement each, rows sorted by key.
+/// Writes the aggregates of a batch's new events: summary deltas, order deltas, the purchase
+/// statistics of every customer whose orders changed, and engagement days. One statement each,
+/// rows sorted by key, tables in the order summaries, orders, engagement days.
 async fn apply_aggregate(
     tx: &mut Transaction<'_, Postgres>,
     agg: &BatchAggregate,
@@ -280,6 +418,36 @@ async fn apply_aggregate(
         query.execute(&mut **tx).await.map_err(db_err)?;
     }
 
+    apply_orders(tx, agg).await?;
+
+    // Engagement days, sorted by (customer, day, activity); one delta per key.
+    if !agg.engagement.is_empty() {
+        let mut days: Vec<_> = agg.engagement.iter().collect();
+        days.sort_unstable_by(|a, b| {
+            (a.0.as_str(), a.1, a.2.as_str()).cmp(&(b.0.as_str(), b.1, b.2.as_str()))
+        });
+        let sql = format!(
+            "INSERT INTO engagement_days (customer_id, day, activity, count) \
+             SELECT * FROM UNNEST({}) \
+             ON CONFLICT (customer_id, day, activity) DO UPDATE SET \
+             count = engagement_days.count + excluded.count",
+            unnest_args(&["text", "integer", "text", "bigint"], 1)
+        );
+        sqlx::query(&sql)
+            .bind(days.iter().map(|g| g.0.as_str()).collect::<Vec<_>>())
+            .bind(days.iter().map(|g| g.1.as_days()).collect::<Vec<_>>())
+            .bind(days.iter().map(|g| g.2.as_str()).collect::<Vec<_>>())
+            .bind(days.iter().map(|g| g.3).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Writes the order deltas of a batch and recomputes the purchase statistics of every customer
+/// whose orders changed.
+async fn apply_orders(tx: &mut Transaction<'_, Postgres>, agg: &BatchAggregate) -> StoreResult<()> {
     if agg.orders.is_empty() {
         return Ok(());
     }
@@ -495,7 +663,8 @@ impl Store for PgStore {
         let events: i64 = sqlx::query_scalar(
             "WITH e AS (DELETE FROM events WHERE customer_id = $1 RETURNING 1), \
                s AS (DELETE FROM customer_summaries WHERE customer_id = $1), \
-               o AS (DELETE FROM orders WHERE customer_id = $1) \
+               o AS (DELETE FROM orders WHERE customer_id = $1), \
+               g AS (DELETE FROM engagement_days WHERE customer_id = $1) \
              SELECT COUNT(*) FROM e",
         )
         .bind(id.as_str())
@@ -678,13 +847,27 @@ impl Store for PgStore {
              WHERE c.customer_id > $1 ORDER BY c.customer_id LIMIT $2",
             summary_row_select()
         );
-        let rows = sqlx::query(&sql)
-            .bind(after.map_or("", CustomerId::as_str))
+        let after = after.map_or("", CustomerId::as_str);
+        // One snapshot for the page and its history.
+        let mut tx = self.begin_snapshot().await?;
+        let mut rows = sqlx::query(&sql)
+            .bind(after)
             .bind(limit_param(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(db_err)?;
-        rows.iter().map(summary_row_from_row).collect()
+            .map_err(db_err)?
+            .iter()
+            .map(summary_row_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if let Some(last) = rows.last().map(|r| r.customer_id.clone()) {
+            let of = HistoryOf::Range {
+                after,
+                last: last.as_str(),
+            };
+            fill_history(&mut tx, &of, &mut rows, &mut HashSet::new()).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows)
     }
 
     #[tracing::instrument(skip_all, fields(count = ids.len()))]
@@ -692,22 +875,31 @@ impl Store for PgStore {
         let mut ids: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
         ids.sort_unstable();
         ids.dedup();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "SELECT {} FROM customers c LEFT JOIN customer_summaries s \
-             ON s.customer_id = c.customer_id WHERE c.customer_id = ANY($1::text[])",
+             ON s.customer_id = c.customer_id WHERE c.customer_id = ANY($1::text[]) \
+             ORDER BY c.customer_id",
             summary_row_select()
         );
         let mut out = Vec::with_capacity(ids.len());
+        let mut names = HashSet::new();
+        let mut tx = self.begin_snapshot().await?;
         for chunk in ids.chunks(SUMMARY_IDS_PER_STATEMENT) {
-            let rows = sqlx::query(&sql)
+            let mut rows = sqlx::query(&sql)
                 .bind(chunk)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(db_err)?;
-            for row in &rows {
-                out.push(summary_row_from_row(row)?);
-            }
+                .map_err(db_err)?
+                .iter()
+                .map(summary_row_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            fill_history(&mut tx, &HistoryOf::Ids(chunk), &mut rows, &mut names).await?;
+            out.append(&mut rows);
         }
+        tx.commit().await.map_err(db_err)?;
         Ok(out)
     }
 
@@ -875,5 +1067,253 @@ impl Store for PgStore {
             updated_at,
             body: body.to_owned(),
         })
+    }
+}
+
+/// The columns [`segment_from_row`] reads; `s` is the segment row, its dependencies one sorted
+/// array.
+const SEGMENT_SELECT: &str = "s.segment_id, s.display_name, s.description, s.rule, s.revision, \
+     s.create_time, s.update_time, ARRAY(SELECT d.depends_on FROM segment_dependencies d \
+     WHERE d.segment_id = s.segment_id ORDER BY d.depends_on)";
+
+fn segment_from_row(row: &PgRow) -> StoreResult<SegmentRecord> {
+    Ok(SegmentRecord {
+        segment_id: row.try_get(0).map_err(db_err)?,
+        display_name: row.try_get(1).map_err(db_err)?,
+        description: row.try_get(2).map_err(db_err)?,
+        rule: row.try_get(3).map_err(db_err)?,
+        revision: row.try_get(4).map_err(db_err)?,
+        create_time: Timestamp::from_micros(row.try_get(5).map_err(db_err)?),
+        update_time: Timestamp::from_micros(row.try_get(6).map_err(db_err)?),
+        depends_on: row.try_get(7).map_err(db_err)?,
+    })
+}
+
+/// The error of a segment update whose expected revision is not the stored one.
+fn segment_revision_mismatch(id: &str, expected: i64, stored: i64) -> StoreError {
+    StoreError::PreconditionFailed(format!(
+        "segment {id} revision is {stored}, the write expected {expected}"
+    ))
+}
+
+/// `depends_on` sorted, without repeats.
+fn normalized_dependencies(depends_on: &[String]) -> Vec<String> {
+    let mut deps = depends_on.to_vec();
+    deps.sort_unstable();
+    deps.dedup();
+    deps
+}
+
+/// [`StoreError::MissingDependency`] for the first of `deps` (sorted) that is not stored.
+async fn check_dependencies_exist(
+    tx: &mut Transaction<'_, Postgres>,
+    deps: &[String],
+) -> StoreResult<()> {
+    if deps.is_empty() {
+        return Ok(());
+    }
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT segment_id FROM segments WHERE segment_id = ANY($1::text[])")
+            .bind(deps)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    let stored: HashSet<&str> = stored.iter().map(String::as_str).collect();
+    match deps.iter().find(|d| !stored.contains(d.as_str())) {
+        Some(missing) => Err(StoreError::MissingDependency(missing.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Stores `deps` (sorted) as the dependencies of `segment`, which has none stored.
+async fn insert_dependencies(
+    tx: &mut Transaction<'_, Postgres>,
+    segment: &str,
+    deps: &[String],
+) -> StoreResult<()> {
+    if deps.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO segment_dependencies (segment_id, depends_on) \
+         SELECT $1::TEXT, d FROM UNNEST($2::text[]) AS t(d)",
+    )
+    .bind(segment)
+    .bind(deps)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Segment writes take `LOCK TABLE segments IN EXCLUSIVE MODE` first (readers are not blocked):
+/// one writer at a time, so the cycle check over every stored edge, and the existence checks,
+/// see exactly the state the write replaces (each later statement of a READ COMMITTED
+/// transaction sees what earlier writers committed).
+#[async_trait]
+impl SegmentStore for PgStore {
+    #[tracing::instrument(skip_all, fields(segment_id = %record.segment_id))]
+    async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord> {
+        let deps = normalized_dependencies(&record.depends_on);
+        let id = record.segment_id.as_str();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        lock_exclusive(&mut tx, "segments").await?;
+        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if exists {
+            return Err(StoreError::AlreadyExists(format!("segment {id}")));
+        }
+        // Nothing stored depends on a new segment: only a dependency on itself is a cycle.
+        if let Some(cycle) = find_cycle(&[], id, &deps) {
+            return Err(StoreError::SegmentCycle(cycle));
+        }
+        check_dependencies_exist(&mut tx, &deps).await?;
+        sqlx::query(
+            "INSERT INTO segments (segment_id, display_name, description, rule, revision, \
+             create_time, update_time) VALUES ($1, $2, $3, $4, 1, $5, $6)",
+        )
+        .bind(id)
+        .bind(&record.display_name)
+        .bind(&record.description)
+        .bind(&record.rule)
+        .bind(record.create_time.as_micros())
+        .bind(record.update_time.as_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        insert_dependencies(&mut tx, id, &deps).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(SegmentRecord {
+            depends_on: deps,
+            revision: 1,
+            ..record.clone()
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(segment_id = %id))]
+    async fn get_segment(&self, id: &str) -> StoreResult<Option<SegmentRecord>> {
+        let sql = format!("SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(segment_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn list_segments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SegmentRecord>> {
+        // segment_id is COLLATE "C": bytewise order, as in SQLite.
+        let sql = format!(
+            "SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id > $1 \
+             ORDER BY s.segment_id LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.unwrap_or(""))
+            .bind(limit_param(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(segment_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(segment_id = %record.segment_id, expected_revision))]
+    async fn update_segment(
+        &self,
+        record: &SegmentRecord,
+        expected_revision: Option<i64>,
+    ) -> StoreResult<Option<SegmentRecord>> {
+        let deps = normalized_dependencies(&record.depends_on);
+        let id = record.segment_id.as_str();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        lock_exclusive(&mut tx, "segments").await?;
+        let stored: Option<(i64, i64)> =
+            sqlx::query_as("SELECT revision, create_time FROM segments WHERE segment_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let Some((revision, create_time)) = stored else {
+            return Ok(None);
+        };
+        if let Some(expected) = expected_revision.filter(|&e| e != revision) {
+            return Err(segment_revision_mismatch(id, expected, revision));
+        }
+        let edges: Vec<(String, String)> =
+            sqlx::query_as("SELECT segment_id, depends_on FROM segment_dependencies")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if let Some(cycle) = find_cycle(&edges, id, &deps) {
+            return Err(StoreError::SegmentCycle(cycle));
+        }
+        check_dependencies_exist(&mut tx, &deps).await?;
+        sqlx::query(
+            "UPDATE segments SET display_name = $2, description = $3, rule = $4, \
+             revision = revision + 1, update_time = $5 WHERE segment_id = $1",
+        )
+        .bind(id)
+        .bind(&record.display_name)
+        .bind(&record.description)
+        .bind(&record.rule)
+        .bind(record.update_time.as_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query("DELETE FROM segment_dependencies WHERE segment_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        insert_dependencies(&mut tx, id, &deps).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(SegmentRecord {
+            depends_on: deps,
+            revision: revision + 1,
+            create_time: Timestamp::from_micros(create_time),
+            ..record.clone()
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(segment_id = %id))]
+    async fn delete_segment(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        lock_exclusive(&mut tx, "segments").await?;
+        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        let dependents: Vec<String> = sqlx::query_scalar(
+            "SELECT segment_id FROM segment_dependencies WHERE depends_on = $1 \
+             AND segment_id <> $1 ORDER BY segment_id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if !dependents.is_empty() {
+            return Err(StoreError::InUse(dependents));
+        }
+        // Its own dependency rows go with it (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM segments WHERE segment_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 }

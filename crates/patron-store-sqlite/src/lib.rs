@@ -6,18 +6,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::{
-    Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind, Gender, Timestamp,
-    summary::BatchAggregate,
+    Attributes, Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind,
+    Gender, Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
-    CustomerRecord, EventCursor, RecordOutcome, SUMMARY_IDS_PER_STATEMENT, Store, StoreError,
-    StoreResult, StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
-    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
-    revision_mismatch,
+    CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome, SUMMARY_IDS_PER_STATEMENT,
+    SegmentRecord, SegmentStore, Store, StoreError, StoreResult, StoredEvent, StoredModel,
+    StoredPolicy, SummaryRow, UpsertedCustomer, columns, decode_attributes, decode_event_data,
+    dedupe_batch, encode_attributes, encode_event_data, find_cycle, revision_mismatch,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -62,6 +63,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
+            // sqlx's default, stated: segment_dependencies relies on its foreign keys.
+            .foreign_keys(true)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-262144")
             .pragma("wal_autocheckpoint", "16384");
@@ -153,7 +156,8 @@ fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
 /// are dominated by that cost.
 fn summary_row_select() -> String {
     format!(
-        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date, json_array({})",
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date, json_array({}), \
+         c.gender, c.country, c.attributes",
         summary_select()
     )
 }
@@ -181,12 +185,15 @@ fn parse_summary_values(json: &str) -> StoreResult<[Option<i64>; columns::COUNT]
     Ok(values)
 }
 
+/// A row of [`summary_row_select`], without its orders and engagement (see [`fill_history`]).
 fn summary_row_from_row(row: &SqliteRow) -> StoreResult<SummaryRow> {
     let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
     let customer_id: String = row.try_get(0).map_err(db_err)?;
     let customer_id = CustomerId::parse(customer_id)
         .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
     let values: &str = row.try_get(4).map_err(db_err)?;
+    let gender: &str = row.try_get(5).map_err(db_err)?;
+    let attributes: &str = row.try_get(7).map_err(db_err)?;
     Ok(SummaryRow {
         customer_id,
         signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
@@ -194,8 +201,143 @@ fn summary_row_from_row(row: &SqliteRow) -> StoreResult<SummaryRow> {
         birth_date: get_i64(3)?
             .and_then(|d| i32::try_from(d).ok())
             .map(|d| Day::from_days(d).date()),
+        gender: Gender::parse(gender).unwrap_or_default(),
+        country: row.try_get(6).map_err(db_err)?,
+        // Most customers have no attributes: skip the JSON parser for them.
+        attributes: if attributes == "{}" {
+            Attributes::new()
+        } else {
+            decode_attributes(attributes)?
+        },
         summary: columns::summary_from_values(&parse_summary_values(values)?),
+        orders: Vec::new(),
+        engagement: Vec::new(),
     })
+}
+
+/// Which customers' orders and engagement [`fill_history`] reads: those of a page of
+/// [`Store::scan_summaries`] (`after < customer_id <= last`) or a list of ids.
+enum HistoryOf<'a> {
+    Range { after: &'a str, last: &'a str },
+    Ids(&'a [&'a str]),
+}
+
+impl<'a> HistoryOf<'a> {
+    /// Appends ` WHERE <customer_id matches>`.
+    fn push_where(&self, qb: &mut QueryBuilder<'a, Sqlite>) {
+        match *self {
+            HistoryOf::Range { after, last } => {
+                qb.push(" WHERE customer_id > ")
+                    .push_bind(after)
+                    .push(" AND customer_id <= ")
+                    .push_bind(last);
+            }
+            HistoryOf::Ids(ids) => {
+                qb.push(" WHERE customer_id IN (");
+                let mut sep = qb.separated(", ");
+                for &id in ids {
+                    sep.push_bind(id);
+                }
+                qb.push(")");
+            }
+        }
+    }
+}
+
+/// Fills the orders and engagement of `rows` (sorted by customer id): one statement for each,
+/// over the customers `of` names. Activity names are shared through `names`.
+///
+/// As with the summary, each customer's rows travel as one text value (one row per customer,
+/// not per order or day) and are parsed here: orders as `day net,day net,…`, engagement days as
+/// `day count bytes activity` items back to back, the activity's length in bytes first so that
+/// any name reads back whole.
+async fn fill_history(
+    conn: &mut sqlx::SqliteConnection,
+    of: &HistoryOf<'_>,
+    rows: &mut [SummaryRow],
+    names: &mut HashSet<Arc<str>>,
+) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let position = |rows: &[SummaryRow], id: &str| {
+        rows.binary_search_by(|r| r.customer_id.as_str().cmp(id))
+            .map_err(|_| StoreError::Internal(format!("history of an unread customer {id}")))
+    };
+
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "SELECT customer_id, group_concat(day || ' ' || (amount - refunded), ',') FROM orders",
+    );
+    of.push_where(&mut qb);
+    qb.push(" AND day IS NOT NULL AND (refunded = 0 OR refunded < amount) GROUP BY customer_id");
+    for row in qb.build().fetch_all(&mut *conn).await.map_err(db_err)? {
+        let id: &str = row.try_get(0).map_err(db_err)?;
+        let text: &str = row.try_get(1).map_err(db_err)?;
+        let i = position(rows, id)?;
+        rows[i].orders = parse_orders(text)?;
+    }
+
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "SELECT customer_id, group_concat(day || ' ' || count || ' ' || \
+         length(CAST(activity AS BLOB)) || ' ' || activity, '') FROM engagement_days",
+    );
+    of.push_where(&mut qb);
+    qb.push(" GROUP BY customer_id");
+    for row in qb.build().fetch_all(&mut *conn).await.map_err(db_err)? {
+        let id: &str = row.try_get(0).map_err(db_err)?;
+        let text: &str = row.try_get(1).map_err(db_err)?;
+        let i = position(rows, id)?;
+        rows[i].engagement = parse_engagement(text, names)?;
+    }
+    Ok(())
+}
+
+/// Parses `day net,day net,…` into orders sorted by (day, net amount).
+fn parse_orders(text: &str) -> StoreResult<Vec<OrderDay>> {
+    let bad = || StoreError::Internal(format!("stored order days: {text:?}"));
+    let mut out = Vec::with_capacity(text.bytes().filter(|&b| b == b',').count() + 1);
+    for item in text.split(',') {
+        let (day, net) = item.split_once(' ').ok_or_else(bad)?;
+        out.push(OrderDay {
+            day: Day::from_days(day.parse().map_err(|_| bad())?),
+            net_amount: net.parse().map_err(|_| bad())?,
+        });
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Parses `day count bytes activity` items (back to back) into engagement days sorted by (day,
+/// activity), sharing one `Arc` per distinct name through `names`.
+fn parse_engagement(text: &str, names: &mut HashSet<Arc<str>>) -> StoreResult<Vec<EngagementDay>> {
+    let bad = || StoreError::Internal(format!("stored engagement days: {text:?}"));
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (day, r) = rest.split_once(' ').ok_or_else(bad)?;
+        let (count, r) = r.split_once(' ').ok_or_else(bad)?;
+        let (len, r) = r.split_once(' ').ok_or_else(bad)?;
+        let len: usize = len.parse().map_err(|_| bad())?;
+        let (name, r) = (r.get(..len).ok_or_else(bad)?, r.get(len..).ok_or_else(bad)?);
+        rest = r;
+        out.push(EngagementDay {
+            day: Day::from_days(day.parse().map_err(|_| bad())?),
+            activity: intern(names, name),
+            count: count.parse().map_err(|_| bad())?,
+        });
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The shared copy of `name`, made on first sight.
+fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(shared) = names.get(name) {
+        return Arc::clone(shared);
+    }
+    let shared: Arc<str> = Arc::from(name);
+    names.insert(Arc::clone(&shared));
+    shared
 }
 
 const MODEL_COLUMNS: &str = "version, created_at, active, body";
@@ -338,6 +480,23 @@ async fn apply_aggregate(
         );
         qb.build().execute(&mut **tx).await.map_err(db_err)?;
     }
+
+    for chunk in agg.engagement.chunks(MAX_PARAMS / 4) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO engagement_days (customer_id, day, activity, count) ",
+        );
+        qb.push_values(chunk, |mut b, (customer, day, activity, count)| {
+            b.push_bind(customer.as_str())
+                .push_bind(day.as_days())
+                .push_bind(activity.as_str())
+                .push_bind(*count);
+        });
+        qb.push(
+            " ON CONFLICT (customer_id, day, activity) DO UPDATE SET \
+             count = engagement_days.count + excluded.count",
+        );
+        qb.build().execute(&mut **tx).await.map_err(db_err)?;
+    }
     Ok(())
 }
 
@@ -475,7 +634,12 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?
             .rows_affected();
-        for table in ["orders", "customer_summaries", "customers"] {
+        for table in [
+            "orders",
+            "engagement_days",
+            "customer_summaries",
+            "customers",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = ?"))
                 .bind(id.as_str())
                 .execute(&mut *tx)
@@ -624,13 +788,27 @@ impl Store for SqliteStore {
              ORDER BY c.customer_id LIMIT ?",
             summary_row_select()
         );
-        let rows = sqlx::query(&sql)
-            .bind(after.map_or("", CustomerId::as_str))
+        let after = after.map_or("", CustomerId::as_str);
+        // One read transaction: the page and its history are one snapshot.
+        let mut tx = self.reader.begin().await.map_err(db_err)?;
+        let mut rows = sqlx::query(&sql)
+            .bind(after)
             .bind(limit_param(limit))
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(db_err)?;
-        rows.iter().map(summary_row_from_row).collect()
+            .map_err(db_err)?
+            .iter()
+            .map(summary_row_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if let Some(last) = rows.last().map(|r| r.customer_id.clone()) {
+            let of = HistoryOf::Range {
+                after,
+                last: last.as_str(),
+            };
+            fill_history(&mut tx, &of, &mut rows, &mut HashSet::new()).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows)
     }
 
     #[tracing::instrument(skip_all, fields(count = ids.len()))]
@@ -638,7 +816,12 @@ impl Store for SqliteStore {
         let mut ids: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
         ids.sort_unstable();
         ids.dedup();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity(ids.len());
+        let mut names = HashSet::new();
+        let mut tx = self.reader.begin().await.map_err(db_err)?;
         for chunk in ids.chunks(SUMMARY_IDS_PER_STATEMENT.min(MAX_PARAMS)) {
             let mut qb = QueryBuilder::<Sqlite>::new(format!(
                 "SELECT {} FROM customers c LEFT JOIN customer_summaries s \
@@ -649,11 +832,19 @@ impl Store for SqliteStore {
             for id in chunk {
                 sep.push_bind(*id);
             }
-            qb.push(")");
-            for row in qb.build().fetch_all(&self.reader).await.map_err(db_err)? {
-                out.push(summary_row_from_row(&row)?);
-            }
+            qb.push(") ORDER BY c.customer_id");
+            let mut rows = qb
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(summary_row_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            fill_history(&mut tx, &HistoryOf::Ids(chunk), &mut rows, &mut names).await?;
+            out.append(&mut rows);
         }
+        tx.commit().await.map_err(db_err)?;
         Ok(out)
     }
 
@@ -829,6 +1020,270 @@ impl Store for SqliteStore {
             updated_at,
             body: body.to_owned(),
         })
+    }
+}
+
+/// The columns [`segment_from_row`] reads; `s` is the segment row. Its dependencies travel as
+/// one JSON array of ids.
+const SEGMENT_SELECT: &str = "s.segment_id, s.display_name, s.description, s.rule, s.revision, \
+     s.create_time, s.update_time, (SELECT json_group_array(d.depends_on) \
+     FROM segment_dependencies d WHERE d.segment_id = s.segment_id)";
+
+fn segment_from_row(row: &SqliteRow) -> StoreResult<SegmentRecord> {
+    let depends_on: &str = row.try_get(7).map_err(db_err)?;
+    let mut depends_on: Vec<String> = serde_json::from_str(depends_on)
+        .map_err(|e| StoreError::Internal(format!("stored segment dependencies: {e}")))?;
+    depends_on.sort_unstable();
+    Ok(SegmentRecord {
+        segment_id: row.try_get(0).map_err(db_err)?,
+        display_name: row.try_get(1).map_err(db_err)?,
+        description: row.try_get(2).map_err(db_err)?,
+        rule: row.try_get(3).map_err(db_err)?,
+        depends_on,
+        revision: row.try_get(4).map_err(db_err)?,
+        create_time: Timestamp::from_micros(row.try_get(5).map_err(db_err)?),
+        update_time: Timestamp::from_micros(row.try_get(6).map_err(db_err)?),
+    })
+}
+
+/// The error of a segment update whose expected revision is not the stored one.
+fn segment_revision_mismatch(id: &str, expected: i64, stored: i64) -> StoreError {
+    StoreError::PreconditionFailed(format!(
+        "segment {id} revision is {stored}, the write expected {expected}"
+    ))
+}
+
+/// `depends_on` sorted, without repeats.
+fn normalized_dependencies(depends_on: &[String]) -> Vec<String> {
+    let mut deps = depends_on.to_vec();
+    deps.sort_unstable();
+    deps.dedup();
+    deps
+}
+
+/// [`StoreError::MissingDependency`] for the first of `deps` (sorted) that is not stored.
+async fn check_dependencies_exist(
+    tx: &mut Transaction<'_, Sqlite>,
+    deps: &[String],
+) -> StoreResult<()> {
+    let mut stored = HashSet::new();
+    for chunk in deps.chunks(MAX_PARAMS) {
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT segment_id FROM segments WHERE segment_id IN (");
+        let mut sep = qb.separated(", ");
+        for d in chunk {
+            sep.push_bind(d.as_str());
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&mut **tx).await.map_err(db_err)? {
+            stored.insert(row.try_get::<String, _>(0).map_err(db_err)?);
+        }
+    }
+    match deps.iter().find(|d| !stored.contains(d.as_str())) {
+        Some(missing) => Err(StoreError::MissingDependency(missing.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Stores `deps` as the dependencies of `segment` (which has none stored).
+async fn insert_dependencies(
+    tx: &mut Transaction<'_, Sqlite>,
+    segment: &str,
+    deps: &[String],
+) -> StoreResult<()> {
+    for chunk in deps.chunks(MAX_PARAMS / 2) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO segment_dependencies (segment_id, depends_on) ",
+        );
+        qb.push_values(chunk, |mut b, d| {
+            b.push_bind(segment).push_bind(d.as_str());
+        });
+        qb.build().execute(&mut **tx).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Segment writes take the database's write lock first (`BEGIN IMMEDIATE`), also against other
+/// processes on the same file, so each check below sees the state its write replaces.
+#[async_trait]
+impl SegmentStore for SqliteStore {
+    #[tracing::instrument(skip_all, fields(segment_id = %record.segment_id))]
+    async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord> {
+        let deps = normalized_dependencies(&record.depends_on);
+        let id = record.segment_id.as_str();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if exists {
+            return Err(StoreError::AlreadyExists(format!("segment {id}")));
+        }
+        // Nothing stored depends on a new segment: only a dependency on itself is a cycle.
+        if let Some(cycle) = find_cycle(&[], id, &deps) {
+            return Err(StoreError::SegmentCycle(cycle));
+        }
+        check_dependencies_exist(&mut tx, &deps).await?;
+        sqlx::query(
+            "INSERT INTO segments (segment_id, display_name, description, rule, revision, \
+             create_time, update_time) VALUES (?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(id)
+        .bind(&record.display_name)
+        .bind(&record.description)
+        .bind(&record.rule)
+        .bind(record.create_time.as_micros())
+        .bind(record.update_time.as_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        insert_dependencies(&mut tx, id, &deps).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(SegmentRecord {
+            depends_on: deps,
+            revision: 1,
+            ..record.clone()
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(segment_id = %id))]
+    async fn get_segment(&self, id: &str) -> StoreResult<Option<SegmentRecord>> {
+        let sql = format!("SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(segment_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn list_segments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SegmentRecord>> {
+        let sql = format!(
+            "SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id > ? \
+             ORDER BY s.segment_id LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.unwrap_or(""))
+            .bind(limit_param(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(segment_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(segment_id = %record.segment_id, expected_revision))]
+    async fn update_segment(
+        &self,
+        record: &SegmentRecord,
+        expected_revision: Option<i64>,
+    ) -> StoreResult<Option<SegmentRecord>> {
+        let deps = normalized_dependencies(&record.depends_on);
+        let id = record.segment_id.as_str();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let stored: Option<(i64, i64)> =
+            sqlx::query_as("SELECT revision, create_time FROM segments WHERE segment_id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let Some((revision, create_time)) = stored else {
+            return Ok(None);
+        };
+        if let Some(expected) = expected_revision.filter(|&e| e != revision) {
+            return Err(segment_revision_mismatch(id, expected, revision));
+        }
+        let edges: Vec<(String, String)> =
+            sqlx::query_as("SELECT segment_id, depends_on FROM segment_dependencies")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if let Some(cycle) = find_cycle(&edges, id, &deps) {
+            return Err(StoreError::SegmentCycle(cycle));
+        }
+        check_dependencies_exist(&mut tx, &deps).await?;
+        sqlx::query(
+            "UPDATE segments SET display_name = ?, description = ?, rule = ?, \
+             revision = revision + 1, update_time = ? WHERE segment_id = ?",
+        )
+        .bind(&record.display_name)
+        .bind(&record.description)
+        .bind(&record.rule)
+        .bind(record.update_time.as_micros())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query("DELETE FROM segment_dependencies WHERE segment_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        insert_dependencies(&mut tx, id, &deps).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(SegmentRecord {
+            depends_on: deps,
+            revision: revision + 1,
+            create_time: Timestamp::from_micros(create_time),
+            ..record.clone()
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(segment_id = %id))]
+    async fn delete_segment(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        let dependents: Vec<String> = sqlx::query_scalar(
+            "SELECT segment_id FROM segment_dependencies WHERE depends_on = ? \
+             AND segment_id <> ? ORDER BY segment_id",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if !dependents.is_empty() {
+            return Err(StoreError::InUse(dependents));
+        }
+        // Its own dependency rows first: correct also without foreign-key enforcement.
+        for sql in [
+            "DELETE FROM segment_dependencies WHERE segment_id = ?",
+            "DELETE FROM segments WHERE segment_id = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 }
 

@@ -9,7 +9,9 @@ use patron_domain::{
     Survey, Timestamp, derive_purchase_stats,
 };
 
-use crate::{EventCursor, Store, StoreError, SummaryRow};
+use std::sync::Arc;
+
+use crate::{EngagementDay, EventCursor, OrderDay, SegmentRecord, Store, StoreError, SummaryRow};
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an async expression
 /// producing `(store, guard)`: a fresh, empty store and whatever must live as long as it (a
@@ -43,6 +45,8 @@ macro_rules! conformance_tests {
             survey_and_support_aggregates,
             list_events_newest_first_with_kinds_and_cursor,
             delete_erases_everything,
+            order_and_engagement_days_do_not_depend_on_arrival_order,
+            summary_rows_carry_the_profile,
             large_batch_in_one_call,
             scan_summaries_pages_in_id_order,
             get_summaries_returns_the_existing_rows,
@@ -50,6 +54,10 @@ macro_rules! conformance_tests {
             concurrent_model_writes_leave_exactly_one_active,
             tier_policy_revisions_are_checked,
             concurrent_policy_writes_on_one_revision_let_one_win,
+            segments_are_created_listed_and_updated,
+            segment_cycles_and_missing_dependencies_are_refused,
+            segments_in_use_cannot_be_deleted,
+            concurrent_segment_updates_cannot_close_a_cycle,
         );
     };
     // The attribute form comes first: a plain `$make:expr` would swallow `#[...]` as an
@@ -671,6 +679,19 @@ pub async fn delete_erases_everything(store: &impl Store) {
         .expect("get")
         .expect("exists");
     assert_eq!(again.summary, stays.summary);
+    // Its order and engagement days were erased too: the same history counts once again.
+    let mut rows = store
+        .get_summaries(&[cid("gone"), cid("stays")])
+        .await
+        .expect("get");
+    rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+    let [gone, stays] = &rows[..] else {
+        panic!("two rows, got {rows:?}")
+    };
+    assert_eq!(gone.orders, stays.orders);
+    assert_eq!(gone.orders.len(), 6);
+    assert_eq!(gone.engagement, stays.engagement);
+    assert_eq!(gone.engagement, [engagement_day(20, "login", 1)]);
 }
 
 pub async fn large_batch_in_one_call(store: &impl Store) {
@@ -715,6 +736,9 @@ async fn assert_row_matches_customer(store: &impl Store, row: &SummaryRow) {
         "{id}"
     );
     assert_eq!(row.birth_date, record.customer.profile.birth_date, "{id}");
+    assert_eq!(row.gender, record.customer.profile.gender, "{id}");
+    assert_eq!(row.country, record.customer.profile.country, "{id}");
+    assert_eq!(row.attributes, record.customer.profile.attributes, "{id}");
     assert_eq!(row.create_time, record.create_time, "{id}");
     assert_eq!(row.summary, record.summary, "{id}");
 }
@@ -784,6 +808,24 @@ pub async fn scan_summaries_pages_in_id_order(store: &impl Store) {
     assert_eq!(seen[3].summary.totals.last_nps, Some(3));
     assert_eq!(seen[25].signed_up_at, None);
     assert_eq!(seen[25].summary.totals.event_count, 12);
+    // The profile and the day-level history.
+    assert_eq!(
+        (seen[3].gender, seen[3].country.as_deref()),
+        (Gender::Female, Some("US"))
+    );
+    assert_eq!(
+        seen[3].attributes,
+        profile_customer("x", "US").profile.attributes
+    );
+    assert_eq!(seen[3].orders, history_orders());
+    assert_eq!(seen[3].engagement, [engagement_day(20, "login", 1)]);
+    assert!(seen[0].orders.is_empty() && seen[0].engagement.is_empty());
+    assert_eq!(
+        (seen[25].gender, seen[25].country.as_deref()),
+        (Gender::Unspecified, None)
+    );
+    assert!(seen[25].attributes.is_empty());
+    assert_eq!(seen[25].orders, history_orders());
 
     // One large page holds everything; a cursor past the end gives nothing.
     let all = store.scan_summaries(None, 10_000).await.expect("scan");
@@ -1075,4 +1117,615 @@ pub async fn concurrent_policy_writes_on_one_revision_let_one_win(store: &impl S
         assert_eq!(winners[0].revision, expected + 1);
         assert_eq!(store.get_tier_policy().await.expect("get"), winners.pop());
     }
+}
+
+/// The active orders of [`history`]: o6 is wholly refunded, o2 partly; o3 has amount 0.
+fn history_orders() -> Vec<OrderDay> {
+    [
+        (10, 250),
+        (10, 500),
+        (12, 600),
+        (30, 0),
+        (45, 300),
+        (45, 700),
+    ]
+    .map(|(day, net_amount)| OrderDay {
+        day: Day::from_days(day),
+        net_amount,
+    })
+    .to_vec()
+}
+
+fn engagement_day(day: i32, activity: &str, count: i64) -> EngagementDay {
+    EngagementDay {
+        day: Day::from_days(day),
+        activity: Arc::from(activity),
+        count,
+    }
+}
+
+fn engagement(customer: &str, id: &str, when: Timestamp, activity: &str) -> Event {
+    other(
+        customer,
+        id,
+        when,
+        EventData::Engagement(patron_domain::Engagement {
+            activity: activity.into(),
+        }),
+    )
+}
+
+/// [`history`] with more engagement (names with spaces, commas, digits and non-ASCII letters;
+/// instants at the edges of a UTC day), a refund whose purchase never comes, and a partial
+/// refund dated before its purchase.
+fn day_history(customer: &str) -> Vec<Event> {
+    let mut events = history(customer);
+    events.extend([
+        engagement(customer, "g2", at(20, 5), "login"),
+        engagement(customer, "g3", at(20, 9), "view, page"),
+        engagement(customer, "g4", at(21, 0), "login"),
+        engagement(customer, "g5", at(19, 86_399), "Ünïcode 名前 3 4"),
+        engagement(customer, "g6", at(20, 86_399), "a"),
+        engagement(customer, "g7", at(20, 0), "login"),
+        refund(customer, "r9", at(70, 0), "o9", 50),
+        refund(customer, "r10", at(79, 0), "o10", 100),
+        purchase(customer, "p10", at(80, 0), "o10", 900),
+    ]);
+    events
+}
+
+pub async fn order_and_engagement_days_do_not_depend_on_arrival_order(store: &impl Store) {
+    let mut want_orders = history_orders();
+    want_orders.push(OrderDay {
+        day: Day::from_days(80),
+        net_amount: 800,
+    });
+    let want_engagement = vec![
+        engagement_day(19, "Ünïcode 名前 3 4", 1),
+        engagement_day(20, "a", 1),
+        engagement_day(20, "login", 3),
+        engagement_day(20, "view, page", 1),
+        engagement_day(21, "login", 1),
+    ];
+    let mut ids = Vec::new();
+    for seed in 1..=5u64 {
+        let customer = format!("days{seed}");
+        let mut events = day_history(&customer);
+        shuffle(&mut events, seed * 104_729);
+        // Batches of varying size, each repeating its first event (an in-batch duplicate).
+        for chunk in events.chunks(seed as usize + 1) {
+            let mut batch = chunk.to_vec();
+            batch.push(chunk[0].clone());
+            store.record_events(&batch, now()).await.expect("record");
+        }
+        // Every event again, in another order: all duplicates, nothing counted twice.
+        shuffle(&mut events, seed);
+        let out = store.record_events(&events, now()).await.expect("record");
+        assert_eq!(out.recorded, 0, "seed {seed}");
+        ids.push(cid(&customer));
+    }
+    // And one customer whose events arrive one per batch, newest first.
+    let mut events = day_history("days-reversed");
+    events.sort_by_key(|e| std::cmp::Reverse(e.occurred_at));
+    for e in events {
+        store.record_events(&[e], now()).await.expect("record");
+    }
+    ids.push(cid("days-reversed"));
+
+    let scanned = store.scan_summaries(None, 100).await.expect("scan");
+    let mut got = store.get_summaries(&ids).await.expect("get");
+    got.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+    assert_eq!(got, scanned);
+    assert_eq!(scanned.len(), ids.len());
+    for row in &scanned {
+        let id = row.customer_id.as_str();
+        assert_eq!(row.orders, want_orders, "{id}");
+        assert_eq!(row.engagement, want_engagement, "{id}");
+        assert_eq!(
+            row.engagement.iter().map(|g| g.count).sum::<i64>(),
+            row.summary.totals.engagement_count,
+            "{id}"
+        );
+        assert_eq!(
+            row.orders.iter().map(|o| o.net_amount).sum::<i64>(),
+            row.summary.purchases.net_revenue,
+            "{id}"
+        );
+        assert_eq!(
+            i64::try_from(row.orders.len()).expect("small"),
+            row.summary.purchases.order_count,
+            "{id}"
+        );
+    }
+    // Rows read together share their activity names.
+    let login = |row: &SummaryRow| Arc::clone(&row.engagement[2].activity);
+    assert!(Arc::ptr_eq(&login(&scanned[0]), &login(&scanned[1])));
+    assert!(Arc::ptr_eq(&login(&got[0]), &login(&got[5])));
+    assert!(Arc::ptr_eq(
+        &scanned[0].engagement[2].activity,
+        &scanned[0].engagement[4].activity
+    ));
+    // Paging splits nothing: every page carries whole histories.
+    let mut paged = Vec::new();
+    let mut after: Option<CustomerId> = None;
+    loop {
+        let page = store.scan_summaries(after.as_ref(), 2).await.expect("scan");
+        let Some(last) = page.last() else { break };
+        after = Some(last.customer_id.clone());
+        paged.extend(page);
+    }
+    assert_eq!(paged, scanned);
+}
+
+pub async fn summary_rows_carry_the_profile(store: &impl Store) {
+    let mut plain = profile_customer("prof-plain", "JP");
+    plain.profile.attributes.clear();
+    plain.profile.gender = Gender::Undisclosed;
+    let full = profile_customer("prof-full", "DE");
+    store
+        .upsert_customers(&[full.clone(), plain.clone()], now())
+        .await
+        .expect("upsert");
+    store
+        .record_events(
+            &[
+                purchase("prof-full", "p1", at(30, 0), "o1", 700),
+                engagement("prof-full", "g1", at(31, 0), "search"),
+                engagement("prof-events", "g1", at(31, 0), "search"),
+            ],
+            now(),
+        )
+        .await
+        .expect("record");
+    let ids = [cid("prof-events"), cid("prof-full"), cid("prof-plain")];
+    let scanned = store.scan_summaries(None, 10).await.expect("scan");
+    let mut got = store.get_summaries(&ids).await.expect("get");
+    got.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+    assert_eq!(got, scanned);
+    let [events_only, with_full, with_plain] = &scanned[..] else {
+        panic!("three rows, got {scanned:?}")
+    };
+    for (row, c) in [(with_full, &full), (with_plain, &plain)] {
+        assert_eq!(row.customer_id, c.customer_id);
+        assert_eq!(row.gender, c.profile.gender);
+        assert_eq!(row.country, c.profile.country);
+        assert_eq!(row.attributes, c.profile.attributes);
+        assert_eq!(row.birth_date, c.profile.birth_date);
+        assert_eq!(row.signed_up_at, c.profile.signed_up_at);
+    }
+    assert_eq!(with_full.attributes.len(), 4);
+    assert_eq!(
+        with_full.orders,
+        [OrderDay {
+            day: Day::from_days(30),
+            net_amount: 700
+        }]
+    );
+    assert_eq!(with_full.engagement, [engagement_day(31, "search", 1)]);
+    assert!(with_plain.orders.is_empty() && with_plain.engagement.is_empty());
+    assert_eq!(events_only.gender, Gender::Unspecified);
+    assert_eq!(events_only.country, None);
+    assert!(events_only.attributes.is_empty());
+    assert_eq!(events_only.engagement, [engagement_day(31, "search", 1)]);
+    for row in &scanned {
+        assert_row_matches_customer(store, row).await;
+    }
+
+    // A replaced profile reads back replaced.
+    let mut changed = full.clone();
+    changed.profile.gender = Gender::Other;
+    changed.profile.country = None;
+    changed.profile.attributes.clear();
+    store
+        .upsert_customers(&[changed.clone()], now())
+        .await
+        .expect("upsert");
+    let rows = store.get_summaries(&[cid("prof-full")]).await.expect("get");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (&rows[0].gender, &rows[0].country, &rows[0].attributes),
+        (
+            &changed.profile.gender,
+            &changed.profile.country,
+            &changed.profile.attributes
+        )
+    );
+    assert_eq!(rows[0].orders, with_full.orders);
+}
+
+/// A segment definition written at `now() + t` seconds.
+fn segment(id: &str, depends_on: &[&str], t: i64) -> SegmentRecord {
+    let when = Timestamp::from_micros(now().as_micros() + t * 1_000_000);
+    SegmentRecord {
+        segment_id: id.into(),
+        display_name: format!("Segment {id}"),
+        description: format!("Customers of {id}, version {t}"),
+        rule: depends_on
+            .iter()
+            .map(|d| format!("in_segment(\"{d}\")"))
+            .chain([format!("customer.orders.count(30) > {t}")])
+            .collect::<Vec<_>>()
+            .join(" && "),
+        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        revision: 0,
+        create_time: when,
+        update_time: when,
+    }
+}
+
+/// Every stored segment, in id order.
+async fn all_segments(store: &impl Store) -> Vec<SegmentRecord> {
+    store.list_segments(None, 1_000).await.expect("list")
+}
+
+pub async fn segments_are_created_listed_and_updated(store: &impl Store) {
+    assert_eq!(store.get_segment("a").await.expect("get"), None);
+    assert!(all_segments(store).await.is_empty());
+
+    let a = store
+        .create_segment(&segment("a", &[], 1))
+        .await
+        .expect("create");
+    assert_eq!(
+        a,
+        SegmentRecord {
+            revision: 1,
+            ..segment("a", &[], 1)
+        }
+    );
+    assert_eq!(store.get_segment("a").await.expect("get"), Some(a.clone()));
+    let b = store
+        .create_segment(&segment("b", &["a"], 2))
+        .await
+        .expect("create");
+    assert_eq!(
+        (b.revision, b.depends_on.clone()),
+        (1, vec!["a".to_owned()])
+    );
+    // Dependencies are stored sorted, without repeats.
+    let c = store
+        .create_segment(&segment("c", &["b", "a", "b"], 3))
+        .await
+        .expect("create");
+    assert_eq!(c.depends_on, ["a", "b"]);
+    assert_eq!(store.get_segment("c").await.expect("get"), Some(c.clone()));
+
+    // A taken id is refused and nothing changes.
+    let r = store.create_segment(&segment("a", &["b"], 9)).await;
+    assert!(matches!(r, Err(StoreError::AlreadyExists(_))), "{r:?}");
+    assert_eq!(all_segments(store).await, [a.clone(), b.clone(), c.clone()]);
+
+    // In id order, in pages.
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_segments(after.as_deref(), 2)
+            .await
+            .expect("list");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.segment_id.clone());
+        ids.extend(page.into_iter().map(|s| s.segment_id));
+    }
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(
+        store.list_segments(Some("a"), 10).await.expect("list"),
+        [b.clone(), c.clone()]
+    );
+    assert!(
+        store
+            .list_segments(Some("c"), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Updates: the next revision, create_time kept, the given revision and create_time ignored.
+    let mut next = segment("b", &[], 4);
+    next.revision = 42;
+    next.create_time = Timestamp::from_micros(0);
+    let b2 = store
+        .update_segment(&next, Some(1))
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        b2,
+        SegmentRecord {
+            revision: 2,
+            create_time: b.create_time,
+            ..segment("b", &[], 4)
+        }
+    );
+    assert_eq!(store.get_segment("b").await.expect("get"), Some(b2.clone()));
+    // A stale or future revision is refused and changes nothing.
+    for expected in [1, 3] {
+        let r = store
+            .update_segment(&segment("b", &["a"], 5), Some(expected))
+            .await;
+        assert!(matches!(r, Err(StoreError::PreconditionFailed(_))), "{r:?}");
+    }
+    assert_eq!(store.get_segment("b").await.expect("get"), Some(b2.clone()));
+    // Unconditional.
+    let b3 = store
+        .update_segment(&segment("b", &["a"], 6), None)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        (b3.revision, b3.depends_on.clone()),
+        (3, vec!["a".to_owned()])
+    );
+    assert_eq!(store.get_segment("b").await.expect("get"), Some(b3.clone()));
+    // No such segment.
+    assert_eq!(
+        store
+            .update_segment(&segment("zz", &[], 7), None)
+            .await
+            .expect("update"),
+        None
+    );
+    assert_eq!(store.get_segment("zz").await.expect("get"), None);
+    assert_eq!(all_segments(store).await, [a, b3, c]);
+}
+
+pub async fn segment_cycles_and_missing_dependencies_are_refused(store: &impl Store) {
+    for s in [
+        segment("a", &[], 1),
+        segment("b", &["a"], 2),
+        segment("c", &["b"], 3),
+    ] {
+        store.create_segment(&s).await.expect("create");
+    }
+    let before = all_segments(store).await;
+    let cycle = |r: crate::StoreResult<Option<SegmentRecord>>, want: &[&str]| match r {
+        Err(StoreError::SegmentCycle(path)) => assert_eq!(path, want),
+        other => panic!("expected the cycle {want:?}, got {other:?}"),
+    };
+    cycle(
+        store.update_segment(&segment("a", &["c"], 4), None).await,
+        &["a", "c", "b", "a"],
+    );
+    cycle(
+        store
+            .update_segment(&segment("a", &["b"], 4), Some(1))
+            .await,
+        &["a", "b", "a"],
+    );
+    cycle(
+        store.update_segment(&segment("b", &["b"], 4), None).await,
+        &["b", "b"],
+    );
+    let r = store.create_segment(&segment("x", &["x"], 4)).await;
+    match r {
+        Err(StoreError::SegmentCycle(path)) => assert_eq!(path, ["x", "x"]),
+        other => panic!("expected a self-dependency cycle, got {other:?}"),
+    }
+    let r = store
+        .create_segment(&segment("y", &["a", "missing"], 4))
+        .await;
+    match r {
+        Err(StoreError::MissingDependency(id)) => assert_eq!(id, "missing"),
+        other => panic!("expected a missing dependency, got {other:?}"),
+    }
+    let r = store
+        .update_segment(&segment("b", &["a", "gone"], 4), Some(1))
+        .await;
+    match r {
+        Err(StoreError::MissingDependency(id)) => assert_eq!(id, "gone"),
+        other => panic!("expected a missing dependency, got {other:?}"),
+    }
+    assert_eq!(all_segments(store).await, before, "nothing changed");
+
+    // Shapes without a circle are fine: a diamond, then a reversed chain.
+    let c = store
+        .update_segment(&segment("c", &["a", "b"], 5), Some(1))
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(c.depends_on, ["a", "b"]);
+    store
+        .update_segment(&segment("b", &[], 6), None)
+        .await
+        .expect("update");
+    store
+        .update_segment(&segment("c", &[], 6), None)
+        .await
+        .expect("update");
+    let a = store
+        .update_segment(&segment("a", &["b", "c"], 7), None)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        (a.revision, a.depends_on),
+        (2, vec!["b".to_owned(), "c".to_owned()])
+    );
+    cycle(
+        store.update_segment(&segment("c", &["a"], 8), None).await,
+        &["c", "a", "c"],
+    );
+}
+
+pub async fn segments_in_use_cannot_be_deleted(store: &impl Store) {
+    for s in [
+        segment("a", &[], 1),
+        segment("b", &["a"], 2),
+        segment("c", &["a"], 3),
+    ] {
+        store.create_segment(&s).await.expect("create");
+    }
+    let in_use = |r: crate::StoreResult<bool>, want: &[&str]| match r {
+        Err(StoreError::InUse(ids)) => assert_eq!(ids, want),
+        other => panic!("expected in use by {want:?}, got {other:?}"),
+    };
+    let before = all_segments(store).await;
+    in_use(store.delete_segment("a").await, &["b", "c"]);
+    assert_eq!(all_segments(store).await, before, "nothing changed");
+    assert!(!store.delete_segment("nope").await.expect("delete"));
+
+    // Once b no longer depends on a, only c holds it.
+    store
+        .update_segment(&segment("b", &[], 4), Some(1))
+        .await
+        .expect("update")
+        .expect("exists");
+    in_use(store.delete_segment("a").await, &["c"]);
+    // c goes, with its dependency rows; then a can go.
+    assert!(store.delete_segment("c").await.expect("delete"));
+    assert!(store.delete_segment("a").await.expect("delete"));
+    assert_eq!(store.get_segment("a").await.expect("get"), None);
+    assert_eq!(store.get_segment("c").await.expect("get"), None);
+    assert!(!store.delete_segment("a").await.expect("delete"));
+    let ids: Vec<String> = all_segments(store)
+        .await
+        .into_iter()
+        .map(|s| s.segment_id)
+        .collect();
+    assert_eq!(ids, ["b"]);
+    // A new segment under a deleted one's id starts afresh.
+    let a = store
+        .create_segment(&segment("a", &["b"], 5))
+        .await
+        .expect("create");
+    assert_eq!((a.revision, a.depends_on), (1, vec!["b".to_owned()]));
+    in_use(store.delete_segment("b").await, &["a"]);
+}
+
+pub async fn concurrent_segment_updates_cannot_close_a_cycle(store: &impl Store) {
+    // Six segments each made to depend on the next, all at once: whatever the order, the write
+    // that would close the ring is refused, every other one succeeds.
+    const N: usize = 6;
+    let id = |i: usize| format!("ring{}", i % N);
+    for i in 0..N {
+        store
+            .create_segment(&segment(&id(i), &[], 1))
+            .await
+            .expect("create");
+    }
+    let updates: Vec<SegmentRecord> = (0..N)
+        .map(|i| segment(&id(i), &[id(i + 1).as_str()], 2))
+        .collect();
+    let results =
+        futures::future::join_all(updates.iter().map(|s| store.update_segment(s, Some(1)))).await;
+    let mut refused = 0;
+    for r in results {
+        match r {
+            Ok(Some(s)) => assert_eq!(s.revision, 2),
+            Err(StoreError::SegmentCycle(path)) => {
+                assert_eq!(path.len(), N + 1, "{path:?}");
+                refused += 1;
+            }
+            other => panic!("unexpected result: {other:?}"),
+        }
+    }
+    assert_eq!(refused, 1);
+    let stored = all_segments(store).await;
+    let edges: Vec<(String, String)> = stored
+        .iter()
+        .flat_map(|s| {
+            s.depends_on
+                .iter()
+                .map(move |d| (s.segment_id.clone(), d.clone()))
+        })
+        .collect();
+    assert_eq!(edges.len(), N - 1);
+    for s in &stored {
+        assert_eq!(
+            crate::find_cycle(&edges, &s.segment_id, &s.depends_on),
+            None
+        );
+    }
+}
+
+/// Events as a store kept them before engagement days existed, for the test that migration 0003
+/// fills `engagement_days` in from stored events: engagement of two customers (some before
+/// 1970, at the edges of UTC days, names that JSON escapes), and events of other kinds.
+pub fn backfill_events() -> Vec<Event> {
+    const DAY: i64 = 86_400_000_000;
+    let mut events = Vec::new();
+    for (n, (micros, activity)) in [
+        (0, "login"),
+        (DAY - 1, "login"),
+        (DAY, "login"),
+        (-1, "login"),
+        (-DAY, "login"),
+        (-DAY - 1, "login"),
+        (at(300, 7).as_micros(), "say \"hi\" \\ there"),
+        (at(300, 8).as_micros(), "say \"hi\" \\ there"),
+        (at(300, 9).as_micros(), "Ünïcode, 名前"),
+        (at(301, 0).as_micros(), "login"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let when = Timestamp::from_micros(micros);
+        events.push(engagement("backfill-a", &format!("g{n}"), when, activity));
+        if n % 3 == 0 {
+            events.push(engagement("backfill-b", &format!("g{n}"), when, activity));
+        }
+    }
+    events.push(purchase("backfill-a", "p1", at(300, 0), "o1", 500));
+    events.push(other(
+        "backfill-b",
+        "x1",
+        at(300, 0),
+        EventData::Custom(patron_domain::CustomEvent {
+            name: "login".into(),
+            properties: Default::default(),
+        }),
+    ));
+    events
+}
+
+/// Asserts that the store reads the engagement days of `events` (stored as they were before
+/// migration 0003, then migrated), and that newly recorded engagement adds to them.
+pub async fn engagement_days_were_backfilled(store: &impl Store, events: &[Event]) {
+    let want = |events: &[Event]| {
+        let agg = patron_domain::summary::BatchAggregate::from_events(events.iter());
+        let mut by_customer: std::collections::BTreeMap<String, Vec<EngagementDay>> =
+            std::collections::BTreeMap::new();
+        for (c, day, activity, count) in agg.engagement {
+            by_customer
+                .entry(c.into_string())
+                .or_default()
+                .push(EngagementDay {
+                    day,
+                    activity: Arc::from(activity),
+                    count,
+                });
+        }
+        for days in by_customer.values_mut() {
+            days.sort();
+        }
+        by_customer
+    };
+    let got = |rows: Vec<SummaryRow>| {
+        rows.into_iter()
+            .filter(|r| !r.engagement.is_empty())
+            .map(|r| (r.customer_id.into_string(), r.engagement))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let expected = want(events);
+    assert_eq!(expected.len(), 2);
+    assert_eq!(
+        expected["backfill-a"].first(),
+        Some(&engagement_day(-2, "login", 1))
+    );
+    let rows = store.scan_summaries(None, 100).await.expect("scan");
+    assert_eq!(got(rows), expected);
+
+    // Engagement recorded after the migration adds to the backfilled days.
+    let later = [
+        engagement("backfill-a", "new1", at(301, 5), "login"),
+        engagement("backfill-b", "new1", Timestamp::from_micros(-1), "login"),
+    ];
+    store.record_events(&later, now()).await.expect("record");
+    let all: Vec<Event> = events.iter().cloned().chain(later).collect();
+    let rows = store
+        .get_summaries(&[cid("backfill-a"), cid("backfill-b")])
+        .await
+        .expect("get");
+    assert_eq!(got(rows), want(&all));
 }

@@ -7,11 +7,17 @@
 pub mod columns;
 pub mod conformance;
 pub mod observer;
+pub mod segments;
 
 use async_trait::async_trait;
+use std::sync::Arc;
+
 use patron_domain::{
-    Customer, CustomerId, CustomerSummary, Date, Event, EventId, EventKind, Timestamp,
+    Attributes, Customer, CustomerId, CustomerSummary, Date, Day, Event, EventId, EventKind,
+    Gender, Timestamp,
 };
+
+pub use segments::{SegmentRecord, find_cycle};
 
 /// What can go wrong in a store. Callers map these to wire statuses; the message of
 /// [`StoreError::Internal`] is logged, never shown to clients.
@@ -31,6 +37,19 @@ pub enum StoreError {
     /// A sum would overflow 64-bit integers.
     #[error("a stored total would overflow: {0}")]
     Overflow(String),
+    /// A create found the key taken (e.g. a segment id); nothing was changed.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// A segment write would make segments depend on each other in a circle: the ids along it,
+    /// starting and ending with the written segment. Nothing was changed.
+    #[error("segment dependency cycle: {}", .0.join(" -> "))]
+    SegmentCycle(Vec<String>),
+    /// A segment write names a segment that does not exist (e.g. deleted concurrently).
+    #[error("depends on a missing segment: {0}")]
+    MissingDependency(String),
+    /// A delete was refused because others depend on the record: their ids, sorted.
+    #[error("in use by: {}", .0.join(", "))]
+    InUse(Vec<String>),
     /// Anything else: a bug, corrupt data, a failed migration.
     #[error("storage failure: {0}")]
     Internal(String),
@@ -80,16 +99,43 @@ pub struct EventCursor {
     pub event_id: EventId,
 }
 
-/// One customer's summary with the profile fields scoring needs, as read in bulk by
-/// [`Store::scan_summaries`] and [`Store::get_summaries`] (no attributes, no events).
+/// One customer's summary with the profile and the day-level history that scoring and segment
+/// rules read, as read in bulk by [`Store::scan_summaries`] and [`Store::get_summaries`] (no raw
+/// events).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryRow {
     pub customer_id: CustomerId,
     pub signed_up_at: Option<Timestamp>,
     pub create_time: Timestamp,
     pub birth_date: Option<Date>,
+    pub gender: Gender,
+    /// ISO 3166-1 alpha-2.
+    pub country: Option<String>,
+    pub attributes: Attributes,
     /// All zero for a customer without events.
     pub summary: CustomerSummary,
+    /// The customer's active orders (purchase recorded, not wholly refunded), ascending by
+    /// (day, net amount): the data of windowed purchase counts and revenue.
+    pub orders: Vec<OrderDay>,
+    /// Engagement events per UTC day and activity, ascending by (day, activity).
+    pub engagement: Vec<EngagementDay>,
+}
+
+/// One active order: the UTC day of its purchase and its amount net of refunds (minor units,
+/// >= 0: a zero-value order counts as a purchase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OrderDay {
+    pub day: Day,
+    pub net_amount: i64,
+}
+
+/// How many engagement events of one activity a customer had on one UTC day. Activity names are
+/// shared between rows read together (one allocation per distinct name per read).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EngagementDay {
+    pub day: Day,
+    pub activity: Arc<str>,
+    pub count: i64,
 }
 
 /// A stored value model. The body is an opaque JSON document owned by `patron-scoring`; the
@@ -116,7 +162,7 @@ pub struct StoredPolicy {
 /// The storage contract. All writes are transactional: when a method returns `Ok`, its effect is
 /// durable; when it returns `Err`, nothing changed.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: SegmentStore + Send + Sync + std::fmt::Debug + 'static {
     /// The backend's name, for logs and health.
     fn backend(&self) -> &'static str;
 
@@ -203,6 +249,38 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         updated_at: Timestamp,
         expected_revision: Option<i64>,
     ) -> StoreResult<StoredPolicy>;
+}
+
+#[async_trait]
+pub trait SegmentStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new segment definition (revision 1) with its dependencies
+    /// (`record.depends_on`, stored segments only), atomically. [`StoreError::AlreadyExists`] if
+    /// the id is taken, [`StoreError::MissingDependency`] if a dependency is not stored.
+    async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord>;
+
+    async fn get_segment(&self, id: &str) -> StoreResult<Option<SegmentRecord>>;
+
+    /// Segments in ascending id order, strictly after `after`.
+    async fn list_segments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SegmentRecord>>;
+
+    /// Replaces a segment's definition and dependencies as the next revision, atomically, after
+    /// checking under a lock that no dependency cycle results ([`find_cycle`] over every stored
+    /// edge; [`StoreError::SegmentCycle`]) and, with `expected_revision`, that the stored revision
+    /// equals it ([`StoreError::PreconditionFailed`]). `record.revision` and `create_time` are
+    /// ignored. `None` if there is no such segment.
+    async fn update_segment(
+        &self,
+        record: &SegmentRecord,
+        expected_revision: Option<i64>,
+    ) -> StoreResult<Option<SegmentRecord>>;
+
+    /// Deletes a segment: `false` if there was none; [`StoreError::InUse`] (nothing changed) while
+    /// other segments depend on it.
+    async fn delete_segment(&self, id: &str) -> StoreResult<bool>;
 }
 
 /// How many ids [`Store::get_summaries`] matches per statement.

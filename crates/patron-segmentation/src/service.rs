@@ -1,0 +1,826 @@
+//! The SegmentationService handlers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use patron_domain::{CustomerId, Timestamp, Violations};
+use patron_grpc::time::to_proto;
+use patron_grpc::{ApiError, ApiResult, PageToken};
+use patron_proto::segmentation::v1 as pb;
+use patron_proto::segmentation::v1::segmentation_service_server::SegmentationService;
+use patron_scoring::engine::Engine;
+use patron_store::observer::ChangeObserver;
+use patron_store::{SegmentRecord, StoreError};
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Response, Status};
+
+use crate::membership;
+use crate::registry::{self, RESERVED_PREFIXES, Registry, Snapshot, StoredSegment};
+use crate::rules::{self, RuleError, RuleErrorKind, explain};
+
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME: usize = 200;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION: usize = 2000;
+/// Default and largest ListSegmentMembers page.
+pub const DEFAULT_MEMBER_PAGE: usize = 1000;
+pub const MAX_MEMBER_PAGE: usize = 10_000;
+/// Default and largest PreviewSegment sample.
+pub const DEFAULT_SAMPLE: usize = 10;
+pub const MAX_SAMPLE: usize = 100;
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often stored definitions are reloaded from the database (for definitions written by
+    /// another server), and how often watchers re-check every customer (for model and tier
+    /// policy changes); watchers also re-check when the UTC day changes.
+    pub refresh_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The SegmentationService implementation. Also the change observer that feeds watchers.
+#[derive(Debug, Clone)]
+pub struct SegmentationApi {
+    engine: Arc<Engine>,
+    registry: Arc<Registry>,
+    changes: broadcast::Sender<Arc<[CustomerId]>>,
+    settings: Settings,
+    /// Serializes definition writes in this process, so the registry follows the store's order.
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Feeds watchers with the customers each committed write changed.
+#[derive(Debug, Clone)]
+pub struct ChangeFeed {
+    changes: broadcast::Sender<Arc<[CustomerId]>>,
+}
+
+#[async_trait::async_trait]
+impl ChangeObserver for ChangeFeed {
+    async fn customers_changed(&self, customers: &[CustomerId]) {
+        // No watcher, no receiver: the error only says nobody listens.
+        let _ = self.changes.send(Arc::from(customers));
+    }
+}
+
+fn rule_error(field: &str, e: &RuleError) -> ApiError {
+    let reason = match e.kind {
+        RuleErrorKind::TooLarge => "RULE_TOO_LARGE",
+        RuleErrorKind::UnknownSegment => "SEGMENT_NOT_FOUND",
+        _ => "INVALID_RULE",
+    };
+    ApiError::invalid_field(
+        reason,
+        field,
+        format!("{}:{}: {}", e.line, e.column, e.message),
+    )
+}
+
+fn segment_not_found(id: &str) -> ApiError {
+    ApiError::not_found("SEGMENT_NOT_FOUND", "segment", id)
+}
+
+fn valid_segment_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 63 {
+        return Err("must be 1 to 63 characters".into());
+    }
+    let mut chars = id.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_lowercase()) {
+        return Err("must start with a lower-case letter".into());
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err("may hold only lower-case letters, digits and '-'".into());
+    }
+    Ok(())
+}
+
+/// Checks an id given to look a segment up (not to create one).
+fn lookup_id(id: &str, field: &str) -> ApiResult<()> {
+    valid_segment_id(id).map_err(|m| ApiError::invalid_field("INVALID_FIELD", field, m))
+}
+
+fn stored_to_proto(s: &StoredSegment) -> pb::Segment {
+    let r = &s.record;
+    pb::Segment {
+        segment_id: r.segment_id.clone(),
+        display_name: r.display_name.clone(),
+        description: r.description.clone(),
+        rule: r.rule.clone(),
+        built_in: false,
+        depends_on: r.depends_on.clone(),
+        revision: r.revision,
+        create_time: Some(to_proto(r.create_time)),
+        update_time: Some(to_proto(r.update_time)),
+        time_relative: s.program.time_relative,
+    }
+}
+
+fn builtin_to_proto(b: &registry::BuiltIn) -> pb::Segment {
+    pb::Segment {
+        segment_id: b.segment_id.clone(),
+        display_name: b.display_name.clone(),
+        description: b.description.clone(),
+        rule: b.program.source.clone(),
+        built_in: true,
+        depends_on: Vec::new(),
+        revision: 0,
+        create_time: None,
+        update_time: None,
+        time_relative: b.program.time_relative,
+    }
+}
+
+impl SegmentationApi {
+    /// Loads the stored definitions.
+    pub async fn load(engine: Arc<Engine>, settings: Settings) -> Result<Self, StoreError> {
+        let state = engine.state();
+        let registry = Arc::new(Registry::new(&state.policy, state.policy_revision));
+        registry.load(registry::load_all(engine.store().as_ref()).await?);
+        let (changes, _) = broadcast::channel(1024);
+        Ok(Self {
+            engine,
+            registry,
+            changes,
+            settings,
+            writes: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// The observer to register with the customer service, after the scoring engine.
+    pub fn change_feed(&self) -> ChangeFeed {
+        ChangeFeed {
+            changes: self.changes.clone(),
+        }
+    }
+
+    /// Reloads stored definitions every `refresh_interval` until the returned task is dropped
+    /// or aborted.
+    pub fn spawn_reload(&self) -> tokio::task::JoinHandle<()> {
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(api.settings.refresh_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let _serial = api.writes.lock().await;
+                match registry::load_all(api.engine.store().as_ref()).await {
+                    Ok(records) => api.registry.load(records),
+                    Err(e) => tracing::warn!(error = %e, "segment definitions reload failed"),
+                }
+            }
+        })
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let state = self.engine.state();
+        self.registry.snapshot(&state.policy, state.policy_revision)
+    }
+
+    fn resolve(&self, snapshot: &Snapshot, id: &str) -> ApiResult<Arc<rules::Program>> {
+        snapshot.program_of(id).ok_or_else(|| segment_not_found(id))
+    }
+
+    fn check_text_fields(seg: &pb::Segment, v: &mut Violations, mask: &[&str]) {
+        let want = |f: &str| mask.is_empty() || mask.contains(&f);
+        if want("display_name") {
+            let n = seg.display_name.chars().count();
+            if n == 0 || seg.display_name.trim().is_empty() {
+                v.add("segment.display_name", "must not be empty");
+            } else if n > MAX_DISPLAY_NAME {
+                v.add(
+                    "segment.display_name",
+                    format!("must be at most {MAX_DISPLAY_NAME} characters"),
+                );
+            }
+        }
+        if want("description") && seg.description.chars().count() > MAX_DESCRIPTION {
+            v.add(
+                "segment.description",
+                format!("must be at most {MAX_DESCRIPTION} characters"),
+            );
+        }
+    }
+
+    /// Compiles a rule to store: every in_segment must name an existing segment.
+    fn compile_for_store(
+        &self,
+        snapshot: &Snapshot,
+        rule: &str,
+    ) -> ApiResult<(rules::Program, Vec<String>)> {
+        let program = rules::compile(rule, &|id: &str| snapshot.exists(id))
+            .map_err(|e| rule_error("segment.rule", &e))?;
+        let depends_on: Vec<String> = program
+            .segments
+            .iter()
+            .filter(|id| snapshot.builtin(id).is_none())
+            .cloned()
+            .collect();
+        Ok((program, depends_on))
+    }
+}
+
+fn store_error(e: StoreError, id: &str) -> ApiError {
+    match e {
+        StoreError::SegmentCycle(path) => ApiError::invalid_field(
+            "SEGMENT_CYCLE",
+            "segment.rule",
+            format!(
+                "segments would depend on each other in a circle: {}",
+                path.join(" -> ")
+            ),
+        ),
+        StoreError::MissingDependency(dep) => ApiError::invalid_field(
+            "SEGMENT_NOT_FOUND",
+            "segment.rule",
+            format!("refers to segment {dep:?}, which does not exist"),
+        ),
+        StoreError::InUse(users) => ApiError::FailedPrecondition {
+            reason: "SEGMENT_IN_USE",
+            message: format!(
+                "segment {id:?} is used by {}; change or delete those first",
+                users.join(", ")
+            ),
+        },
+        other => ApiError::Store(other),
+    }
+}
+
+type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchSegmentResponse, Status>>;
+
+#[tonic::async_trait]
+impl SegmentationService for SegmentationApi {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn create_segment(
+        &self,
+        request: Request<pb::CreateSegmentRequest>,
+    ) -> Result<Response<pb::CreateSegmentResponse>, Status> {
+        let Some(seg) = request.into_inner().segment else {
+            return Err(ApiError::invalid_field("INVALID_FIELD", "segment", "is required").into());
+        };
+        let mut v = Violations::new();
+        if let Err(m) = valid_segment_id(&seg.segment_id) {
+            v.add("segment.segment_id", m);
+        } else if RESERVED_PREFIXES
+            .iter()
+            .any(|p| seg.segment_id.starts_with(p))
+        {
+            v.add(
+                "segment.segment_id",
+                "ids starting with \"rfm-\" or \"tier-\" are reserved for built-in segments",
+            );
+        }
+        Self::check_text_fields(&seg, &mut v, &[]);
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let _serial = self.writes.lock().await;
+        let snapshot = self.snapshot();
+        if snapshot.exists(&seg.segment_id) {
+            return Err(ApiError::Store(StoreError::AlreadyExists(format!(
+                "segment {:?} already exists",
+                seg.segment_id
+            )))
+            .into());
+        }
+        let (program, depends_on) = self.compile_for_store(&snapshot, &seg.rule)?;
+        let now = patron_grpc::time::now();
+        let record = SegmentRecord {
+            segment_id: seg.segment_id.clone(),
+            display_name: seg.display_name.trim().to_owned(),
+            description: seg.description,
+            rule: seg.rule,
+            depends_on,
+            revision: 1,
+            create_time: now,
+            update_time: now,
+        };
+        let stored = self
+            .engine
+            .store()
+            .create_segment(&record)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists(_) => ApiError::Store(StoreError::AlreadyExists(
+                    format!("segment {:?} already exists", record.segment_id),
+                )),
+                e => store_error(e, &record.segment_id),
+            })?;
+        let stored = StoredSegment {
+            record: stored,
+            program: Arc::new(program),
+        };
+        self.registry.put(stored.clone());
+        tracing::info!(segment = %stored.record.segment_id, "segment created");
+        Ok(Response::new(pb::CreateSegmentResponse {
+            segment: Some(stored_to_proto(&stored)),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn get_segment(
+        &self,
+        request: Request<pb::GetSegmentRequest>,
+    ) -> Result<Response<pb::GetSegmentResponse>, Status> {
+        let id = request.into_inner().segment_id;
+        lookup_id(&id, "segment_id")?;
+        let snapshot = self.snapshot();
+        if let Some(b) = snapshot.builtin(&id) {
+            return Ok(Response::new(pb::GetSegmentResponse {
+                segment: Some(builtin_to_proto(b)),
+            }));
+        }
+        let record = self
+            .engine
+            .store()
+            .get_segment(&id)
+            .await
+            .map_err(ApiError::Store)?
+            .ok_or_else(|| segment_not_found(&id))?;
+        let stored =
+            registry::compile_stored(record.clone(), &|s: &str| snapshot.exists(s) || s == id)
+                .ok_or_else(|| {
+                    ApiError::Store(StoreError::Internal(format!(
+                        "stored segment {id} does not compile"
+                    )))
+                })?;
+        Ok(Response::new(pb::GetSegmentResponse {
+            segment: Some(stored_to_proto(&stored)),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_segments(
+        &self,
+        request: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+        let pb::ListSegmentsRequest {
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let size = patron_grpc::page_size(page_size)?;
+        // Position: ("b", index of the next built-in) or ("s", last stored id returned).
+        let token = PageToken::decode(&page_token, "ListSegments", 2)?;
+        let snapshot = self.snapshot();
+        let mut out = Vec::with_capacity(size);
+        let mut after_stored: Option<String> = None;
+        let mut builtin_from = 0usize;
+        match token {
+            None => {}
+            Some(t) if t.position[0] == "b" => {
+                builtin_from = t.position[1].parse().map_err(|_| {
+                    ApiError::invalid_field(
+                        "INVALID_PAGE_TOKEN",
+                        "page_token",
+                        "is not a page token issued for this request; start again with an empty token",
+                    )
+                })?;
+            }
+            Some(t) => {
+                builtin_from = usize::MAX;
+                after_stored = Some(t.position[1].clone());
+            }
+        }
+        for (i, b) in snapshot.builtins.iter().enumerate().skip(builtin_from) {
+            if out.len() == size {
+                let next = PageToken::encode("ListSegments", &["b", &i.to_string()]);
+                return Ok(Response::new(pb::ListSegmentsResponse {
+                    segments: out,
+                    next_page_token: next,
+                }));
+            }
+            out.push(builtin_to_proto(b));
+        }
+        let want = size - out.len();
+        let records = self
+            .engine
+            .store()
+            .list_segments(after_stored.as_deref(), want + 1)
+            .await
+            .map_err(ApiError::Store)?;
+        let more = records.len() > want;
+        let mut last = None;
+        for r in records.into_iter().take(want) {
+            last = Some(r.segment_id.clone());
+            let id = r.segment_id.clone();
+            if let Some(s) = registry::compile_stored(r, &|s: &str| snapshot.exists(s) || s == id) {
+                out.push(stored_to_proto(&s));
+            }
+        }
+        let next_page_token = match (more, last) {
+            (true, Some(last)) => PageToken::encode("ListSegments", &["s", &last]),
+            _ if more && want == 0 => {
+                let pos = after_stored.unwrap_or_default();
+                PageToken::encode("ListSegments", &["s", &pos])
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSegmentsResponse {
+            segments: out,
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn update_segment(
+        &self,
+        request: Request<pb::UpdateSegmentRequest>,
+    ) -> Result<Response<pb::UpdateSegmentResponse>, Status> {
+        let pb::UpdateSegmentRequest {
+            segment,
+            update_mask,
+            expected_revision,
+        } = request.into_inner();
+        let Some(seg) = segment else {
+            return Err(ApiError::invalid_field("INVALID_FIELD", "segment", "is required").into());
+        };
+        lookup_id(&seg.segment_id, "segment.segment_id")?;
+        let paths: Vec<String> = update_mask.map(|m| m.paths).unwrap_or_default();
+        let mut v = Violations::new();
+        for (i, p) in paths.iter().enumerate() {
+            if !matches!(p.as_str(), "display_name" | "description" | "rule") {
+                v.add(
+                    format!("update_mask.paths[{i}]"),
+                    format!("{p:?} is not an updatable field (display_name, description, rule)"),
+                );
+            }
+        }
+        if expected_revision < 0 {
+            v.add("expected_revision", "must not be negative");
+        }
+        let mask: Vec<&str> = paths.iter().map(String::as_str).collect();
+        Self::check_text_fields(&seg, &mut v, &mask);
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let want = |f: &str| mask.is_empty() || mask.contains(&f);
+        let _serial = self.writes.lock().await;
+        let snapshot = self.snapshot();
+        if snapshot.builtin(&seg.segment_id).is_some() {
+            return Err(ApiError::FailedPrecondition {
+                reason: "BUILT_IN_SEGMENT",
+                message: format!("segment {:?} is built in and read-only", seg.segment_id),
+            }
+            .into());
+        }
+        let store = self.engine.store();
+        let current = store
+            .get_segment(&seg.segment_id)
+            .await
+            .map_err(ApiError::Store)?
+            .ok_or_else(|| segment_not_found(&seg.segment_id))?;
+        let mut record = current.clone();
+        if want("display_name") {
+            record.display_name = seg.display_name.trim().to_owned();
+        }
+        if want("description") {
+            record.description = seg.description.clone();
+        }
+        if want("rule") {
+            record.rule = seg.rule.clone();
+        }
+        let id = seg.segment_id.clone();
+        let program = rules::compile(&record.rule, &|s: &str| snapshot.exists(s) || s == id)
+            .map_err(|e| rule_error("segment.rule", &e))?;
+        record.depends_on = program
+            .segments
+            .iter()
+            .filter(|s| snapshot.builtin(s).is_none())
+            .cloned()
+            .collect();
+        record.update_time = patron_grpc::time::now();
+        let expected = (expected_revision > 0).then_some(expected_revision);
+        let stored = store
+            .update_segment(&record, expected)
+            .await
+            .map_err(|e| store_error(e, &id))?
+            .ok_or_else(|| segment_not_found(&id))?;
+        let stored = StoredSegment {
+            record: stored,
+            program: Arc::new(program),
+        };
+        self.registry.put(stored.clone());
+        tracing::info!(segment = %id, revision = stored.record.revision, "segment updated");
+        Ok(Response::new(pb::UpdateSegmentResponse {
+            segment: Some(stored_to_proto(&stored)),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn delete_segment(
+        &self,
+        request: Request<pb::DeleteSegmentRequest>,
+    ) -> Result<Response<pb::DeleteSegmentResponse>, Status> {
+        let id = request.into_inner().segment_id;
+        lookup_id(&id, "segment_id")?;
+        let _serial = self.writes.lock().await;
+        if self.snapshot().builtin(&id).is_some() {
+            return Err(ApiError::FailedPrecondition {
+                reason: "BUILT_IN_SEGMENT",
+                message: format!("segment {id:?} is built in and cannot be deleted"),
+            }
+            .into());
+        }
+        let deleted = self
+            .engine
+            .store()
+            .delete_segment(&id)
+            .await
+            .map_err(|e| store_error(e, &id))?;
+        if !deleted {
+            return Err(segment_not_found(&id).into());
+        }
+        self.registry.remove(&id);
+        tracing::info!(segment = %id, "segment deleted");
+        Ok(Response::new(pb::DeleteSegmentResponse {}))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn preview_segment(
+        &self,
+        request: Request<pb::PreviewSegmentRequest>,
+    ) -> Result<Response<pb::PreviewSegmentResponse>, Status> {
+        let pb::PreviewSegmentRequest { rule, sample_size } = request.into_inner();
+        let sample = match sample_size {
+            0 => DEFAULT_SAMPLE,
+            n if n < 0 || n as usize > MAX_SAMPLE => {
+                return Err(ApiError::invalid_field(
+                    "INVALID_FIELD",
+                    "sample_size",
+                    format!("must be between 0 and {MAX_SAMPLE}"),
+                )
+                .into());
+            }
+            n => n as usize,
+        };
+        let snapshot = self.snapshot();
+        let program = rules::compile(&rule, &|id: &str| snapshot.exists(id))
+            .map_err(|e| rule_error("rule", &e))?;
+        let scan = self
+            .scan(snapshot, Arc::new(program.clone()), sample)
+            .await?;
+        Ok(Response::new(pb::PreviewSegmentResponse {
+            count: i64::try_from(scan.count).unwrap_or(i64::MAX),
+            population: i64::try_from(scan.population).unwrap_or(i64::MAX),
+            sample_customer_ids: scan.sample.into_iter().map(String::from).collect(),
+            time_relative: program.time_relative,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn check_membership(
+        &self,
+        request: Request<pb::CheckMembershipRequest>,
+    ) -> Result<Response<pb::CheckMembershipResponse>, Status> {
+        let pb::CheckMembershipRequest {
+            customer_id,
+            segment_id,
+            explain: want_explanation,
+        } = request.into_inner();
+        let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
+        lookup_id(&segment_id, "segment_id")?;
+        let snapshot = self.snapshot();
+        let program = self.resolve(&snapshot, &segment_id)?;
+        let row = self
+            .engine
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))?;
+        let state = self.engine.state();
+        let now = patron_grpc::time::now();
+        let facts = rules::Facts::new(&row, &state, now);
+        let eval = rules::Eval::new(&facts, &snapshot);
+        let (member, explanation) = if want_explanation {
+            let x = explain::explain(&eval, &program);
+            (
+                x.matched,
+                Some(pb::Explanation {
+                    outcome: x.outcome,
+                    conditions: x
+                        .conditions
+                        .into_iter()
+                        .map(|c| pb::Condition {
+                            expression: c.expression,
+                            outcome: c.outcome,
+                        })
+                        .collect(),
+                    facts: x
+                        .facts
+                        .into_iter()
+                        .map(|f| pb::Fact {
+                            expression: f.expression,
+                            value: f.value,
+                        })
+                        .collect(),
+                }),
+            )
+        } else {
+            (eval.matches(&program), None)
+        };
+        Ok(Response::new(pb::CheckMembershipResponse {
+            member,
+            explanation,
+            evaluate_time: Some(to_proto(now)),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_customer_segments(
+        &self,
+        request: Request<pb::ListCustomerSegmentsRequest>,
+    ) -> Result<Response<pb::ListCustomerSegmentsResponse>, Status> {
+        let customer_id = request.into_inner().customer_id;
+        let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
+        let row = self
+            .engine
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))?;
+        let snapshot = self.snapshot();
+        let state = self.engine.state();
+        let now = patron_grpc::time::now();
+        let facts = rules::Facts::new(&row, &state, now);
+        let eval = rules::Eval::new(&facts, &snapshot);
+        let mut segment_ids = Vec::new();
+        for b in &snapshot.builtins {
+            if eval.matches(&b.program) {
+                segment_ids.push(b.segment_id.clone());
+            }
+        }
+        for (id, s) in &snapshot.stored {
+            if eval.matches(&s.program) {
+                segment_ids.push(id.clone());
+            }
+        }
+        Ok(Response::new(pb::ListCustomerSegmentsResponse {
+            segment_ids,
+            evaluate_time: Some(to_proto(now)),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_segment_members(
+        &self,
+        request: Request<pb::ListSegmentMembersRequest>,
+    ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
+        let pb::ListSegmentMembersRequest {
+            segment_id,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        lookup_id(&segment_id, "segment_id")?;
+        let size = match page_size {
+            0 => DEFAULT_MEMBER_PAGE,
+            n if n < 0 => {
+                return Err(ApiError::invalid_field(
+                    "INVALID_PAGE_SIZE",
+                    "page_size",
+                    "must not be negative",
+                )
+                .into());
+            }
+            n => (n as usize).min(MAX_MEMBER_PAGE),
+        };
+        let scope = format!("ListSegmentMembers/{segment_id}");
+        let after = match PageToken::decode(&page_token, &scope, 1)? {
+            None => None,
+            Some(t) => Some(CustomerId::parse(t.position[0].clone()).map_err(|_| {
+                ApiError::invalid_field(
+                    "INVALID_PAGE_TOKEN",
+                    "page_token",
+                    "is not a page token issued for this request; start again with an empty token",
+                )
+            })?),
+        };
+        let snapshot = self.snapshot();
+        let program = self.resolve(&snapshot, &segment_id)?;
+        let engine = Arc::clone(&self.engine);
+        let (ids, full) = tokio::task::spawn_blocking(move || {
+            let state = engine.state();
+            let now = patron_grpc::time::now();
+            membership::page(
+                &engine,
+                after.as_ref(),
+                size,
+                &program,
+                &state,
+                &snapshot,
+                now,
+            )
+        })
+        .await
+        .map_err(|e| ApiError::Store(StoreError::Internal(format!("member scan failed: {e}"))))?;
+        let next_page_token = match (full, ids.last()) {
+            (true, Some(last)) => PageToken::encode(&scope, &[last.as_str()]),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSegmentMembersResponse {
+            customer_ids: ids.into_iter().map(String::from).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn count_segment_members(
+        &self,
+        request: Request<pb::CountSegmentMembersRequest>,
+    ) -> Result<Response<pb::CountSegmentMembersResponse>, Status> {
+        let segment_id = request.into_inner().segment_id;
+        lookup_id(&segment_id, "segment_id")?;
+        let snapshot = self.snapshot();
+        let program = self.resolve(&snapshot, &segment_id)?;
+        let now = patron_grpc::time::now();
+        let scan = self.scan(snapshot, program, 0).await?;
+        Ok(Response::new(pb::CountSegmentMembersResponse {
+            count: i64::try_from(scan.count).unwrap_or(i64::MAX),
+            population: i64::try_from(scan.population).unwrap_or(i64::MAX),
+            evaluate_time: Some(to_proto(now)),
+        }))
+    }
+
+    type WatchSegmentStream = WatchStream;
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn watch_segment(
+        &self,
+        request: Request<pb::WatchSegmentRequest>,
+    ) -> Result<Response<Self::WatchSegmentStream>, Status> {
+        let pb::WatchSegmentRequest {
+            segment_id,
+            include_initial_members,
+        } = request.into_inner();
+        lookup_id(&segment_id, "segment_id")?;
+        // Fail fast on an unknown segment; the watcher resolves it again on every check, so
+        // later updates of the rule apply.
+        self.resolve(&self.snapshot(), &segment_id)?;
+        // Subscribe before the first scan: no change committed after the scan can be missed.
+        let changes = self.changes.subscribe();
+        let (tx, rx) = mpsc::channel(1024);
+        let api = self.clone();
+        tokio::spawn(async move {
+            crate::watch::run(api, segment_id, include_initial_members, changes, tx).await;
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+}
+
+impl SegmentationApi {
+    /// Evaluates `program` for every customer on a blocking thread.
+    async fn scan(
+        &self,
+        snapshot: Snapshot,
+        program: Arc<rules::Program>,
+        sample: usize,
+    ) -> ApiResult<membership::Scan> {
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || {
+            let state = engine.state();
+            let rows = engine.range_after(None, usize::MAX);
+            let now = patron_grpc::time::now();
+            membership::count(&rows, &program, &state, &snapshot, now, sample)
+        })
+        .await
+        .map_err(|e| ApiError::Store(StoreError::Internal(format!("segment scan failed: {e}"))))
+    }
+
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The program of a segment now, or `None` if it no longer exists.
+    pub(crate) fn current(&self, id: &str) -> Option<(Snapshot, Arc<rules::Program>)> {
+        let snapshot = self.snapshot();
+        let program = snapshot.program_of(id)?;
+        Some((snapshot, program))
+    }
+
+    /// Every member now (for watchers).
+    pub(crate) fn members_now(&self, id: &str, now: Timestamp) -> Option<HashSet<CustomerId>> {
+        let (snapshot, program) = self.current(id)?;
+        let state = self.engine.state();
+        let rows = self.engine.range_after(None, usize::MAX);
+        let mut out = HashSet::new();
+        for row in &rows {
+            if membership::is_member(row, &program, &state, &snapshot, now) {
+                out.insert(row.customer_id.clone());
+            }
+        }
+        Some(out)
+    }
+}

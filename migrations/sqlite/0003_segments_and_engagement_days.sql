@@ -1,0 +1,54 @@
+-- Engagement per customer and UTC day, and the segment definitions of patron-segmentation.
+-- Instants are microseconds since the Unix epoch (UTC); days are days since 1970-01-01 (UTC).
+
+-- Engagement events counted per customer, UTC day and activity name, kept in the same
+-- transaction as the events (count = count + the batch's new events): the windowed engagement
+-- counts that segment rules read. Customer-owned: customer_id first in the primary key.
+CREATE TABLE engagement_days (
+    customer_id TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    activity TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, day, activity)
+) WITHOUT ROWID;
+
+-- Backfill from the engagement events already stored: kind 3, data
+-- {"engagement":{"activity":"…"}}. The day is floor(occurred_at / one day); SQLite's integer
+-- division truncates toward zero, so instants before 1970 are rounded down by hand.
+INSERT INTO engagement_days (customer_id, day, activity, count)
+SELECT customer_id, day, activity, COUNT(*)
+FROM (
+    SELECT customer_id,
+        CASE WHEN occurred_at >= 0 THEN occurred_at / 86400000000
+             ELSE -((-occurred_at - 1) / 86400000000) - 1 END AS day,
+        json_extract(data, '$.engagement.activity') AS activity
+    FROM events
+    WHERE kind = 3
+)
+GROUP BY customer_id, day, activity
+ORDER BY customer_id, day, activity;
+
+-- Segment definitions: global (not customer-owned) tables. The rule is CEL source text checked
+-- by patron-segmentation before it is stored; revision is 1 when created, one more per update.
+-- Writes go through the store's single writer connection, so the dependency-cycle check and the
+-- write it guards are never interleaved with another segment write.
+CREATE TABLE segments (
+    segment_id TEXT NOT NULL PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL
+);
+
+-- The stored segments a segment's rule names with in_segment("…"). A segment's own rows go with
+-- it; a segment others depend on cannot be deleted (the store refuses first, naming them).
+CREATE TABLE segment_dependencies (
+    segment_id TEXT NOT NULL REFERENCES segments (segment_id) ON DELETE CASCADE,
+    depends_on TEXT NOT NULL REFERENCES segments (segment_id),
+    PRIMARY KEY (segment_id, depends_on)
+) WITHOUT ROWID;
+
+-- Who depends on a segment (the check before a delete; the foreign key's own lookups).
+CREATE INDEX segment_dependencies_depends_on ON segment_dependencies (depends_on);
