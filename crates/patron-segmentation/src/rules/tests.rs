@@ -566,12 +566,18 @@ fn bad_rules_are_refused_with_position_and_reason() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let long = format!("customer.age > 1{}", " && customer.age > 1".repeat(300));
     assert_eq!(
-        compile(&long, &exists).map(|_| ()).unwrap_err().kind,
+        compile(&long, &exists)
+            .map(|_| ())
+            .expect_err("too long")
+            .kind,
         RuleErrorKind::TooLarge
     );
     let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
     assert_eq!(
-        compile(&deep, &exists).map(|_| ()).unwrap_err().kind,
+        compile(&deep, &exists)
+            .map(|_| ())
+            .expect_err("too deep")
+            .kind,
         RuleErrorKind::TooLarge
     );
 }
