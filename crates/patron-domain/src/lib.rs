@@ -12,6 +12,7 @@ pub mod customer;
 pub mod event;
 pub mod id;
 pub mod iso;
+pub mod loyalty;
 pub mod money;
 pub mod summary;
 pub mod time;
