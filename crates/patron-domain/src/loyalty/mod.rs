@@ -3,5 +3,7 @@
 //! member's lock.
 
 pub mod ledger;
+pub mod program;
+pub mod tier;
 
 pub use ledger::{Balances, Entry, EntryKind, LedgerError, Lot, Meta, Points, Source, Wallet};
