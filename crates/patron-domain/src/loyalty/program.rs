@@ -175,12 +175,12 @@ impl ProgramDef {
             }
             if i == 0 && (t.min_points > 0 || t.min_spend > 0 || t.min_tenure_days > 0) {
                 v.add(
-                    format!("{p}"),
+                    p.clone(),
                     "the first tier is the base tier every member starts in: no thresholds",
                 );
             }
             if i > 0 && t.min_points == 0 && t.min_spend == 0 && t.min_tenure_days == 0 {
-                v.add(format!("{p}"), "a tier above the base needs a threshold");
+                v.add(p.clone(), "a tier above the base needs a threshold");
             }
             if i > 0 {
                 let prev = &self.tiers[i - 1];
@@ -188,7 +188,7 @@ impl ProgramDef {
                     || (t.min_spend > 0 && t.min_spend < prev.min_spend);
                 if weaker {
                     v.add(
-                        format!("{p}"),
+                        p.clone(),
                         "thresholds must not decrease from one tier to the next",
                     );
                 }
