@@ -4,6 +4,7 @@
 
 pub mod ledger;
 pub mod program;
+pub mod reward;
 pub mod tier;
 
 pub use ledger::{Balances, Entry, EntryKind, LedgerError, Lot, Meta, Points, Source, Wallet};
