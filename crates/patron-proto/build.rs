@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "patron/customers/v1/customers.proto",
         "patron/scoring/v1/scoring.proto",
         "patron/segmentation/v1/segmentation.proto",
+        "patron/loyalty/v1/loyalty.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;

@@ -12,6 +12,7 @@ mod demo;
 mod durability;
 mod events;
 mod import;
+mod loyalty;
 mod platform;
 mod scoring;
 mod segmentation;

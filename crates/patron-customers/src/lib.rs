@@ -83,6 +83,12 @@ async fn notify_all(observers: &[Arc<dyn ChangeObserver>], customers: &[Customer
     }
 }
 
+async fn notify_events(observers: &[Arc<dyn ChangeObserver>], events: &[Event]) {
+    for o in observers {
+        o.events_committed(events).await;
+    }
+}
+
 /// The distinct customers of a batch of events.
 fn customers_of(events: &[Event]) -> Vec<CustomerId> {
     let mut ids: Vec<CustomerId> = events.iter().map(|e| e.customer_id.clone()).collect();
@@ -277,6 +283,7 @@ impl CustomerService for CustomerApi {
         if out.recorded > 0 {
             self.notify(&customers_of(&parsed)).await;
         }
+        notify_events(&self.observers, &parsed).await;
         Ok(Response::new(pb::RecordEventsResponse {
             recorded_count: count(out.recorded),
             duplicate_count: count(out.duplicate_indexes.len()),
@@ -308,6 +315,7 @@ impl CustomerService for CustomerApi {
                 if out.recorded > 0 {
                     notify_all(&observers, &customers_of(&batch)).await;
                 }
+                notify_events(&observers, &batch).await;
                 recorded += out.recorded;
                 duplicates += out.duplicate_indexes.len();
                 created += out.created_customers;

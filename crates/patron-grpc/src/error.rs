@@ -34,6 +34,13 @@ pub enum ApiError {
         reason: &'static str,
         message: String,
     },
+    /// Like `FailedPrecondition`, with ErrorInfo metadata (e.g. the unmet conditions of a
+    /// redemption).
+    Refused {
+        reason: &'static str,
+        message: String,
+        metadata: Vec<(String, String)>,
+    },
     /// The call ran out of time.
     DeadlineExceeded,
     /// A storage failure.
@@ -49,6 +56,7 @@ impl std::fmt::Display for ApiError {
             ApiError::InvalidArgument { message, .. } => f.write_str(message),
             ApiError::NotFound { resource, id, .. } => write!(f, "{resource} {id:?} not found"),
             ApiError::FailedPrecondition { message, .. } => f.write_str(message),
+            ApiError::Refused { message, .. } => f.write_str(message),
             ApiError::DeadlineExceeded => f.write_str("deadline exceeded"),
             ApiError::Store(e) => write!(f, "{e}"),
         }
@@ -154,6 +162,13 @@ impl From<ApiError> for Status {
                 Code::FailedPrecondition,
                 message,
                 info(reason, HashMap::new()),
+            ),
+            ApiError::Refused {
+                reason, metadata, ..
+            } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                info(reason, metadata.into_iter().collect()),
             ),
             ApiError::DeadlineExceeded => Status::with_error_details(
                 Code::DeadlineExceeded,

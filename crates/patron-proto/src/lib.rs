@@ -34,3 +34,9 @@ pub mod segmentation {
         tonic::include_proto!("patron.segmentation.v1");
     }
 }
+
+pub mod loyalty {
+    pub mod v1 {
+        tonic::include_proto!("patron.loyalty.v1");
+    }
+}

@@ -824,3 +824,26 @@ impl SegmentationApi {
         Some(out)
     }
 }
+
+impl SegmentationApi {
+    /// Whether a customer is in a segment now: `None` if the segment or the customer is unknown.
+    /// For other services (loyalty's target and required segments).
+    pub fn is_member(&self, segment_id: &str, customer: &CustomerId) -> Option<bool> {
+        let snapshot = self.snapshot();
+        let program = snapshot.program_of(segment_id)?;
+        let row = self.engine.get(customer)?;
+        let state = self.engine.state();
+        Some(membership::is_member(
+            &row,
+            &program,
+            &state,
+            &snapshot,
+            patron_grpc::time::now(),
+        ))
+    }
+
+    /// Whether a segment exists now (stored or built-in).
+    pub fn segment_exists(&self, segment_id: &str) -> bool {
+        self.snapshot().exists(segment_id)
+    }
+}

@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use patron_customers::CustomerApi;
+use patron_loyalty::LoyaltyApi;
 use patron_proto::customers::v1::customer_service_server::{
     CustomerServiceServer, SERVICE_NAME as CUSTOMERS,
+};
+use patron_proto::loyalty::v1::loyalty_service_server::{
+    LoyaltyServiceServer, SERVICE_NAME as LOYALTY,
 };
 use patron_proto::scoring::v1::scoring_service_server::{
     SERVICE_NAME as SCORING, ScoringServiceServer,
@@ -33,7 +37,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::config::{Settings, redact_url};
 
 /// Services whose health is reported, besides the whole server ("").
-pub const SERVICES: [&str; 3] = [CUSTOMERS, SCORING, SEGMENTATION];
+pub const SERVICES: [&str; 4] = [CUSTOMERS, SCORING, SEGMENTATION, LOYALTY];
 
 /// Why the application could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +214,15 @@ impl Application {
         streaming.insert("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into());
         streaming.insert("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo".into());
 
+        let loyalty = LoyaltyApi::new(
+            Arc::clone(&store),
+            Arc::clone(&engine),
+            segmentation.clone(),
+            settings.currency,
+            patron_loyalty::Settings {
+                expiry_interval: settings.loyalty_expiry_interval,
+            },
+        );
         let customers = CustomerApi::new(
             Arc::clone(&store),
             patron_customers::Settings {
@@ -219,8 +232,10 @@ impl Application {
         )
         // Order matters: the scoring index refreshes first, then segment watchers read it.
         .with_observer(Arc::clone(&engine) as Arc<dyn patron_store::observer::ChangeObserver>)
-        .with_observer(Arc::new(segmentation.change_feed()));
+        .with_observer(Arc::new(segmentation.change_feed()))
+        .with_observer(Arc::new(loyalty.earner()));
         let reload = segmentation.spawn_reload();
+        let expiry = loyalty.spawn_expiry();
         let customers = CustomerServiceServer::new(customers)
             .max_decoding_message_size(settings.max_message_bytes)
             .max_encoding_message_size(settings.max_message_bytes);
@@ -241,6 +256,11 @@ impl Application {
             )
             .add_service(
                 SegmentationServiceServer::new(segmentation)
+                    .max_decoding_message_size(settings.max_message_bytes)
+                    .max_encoding_message_size(settings.max_message_bytes),
+            )
+            .add_service(
+                LoyaltyServiceServer::new(loyalty)
                     .max_decoding_message_size(settings.max_message_bytes)
                     .max_encoding_message_size(settings.max_message_bytes),
             );
@@ -276,6 +296,7 @@ impl Application {
             () = deadline => tracing::warn!(?drain_timeout, "drain timeout: closing calls still open"),
         }
         reload.abort();
+        expiry.abort();
         tracing::info!("stopped");
         Ok(())
     }

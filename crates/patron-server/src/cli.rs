@@ -111,6 +111,12 @@ pub struct ServeArgs {
     /// [default: 60]
     #[arg(long, env = "PATRON_SEGMENT_REFRESH_SECS", value_name = "SECS")]
     pub segment_refresh_secs: Option<u64>,
+
+    /// Seconds between runs of the loyalty expiry task, which writes EXPIRE entries for points
+    /// past their expiry and ACTIVATE entries for points past their return window (balances
+    /// never count expired points, whenever the task runs). [default: 60]
+    #[arg(long, env = "PATRON_LOYALTY_EXPIRY_INTERVAL_SECS", value_name = "SECS")]
+    pub loyalty_expiry_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +178,7 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         o.shutdown_grace_secs = s.shutdown_grace_secs;
         o.drain_timeout_secs = s.drain_timeout_secs;
         o.segment_refresh_secs = s.segment_refresh_secs;
+        o.loyalty_expiry_interval_secs = s.loyalty_expiry_interval_secs;
     }
     if let Command::Demo(d) = &cli.command {
         o.listen = d.listen.clone();

@@ -68,6 +68,7 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     pub drain_timeout_secs: Option<u64>,
     pub segment_refresh_secs: Option<u64>,
+    pub loyalty_expiry_interval_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -93,6 +94,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Segment definition reloads and WatchSegment full re-checks.
     pub segment_refresh: Duration,
+    /// How often the loyalty expiry task runs.
+    pub loyalty_expiry_interval: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -116,6 +119,7 @@ impl Settings {
             shutdown_grace: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
             segment_refresh: Duration::from_secs(60),
+            loyalty_expiry_interval: Duration::from_secs(60),
         }
     }
 }
@@ -134,6 +138,7 @@ pub struct Overrides {
     pub shutdown_grace_secs: Option<u64>,
     pub drain_timeout_secs: Option<u64>,
     pub segment_refresh_secs: Option<u64>,
+    pub loyalty_expiry_interval_secs: Option<u64>,
 }
 
 /// Resolves settings: overrides first, then the file, then defaults.
@@ -197,6 +202,12 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
         segment_refresh: Duration::from_secs(
             o.segment_refresh_secs
                 .or(file.segment_refresh_secs)
+                .unwrap_or(60)
+                .max(1),
+        ),
+        loyalty_expiry_interval: Duration::from_secs(
+            o.loyalty_expiry_interval_secs
+                .or(file.loyalty_expiry_interval_secs)
                 .unwrap_or(60)
                 .max(1),
         ),

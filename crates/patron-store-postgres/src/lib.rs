@@ -11,6 +11,7 @@
 //! concurrent recorders share but which `delete_customer` (which deletes the customer row first)
 //! must wait for: an erasure never interleaves with a batch for the same customer.
 
+mod loyalty;
 pub mod testing;
 
 use std::collections::{HashMap, HashSet};
@@ -671,6 +672,44 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
+        // The customer's loyalty rows go too, under each membership's lock (in key order), so
+        // no member change interleaves with the erasure. Keeping the ledger in anonymised form
+        // (the customer id replaced) is future work.
+        let programs: Vec<String> =
+            sqlx::query_scalar("SELECT program_id FROM loyalty_members WHERE customer_id = $1")
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let mut keys: Vec<i64> = programs
+            .iter()
+            .map(|p| loyalty::member_lock_key(p, id.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        for table in [
+            "loyalty_members",
+            "loyalty_lots",
+            "loyalty_entries",
+            "loyalty_orders",
+            "loyalty_bonus_counts",
+            "loyalty_activity",
+            "loyalty_redemptions",
+            "loyalty_applied_events",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = $1"))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(Some(u64::try_from(events).unwrap_or(0)))
     }
@@ -1296,14 +1335,20 @@ impl SegmentStore for PgStore {
         if !exists {
             return Ok(false);
         }
-        let dependents: Vec<String> = sqlx::query_scalar(
+        let mut dependents: Vec<String> = sqlx::query_scalar(
             "SELECT segment_id FROM segment_dependencies WHERE depends_on = $1 \
-             AND segment_id <> $1 ORDER BY segment_id",
+             AND segment_id <> $1 \
+             UNION ALL SELECT 'program:' || program_id FROM loyalty_programs \
+             WHERE target_segment = $1 \
+             UNION ALL SELECT 'reward:' || reward_id FROM loyalty_rewards \
+             WHERE required_segment = $1",
         )
         .bind(id)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
+        // Bytewise, as in SQLite.
+        dependents.sort_unstable();
         if !dependents.is_empty() {
             return Err(StoreError::InUse(dependents));
         }

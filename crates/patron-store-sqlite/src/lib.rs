@@ -26,6 +26,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
+mod loyalty;
+
 /// SQLite allows 32,766 bound parameters per statement; chunks stay well below.
 const MAX_PARAMS: usize = 30_000;
 
@@ -634,11 +636,21 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?
             .rows_affected();
+        // The customer's loyalty rows go too. Keeping the ledger in anonymised form (the
+        // customer id replaced) is future work.
         for table in [
             "orders",
             "engagement_days",
             "customer_summaries",
             "customers",
+            "loyalty_members",
+            "loyalty_lots",
+            "loyalty_entries",
+            "loyalty_orders",
+            "loyalty_applied_events",
+            "loyalty_bonus_counts",
+            "loyalty_activity",
+            "loyalty_redemptions",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = ?"))
                 .bind(id.as_str())
@@ -1259,15 +1271,22 @@ impl SegmentStore for SqliteStore {
         if !exists {
             return Ok(false);
         }
-        let dependents: Vec<String> = sqlx::query_scalar(
+        let mut dependents: Vec<String> = sqlx::query_scalar(
             "SELECT segment_id FROM segment_dependencies WHERE depends_on = ? \
-             AND segment_id <> ? ORDER BY segment_id",
+             AND segment_id <> ? \
+             UNION ALL SELECT 'program:' || program_id FROM loyalty_programs \
+             WHERE target_segment = ? \
+             UNION ALL SELECT 'reward:' || reward_id FROM loyalty_rewards \
+             WHERE required_segment = ?",
         )
+        .bind(id)
+        .bind(id)
         .bind(id)
         .bind(id)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
+        dependents.sort_unstable();
         if !dependents.is_empty() {
             return Err(StoreError::InUse(dependents));
         }

@@ -6,6 +6,7 @@
 
 pub mod columns;
 pub mod conformance;
+pub mod loyalty;
 pub mod observer;
 pub mod segments;
 
@@ -162,7 +163,9 @@ pub struct StoredPolicy {
 /// The storage contract. All writes are transactional: when a method returns `Ok`, its effect is
 /// durable; when it returns `Err`, nothing changed.
 #[async_trait]
-pub trait Store: SegmentStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    SegmentStore + loyalty::LoyaltyStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// The backend's name, for logs and health.
     fn backend(&self) -> &'static str;
 
@@ -279,7 +282,8 @@ pub trait SegmentStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Option<SegmentRecord>>;
 
     /// Deletes a segment: `false` if there was none; [`StoreError::InUse`] (nothing changed) while
-    /// other segments depend on it.
+    /// other segments, loyalty programs (target segment) or rewards (required segment) depend on
+    /// it; the ids of those are listed, programs as `program:ID` and rewards as `reward:ID`.
     async fn delete_segment(&self, id: &str) -> StoreResult<bool>;
 }
 

@@ -462,6 +462,7 @@ impl Wallet {
             if l.remaining > 0 && l.is_expired(now) {
                 let n = l.remaining;
                 l.remaining = 0;
+                l.activated = true;
                 expired += n;
                 entries.push((
                     EntryKind::Expire,

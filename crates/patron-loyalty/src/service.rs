@@ -1,0 +1,1238 @@
+//! The LoyaltyService handlers, the earner (points from recorded events) and the expiry task.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use patron_domain::loyalty::program::ProgramDef;
+use patron_domain::loyalty::reward::RewardDef;
+use patron_domain::loyalty::tier;
+use patron_domain::{Currency, CustomerId, Day, Event, EventId, Timestamp, Violations};
+use patron_grpc::time::to_proto;
+use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
+use patron_proto::loyalty::v1 as pb;
+use patron_proto::loyalty::v1::loyalty_service_server::LoyaltyService;
+use patron_scoring::engine::Engine;
+use patron_segmentation::SegmentationApi;
+use patron_store::loyalty::{
+    MemberOp, MemberRow, MutateOutcome, ProgramRecord, RedemptionRecord, RewardRecord,
+};
+use patron_store::observer::ChangeObserver;
+use patron_store::{Store, StoreError};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, check_id};
+use crate::ops::{self, EXPIRING_HORIZON_DAYS, MemberContext};
+
+/// Most reward ids one CheckEligibility call may name.
+pub const MAX_ELIGIBILITY_IDS: usize = 1_000;
+/// Longest request id, reason and issuer.
+pub const MAX_REQUEST_ID: usize = 128;
+pub const MAX_REASON: usize = 500;
+/// Largest manual adjustment either way.
+pub const MAX_ADJUST: i64 = 1_000_000_000;
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often the expiry task runs.
+    pub expiry_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            expiry_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The LoyaltyService implementation.
+#[derive(Debug, Clone)]
+pub struct LoyaltyApi {
+    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
+    segments: SegmentationApi,
+    currency: Currency,
+    settings: Settings,
+}
+
+fn program_not_found(id: &str) -> ApiError {
+    ApiError::not_found("PROGRAM_NOT_FOUND", "program", id)
+}
+
+fn reward_not_found(id: &str) -> ApiError {
+    ApiError::not_found("REWARD_NOT_FOUND", "reward", id)
+}
+
+fn parse_program(record: &ProgramRecord) -> ApiResult<ProgramDef> {
+    serde_json::from_str(&record.body).map_err(|e| {
+        ApiError::Store(StoreError::Internal(format!(
+            "stored program {}: {e}",
+            record.program_id
+        )))
+    })
+}
+
+fn parse_reward(record: &RewardRecord) -> ApiResult<RewardDef> {
+    serde_json::from_str(&record.body).map_err(|e| {
+        ApiError::Store(StoreError::Internal(format!(
+            "stored reward {}: {e}",
+            record.reward_id
+        )))
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> ApiResult<String> {
+    serde_json::to_string(v)
+        .map_err(|e| ApiError::Store(StoreError::Internal(format!("encode: {e}"))))
+}
+
+fn id_field(id: &str, field: &str) -> ApiResult<()> {
+    check_id(id).map_err(|m| ApiError::invalid_field("INVALID_FIELD", field, m))
+}
+
+fn refusal(reason: &str) -> ApiError {
+    match reason {
+        ops::NOT_ENROLLED => ApiError::FailedPrecondition {
+            reason: "NOT_ENROLLED",
+            message: "the customer is not a member of the program; enrol first".into(),
+        },
+        ops::REQUEST_ID_REUSED => ApiError::FailedPrecondition {
+            reason: "REQUEST_ID_REUSED",
+            message: "this request_id was used for a different request; use a new request_id"
+                .into(),
+        },
+        ops::INSUFFICIENT_POINTS => ApiError::FailedPrecondition {
+            reason: "INSUFFICIENT_POINTS",
+            message: "not enough available points; nothing was changed".into(),
+        },
+        ops::REDEMPTION_NOT_FOUND => ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", ""),
+        ops::REWARD_NOT_FOUND => reward_not_found(""),
+        ops::OVERFLOW => ApiError::Store(StoreError::Overflow("points".into())),
+        other => ApiError::Store(StoreError::Internal(format!("refused: {other}"))),
+    }
+}
+
+impl LoyaltyApi {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        segments: SegmentationApi,
+        currency: Currency,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            engine,
+            segments,
+            currency,
+            settings,
+        }
+    }
+
+    async fn program(&self, id: &str) -> ApiResult<(ProgramRecord, ProgramDef)> {
+        let record = self
+            .store
+            .get_program(id)
+            .await?
+            .ok_or_else(|| program_not_found(id))?;
+        let def = parse_program(&record)?;
+        Ok((record, def))
+    }
+
+    fn customer_context(
+        &self,
+        customer: &CustomerId,
+        segment: Option<&str>,
+    ) -> ApiResult<MemberContext> {
+        let row = self.engine.get(customer).ok_or_else(|| {
+            ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", customer.as_str())
+        })?;
+        let since = row
+            .signed_up_at
+            .or(row.summary.totals.first_event_at)
+            .unwrap_or(row.create_time);
+        let now = patron_grpc::time::now();
+        Ok(MemberContext {
+            tenure_start: since.day(),
+            tenure_days: ((now.as_micros() - since.as_micros()) / 86_400_000_000).max(0),
+            lifetime_spend: row.summary.purchases.net_revenue,
+            in_segment: segment.map(|s| self.segments.is_member(s, customer).unwrap_or(false)),
+        })
+    }
+
+    async fn mutate(
+        &self,
+        program_id: &str,
+        customer: &CustomerId,
+        now: Timestamp,
+        op: &dyn MemberOp,
+    ) -> ApiResult<MutateOutcome> {
+        Ok(self
+            .store
+            .mutate_member(program_id, customer, now, op)
+            .await?)
+    }
+
+    fn membership(
+        &self,
+        program_id: &str,
+        customer: &CustomerId,
+        def: &ProgramDef,
+        member: &MemberRow,
+        tenure_start: Day,
+        now: Timestamp,
+    ) -> pb::Membership {
+        let status = tier::evaluate(def, &member.activity, tenure_start, now.day());
+        pb::Membership {
+            program_id: program_id.to_owned(),
+            customer_id: customer.as_str().to_owned(),
+            enroll_time: Some(to_proto(member.enrolled_at)),
+            tier: Some(convert::tier_to_proto(def, &status)),
+            balances: Some(convert::balances_to_proto(
+                &member.wallet.balances(now, EXPIRING_HORIZON_DAYS),
+            )),
+        }
+    }
+
+    async fn balances_now(
+        &self,
+        program_id: &str,
+        customer: &CustomerId,
+    ) -> ApiResult<pb::Balances> {
+        let member = self
+            .store
+            .get_member(program_id, customer)
+            .await?
+            .ok_or_else(|| ApiError::not_found("MEMBER_NOT_FOUND", "member", customer.as_str()))?;
+        Ok(convert::balances_to_proto(
+            &member
+                .wallet
+                .balances(patron_grpc::time::now(), EXPIRING_HORIZON_DAYS),
+        ))
+    }
+
+    /// Applies committed events to every program each customer takes part in. Idempotent per
+    /// (program, customer, event).
+    pub async fn earn(&self, events: &[Event]) {
+        let programs = match self.all_programs().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "loyalty: cannot list programs; events not applied");
+                return;
+            }
+        };
+        if programs.is_empty() {
+            return;
+        }
+        let mut by_customer: BTreeMap<&CustomerId, Vec<&Event>> = BTreeMap::new();
+        for e in events {
+            if programs.iter().any(|(_, def)| ops::Earn::relevant(def, e)) {
+                by_customer.entry(&e.customer_id).or_default().push(e);
+            }
+        }
+        for (customer, mut evs) in by_customer {
+            evs.sort_by_key(|e| (e.occurred_at, e.event_id.as_str().to_owned()));
+            let enrolled = match self.store.member_programs(customer).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, customer = %customer, "loyalty: cannot read memberships");
+                    continue;
+                }
+            };
+            let Some(row) = self.engine.get(customer) else {
+                continue;
+            };
+            let tenure_start = row
+                .signed_up_at
+                .or(row.summary.totals.first_event_at)
+                .unwrap_or(row.create_time)
+                .day();
+            for (record, def) in &programs {
+                let member = enrolled.contains(&record.program_id);
+                let may_enroll = !member
+                    && def.auto_enroll
+                    && def
+                        .target_segment
+                        .as_deref()
+                        .is_none_or(|s| self.segments.is_member(s, customer).unwrap_or(false));
+                if !member && !may_enroll {
+                    continue;
+                }
+                for e in &evs {
+                    if !ops::Earn::relevant(def, e) {
+                        continue;
+                    }
+                    let op = ops::Earn {
+                        def,
+                        event: e,
+                        may_enroll,
+                        tenure_start,
+                    };
+                    let now = patron_grpc::time::now();
+                    match self
+                        .store
+                        .mutate_member(&record.program_id, customer, now, &op)
+                        .await
+                    {
+                        Ok(MutateOutcome::Applied { .. }) => {}
+                        Ok(MutateOutcome::Refused(r)) if r == ops::NOT_ENROLLED => {}
+                        Ok(other) => {
+                            tracing::warn!(?other, program = %record.program_id, "loyalty: event not applied")
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, program = %record.program_id, event = %e.event_id, "loyalty: event not applied; a replay of the batch applies it")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn all_programs(&self) -> Result<Vec<(ProgramRecord, ProgramDef)>, ApiError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list_programs(after.as_deref(), 500).await?;
+            let done = page.len() < 500;
+            after = page.last().map(|p| p.program_id.clone());
+            for record in page {
+                let def = parse_program(&record)?;
+                out.push((record, def));
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Expires and activates lots due by `now`, for every member; returns the members settled.
+    pub async fn settle_due(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut settled = 0;
+        loop {
+            let due = self.store.members_to_settle(now, 500).await?;
+            let n = due.len();
+            for (program, customer) in due {
+                self.store
+                    .mutate_member(&program, &customer, now, &ops::Settle)
+                    .await?;
+                settled += 1;
+            }
+            if n < 500 {
+                return Ok(settled);
+            }
+        }
+    }
+
+    /// Runs [`LoyaltyApi::settle_due`] every `expiry_interval` until aborted.
+    pub fn spawn_expiry(&self) -> tokio::task::JoinHandle<()> {
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(api.settings.expiry_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match api.settle_due(patron_grpc::time::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(members = n, "loyalty: expired and activated points"),
+                    Err(e) => tracing::warn!(error = %e, "loyalty: expiry run failed"),
+                }
+            }
+        })
+    }
+
+    /// The observer that feeds recorded events to [`LoyaltyApi::earn`].
+    pub fn earner(&self) -> Earner {
+        Earner { api: self.clone() }
+    }
+}
+
+/// Earns points from committed events (register after the scoring engine).
+#[derive(Debug, Clone)]
+pub struct Earner {
+    api: LoyaltyApi,
+}
+
+#[async_trait::async_trait]
+impl ChangeObserver for Earner {
+    async fn customers_changed(&self, _customers: &[CustomerId]) {}
+
+    async fn events_committed(&self, events: &[Event]) {
+        self.api.earn(events).await;
+    }
+}
+
+fn parse_customer(s: &str) -> ApiResult<CustomerId> {
+    patron_grpc::parse_customer_id(s, "customer_id")
+}
+
+fn text_field(v: &mut Violations, field: &str, s: &str, min: usize, max: usize) {
+    let n = s.chars().count();
+    if n < min || n > max {
+        v.add(field, format!("must be {min} to {max} characters"));
+    }
+}
+
+#[tonic::async_trait]
+impl LoyaltyService for LoyaltyApi {
+    async fn create_program(
+        &self,
+        request: Request<pb::CreateProgramRequest>,
+    ) -> Result<Response<pb::CreateProgramResponse>, Status> {
+        let Some(p) = request.into_inner().program else {
+            return Err(ApiError::invalid_field("INVALID_FIELD", "program", "is required").into());
+        };
+        let mut v = Violations::new();
+        if let Err(m) = check_id(&p.program_id) {
+            v.add("program.program_id", m);
+        }
+        let def = convert::program_from_proto(&p, self.currency, &mut v);
+        def.validate("program", &mut v);
+        if let Some(s) = &def.target_segment
+            && !self.segments.segment_exists(s)
+        {
+            v.add("program.target_segment", format!("no segment {s:?}"));
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let now = patron_grpc::time::now();
+        let record = ProgramRecord {
+            program_id: p.program_id.clone(),
+            body: encode(&def)?,
+            target_segment: def.target_segment.clone(),
+            revision: 1,
+            create_time: now,
+            update_time: now,
+        };
+        let stored = self
+            .store
+            .create_program(&record)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists(_) => ApiError::Store(StoreError::AlreadyExists(
+                    format!("program {:?} already exists", p.program_id),
+                )),
+                e => ApiError::Store(e),
+            })?;
+        Ok(Response::new(pb::CreateProgramResponse {
+            program: Some(convert::program_to_proto(&stored, &def)),
+        }))
+    }
+
+    async fn get_program(
+        &self,
+        request: Request<pb::GetProgramRequest>,
+    ) -> Result<Response<pb::GetProgramResponse>, Status> {
+        let id = request.into_inner().program_id;
+        id_field(&id, "program_id")?;
+        let (record, def) = self.program(&id).await?;
+        Ok(Response::new(pb::GetProgramResponse {
+            program: Some(convert::program_to_proto(&record, &def)),
+        }))
+    }
+
+    async fn list_programs(
+        &self,
+        request: Request<pb::ListProgramsRequest>,
+    ) -> Result<Response<pb::ListProgramsResponse>, Status> {
+        let pb::ListProgramsRequest {
+            page_size: size,
+            page_token,
+        } = request.into_inner();
+        let size = page_size(size)?;
+        let after =
+            PageToken::decode(&page_token, "ListPrograms", 1)?.map(|t| t.position[0].clone());
+        let mut records = self
+            .store
+            .list_programs(after.as_deref(), size + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = records.len() > size;
+        records.truncate(size);
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => PageToken::encode("ListPrograms", &[&last.program_id]),
+            _ => String::new(),
+        };
+        let programs = records
+            .iter()
+            .map(|r| parse_program(r).map(|d| convert::program_to_proto(r, &d)))
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(Response::new(pb::ListProgramsResponse {
+            programs,
+            next_page_token,
+        }))
+    }
+
+    async fn update_program(
+        &self,
+        request: Request<pb::UpdateProgramRequest>,
+    ) -> Result<Response<pb::UpdateProgramResponse>, Status> {
+        let pb::UpdateProgramRequest {
+            program,
+            update_mask,
+            expected_revision,
+        } = request.into_inner();
+        let Some(p) = program else {
+            return Err(ApiError::invalid_field("INVALID_FIELD", "program", "is required").into());
+        };
+        id_field(&p.program_id, "program.program_id")?;
+        let (_, current) = self.program(&p.program_id).await?;
+        let mut v = Violations::new();
+        let given = convert::program_from_proto(&p, self.currency, &mut Violations::new());
+        let paths: Vec<String> = update_mask.map(|m| m.paths).unwrap_or_default();
+        let mut next = if paths.is_empty() {
+            convert::program_from_proto(&p, self.currency, &mut v)
+        } else {
+            current.clone()
+        };
+        for (i, path) in paths.iter().enumerate() {
+            match path.as_str() {
+                "display_name" => next.display_name = given.display_name.clone(),
+                "earning" => {
+                    next.points_per_unit = given.points_per_unit;
+                    next.first_purchase_bonus = given.first_purchase_bonus;
+                    next.event_bonuses = given.event_bonuses.clone();
+                }
+                "pending_days" => next.pending_days = given.pending_days,
+                "expiry_days" => next.expiry = given.expiry,
+                "tiers" => next.tiers = given.tiers.clone(),
+                "tier_window_days" => next.tier_window_days = given.tier_window_days,
+                "tier_grace_days" => next.tier_grace_days = given.tier_grace_days,
+                "target_segment" => next.target_segment = given.target_segment.clone(),
+                "auto_enroll" => next.auto_enroll = given.auto_enroll,
+                other => v.add(
+                    format!("update_mask.paths[{i}]"),
+                    format!("{other:?} is not an updatable field"),
+                ),
+            }
+        }
+        if !paths.is_empty() {
+            // Only the named fields were read from the request: check them as part of the whole.
+            let mut fields = Violations::new();
+            convert::program_from_proto(&p, self.currency, &mut fields);
+            for f in fields.into_vec() {
+                let top = f
+                    .field
+                    .trim_start_matches("program.")
+                    .split(['.', '['])
+                    .next()
+                    .unwrap_or("");
+                if paths.iter().any(|p| p == top) {
+                    v.add(f.field, f.description);
+                }
+            }
+        }
+        next.validate("program", &mut v);
+        if let Some(s) = &next.target_segment
+            && !self.segments.segment_exists(s)
+        {
+            v.add("program.target_segment", format!("no segment {s:?}"));
+        }
+        if expected_revision < 0 {
+            v.add("expected_revision", "must not be negative");
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let stored = self
+            .store
+            .update_program(
+                &p.program_id,
+                &encode(&next)?,
+                next.target_segment.as_deref(),
+                patron_grpc::time::now(),
+                (expected_revision > 0).then_some(expected_revision),
+            )
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| program_not_found(&p.program_id))?;
+        Ok(Response::new(pb::UpdateProgramResponse {
+            program: Some(convert::program_to_proto(&stored, &next)),
+        }))
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let pb::EnrollRequest {
+            program_id,
+            customer_id,
+        } = request.into_inner();
+        id_field(&program_id, "program_id")?;
+        let customer = parse_customer(&customer_id)?;
+        let (_, def) = self.program(&program_id).await?;
+        let ctx = self.customer_context(&customer, def.target_segment.as_deref())?;
+        if ctx.in_segment == Some(false) {
+            return Err(ApiError::FailedPrecondition {
+                reason: "NOT_IN_TARGET_SEGMENT",
+                message: format!(
+                    "the program is for segment {:?}, which the customer is not in",
+                    def.target_segment.as_deref().unwrap_or("")
+                ),
+            }
+            .into());
+        }
+        let now = patron_grpc::time::now();
+        let outcome = self
+            .mutate(&program_id, &customer, now, &ops::Enroll)
+            .await?;
+        let MutateOutcome::Applied { loaded, changes } = outcome else {
+            return Err(ApiError::Store(StoreError::Internal("enrolment refused".into())).into());
+        };
+        let created = changes.member.is_some();
+        let member = changes.member.or(loaded.member).ok_or_else(|| {
+            ApiError::Store(StoreError::Internal("enrolment left no member".into()))
+        })?;
+        Ok(Response::new(pb::EnrollResponse {
+            membership: Some(self.membership(
+                &program_id,
+                &customer,
+                &def,
+                &member,
+                ctx.tenure_start,
+                now,
+            )),
+            created,
+        }))
+    }
+
+    async fn get_membership(
+        &self,
+        request: Request<pb::GetMembershipRequest>,
+    ) -> Result<Response<pb::GetMembershipResponse>, Status> {
+        let pb::GetMembershipRequest {
+            program_id,
+            customer_id,
+        } = request.into_inner();
+        id_field(&program_id, "program_id")?;
+        let customer = parse_customer(&customer_id)?;
+        let (_, def) = self.program(&program_id).await?;
+        let ctx = self.customer_context(&customer, None)?;
+        let member = self
+            .store
+            .get_member(&program_id, &customer)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("MEMBER_NOT_FOUND", "member", customer.as_str()))?;
+        let now = patron_grpc::time::now();
+        Ok(Response::new(pb::GetMembershipResponse {
+            membership: Some(self.membership(
+                &program_id,
+                &customer,
+                &def,
+                &member,
+                ctx.tenure_start,
+                now,
+            )),
+        }))
+    }
+
+    async fn list_ledger_entries(
+        &self,
+        request: Request<pb::ListLedgerEntriesRequest>,
+    ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
+        let pb::ListLedgerEntriesRequest {
+            program_id,
+            customer_id,
+            page_size: size,
+            page_token,
+        } = request.into_inner();
+        id_field(&program_id, "program_id")?;
+        let customer = parse_customer(&customer_id)?;
+        let size = page_size(size)?;
+        let scope = format!("ListLedgerEntries/{program_id}/{customer_id}");
+        let before = match PageToken::decode(&page_token, &scope, 1)? {
+            None => None,
+            Some(t) => Some(t.position[0].parse::<i64>().map_err(|_| {
+                ApiError::invalid_field(
+                    "INVALID_PAGE_TOKEN",
+                    "page_token",
+                    "is not a page token issued for this request",
+                )
+            })?),
+        };
+        self.program(&program_id).await?;
+        let mut entries = self
+            .store
+            .list_entries(&program_id, &customer, before, size + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = entries.len() > size;
+        entries.truncate(size);
+        let next_page_token = match (more, entries.last()) {
+            (true, Some(last)) => PageToken::encode(&scope, &[&last.entry_id.to_string()]),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListLedgerEntriesResponse {
+            entries: entries.iter().map(convert::entry_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn adjust_points(
+        &self,
+        request: Request<pb::AdjustPointsRequest>,
+    ) -> Result<Response<pb::AdjustPointsResponse>, Status> {
+        let pb::AdjustPointsRequest {
+            program_id,
+            customer_id,
+            points,
+            reason,
+            issuer,
+            request_id,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if let Err(m) = check_id(&program_id) {
+            v.add("program_id", m);
+        }
+        if points == 0 || points.abs() > MAX_ADJUST {
+            v.add(
+                "points",
+                format!("must be non-zero and at most {MAX_ADJUST} either way"),
+            );
+        }
+        text_field(&mut v, "reason", reason.trim(), 1, MAX_REASON);
+        text_field(&mut v, "issuer", issuer.trim(), 1, 128);
+        text_field(&mut v, "request_id", &request_id, 1, MAX_REQUEST_ID);
+        let key = EventId::parse(format!("adjust:{request_id}"));
+        if key.is_err() && !request_id.is_empty() && request_id.len() <= MAX_REQUEST_ID {
+            v.add("request_id", "must not hold control characters");
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let customer = parse_customer(&customer_id)?;
+        let key =
+            key.map_err(|e| ApiError::invalid_field("INVALID_FIELD", "request_id", e.to_string()))?;
+        let (_, def) = self.program(&program_id).await?;
+        let now = patron_grpc::time::now();
+        let op = ops::Adjust {
+            def: &def,
+            points,
+            reason: reason.trim(),
+            issuer: issuer.trim(),
+            request_key: key,
+        };
+        match self.mutate(&program_id, &customer, now, &op).await? {
+            MutateOutcome::Applied { changes, .. } => {
+                let entry = changes
+                    .member
+                    .as_ref()
+                    .and_then(|m| m.wallet.new_entries.last())
+                    .map(convert::entry_to_proto);
+                let replayed = entry.is_none();
+                let balances = self.balances_now(&program_id, &customer).await?;
+                Ok(Response::new(pb::AdjustPointsResponse {
+                    entry,
+                    balances: Some(balances),
+                    replayed,
+                }))
+            }
+            MutateOutcome::Refused(r) => Err(refusal(&r).into()),
+            MutateOutcome::OutOfStock => {
+                Err(ApiError::Store(StoreError::Internal("stock in adjust".into())).into())
+            }
+        }
+    }
+
+    async fn create_reward(
+        &self,
+        request: Request<pb::CreateRewardRequest>,
+    ) -> Result<Response<pb::CreateRewardResponse>, Status> {
+        let Some(r) = request.into_inner().reward else {
+            return Err(ApiError::invalid_field("INVALID_FIELD", "reward", "is required").into());
+        };
+        let mut v = Violations::new();
+        if let Err(m) = check_id(&r.reward_id) {
+            v.add("reward.reward_id", m);
+        }
+        if let Err(m) = check_id(&r.program_id) {
+            v.add("reward.program_id", m);
+        }
+        let (def, stock) = convert::reward_from_proto(&r, self.currency, &mut v);
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let (_, program) = self.program(&r.program_id).await?;
+        let tiers: Vec<String> = program.tiers.iter().map(|t| t.name.clone()).collect();
+        def.validate("reward", &tiers, &mut v);
+        if let Some(s) = &def.required_segment
+            && !self.segments.segment_exists(s)
+        {
+            v.add("reward.required_segment", format!("no segment {s:?}"));
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let now = patron_grpc::time::now();
+        let record = RewardRecord {
+            reward_id: r.reward_id.clone(),
+            program_id: r.program_id.clone(),
+            body: encode(&def)?,
+            required_segment: def.required_segment.clone(),
+            stock_remaining: stock,
+            revision: 1,
+            create_time: now,
+            update_time: now,
+        };
+        let stored = self
+            .store
+            .create_reward(&record)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists(_) => ApiError::Store(StoreError::AlreadyExists(
+                    format!("reward {:?} already exists", r.reward_id),
+                )),
+                StoreError::MissingDependency(_) => program_not_found(&r.program_id),
+                e => ApiError::Store(e),
+            })?;
+        Ok(Response::new(pb::CreateRewardResponse {
+            reward: Some(convert::reward_to_proto(&stored, &def, self.currency)),
+        }))
+    }
+
+    async fn get_reward(
+        &self,
+        request: Request<pb::GetRewardRequest>,
+    ) -> Result<Response<pb::GetRewardResponse>, Status> {
+        let id = request.into_inner().reward_id;
+        id_field(&id, "reward_id")?;
+        let record = self
+            .store
+            .get_reward(&id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| reward_not_found(&id))?;
+        let def = parse_reward(&record)?;
+        Ok(Response::new(pb::GetRewardResponse {
+            reward: Some(convert::reward_to_proto(&record, &def, self.currency)),
+        }))
+    }
+
+    async fn list_rewards(
+        &self,
+        request: Request<pb::ListRewardsRequest>,
+    ) -> Result<Response<pb::ListRewardsResponse>, Status> {
+        let pb::ListRewardsRequest {
+            program_id,
+            page_size: size,
+            page_token,
+        } = request.into_inner();
+        id_field(&program_id, "program_id")?;
+        let size = page_size(size)?;
+        let scope = format!("ListRewards/{program_id}");
+        let after = PageToken::decode(&page_token, &scope, 1)?.map(|t| t.position[0].clone());
+        self.program(&program_id).await?;
+        let mut records = self
+            .store
+            .list_rewards(&program_id, after.as_deref(), size + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = records.len() > size;
+        records.truncate(size);
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => PageToken::encode(&scope, &[&last.reward_id]),
+            _ => String::new(),
+        };
+        let rewards = records
+            .iter()
+            .map(|r| parse_reward(r).map(|d| convert::reward_to_proto(r, &d, self.currency)))
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(Response::new(pb::ListRewardsResponse {
+            rewards,
+            next_page_token,
+        }))
+    }
+
+    async fn update_reward(
+        &self,
+        request: Request<pb::UpdateRewardRequest>,
+    ) -> Result<Response<pb::UpdateRewardResponse>, Status> {
+        let pb::UpdateRewardRequest {
+            reward,
+            update_mask,
+            expected_revision,
+        } = request.into_inner();
+        let Some(r) = reward else {
+            return Err(ApiError::invalid_field("INVALID_FIELD", "reward", "is required").into());
+        };
+        id_field(&r.reward_id, "reward.reward_id")?;
+        let current_record = self
+            .store
+            .get_reward(&r.reward_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| reward_not_found(&r.reward_id))?;
+        let current = parse_reward(&current_record)?;
+        let mut v = Violations::new();
+        let (given, stock) = convert::reward_from_proto(&r, self.currency, &mut v);
+        let paths: Vec<String> = update_mask.map(|m| m.paths).unwrap_or_default();
+        let mut next = if paths.is_empty() {
+            given.clone()
+        } else {
+            current.clone()
+        };
+        let mut new_stock: Option<Option<i64>> = paths.is_empty().then_some(stock);
+        for (i, path) in paths.iter().enumerate() {
+            match path.as_str() {
+                "display_name" => next.display_name = given.display_name.clone(),
+                "description" => next.description = given.description.clone(),
+                "cost" => next.cost = given.cost,
+                "min_tier" => next.min_tier = given.min_tier.clone(),
+                "required_segment" => next.required_segment = given.required_segment.clone(),
+                "min_tenure_days" => next.min_tenure_days = given.min_tenure_days,
+                "min_lifetime_spend" => next.min_lifetime_spend = given.min_lifetime_spend,
+                "per_customer_limit" => next.per_customer_limit = given.per_customer_limit,
+                "stock" => new_stock = Some(stock),
+                "active_from" => next.active_from = given.active_from,
+                "active_until" => next.active_until = given.active_until,
+                other => v.add(
+                    format!("update_mask.paths[{i}]"),
+                    format!("{other:?} is not an updatable field"),
+                ),
+            }
+        }
+        let (_, program) = self.program(&current_record.program_id).await?;
+        let tiers: Vec<String> = program.tiers.iter().map(|t| t.name.clone()).collect();
+        next.validate("reward", &tiers, &mut v);
+        if let Some(s) = &next.required_segment
+            && !self.segments.segment_exists(s)
+        {
+            v.add("reward.required_segment", format!("no segment {s:?}"));
+        }
+        if expected_revision < 0 {
+            v.add("expected_revision", "must not be negative");
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let stored = self
+            .store
+            .update_reward(
+                &r.reward_id,
+                &encode(&next)?,
+                next.required_segment.as_deref(),
+                new_stock,
+                patron_grpc::time::now(),
+                (expected_revision > 0).then_some(expected_revision),
+            )
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| reward_not_found(&r.reward_id))?;
+        Ok(Response::new(pb::UpdateRewardResponse {
+            reward: Some(convert::reward_to_proto(&stored, &next, self.currency)),
+        }))
+    }
+
+    async fn check_eligibility(
+        &self,
+        request: Request<pb::CheckEligibilityRequest>,
+    ) -> Result<Response<pb::CheckEligibilityResponse>, Status> {
+        let pb::CheckEligibilityRequest {
+            program_id,
+            customer_id,
+            reward_ids,
+        } = request.into_inner();
+        id_field(&program_id, "program_id")?;
+        let customer = parse_customer(&customer_id)?;
+        if reward_ids.len() > MAX_ELIGIBILITY_IDS {
+            return Err(ApiError::invalid_field(
+                "BATCH_TOO_LARGE",
+                "reward_ids",
+                format!("at most {MAX_ELIGIBILITY_IDS}"),
+            )
+            .into());
+        }
+        let mut v = Violations::new();
+        for (i, id) in reward_ids.iter().enumerate() {
+            if let Err(m) = check_id(id) {
+                v.add(format!("reward_ids[{i}]"), m);
+            }
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let (_, def) = self.program(&program_id).await?;
+        let records: Vec<RewardRecord> = if reward_ids.is_empty() {
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .list_rewards(&program_id, after.as_deref(), 500)
+                    .await
+                    .map_err(ApiError::from)?;
+                let done = page.len() < 500;
+                after = page.last().map(|r| r.reward_id.clone());
+                all.extend(page);
+                if done {
+                    break all;
+                }
+            }
+        } else {
+            let mut out = Vec::with_capacity(reward_ids.len());
+            for id in &reward_ids {
+                let r = self
+                    .store
+                    .get_reward(id)
+                    .await
+                    .map_err(ApiError::from)?
+                    .filter(|r| r.program_id == program_id)
+                    .ok_or_else(|| reward_not_found(id))?;
+                out.push(r);
+            }
+            out
+        };
+        let member = self
+            .store
+            .get_member(&program_id, &customer)
+            .await
+            .map_err(ApiError::from)?;
+        let now = patron_grpc::time::now();
+        let tier_names: Vec<String> = def.tiers.iter().map(|t| t.name.clone()).collect();
+        let mut results = Vec::with_capacity(records.len());
+        for record in &records {
+            let reward = parse_reward(record)?;
+            let ctx = self.customer_context(&customer, reward.required_segment.as_deref())?;
+            let redemptions = match &member {
+                Some(_) => {
+                    self.count_redemptions(&program_id, &customer, &record.reward_id)
+                        .await?
+                }
+                None => 0,
+            };
+            let facts = ops::eligibility_facts(
+                &def,
+                &tier_names,
+                member.as_ref(),
+                &ctx,
+                redemptions,
+                record.stock_remaining,
+                now,
+            );
+            let unmet = patron_domain::loyalty::reward::check(&reward, &facts);
+            results.push(pb::RewardEligibility {
+                reward_id: record.reward_id.clone(),
+                status: if unmet.is_empty() {
+                    pb::EligibilityStatus::Eligible
+                } else {
+                    pb::EligibilityStatus::Ineligible
+                }
+                .into(),
+                unmet: unmet.iter().map(convert::unmet_to_proto).collect(),
+            });
+        }
+        Ok(Response::new(pb::CheckEligibilityResponse {
+            results,
+            evaluate_time: Some(to_proto(now)),
+        }))
+    }
+
+    async fn redeem_reward(
+        &self,
+        request: Request<pb::RedeemRewardRequest>,
+    ) -> Result<Response<pb::RedeemRewardResponse>, Status> {
+        let pb::RedeemRewardRequest {
+            program_id,
+            customer_id,
+            reward_id,
+            request_id,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if let Err(m) = check_id(&program_id) {
+            v.add("program_id", m);
+        }
+        if let Err(m) = check_id(&reward_id) {
+            v.add("reward_id", m);
+        }
+        text_field(&mut v, "request_id", &request_id, 1, MAX_REQUEST_ID);
+        if request_id.chars().any(char::is_control) {
+            v.add("request_id", "must not hold control characters");
+        }
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let customer = parse_customer(&customer_id)?;
+        let (_, def) = self.program(&program_id).await?;
+        let reward_record = self
+            .store
+            .get_reward(&reward_id)
+            .await
+            .map_err(ApiError::from)?
+            .filter(|r| r.program_id == program_id)
+            .ok_or_else(|| reward_not_found(&reward_id))?;
+        let reward = parse_reward(&reward_record)?;
+        let ctx = self.customer_context(&customer, reward.required_segment.as_deref())?;
+        let op = ops::Redeem {
+            def: &def,
+            reward_id: &reward_id,
+            request_id: &request_id,
+            ctx,
+            redemption_id: new_redemption_id(),
+            unmet: Mutex::new(Vec::new()),
+        };
+        let now = patron_grpc::time::now();
+        let outcome = self.mutate(&program_id, &customer, now, &op).await?;
+        let (redemption, replayed): (RedemptionRecord, bool) = match outcome {
+            MutateOutcome::Applied { loaded, changes } => {
+                match (changes.redemption, loaded.redemption) {
+                    (Some(r), _) => (r, false),
+                    (None, Some(previous)) => (previous, true),
+                    (None, None) => {
+                        return Err(ApiError::Store(StoreError::Internal(
+                            "redemption without record".into(),
+                        ))
+                        .into());
+                    }
+                }
+            }
+            MutateOutcome::OutOfStock => {
+                return Err(ApiError::Refused {
+                    reason: "NOT_ELIGIBLE",
+                    message: "the reward is out of stock; nothing was changed".into(),
+                    metadata: vec![("reasons".into(), "OUT_OF_STOCK".into())],
+                }
+                .into());
+            }
+            MutateOutcome::Refused(r) if r == ops::NOT_ELIGIBLE => {
+                let unmet = op.unmet.lock().map(|u| u.clone()).unwrap_or_default();
+                let reasons: Vec<&str> = unmet.iter().map(|u| u.reason.name()).collect();
+                let details: Vec<String> = unmet
+                    .iter()
+                    .map(|u| format!("{}: {}", u.reason.name(), u.detail))
+                    .collect();
+                return Err(ApiError::Refused {
+                    reason: "NOT_ELIGIBLE",
+                    message: format!("not eligible: {}; nothing was changed", details.join("; ")),
+                    metadata: vec![("reasons".into(), reasons.join(","))],
+                }
+                .into());
+            }
+            MutateOutcome::Refused(r) => return Err(refusal(&r).into()),
+        };
+        let balances = self.balances_now(&program_id, &customer).await?;
+        Ok(Response::new(pb::RedeemRewardResponse {
+            redemption: Some(convert::redemption_to_proto(
+                &program_id,
+                &customer_id,
+                &redemption,
+            )),
+            replayed,
+            balances: Some(balances),
+        }))
+    }
+
+    async fn cancel_redemption(
+        &self,
+        request: Request<pb::CancelRedemptionRequest>,
+    ) -> Result<Response<pb::CancelRedemptionResponse>, Status> {
+        let pb::CancelRedemptionRequest {
+            program_id,
+            customer_id,
+            redemption_id,
+            reason,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if let Err(m) = check_id(&program_id) {
+            v.add("program_id", m);
+        }
+        text_field(&mut v, "redemption_id", &redemption_id, 1, MAX_REQUEST_ID);
+        text_field(&mut v, "reason", &reason, 0, MAX_REASON);
+        if !v.is_empty() {
+            return Err(ApiError::invalid(v).into());
+        }
+        let customer = parse_customer(&customer_id)?;
+        self.program(&program_id).await?;
+        let existing = self
+            .store
+            .get_redemption(&program_id, &customer, &redemption_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| {
+                ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", &redemption_id)
+            })?;
+        let op = ops::Cancel {
+            redemption_id: &redemption_id,
+            reward_id: &existing.reward_id,
+            reason: &reason,
+        };
+        let now = patron_grpc::time::now();
+        let redemption = match self.mutate(&program_id, &customer, now, &op).await? {
+            MutateOutcome::Applied { loaded, changes } => {
+                changes.redemption.or(loaded.redemption).ok_or_else(|| {
+                    ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", &redemption_id)
+                })?
+            }
+            MutateOutcome::Refused(r) if r == ops::REDEMPTION_NOT_FOUND => {
+                return Err(ApiError::not_found(
+                    "REDEMPTION_NOT_FOUND",
+                    "redemption",
+                    &redemption_id,
+                )
+                .into());
+            }
+            MutateOutcome::Refused(r) => return Err(refusal(&r).into()),
+            MutateOutcome::OutOfStock => {
+                return Err(ApiError::Store(StoreError::Internal("stock in cancel".into())).into());
+            }
+        };
+        let balances = self.balances_now(&program_id, &customer).await?;
+        Ok(Response::new(pb::CancelRedemptionResponse {
+            redemption: Some(convert::redemption_to_proto(
+                &program_id,
+                &customer_id,
+                &redemption,
+            )),
+            balances: Some(balances),
+        }))
+    }
+}
+
+impl LoyaltyApi {
+    async fn count_redemptions(
+        &self,
+        program_id: &str,
+        customer: &CustomerId,
+        reward_id: &str,
+    ) -> ApiResult<i64> {
+        // Read through a no-op mutation's load: the store counts completed redemptions.
+        struct Count<'a>(&'a str);
+        impl MemberOp for Count<'_> {
+            fn needs(&self) -> patron_store::loyalty::Needs {
+                patron_store::loyalty::Needs {
+                    reward_id: Some(self.0.to_owned()),
+                    ..Default::default()
+                }
+            }
+            fn apply(
+                &self,
+                _loaded: &patron_store::loyalty::Loaded,
+                _now: Timestamp,
+            ) -> Result<patron_store::loyalty::Changes, String> {
+                Ok(patron_store::loyalty::Changes::default())
+            }
+        }
+        match self
+            .mutate(
+                program_id,
+                customer,
+                patron_grpc::time::now(),
+                &Count(reward_id),
+            )
+            .await?
+        {
+            MutateOutcome::Applied { loaded, .. } => Ok(loaded.reward_redemptions),
+            _ => Ok(0),
+        }
+    }
+}
+
+/// A new redemption id: "rdm-" and 24 random hex digits.
+fn new_redemption_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    format!("rdm-{:024x}", rng.r#gen::<u128>() >> 32)
+}

@@ -1,0 +1,693 @@
+//! LoyaltyService over real gRPC: a program with tiers earning from recorded events, eligibility
+//! with reasons, redemption under contention and replays, cancellation, and bad input.
+
+use std::collections::BTreeSet;
+
+use patron_proto::customers::v1 as cpb;
+use patron_proto::loyalty::v1 as pb;
+use patron_proto::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use crate::support::{Backend, TestApp, assert_status, purchase, refund, spawn_app, usd};
+
+fn loyalty(app: &TestApp) -> LoyaltyServiceClient<Channel> {
+    LoyaltyServiceClient::new(app.channel.clone())
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+fn ago(days: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: now_secs() - days * 86_400 - 60,
+        nanos: 0,
+    }
+}
+
+fn tier(name: &str, min_points: i64, multiplier: i32) -> pb::ProgramTier {
+    pb::ProgramTier {
+        name: name.into(),
+        min_points,
+        min_spend: None,
+        min_tenure_days: 0,
+        earn_multiplier_percent: multiplier,
+    }
+}
+
+pub fn program(id: &str) -> pb::Program {
+    pb::Program {
+        program_id: id.into(),
+        display_name: "Rewards".into(),
+        currency_code: "USD".into(),
+        earning: Some(pb::EarningRules {
+            points_per_unit: 1,
+            first_purchase_bonus: 100,
+            event_bonuses: vec![pb::EventBonus {
+                event_name: "review".into(),
+                points: 25,
+                cap: 2,
+                cap_period: pb::CapPeriod::Week as i32,
+            }],
+        }),
+        pending_days: 14,
+        expiry_days: 365,
+        tiers: vec![tier("Member", 0, 100), tier("Gold", 1000, 150)],
+        tier_window_days: 365,
+        tier_grace_days: 30,
+        target_segment: String::new(),
+        auto_enroll: true,
+        ..Default::default()
+    }
+}
+
+fn reward(id: &str, program: &str, cost: i64) -> pb::Reward {
+    pb::Reward {
+        reward_id: id.into(),
+        program_id: program.into(),
+        display_name: format!("Reward {id}"),
+        cost,
+        ..Default::default()
+    }
+}
+
+async fn create_program(app: &TestApp, p: pb::Program) {
+    loyalty(app)
+        .create_program(pb::CreateProgramRequest { program: Some(p) })
+        .await
+        .expect("create program");
+}
+
+async fn create_reward(app: &TestApp, r: pb::Reward) {
+    loyalty(app)
+        .create_reward(pb::CreateRewardRequest { reward: Some(r) })
+        .await
+        .expect("create reward");
+}
+
+async fn membership(app: &TestApp, program: &str, customer: &str) -> pb::Membership {
+    loyalty(app)
+        .get_membership(pb::GetMembershipRequest {
+            program_id: program.into(),
+            customer_id: customer.into(),
+        })
+        .await
+        .expect("membership")
+        .into_inner()
+        .membership
+        .expect("membership")
+}
+
+async fn balances(app: &TestApp, program: &str, customer: &str) -> pb::Balances {
+    membership(app, program, customer)
+        .await
+        .balances
+        .expect("balances")
+}
+
+async fn ledger_sum(app: &TestApp, program: &str, customer: &str) -> (i64, usize) {
+    let mut sum = 0;
+    let mut n = 0;
+    let mut token = String::new();
+    loop {
+        let page = loyalty(app)
+            .list_ledger_entries(pb::ListLedgerEntriesRequest {
+                program_id: program.into(),
+                customer_id: customer.into(),
+                page_size: 7,
+                page_token: token,
+            })
+            .await
+            .expect("ledger")
+            .into_inner();
+        n += page.entries.len();
+        sum += page.entries.iter().map(|e| e.amount).sum::<i64>();
+        if page.next_page_token.is_empty() {
+            return (sum, n);
+        }
+        token = page.next_page_token;
+    }
+}
+
+async fn adjust(
+    app: &TestApp,
+    program: &str,
+    customer: &str,
+    points: i64,
+    request: &str,
+) -> Result<pb::AdjustPointsResponse, tonic::Status> {
+    loyalty(app)
+        .adjust_points(pb::AdjustPointsRequest {
+            program_id: program.into(),
+            customer_id: customer.into(),
+            points,
+            reason: "goodwill".into(),
+            issuer: "agent-7".into(),
+            request_id: request.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn enroll(app: &TestApp, program: &str, customer: &str) -> pb::EnrollResponse {
+    loyalty(app)
+        .enroll(pb::EnrollRequest {
+            program_id: program.into(),
+            customer_id: customer.into(),
+        })
+        .await
+        .expect("enroll")
+        .into_inner()
+}
+
+async fn redeem(
+    app: &TestApp,
+    program: &str,
+    customer: &str,
+    reward: &str,
+    request: &str,
+) -> Result<pb::RedeemRewardResponse, tonic::Status> {
+    loyalty(app)
+        .redeem_reward(pb::RedeemRewardRequest {
+            program_id: program.into(),
+            customer_id: customer.into(),
+            reward_id: reward.into(),
+            request_id: request.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn custom(customer: &str, id: &str, name: &str) -> cpb::Event {
+    cpb::Event {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        occurred_at: Some(ago(0)),
+        kind: Some(cpb::event::Kind::Custom(cpb::CustomEvent {
+            name: name.into(),
+            properties: Default::default(),
+        })),
+        record_time: None,
+    }
+}
+
+async fn purchases_earn_points_once_and_refunds_take_them_back(backend: Backend) {
+    let app = spawn_app(backend).await;
+    create_program(&app, program("rewards")).await;
+    create_reward(&app, reward("coffee", "rewards", 150)).await;
+    // A purchase of USD 120.00 auto-enrols and earns 120 pending points plus the first-purchase
+    // bonus of 100, available at once. Replaying the batch earns nothing more.
+    let batch = vec![purchase("ana", "p1", ago(1), "o1", 12_000)];
+    app.record(batch.clone()).await.expect("record");
+    app.record(batch).await.expect("replay");
+    let b = balances(&app, "rewards", "ana").await;
+    assert_eq!((b.available, b.pending, b.lifetime_earned), (100, 120, 220));
+    // Not enough for the coffee: 50 more points.
+    let check = loyalty(&app)
+        .check_eligibility(pb::CheckEligibilityRequest {
+            program_id: "rewards".into(),
+            customer_id: "ana".into(),
+            reward_ids: vec!["coffee".into()],
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    let r = &check.results[0];
+    assert_eq!(r.status, pb::EligibilityStatus::Ineligible as i32);
+    assert_eq!(r.unmet.len(), 1);
+    let u = &r.unmet[0];
+    assert_eq!(
+        (u.reason, u.required, u.actual, u.missing),
+        (
+            pb::IneligibilityReason::InsufficientPoints as i32,
+            150,
+            100,
+            50
+        )
+    );
+    // Bonus events, capped at 2 a week.
+    app.record(vec![
+        custom("ana", "rv1", "review"),
+        custom("ana", "rv2", "review"),
+        custom("ana", "rv3", "review"),
+    ])
+    .await
+    .expect("reviews");
+    assert_eq!(balances(&app, "rewards", "ana").await.available, 150);
+    // Redeem; a replay answers the same; the balance moved once.
+    let first = redeem(&app, "rewards", "ana", "coffee", "req-1")
+        .await
+        .expect("redeem");
+    assert!(!first.replayed);
+    assert_eq!(first.balances.as_ref().map(|b| b.available), Some(0));
+    let again = redeem(&app, "rewards", "ana", "coffee", "req-1")
+        .await
+        .expect("replay");
+    assert!(again.replayed);
+    assert_eq!(again.redemption, first.redemption);
+    // A refund of half the order takes 60 pending points back.
+    app.record(vec![refund("ana", "r1", ago(0), "o1", 6_000)])
+        .await
+        .expect("refund");
+    let b = balances(&app, "rewards", "ana").await;
+    assert_eq!((b.available, b.pending), (0, 60));
+    // Cancelling the redemption restores its points.
+    let redemption_id = first.redemption.expect("redemption").redemption_id;
+    let cancelled = loyalty(&app)
+        .cancel_redemption(pb::CancelRedemptionRequest {
+            program_id: "rewards".into(),
+            customer_id: "ana".into(),
+            redemption_id,
+            reason: "changed mind".into(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert_eq!(cancelled.balances.map(|b| b.available), Some(150));
+    // Refunding the rest of the order takes the remaining pending points.
+    app.record(vec![refund("ana", "r2", ago(0), "o1", 6_000)])
+        .await
+        .expect("refund rest");
+    let b = balances(&app, "rewards", "ana").await;
+    assert_eq!((b.available, b.pending, b.debt), (150, 0, 0));
+    // The ledger sums to the balance.
+    let (sum, entries) = ledger_sum(&app, "rewards", "ana").await;
+    assert_eq!(sum, b.available + b.pending - b.debt);
+    assert!(entries >= 8, "{entries} entries");
+}
+
+async fn tiers_and_eligibility_reasons(backend: Backend) {
+    let app = spawn_app(backend).await;
+    create_program(&app, program("rewards")).await;
+    create_reward(
+        &app,
+        pb::Reward {
+            min_tier: "Gold".into(),
+            min_tenure_days: 365,
+            min_lifetime_spend: Some(usd(500_000)),
+            per_customer_limit: 1,
+            stock: Some(0),
+            ..reward("lounge", "rewards", 300)
+        },
+    )
+    .await;
+    app.record(vec![purchase("ben", "p1", ago(2), "o1", 90_000)])
+        .await
+        .expect("record");
+    let m = membership(&app, "rewards", "ben").await;
+    let t = m.tier.expect("tier");
+    // 900 purchase points (pending, but earned) + the 100-point bonus: 1000 in the window, Gold.
+    assert_eq!(
+        (t.tier.as_str(), t.rank, t.points_in_window),
+        ("Gold", 2, 1000)
+    );
+    let check = loyalty(&app)
+        .check_eligibility(pb::CheckEligibilityRequest {
+            program_id: "rewards".into(),
+            customer_id: "ben".into(),
+            reward_ids: vec![],
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    let reasons: BTreeSet<i32> = check.results[0].unmet.iter().map(|u| u.reason).collect();
+    for r in [
+        pb::IneligibilityReason::OutOfStock,
+        pb::IneligibilityReason::InsufficientPoints,
+        pb::IneligibilityReason::TenureTooShort,
+        pb::IneligibilityReason::SpendTooLow,
+    ] {
+        assert!(
+            reasons.contains(&(r as i32)),
+            "{r:?} missing from {reasons:?}"
+        );
+    }
+    // Someone else, not a member at all.
+    app.record(vec![cpb::Event {
+        event_id: "x".into(),
+        customer_id: "cat".into(),
+        occurred_at: Some(ago(0)),
+        kind: Some(cpb::event::Kind::Engagement(cpb::Engagement {
+            activity: "login".into(),
+        })),
+        record_time: None,
+    }])
+    .await
+    .expect("record");
+    let check = loyalty(&app)
+        .check_eligibility(pb::CheckEligibilityRequest {
+            program_id: "rewards".into(),
+            customer_id: "cat".into(),
+            reward_ids: vec!["lounge".into()],
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    let reasons: Vec<i32> = check.results[0].unmet.iter().map(|u| u.reason).collect();
+    assert_eq!(reasons[0], pb::IneligibilityReason::NotEnrolled as i32);
+    assert!(reasons.contains(&(pb::IneligibilityReason::TierTooLow as i32)));
+    let err = redeem(&app, "rewards", "cat", "lounge", "r1")
+        .await
+        .expect_err("not a member");
+    assert_status(&err, Code::FailedPrecondition, "NOT_ELIGIBLE", None);
+}
+
+async fn concurrent_redemptions_never_overdraw(backend: Backend) {
+    let app = spawn_app(backend).await;
+    create_program(
+        &app,
+        pb::Program {
+            earning: first_purchase_bonus_zero(),
+            ..program("rewards")
+        },
+    )
+    .await;
+    for seed in 1..=4u64 {
+        let k = (seed * 7 % 23 + 1) as i64;
+        let cost = 10 + (seed * 37 % 90) as i64;
+        let customer = format!("hot{seed}");
+        let reward_id = format!("item{seed}");
+        create_reward(&app, reward(&reward_id, "rewards", cost)).await;
+        app.record(vec![purchase(
+            &customer,
+            &format!("p{seed}"),
+            ago(400),
+            &format!("o{seed}"),
+            1,
+        )])
+        .await
+        .expect("record");
+        enroll(&app, "rewards", &customer).await;
+        let before = balances(&app, "rewards", &customer).await.available;
+        adjust(
+            &app,
+            "rewards",
+            &customer,
+            k * cost - before,
+            &format!("fund{seed}"),
+        )
+        .await
+        .expect("fund");
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let client = loyalty(&app);
+            let (customer, reward_id) = (customer.clone(), reward_id.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut client = client;
+                client
+                    .redeem_reward(pb::RedeemRewardRequest {
+                        program_id: "rewards".into(),
+                        customer_id: customer,
+                        reward_id,
+                        request_id: format!("c{i}"),
+                    })
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(_) => ok += 1,
+                Err(status) => {
+                    assert_status(&status, Code::FailedPrecondition, "NOT_ELIGIBLE", None)
+                }
+            }
+        }
+        assert_eq!(ok, k, "seed {seed}: exactly k redemptions");
+        let b = balances(&app, "rewards", &customer).await;
+        assert_eq!((b.available, b.pending, b.debt), (0, 0, 0), "seed {seed}");
+        let (sum, _) = ledger_sum(&app, "rewards", &customer).await;
+        assert_eq!(sum, 0, "seed {seed}: the ledger sums to the balance");
+    }
+}
+
+fn first_purchase_bonus_zero() -> Option<pb::EarningRules> {
+    Some(pb::EarningRules {
+        points_per_unit: 1,
+        first_purchase_bonus: 0,
+        event_bonuses: vec![],
+    })
+}
+
+async fn replays_have_one_effect(backend: Backend) {
+    let app = spawn_app(backend).await;
+    create_program(&app, program("rewards")).await;
+    create_reward(&app, reward("mug", "rewards", 40)).await;
+    create_reward(&app, reward("pen", "rewards", 10)).await;
+    app.record(vec![purchase("dee", "p1", ago(30), "o1", 100)])
+        .await
+        .expect("record");
+    adjust(&app, "rewards", "dee", 400, "fund")
+        .await
+        .expect("fund");
+    let before = balances(&app, "rewards", "dee").await.available;
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let mut client = loyalty(&app);
+        tasks.push(tokio::spawn(async move {
+            client
+                .redeem_reward(pb::RedeemRewardRequest {
+                    program_id: "rewards".into(),
+                    customer_id: "dee".into(),
+                    reward_id: "mug".into(),
+                    request_id: "same".into(),
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("task").expect("redeem"));
+    }
+    assert_eq!(
+        answers.iter().filter(|a| !a.replayed).count(),
+        1,
+        "one effect"
+    );
+    let ids: BTreeSet<String> = answers
+        .iter()
+        .map(|a| a.redemption.as_ref().expect("r").redemption_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1, "identical answers");
+    assert_eq!(
+        balances(&app, "rewards", "dee").await.available,
+        before - 40
+    );
+    let err = redeem(&app, "rewards", "dee", "pen", "same")
+        .await
+        .expect_err("reused");
+    assert_status(&err, Code::FailedPrecondition, "REQUEST_ID_REUSED", None);
+    // Adjustments replay too.
+    let a = adjust(&app, "rewards", "dee", 5, "bonus-1")
+        .await
+        .expect("adjust");
+    let b = adjust(&app, "rewards", "dee", 5, "bonus-1")
+        .await
+        .expect("replay");
+    assert!(!a.replayed && b.replayed);
+    assert_eq!(
+        balances(&app, "rewards", "dee").await.available,
+        before - 40 + 5
+    );
+}
+
+async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    create_program(&app, program("rewards")).await;
+    create_reward(&app, reward("mug", "rewards", 40)).await;
+    app.record(vec![purchase("eve", "p1", ago(30), "o1", 100)])
+        .await
+        .expect("record");
+    let bad_programs: Vec<(pb::Program, &str)> = vec![
+        (
+            pb::Program {
+                program_id: "Bad".into(),
+                ..program("x")
+            },
+            "program.program_id",
+        ),
+        (
+            pb::Program {
+                currency_code: "EUR".into(),
+                ..program("x")
+            },
+            "program.currency_code",
+        ),
+        (
+            pb::Program {
+                earning: Some(pb::EarningRules {
+                    points_per_unit: 0,
+                    ..Default::default()
+                }),
+                ..program("x")
+            },
+            "program.earning.points_per_unit",
+        ),
+        (
+            pb::Program {
+                tiers: vec![tier("Member", 0, 100), tier("Gold", 0, 150)],
+                ..program("x")
+            },
+            "program.tiers[1]",
+        ),
+        (
+            pb::Program {
+                expiry_days: -1,
+                ..program("x")
+            },
+            "program.expiry_days",
+        ),
+        (
+            pb::Program {
+                target_segment: "ghost".into(),
+                ..program("x")
+            },
+            "program.target_segment",
+        ),
+    ];
+    for (p, field) in bad_programs {
+        let err = loyalty(&app)
+            .create_program(pb::CreateProgramRequest { program: Some(p) })
+            .await
+            .expect_err("bad program");
+        assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some(field));
+    }
+    for (cost, field) in [(0, "reward.cost"), (-5, "reward.cost")] {
+        let err = loyalty(&app)
+            .create_reward(pb::CreateRewardRequest {
+                reward: Some(reward("r2", "rewards", cost)),
+            })
+            .await
+            .expect_err("bad cost");
+        assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some(field));
+    }
+    let err = loyalty(&app)
+        .create_reward(pb::CreateRewardRequest {
+            reward: Some(pb::Reward {
+                min_tier: "Platinum".into(),
+                ..reward("r2", "rewards", 5)
+            }),
+        })
+        .await
+        .expect_err("bad tier");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("reward.min_tier"),
+    );
+    let err = loyalty(&app)
+        .create_reward(pb::CreateRewardRequest {
+            reward: Some(reward("r2", "nope", 5)),
+        })
+        .await
+        .expect_err("unknown program");
+    assert_status(&err, Code::NotFound, "PROGRAM_NOT_FOUND", None);
+    let err = redeem(&app, "nope", "eve", "mug", "a")
+        .await
+        .expect_err("unknown program");
+    assert_status(&err, Code::NotFound, "PROGRAM_NOT_FOUND", None);
+    let err = redeem(&app, "rewards", "eve", "ghost", "a")
+        .await
+        .expect_err("unknown reward");
+    assert_status(&err, Code::NotFound, "REWARD_NOT_FOUND", None);
+    let err = redeem(&app, "rewards", "nobody", "mug", "a")
+        .await
+        .expect_err("unknown customer");
+    assert_status(&err, Code::NotFound, "CUSTOMER_NOT_FOUND", None);
+    let err = redeem(&app, "rewards", "eve", "mug", &"x".repeat(129))
+        .await
+        .expect_err("long id");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("request_id"),
+    );
+    let err = redeem(&app, "rewards", "eve", "mug", "")
+        .await
+        .expect_err("empty id");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("request_id"),
+    );
+    // eve earned 1 point and the bonus (auto-enrolled); the mug costs 40... she has 101: fine.
+    // A customer who never enrolled: redeem is refused with NOT_ENROLLED among the reasons.
+    app.customers
+        .clone()
+        .upsert_customers(cpb::UpsertCustomersRequest {
+            customers: vec![cpb::Customer {
+                customer_id: "fay".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("upsert");
+    let err = redeem(&app, "rewards", "fay", "mug", "a")
+        .await
+        .expect_err("not enrolled");
+    assert_status(&err, Code::FailedPrecondition, "NOT_ELIGIBLE", None);
+    let info = err.get_error_details().error_info().cloned().expect("info");
+    assert!(
+        info.metadata
+            .get("reasons")
+            .is_some_and(|r| r.contains("NOT_ENROLLED")),
+        "{info:?}"
+    );
+    let err = adjust(&app, "rewards", "eve", -1_000_000, "big")
+        .await
+        .expect_err("overdraw");
+    assert_status(&err, Code::FailedPrecondition, "INSUFFICIENT_POINTS", None);
+    let err = adjust(&app, "rewards", "eve", 0, "zero")
+        .await
+        .expect_err("zero");
+    assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some("points"));
+    let err = loyalty(&app)
+        .get_membership(pb::GetMembershipRequest {
+            program_id: "rewards".into(),
+            customer_id: "fay".into(),
+        })
+        .await
+        .expect_err("not a member");
+    assert_status(&err, Code::NotFound, "MEMBER_NOT_FOUND", None);
+    // Nothing changed: one program, one reward, eve's balance as earned.
+    let programs = loyalty(&app)
+        .list_programs(pb::ListProgramsRequest {
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .programs;
+    assert_eq!(programs.len(), 1);
+    let rewards = loyalty(&app)
+        .list_rewards(pb::ListRewardsRequest {
+            program_id: "rewards".into(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .rewards;
+    assert_eq!(rewards.len(), 1);
+    let b = balances(&app, "rewards", "eve").await;
+    assert_eq!((b.available, b.pending), (101, 0));
+}
+
+crate::both_backends!(
+    purchases_earn_points_once_and_refunds_take_them_back,
+    tiers_and_eligibility_reasons,
+    concurrent_redemptions_never_overdraw,
+    replays_have_one_effect,
+    bad_input_is_refused_and_changes_nothing,
+);
