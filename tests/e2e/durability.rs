@@ -19,7 +19,7 @@ fn free_addr() -> std::net::SocketAddr {
     listener.local_addr().expect("addr")
 }
 
-async fn start(url: &str) -> (Child, std::net::SocketAddr) {
+pub(crate) async fn start(url: &str) -> (Child, std::net::SocketAddr) {
     let addr = free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_patron"))
         .args(["serve", "--listen", &addr.to_string(), "--database", url])

@@ -684,10 +684,160 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     assert_eq!((b.available, b.pending), (101, 0));
 }
 
+async fn target_segments_gate_enrolment_and_cannot_be_deleted(backend: Backend) {
+    use patron_proto::segmentation::v1 as spb;
+    use patron_proto::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
+    let app = spawn_app(backend).await;
+    let mut seg = SegmentationServiceClient::new(app.channel.clone());
+    seg.create_segment(spb::CreateSegmentRequest {
+        segment: Some(spb::Segment {
+            segment_id: "big".into(),
+            display_name: "Big spenders".into(),
+            rule: "purchases.total_revenue >= 10000".into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("segment");
+    create_program(
+        &app,
+        pb::Program {
+            target_segment: "big".into(),
+            ..program("vip")
+        },
+    )
+    .await;
+    app.record(vec![
+        purchase("hal", "p1", ago(3), "o1", 20_000),
+        purchase("ivy", "p2", ago(3), "o2", 500),
+    ])
+    .await
+    .expect("record");
+    // hal is in the segment and was auto-enrolled by his purchase; ivy is not.
+    assert_eq!(balances(&app, "vip", "hal").await.pending, 200);
+    let err = loyalty(&app)
+        .enroll(pb::EnrollRequest {
+            program_id: "vip".into(),
+            customer_id: "ivy".into(),
+        })
+        .await
+        .expect_err("outside the segment");
+    assert_status(
+        &err,
+        Code::FailedPrecondition,
+        "NOT_IN_TARGET_SEGMENT",
+        None,
+    );
+    let err = loyalty(&app)
+        .get_membership(pb::GetMembershipRequest {
+            program_id: "vip".into(),
+            customer_id: "ivy".into(),
+        })
+        .await
+        .expect_err("not a member");
+    assert_status(&err, Code::NotFound, "MEMBER_NOT_FOUND", None);
+    let err = seg
+        .delete_segment(spb::DeleteSegmentRequest {
+            segment_id: "big".into(),
+        })
+        .await
+        .expect_err("in use");
+    assert_status(&err, Code::FailedPrecondition, "SEGMENT_IN_USE", None);
+    assert!(err.message().contains("program:vip"), "{}", err.message());
+}
+
 crate::both_backends!(
+    target_segments_gate_enrolment_and_cannot_be_deleted,
     purchases_earn_points_once_and_refunds_take_them_back,
     tiers_and_eligibility_reasons,
     concurrent_redemptions_never_overdraw,
     replays_have_one_effect,
     bad_input_is_refused_and_changes_nothing,
 );
+
+/// Two `patron serve` processes share one Postgres database; 64 concurrent redemptions, half
+/// through each, against a balance that covers exactly k of them.
+#[tokio::test]
+#[ignore = "Postgres suite: set PATRON_TEST_POSTGRES_URL and run with -- --include-ignored"]
+async fn two_processes_sharing_postgres_never_overdraw() {
+    use patron_proto::customers::v1::customer_service_client::CustomerServiceClient;
+
+    let db = patron_store_postgres::testing::TestDatabase::create().await;
+    let (_a, addr_a) = crate::durability::start(&db.url).await;
+    let channel_a = crate::support::connect(addr_a).await;
+    let mut client_a = LoyaltyServiceClient::new(channel_a.clone());
+    client_a
+        .create_program(pb::CreateProgramRequest {
+            program: Some(pb::Program {
+                earning: first_purchase_bonus_zero(),
+                ..program("shared")
+            }),
+        })
+        .await
+        .expect("program");
+    let (k, cost) = (17i64, 30i64);
+    client_a
+        .create_reward(pb::CreateRewardRequest {
+            reward: Some(reward("gift", "shared", cost)),
+        })
+        .await
+        .expect("reward");
+    CustomerServiceClient::new(channel_a.clone())
+        .record_events(cpb::RecordEventsRequest {
+            events: vec![purchase("gus", "p1", ago(100), "o1", 1)],
+        })
+        .await
+        .expect("record");
+    client_a
+        .adjust_points(pb::AdjustPointsRequest {
+            program_id: "shared".into(),
+            customer_id: "gus".into(),
+            points: k * cost,
+            reason: "fund".into(),
+            issuer: "test".into(),
+            request_id: "fund".into(),
+        })
+        .await
+        .expect("fund");
+    // The second process starts after the customer exists (its in-memory index loads at start).
+    let (_b, addr_b) = crate::durability::start(&db.url).await;
+    let client_b = LoyaltyServiceClient::new(crate::support::connect(addr_b).await);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let mut client = if i % 2 == 0 {
+            client_a.clone()
+        } else {
+            client_b.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            client
+                .redeem_reward(pb::RedeemRewardRequest {
+                    program_id: "shared".into(),
+                    customer_id: "gus".into(),
+                    reward_id: "gift".into(),
+                    request_id: format!("r{i}"),
+                })
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(status) => assert_status(&status, Code::FailedPrecondition, "NOT_ELIGIBLE", None),
+        }
+    }
+    assert_eq!(ok, k);
+    for client in [&mut client_a, &mut client_b.clone()] {
+        let m = client
+            .get_membership(pb::GetMembershipRequest {
+                program_id: "shared".into(),
+                customer_id: "gus".into(),
+            })
+            .await
+            .expect("membership")
+            .into_inner();
+        let b = m.membership.and_then(|m| m.balances).expect("balances");
+        assert_eq!((b.available, b.pending, b.debt), (0, 0, 0));
+    }
+}

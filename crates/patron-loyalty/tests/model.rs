@@ -426,3 +426,119 @@ async fn ledger_follows_the_reference_model_on_postgres() {
         run(Arc::new(store), seed, 120).await;
     }
 }
+
+/// The expiry task's unit of work: members with lots past expiry (or past the return window) are
+/// found, settled with EXPIRE / ACTIVATE entries, and then no longer due.
+#[tokio::test]
+async fn expiry_runs_write_entries_once() {
+    let (_dir, url) = sqlite_store();
+    let store = patron_store_sqlite::SqliteStore::connect(&url)
+        .await
+        .expect("sqlite");
+    store.migrate().await.expect("migrate");
+    let store: Arc<dyn Store> = Arc::new(store);
+    let def = program();
+    let t0 = Timestamp::from_micros(1_767_225_600_000_000);
+    store
+        .create_program(&ProgramRecord {
+            program_id: "model".into(),
+            body: serde_json::to_string(&def).expect("json"),
+            target_segment: None,
+            revision: 1,
+            create_time: t0,
+            update_time: t0,
+        })
+        .await
+        .expect("program");
+    let customer = CustomerId::parse("exp").expect("id");
+    let e = Event {
+        customer_id: customer.clone(),
+        event_id: EventId::parse("p1").expect("id"),
+        occurred_at: t0,
+        data: EventData::Purchase(Purchase {
+            order_id: OrderId::parse("o1").expect("id"),
+            amount: 5_000,
+            item_count: 1,
+            channel: String::new(),
+        }),
+    };
+    let op = ops::Earn {
+        def: &def,
+        event: &e,
+        may_enroll: true,
+        tenure_start: Day::from_days(0),
+    };
+    store
+        .mutate_member("model", &customer, t0, &op)
+        .await
+        .expect("earn");
+    let at = |days: i64| Timestamp::from_micros(t0.as_micros() + days * DAY);
+    assert!(
+        store
+            .members_to_settle(at(1), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    // Day 8: the return window closed: ACTIVATE.
+    assert_eq!(
+        store.members_to_settle(at(8), 10).await.expect("due").len(),
+        1
+    );
+    store
+        .mutate_member("model", &customer, at(8), &ops::Settle)
+        .await
+        .expect("settle");
+    assert!(
+        store
+            .members_to_settle(at(8), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    // Day 31: expired, counted out of the balance before and after the run.
+    let member = store
+        .get_member("model", &customer)
+        .await
+        .expect("get")
+        .expect("member");
+    assert_eq!(member.wallet.balances(at(31), 0).available, 0);
+    assert_eq!(
+        store
+            .members_to_settle(at(31), 10)
+            .await
+            .expect("due")
+            .len(),
+        1
+    );
+    store
+        .mutate_member("model", &customer, at(31), &ops::Settle)
+        .await
+        .expect("settle");
+    assert!(
+        store
+            .members_to_settle(at(31), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    let entries = store
+        .list_entries("model", &customer, None, 10)
+        .await
+        .expect("entries");
+    let kinds: Vec<EntryKind> = entries.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![EntryKind::Expire, EntryKind::Activate, EntryKind::Pending]
+    );
+    assert_eq!(entries[0].amount, -50);
+    let member = store
+        .get_member("model", &customer)
+        .await
+        .expect("get")
+        .expect("member");
+    member
+        .wallet
+        .check(&entries)
+        .expect("ledger sums to the balance");
+}
