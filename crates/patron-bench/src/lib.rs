@@ -1,10 +1,12 @@
 //! Benchmark tools for Patron: `bare-server` (a tonic server answering only
-//! `grpc.health.v1.Health`, the baseline) and `patron-load` (a closed-loop gRPC load generator).
-//! `scripts/bench-scoring.sh` runs them; `docs/benchmarks.md` has the method and the results.
+//! `grpc.health.v1.Health`, the baseline) and `patron-load` (a closed-loop gRPC load generator,
+//! and the segment scenario of [`segments`]). `scripts/bench-scoring.sh` and
+//! `scripts/bench-segments.sh` run them; `docs/benchmarks.md` has the method and the results.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 pub mod histogram;
+pub mod segments;
 
 /// Resolves `addr` and refuses anything that is not loopback: these tools only load the local
 /// machine.

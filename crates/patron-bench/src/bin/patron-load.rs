@@ -15,8 +15,15 @@
 //!   --id-width 6`), from a seeded RNG (worker w uses `--seed` + w).
 //! - `stream-customer-values`: one `StreamCustomerValues` call read to the end (customers/s).
 //! - `fit`: one `FitValueModel` call (activating the model); prints the model's fit time.
+//! - `segments`: creates a fixed set of segments (`everyone` = `true`, the evaluation floor, and
+//!   rules over purchase totals, windows, model scores, `in_segment`, plus the built-in
+//!   `rfm-champions`), then `--repetitions` rounds of `CountSegmentMembers` and listing every
+//!   member through `ListSegmentMembers` (`--page-size`), and one `PreviewSegment` per rule
+//!   (`--only` measures a subset); with `--server-pid`, the server's CPU time per call from /proc
+//!   (see `patron_bench::segments`).
 //!
-//! `--json` prints one line of JSON to stdout instead of the human summary.
+//! `--json` prints one line of JSON to stdout instead of the human summary (`segments`: one line
+//! per segment).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -54,6 +61,8 @@ enum Scenario {
     StreamCustomerValues,
     /// patron.scoring.v1.ScoringService/FitValueModel once, activating the model.
     Fit,
+    /// patron.segmentation.v1.SegmentationService: count, list-all and preview of fixed segments.
+    Segments,
 }
 
 impl Scenario {
@@ -63,6 +72,7 @@ impl Scenario {
             Scenario::GetCustomerValue => "get-customer-value",
             Scenario::StreamCustomerValues => "stream-customer-values",
             Scenario::Fit => "fit",
+            Scenario::Segments => "segments",
         }
     }
 }
@@ -115,6 +125,22 @@ struct Args {
     /// Profiles per stream message (stream-customer-values); 0 = the server's default (1,000).
     #[arg(long, default_value_t = 0)]
     chunk_size: i32,
+    /// Rounds of count and list-all per segment (segments).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repetitions: u32,
+    /// ListSegmentMembers page size (segments).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    page_size: i32,
+    /// The server's pid: read its CPU time from /proc around each call (segments; the server
+    /// must run on this machine).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    clock_ticks: u32,
+    /// Measure only these segments, comma-separated (segments; all are still created).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Per-call deadline in seconds (sent as grpc-timeout).
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
@@ -461,9 +487,39 @@ async fn fit(args: &Args, addr: SocketAddr) -> Result<Value, String> {
     }))
 }
 
+async fn segments(args: &Args, addr: SocketAddr) -> Result<Vec<Value>, String> {
+    let timeout = seconds("--timeout", args.timeout)?;
+    let channel = connect(addr, timeout).await?;
+    let opts = patron_bench::segments::Options {
+        repetitions: args.repetitions,
+        page_size: args.page_size,
+        timeout,
+        server_pid: args.server_pid,
+        clock_ticks: args.clock_ticks,
+        only: args.only.clone(),
+    };
+    patron_bench::segments::run(channel, &addr.to_string(), &opts).await
+}
+
 fn human(result: &Value) -> String {
     let get = |k: &str| result.get(k).cloned().unwrap_or(Value::Null);
+    let median = |k: &str| result.get(k).map_or(Value::Null, |v| v["median"].clone());
     match result.get("scenario").and_then(Value::as_str) {
+        Some("segments") => format!(
+            "segments {}: {} of {} customers; count {} ms, list-all {} ms ({} pages, {} members, \
+             match {}), preview {} ms (medians of {}); rule {}",
+            get("segment").as_str().unwrap_or_default(),
+            get("count"),
+            get("population"),
+            median("count_ms"),
+            median("list_ms"),
+            get("list_pages"),
+            get("list_members"),
+            get("list_members_match_count"),
+            get("preview_ms"),
+            get("repetitions"),
+            get("rule").as_str().unwrap_or_default(),
+        ),
         Some("fit") => format!(
             "fit: model v{} on {} customers, fit_millis {} (wall {} s); BG/NBD {}, Gamma-Gamma {}",
             get("version"),
@@ -518,25 +574,31 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match args.scenario {
-        Scenario::HealthCheck | Scenario::GetCustomerValue => closed_loop(&args, addr).await,
-        Scenario::StreamCustomerValues => stream_all(&args, addr).await,
-        Scenario::Fit => fit(&args, addr).await,
+    let results = match args.scenario {
+        Scenario::HealthCheck | Scenario::GetCustomerValue => {
+            closed_loop(&args, addr).await.map(|r| vec![r])
+        }
+        Scenario::StreamCustomerValues => stream_all(&args, addr).await.map(|r| vec![r]),
+        Scenario::Fit => fit(&args, addr).await.map(|r| vec![r]),
+        Scenario::Segments => segments(&args, addr).await,
     };
-    let result = match result {
+    let results = match results {
         Ok(r) => r,
         Err(e) => {
             eprintln!("patron-load: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let line = if args.json {
-        result.to_string()
-    } else {
-        human(&result)
-    };
-    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
-        return ExitCode::FAILURE;
+    let mut out = std::io::stdout().lock();
+    for result in &results {
+        let line = if args.json {
+            result.to_string()
+        } else {
+            human(result)
+        };
+        if writeln!(out, "{line}").is_err() {
+            return ExitCode::FAILURE;
+        }
     }
     ExitCode::SUCCESS
 }
