@@ -38,6 +38,11 @@ pub struct Engine {
     state: RwLock<Arc<State>>,
     /// Refreshes read and apply one at a time, so an older read never overwrites a newer one.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Bumped (under the index's write lock) by every change of the index.
+    version: std::sync::atomic::AtomicU64,
+    /// Every entry in id order as of `version`, for whole-population scans; rebuilt on the first
+    /// scan after a change, shared by all scans until the next one.
+    snapshot: std::sync::Mutex<Option<(u64, Arc<Vec<Arc<SummaryRow>>>)>>,
 }
 
 /// Parses a stored model document into a runtime model.
@@ -100,6 +105,8 @@ impl Engine {
                 policy_updated,
             })),
             refresh_lock: tokio::sync::Mutex::new(()),
+            version: std::sync::atomic::AtomicU64::new(0),
+            snapshot: std::sync::Mutex::new(None),
         }))
     }
 
@@ -157,6 +164,41 @@ impl Engine {
             .collect()
     }
 
+    /// Every entry in id order: a shared snapshot, rebuilt only after the index changed.
+    pub fn all(&self) -> Arc<Vec<Arc<SummaryRow>>> {
+        use std::sync::atomic::Ordering;
+        let current = self.version.load(Ordering::Acquire);
+        {
+            let cached = match self.snapshot.lock() {
+                Ok(c) => c,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Some((v, rows)) = cached.as_ref()
+                && *v == current
+            {
+                return Arc::clone(rows);
+            }
+        }
+        let (version, rows) = {
+            let index = match self.index.read() {
+                Ok(i) => i,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            // The version only changes under the write lock: this pair is consistent.
+            let version = self.version.load(Ordering::Acquire);
+            let rows: Vec<Arc<SummaryRow>> = index.values().cloned().collect();
+            (version, Arc::new(rows))
+        };
+        let mut cached = match self.snapshot.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if cached.as_ref().is_none_or(|(v, _)| *v < version) {
+            *cached = Some((version, Arc::clone(&rows)));
+        }
+        rows
+    }
+
     /// Number of customers in the index.
     pub fn len(&self) -> usize {
         match self.index.read() {
@@ -187,6 +229,8 @@ impl Engine {
         for row in rows {
             index.insert(row.customer_id.clone(), Arc::new(row));
         }
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 }

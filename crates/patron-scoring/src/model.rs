@@ -192,6 +192,21 @@ impl ActiveModel {
         }
     }
 
+    /// P(alive) alone (no expected purchases or CLV: a fraction of [`ActiveModel::predict`]'s
+    /// cost).
+    pub fn probability_alive(&self, c: &DayRfm) -> Option<f64> {
+        fn p<U: TimeUnit>(m: &BgNbdModel<U>, c: &DayRfm, days: f64) -> Option<f64> {
+            let rfm =
+                CustomerRfm::<U>::new(c.frequency, c.recency / days, c.age / days, c.monetary)
+                    .ok()?;
+            Some(m.probability_alive(&rfm))
+        }
+        match &self.bg {
+            Bg::Days(m) => p(m, c, 1.0),
+            Bg::Weeks(m) => p(m, c, 7.0),
+        }
+    }
+
     fn predict_in<U: TimeUnit>(
         &self,
         m: &BgNbdModel<U>,

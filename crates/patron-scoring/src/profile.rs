@@ -48,6 +48,20 @@ fn rounded_money(v: f64, currency: Currency) -> Option<Money> {
     value::clv_minor_units(v).map(|m| money(m, currency))
 }
 
+/// RFM scores against the model's population: quintile lookups only, no prediction.
+pub fn rfm_score(
+    model: Option<&ActiveModel>,
+    rfm: Option<&DayRfm>,
+    revenue: i64,
+) -> Option<RfmScore> {
+    let (m, c) = (model?, rfm?);
+    let d = &m.doc;
+    let r = d.days_since_last_purchase.score(c.days_since_last, false)?;
+    let f = d.purchase_days.score(f64::from(c.frequency) + 1.0, true)?;
+    let mm = d.revenue.score(revenue as f64, true)?;
+    RfmScore::new(r, f, mm).ok()
+}
+
 /// Computes the numbers of a profile.
 pub fn compute(subject: &Subject<'_>, as_of: Timestamp, state: &State) -> Scored {
     let s = subject.summary;
@@ -58,19 +72,7 @@ pub fn compute(subject: &Subject<'_>, as_of: Timestamp, state: &State) -> Scored
         _ => None,
     };
     let revenue = s.purchases.net_revenue;
-    let rfm_score = match (model, &rfm) {
-        (Some(m), Some(c)) => {
-            let d = &m.doc;
-            let r = d.days_since_last_purchase.score(c.days_since_last, false);
-            let f = d.purchase_days.score(f64::from(c.frequency) + 1.0, true);
-            let mm = d.revenue.score(revenue as f64, true);
-            match (r, f, mm) {
-                (Some(r), Some(f), Some(mm)) => RfmScore::new(r, f, mm).ok(),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
+    let rfm_score = rfm_score(model, rfm.as_ref(), revenue);
     let perceived = PerceivedValue::from_summary(s);
     let satisfaction = Satisfaction::from_totals(&s.totals, s.totals.last_nps);
     let tenure_days = subject

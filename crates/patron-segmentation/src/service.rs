@@ -787,7 +787,7 @@ impl SegmentationApi {
         let engine = Arc::clone(&self.engine);
         tokio::task::spawn_blocking(move || {
             let state = engine.state();
-            let rows = engine.range_after(None, usize::MAX);
+            let rows = engine.all();
             let now = patron_grpc::time::now();
             membership::count(&rows, &program, &state, &snapshot, now, sample)
         })
@@ -814,14 +814,9 @@ impl SegmentationApi {
     pub(crate) fn members_now(&self, id: &str, now: Timestamp) -> Option<HashSet<CustomerId>> {
         let (snapshot, program) = self.current(id)?;
         let state = self.engine.state();
-        let rows = self.engine.range_after(None, usize::MAX);
-        let mut out = HashSet::new();
-        for row in &rows {
-            if membership::is_member(row, &program, &state, &snapshot, now) {
-                out.insert(row.customer_id.clone());
-            }
-        }
-        Some(out)
+        let rows = self.engine.all();
+        let scan = membership::count(&rows, &program, &state, &snapshot, now, usize::MAX);
+        Some(scan.sample.into_iter().collect())
     }
 }
 

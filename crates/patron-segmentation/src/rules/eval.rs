@@ -11,8 +11,10 @@ use std::cell::OnceCell;
 use std::fmt;
 use std::sync::Arc;
 
+use patron_domain::clv::RfmScore;
 use patron_domain::{AttributeValue, Day, Timestamp};
 use patron_scoring::engine::State;
+use patron_scoring::model::{DayRfm, Prediction};
 use patron_scoring::profile::{self, Scored, Subject};
 use patron_store::SummaryRow;
 
@@ -110,6 +112,13 @@ pub struct Facts<'a> {
     pub state: &'a State,
     pub now: Timestamp,
     pub today: Day,
+    /// Computed on first use, each only as far as the rule needs: RFM scores are quantile
+    /// lookups, P(alive) one closed form, predictions (CLV) the expensive part, and the whole
+    /// profile (tier, quadrant) everything.
+    day_rfm: OnceCell<Option<DayRfm>>,
+    rfm_score: OnceCell<Option<RfmScore>>,
+    p_alive: OnceCell<Option<f64>>,
+    prediction: OnceCell<Option<Prediction>>,
     scored: OnceCell<Scored>,
 }
 
@@ -129,8 +138,45 @@ impl<'a> Facts<'a> {
             state,
             now,
             today: now.day(),
+            day_rfm: OnceCell::new(),
+            rfm_score: OnceCell::new(),
+            p_alive: OnceCell::new(),
+            prediction: OnceCell::new(),
             scored: OnceCell::new(),
         }
+    }
+
+    fn day_rfm(&self) -> Option<&DayRfm> {
+        self.day_rfm
+            .get_or_init(|| DayRfm::from_summary(&self.row.summary, self.now))
+            .as_ref()
+    }
+
+    fn rfm_score(&self) -> Option<RfmScore> {
+        *self.rfm_score.get_or_init(|| {
+            profile::rfm_score(
+                self.state.model.as_deref(),
+                self.day_rfm(),
+                self.row.summary.purchases.net_revenue,
+            )
+        })
+    }
+
+    fn prediction(&self) -> Option<Prediction> {
+        *self.prediction.get_or_init(|| {
+            let model = self.state.model.as_deref()?;
+            model.predict(self.day_rfm()?)
+        })
+    }
+
+    fn p_alive(&self) -> Option<f64> {
+        *self.p_alive.get_or_init(|| {
+            if let Some(p) = self.prediction.get() {
+                return p.map(|p| p.probability_alive);
+            }
+            let model = self.state.model.as_deref()?;
+            model.probability_alive(self.day_rfm()?)
+        })
     }
 
     fn scored(&self) -> &Scored {
@@ -192,17 +238,16 @@ impl<'a> Facts<'a> {
                     .last_engagement_at
                     .map(|t| self.days_to_today(t.day()).max(0)),
             ),
-            Var::RScore => opt_int(self.scored().rfm_score.map(|r| i64::from(r.r()))),
-            Var::FScore => opt_int(self.scored().rfm_score.map(|r| i64::from(r.f()))),
-            Var::MScore => opt_int(self.scored().rfm_score.map(|r| i64::from(r.m()))),
-            Var::RfmSegment => name(self.scored().rfm_score.map(|r| r.segment().name())),
+            Var::RScore => opt_int(self.rfm_score().map(|r| i64::from(r.r()))),
+            Var::FScore => opt_int(self.rfm_score().map(|r| i64::from(r.f()))),
+            Var::MScore => opt_int(self.rfm_score().map(|r| i64::from(r.m()))),
+            Var::RfmSegment => name(self.rfm_score().map(|r| r.segment().name())),
             Var::PredictedClv => opt_int(
-                self.scored()
-                    .prediction
+                self.prediction()
                     .and_then(|p| p.predicted_clv)
                     .and_then(patron_domain::value::clv_minor_units),
             ),
-            Var::ProbabilityAlive => opt_f(self.scored().prediction.map(|p| p.probability_alive)),
+            Var::ProbabilityAlive => opt_f(self.p_alive()),
             Var::Tier => match &self.scored().tier {
                 Some(t) => Value::Str(Text::Owned(t.name.clone())),
                 None => Value::Null,
@@ -219,7 +264,7 @@ impl<'a> Facts<'a> {
                     .map(|c| c.name()),
             ),
             Var::ChurnRisk => {
-                let level = self.scored().churn.level;
+                let level = patron_domain::value::churn_risk(self.p_alive()).level;
                 if level == patron_domain::value::ChurnLevel::Unknown {
                     Value::Null
                 } else {
