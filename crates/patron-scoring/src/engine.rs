@@ -19,6 +19,9 @@ use crate::model::{self, ActiveModel, DayRfm, FitRequest, ModelDoc, ModelError};
 /// Customers read per page when loading the index.
 const LOAD_PAGE: usize = 10_000;
 
+/// Every index entry in id order, shared.
+pub type Snapshot = Arc<Vec<Arc<SummaryRow>>>;
+
 /// The model and policy scores are computed with; replaced as a whole when either changes.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -42,7 +45,7 @@ pub struct Engine {
     version: std::sync::atomic::AtomicU64,
     /// Every entry in id order as of `version`, for whole-population scans; rebuilt on the first
     /// scan after a change, shared by all scans until the next one.
-    snapshot: std::sync::Mutex<Option<(u64, Arc<Vec<Arc<SummaryRow>>>)>>,
+    snapshot: std::sync::Mutex<Option<(u64, Snapshot)>>,
 }
 
 /// Parses a stored model document into a runtime model.
@@ -165,7 +168,7 @@ impl Engine {
     }
 
     /// Every entry in id order: a shared snapshot, rebuilt only after the index changed.
-    pub fn all(&self) -> Arc<Vec<Arc<SummaryRow>>> {
+    pub fn all(&self) -> Snapshot {
         use std::sync::atomic::Ordering;
         let current = self.version.load(Ordering::Acquire);
         {
