@@ -275,10 +275,23 @@ async fn purchases_earn_points_once_and_refunds_take_them_back(backend: Backend)
         .expect("refund rest");
     let b = balances(&app, "rewards", "ana").await;
     assert_eq!((b.available, b.pending, b.debt), (150, 0, 0));
+    // A refund that arrives before its purchase: the purchase earns on the net amount.
+    app.record(vec![refund("ana", "r9", ago(0), "o9", 2_000)])
+        .await
+        .expect("early refund");
+    app.record(vec![purchase("ana", "p9", ago(0), "o9", 5_000)])
+        .await
+        .expect("late purchase");
+    let b = balances(&app, "rewards", "ana").await;
+    assert_eq!(
+        (b.available, b.pending),
+        (150, 30),
+        "USD 50.00 - 20.00 earns 30 points"
+    );
     // The ledger sums to the balance.
     let (sum, entries) = ledger_sum(&app, "rewards", "ana").await;
     assert_eq!(sum, b.available + b.pending - b.debt);
-    assert!(entries >= 8, "{entries} entries");
+    assert!(entries >= 9, "{entries} entries");
 }
 
 async fn tiers_and_eligibility_reasons(backend: Backend) {
@@ -367,7 +380,7 @@ async fn concurrent_redemptions_never_overdraw(backend: Backend) {
         },
     )
     .await;
-    for seed in 1..=4u64 {
+    for seed in 1..=8u64 {
         let k = (seed * 7 % 23 + 1) as i64;
         let cost = 10 + (seed * 37 % 90) as i64;
         let customer = format!("hot{seed}");
