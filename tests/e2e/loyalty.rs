@@ -795,6 +795,10 @@ async fn two_processes_sharing_postgres_never_overdraw() {
         })
         .await
         .expect("reward");
+    // The second process is up before the customer exists: it reads the customer through on
+    // first use.
+    let (_b, addr_b) = crate::durability::start(&db.url).await;
+    let client_b = LoyaltyServiceClient::new(crate::support::connect(addr_b).await);
     CustomerServiceClient::new(channel_a.clone())
         .record_events(cpb::RecordEventsRequest {
             events: vec![purchase("gus", "p1", ago(100), "o1", 1)],
@@ -812,9 +816,6 @@ async fn two_processes_sharing_postgres_never_overdraw() {
         })
         .await
         .expect("fund");
-    // The second process starts after the customer exists (its in-memory index loads at start).
-    let (_b, addr_b) = crate::durability::start(&db.url).await;
-    let client_b = LoyaltyServiceClient::new(crate::support::connect(addr_b).await);
     let mut tasks = Vec::new();
     for i in 0..64 {
         let mut client = if i % 2 == 0 {

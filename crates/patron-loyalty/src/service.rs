@@ -141,12 +141,13 @@ impl LoyaltyApi {
         Ok((record, def))
     }
 
-    fn customer_context(
+    async fn customer_context(
         &self,
         customer: &CustomerId,
         segment: Option<&str>,
     ) -> ApiResult<MemberContext> {
-        let row = self.engine.get(customer).ok_or_else(|| {
+        // Read through: a customer created through another server process is loaded on demand.
+        let row = self.engine.get_or_load(customer).await?.ok_or_else(|| {
             ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", customer.as_str())
         })?;
         let since = row
@@ -564,7 +565,9 @@ impl LoyaltyService for LoyaltyApi {
         id_field(&program_id, "program_id")?;
         let customer = parse_customer(&customer_id)?;
         let (_, def) = self.program(&program_id).await?;
-        let ctx = self.customer_context(&customer, def.target_segment.as_deref())?;
+        let ctx = self
+            .customer_context(&customer, def.target_segment.as_deref())
+            .await?;
         if ctx.in_segment == Some(false) {
             return Err(ApiError::FailedPrecondition {
                 reason: "NOT_IN_TARGET_SEGMENT",
@@ -610,7 +613,7 @@ impl LoyaltyService for LoyaltyApi {
         id_field(&program_id, "program_id")?;
         let customer = parse_customer(&customer_id)?;
         let (_, def) = self.program(&program_id).await?;
-        let ctx = self.customer_context(&customer, None)?;
+        let ctx = self.customer_context(&customer, None).await?;
         let member = self
             .store
             .get_member(&program_id, &customer)
@@ -996,7 +999,9 @@ impl LoyaltyService for LoyaltyApi {
         let mut results = Vec::with_capacity(records.len());
         for record in &records {
             let reward = parse_reward(record)?;
-            let ctx = self.customer_context(&customer, reward.required_segment.as_deref())?;
+            let ctx = self
+                .customer_context(&customer, reward.required_segment.as_deref())
+                .await?;
             let redemptions = match &member {
                 Some(_) => {
                     self.count_redemptions(&program_id, &customer, &record.reward_id)
@@ -1065,7 +1070,9 @@ impl LoyaltyService for LoyaltyApi {
             .filter(|r| r.program_id == program_id)
             .ok_or_else(|| reward_not_found(&reward_id))?;
         let reward = parse_reward(&reward_record)?;
-        let ctx = self.customer_context(&customer, reward.required_segment.as_deref())?;
+        let ctx = self
+            .customer_context(&customer, reward.required_segment.as_deref())
+            .await?;
         let op = ops::Redeem {
             def: &def,
             reward_id: &reward_id,

@@ -148,6 +148,16 @@ impl Engine {
         index.get(id).cloned()
     }
 
+    /// One customer's entry, reading it from the store if the index does not hold it (a customer
+    /// created through another server process sharing the database).
+    pub async fn get_or_load(&self, id: &CustomerId) -> StoreResult<Option<Arc<SummaryRow>>> {
+        if let Some(row) = self.get(id) {
+            return Ok(Some(row));
+        }
+        self.refresh(std::slice::from_ref(id)).await?;
+        Ok(self.get(id))
+    }
+
     /// Up to `limit` entries strictly after `after`, in id order. Holds the read lock only while
     /// copying the handles of one chunk.
     pub fn range_after(&self, after: Option<&CustomerId>, limit: usize) -> Vec<Arc<SummaryRow>> {
