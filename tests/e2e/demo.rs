@@ -206,7 +206,7 @@ impl Demo {
     async fn start(url: &str) -> Self {
         let addr = free_addr();
         let mut child = Command::new(env!("CARGO_BIN_EXE_patron"))
-            .args(["demo", "--customers", "200", "--listen", &addr.to_string()])
+            .args(["demo", "--customers", "600", "--listen", &addr.to_string()])
             .args(["--database", url])
             .env("PATRON_LOG", "warn")
             .stdout(std::process::Stdio::piped())
@@ -320,7 +320,7 @@ async fn demo_binary_generates_fits_and_serves_scores() {
     assert!(clv.probability_alive.is_some(), "{value:?}");
     assert!(!value.drivers.is_empty(), "{value:?}");
     let out = demo.stop().await;
-    assert!(out.contains("Loaded 200 customers"), "{out}");
+    assert!(out.contains("Loaded 600 customers"), "{out}");
     assert!(out.contains("converged=true"), "{out}");
     assert!(out.contains("BatchGetCustomerValues"), "{out}");
     assert!(path.exists());
@@ -335,5 +335,5 @@ async fn demo_binary_generates_fits_and_serves_scores() {
     assert_eq!(rfm_again.monetary_total, rfm.monetary_total);
     let out = demo.stop().await;
     assert!(out.contains("already holds customers"), "{out}");
-    assert!(out.contains("200 customers"), "{out}");
+    assert!(out.contains("600 customers"), "{out}");
 }

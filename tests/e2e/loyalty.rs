@@ -759,7 +759,102 @@ async fn target_segments_gate_enrolment_and_cannot_be_deleted(backend: Backend) 
     assert!(err.message().contains("program:vip"), "{}", err.message());
 }
 
+async fn segments_read_loyalty_state(backend: Backend) {
+    use patron_proto::segmentation::v1 as spb;
+    use patron_proto::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
+    let app = spawn_app(backend).await;
+    create_program(&app, program("rewards")).await;
+    // jon: 900 + 100 points, Gold; kim: 40 + 100 points, Member; lee: not a member.
+    app.record(vec![
+        purchase("jon", "p1", ago(30), "o1", 90_000),
+        purchase("kim", "p2", ago(30), "o2", 4_000),
+    ])
+    .await
+    .expect("record");
+    app.customers
+        .clone()
+        .upsert_customers(cpb::UpsertCustomersRequest {
+            customers: vec![cpb::Customer {
+                customer_id: "lee".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("upsert");
+    let mut seg = SegmentationServiceClient::new(app.channel.clone());
+    let cases = [
+        ("gold", "loyalty.tier(\"rewards\") == \"Gold\"", vec!["jon"]),
+        ("rich", "loyalty.points(\"rewards\") >= 150", vec!["jon"]),
+        (
+            "members",
+            "loyalty.enrolled(\"rewards\")",
+            vec!["jon", "kim"],
+        ),
+        ("outsiders", "!loyalty.enrolled(\"rewards\")", vec!["lee"]),
+        (
+            "base",
+            "loyalty.tier_rank(\"rewards\") == 1 && loyalty.pending(\"rewards\") == 0",
+            vec!["kim"],
+        ),
+    ];
+    for (id, rule, members) in cases {
+        seg.create_segment(spb::CreateSegmentRequest {
+            segment: Some(spb::Segment {
+                segment_id: id.into(),
+                display_name: id.into(),
+                rule: rule.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e:?}"));
+        let listed = seg
+            .list_segment_members(spb::ListSegmentMembersRequest {
+                segment_id: id.into(),
+                page_size: 100,
+                page_token: String::new(),
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .customer_ids;
+        assert_eq!(listed, members, "{id}");
+    }
+    // A redemption moves jon out of "rich" at once.
+    create_reward(&app, reward("tote", "rewards", 900)).await;
+    redeem(&app, "rewards", "jon", "tote", "t1")
+        .await
+        .expect("redeem");
+    let check = seg
+        .check_membership(spb::CheckMembershipRequest {
+            customer_id: "jon".into(),
+            segment_id: "rich".into(),
+            explain: true,
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(!check.member);
+    let facts = check.explanation.expect("explanation").facts;
+    assert_eq!(facts[0].expression, "loyalty.points(\"rewards\")");
+    assert_eq!(facts[0].value, "100");
+    let err = seg
+        .preview_segment(spb::PreviewSegmentRequest {
+            rule: "loyalty.points(\"nope\") > 1".into(),
+            sample_size: 0,
+        })
+        .await
+        .expect_err("unknown program");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "PROGRAM_NOT_FOUND",
+        Some("rule"),
+    );
+}
+
 crate::both_backends!(
+    segments_read_loyalty_state,
     target_segments_gate_enrolment_and_cannot_be_deleted,
     purchases_earn_points_once_and_refunds_take_them_back,
     tiers_and_eligibility_reasons,

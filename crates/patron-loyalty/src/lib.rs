@@ -7,5 +7,6 @@
 pub mod convert;
 pub mod ops;
 pub mod service;
+pub mod view;
 
 pub use service::{Earner, LoyaltyApi, Settings};

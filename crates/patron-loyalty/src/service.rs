@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert::{self, check_id};
 use crate::ops::{self, EXPIRING_HORIZON_DAYS, MemberContext};
+use crate::view::LoyaltyView;
 
 /// Most reward ids one CheckEligibility call may name.
 pub const MAX_ELIGIBILITY_IDS: usize = 1_000;
@@ -55,6 +56,7 @@ pub struct LoyaltyApi {
     segments: SegmentationApi,
     currency: Currency,
     settings: Settings,
+    view: Arc<LoyaltyView>,
 }
 
 fn program_not_found(id: &str) -> ApiError {
@@ -115,20 +117,46 @@ fn refusal(reason: &str) -> ApiError {
 }
 
 impl LoyaltyApi {
-    pub fn new(
+    /// Loads the in-memory view of programs and members and hands it to the segmentation
+    /// service for `loyalty.*` rules.
+    pub async fn load(
         store: Arc<dyn Store>,
         engine: Arc<Engine>,
         segments: SegmentationApi,
         currency: Currency,
         settings: Settings,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, StoreError> {
+        let view = Arc::new(LoyaltyView::load(store.as_ref(), Arc::clone(&engine)).await?);
+        segments
+            .set_loyalty(Arc::clone(&view) as Arc<dyn patron_segmentation::rules::LoyaltyFacts>);
+        Ok(Self {
             store,
             engine,
             segments,
             currency,
             settings,
+            view,
+        })
+    }
+
+    /// Runs an operation under the member's lock and keeps the in-memory view current.
+    async fn apply(
+        &self,
+        program_id: &str,
+        customer: &CustomerId,
+        now: Timestamp,
+        op: &dyn MemberOp,
+    ) -> Result<MutateOutcome, StoreError> {
+        let outcome = self
+            .store
+            .mutate_member(program_id, customer, now, op)
+            .await?;
+        if let MutateOutcome::Applied { changes, .. } = &outcome
+            && let Some(member) = &changes.member
+        {
+            self.view.put_member(customer, program_id, member.clone());
         }
+        Ok(outcome)
     }
 
     async fn program(&self, id: &str) -> ApiResult<(ProgramRecord, ProgramDef)> {
@@ -170,10 +198,7 @@ impl LoyaltyApi {
         now: Timestamp,
         op: &dyn MemberOp,
     ) -> ApiResult<MutateOutcome> {
-        Ok(self
-            .store
-            .mutate_member(program_id, customer, now, op)
-            .await?)
+        Ok(self.apply(program_id, customer, now, op).await?)
     }
 
     fn membership(
@@ -272,11 +297,7 @@ impl LoyaltyApi {
                         tenure_start,
                     };
                     let now = patron_grpc::time::now();
-                    match self
-                        .store
-                        .mutate_member(&record.program_id, customer, now, &op)
-                        .await
-                    {
+                    match self.apply(&record.program_id, customer, now, &op).await {
                         Ok(MutateOutcome::Applied { .. }) => {}
                         Ok(MutateOutcome::Refused(r)) if r == ops::NOT_ENROLLED => {}
                         Ok(other) => {
@@ -315,9 +336,7 @@ impl LoyaltyApi {
             let due = self.store.members_to_settle(now, 500).await?;
             let n = due.len();
             for (program, customer) in due {
-                self.store
-                    .mutate_member(&program, &customer, now, &ops::Settle)
-                    .await?;
+                self.apply(&program, &customer, now, &ops::Settle).await?;
                 settled += 1;
             }
             if n < 500 {
@@ -357,7 +376,14 @@ pub struct Earner {
 
 #[async_trait::async_trait]
 impl ChangeObserver for Earner {
-    async fn customers_changed(&self, _customers: &[CustomerId]) {}
+    async fn customers_changed(&self, customers: &[CustomerId]) {
+        // Erased customers leave the view (the store erased their loyalty rows).
+        for c in customers {
+            if self.api.engine.get(c).is_none() {
+                self.api.view.remove_customer(c);
+            }
+        }
+    }
 
     async fn events_committed(&self, events: &[Event]) {
         self.api.earn(events).await;
@@ -417,6 +443,7 @@ impl LoyaltyService for LoyaltyApi {
                 )),
                 e => ApiError::Store(e),
             })?;
+        self.view.put_program(&stored.program_id, def.clone());
         Ok(Response::new(pb::CreateProgramResponse {
             program: Some(convert::program_to_proto(&stored, &def)),
         }))
@@ -549,6 +576,7 @@ impl LoyaltyService for LoyaltyApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| program_not_found(&p.program_id))?;
+        self.view.put_program(&stored.program_id, next.clone());
         Ok(Response::new(pb::UpdateProgramResponse {
             program: Some(convert::program_to_proto(&stored, &next)),
         }))

@@ -9,7 +9,7 @@ use patron_domain::clv::RfmSegment;
 use patron_domain::value::TierPolicy;
 use patron_store::{SegmentRecord, StoreResult};
 
-use crate::rules::{self, Program, SegmentResolver};
+use crate::rules::{self, LoyaltyFacts, Program, SegmentCatalog, SegmentResolver};
 
 /// A stored segment with its compiled rule.
 #[derive(Debug, Clone)]
@@ -111,6 +111,8 @@ pub fn tier_builtins(policy: &TierPolicy) -> Vec<BuiltIn> {
 pub struct Snapshot {
     pub builtins: Vec<BuiltIn>,
     pub stored: BTreeMap<String, StoredSegment>,
+    /// Loyalty state for `loyalty.*`, when the loyalty service runs.
+    pub loyalty: Option<Arc<dyn LoyaltyFacts>>,
 }
 
 impl Snapshot {
@@ -132,6 +134,35 @@ impl Snapshot {
 impl SegmentResolver for Snapshot {
     fn program(&self, id: &str) -> Option<Arc<Program>> {
         self.program_of(id)
+    }
+
+    fn loyalty(&self) -> Option<&dyn LoyaltyFacts> {
+        self.loyalty.as_deref()
+    }
+}
+
+impl SegmentCatalog for Snapshot {
+    fn exists(&self, id: &str) -> bool {
+        Snapshot::exists(self, id)
+    }
+
+    fn program_exists(&self, id: &str) -> Option<bool> {
+        self.loyalty.as_ref().map(|l| l.program_exists(id))
+    }
+}
+
+/// A catalog in which one more segment id (the one being saved) counts as existing, so a rule
+/// naming itself reaches the store's cycle check.
+#[derive(Debug)]
+pub struct WithSelf<'a>(pub &'a Snapshot, pub &'a str);
+
+impl SegmentCatalog for WithSelf<'_> {
+    fn exists(&self, id: &str) -> bool {
+        id == self.1 || self.0.exists(id)
+    }
+
+    fn program_exists(&self, id: &str) -> Option<bool> {
+        SegmentCatalog::program_exists(self.0, id)
     }
 }
 
@@ -202,7 +233,12 @@ impl Registry {
     }
 
     /// Every segment now, with tier built-ins for `policy` (revision `policy_revision`).
-    pub fn snapshot(&self, policy: &TierPolicy, policy_revision: i64) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        policy: &TierPolicy,
+        policy_revision: i64,
+        loyalty: Option<Arc<dyn LoyaltyFacts>>,
+    ) -> Snapshot {
         let tiers = {
             let cached = read(&self.tiers);
             if cached.0 == policy_revision {
@@ -221,6 +257,7 @@ impl Registry {
         Snapshot {
             builtins,
             stored: read(&self.stored).clone(),
+            loyalty,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct SegmentationApi {
     settings: Settings,
     /// Serializes definition writes in this process, so the registry follows the store's order.
     writes: Arc<tokio::sync::Mutex<()>>,
+    /// Loyalty state for `loyalty.*` rules, set once the loyalty service is built.
+    loyalty: Arc<std::sync::OnceLock<Arc<dyn rules::LoyaltyFacts>>>,
 }
 
 /// Feeds watchers with the customers each committed write changed.
@@ -76,6 +78,7 @@ fn rule_error(field: &str, e: &RuleError) -> ApiError {
     let reason = match e.kind {
         RuleErrorKind::TooLarge => "RULE_TOO_LARGE",
         RuleErrorKind::UnknownSegment => "SEGMENT_NOT_FOUND",
+        RuleErrorKind::UnknownProgram => "PROGRAM_NOT_FOUND",
         _ => "INVALID_RULE",
     };
     ApiError::invalid_field(
@@ -155,6 +158,7 @@ impl SegmentationApi {
             changes,
             settings,
             writes: Arc::new(tokio::sync::Mutex::new(())),
+            loyalty: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -186,7 +190,16 @@ impl SegmentationApi {
 
     fn snapshot(&self) -> Snapshot {
         let state = self.engine.state();
-        self.registry.snapshot(&state.policy, state.policy_revision)
+        self.registry.snapshot(
+            &state.policy,
+            state.policy_revision,
+            self.loyalty.get().cloned(),
+        )
+    }
+
+    /// Makes `loyalty.*` rule variables read `facts` (once; later calls are ignored).
+    pub fn set_loyalty(&self, facts: Arc<dyn rules::LoyaltyFacts>) {
+        let _ = self.loyalty.set(facts);
     }
 
     fn resolve(&self, snapshot: &Snapshot, id: &str) -> ApiResult<Arc<rules::Program>> {
@@ -220,8 +233,7 @@ impl SegmentationApi {
         snapshot: &Snapshot,
         rule: &str,
     ) -> ApiResult<(rules::Program, Vec<String>)> {
-        let program = rules::compile(rule, &|id: &str| snapshot.exists(id))
-            .map_err(|e| rule_error("segment.rule", &e))?;
+        let program = rules::compile(rule, snapshot).map_err(|e| rule_error("segment.rule", &e))?;
         let depends_on: Vec<String> = program
             .segments
             .iter()
@@ -492,7 +504,7 @@ impl SegmentationService for SegmentationApi {
             record.rule = seg.rule.clone();
         }
         let id = seg.segment_id.clone();
-        let program = rules::compile(&record.rule, &|s: &str| snapshot.exists(s) || s == id)
+        let program = rules::compile(&record.rule, &registry::WithSelf(&snapshot, &id))
             .map_err(|e| rule_error("segment.rule", &e))?;
         record.depends_on = program
             .segments
@@ -566,8 +578,7 @@ impl SegmentationService for SegmentationApi {
             n => n as usize,
         };
         let snapshot = self.snapshot();
-        let program = rules::compile(&rule, &|id: &str| snapshot.exists(id))
-            .map_err(|e| rule_error("rule", &e))?;
+        let program = rules::compile(&rule, &snapshot).map_err(|e| rule_error("rule", &e))?;
         let scan = self
             .scan(snapshot, Arc::new(program.clone()), sample)
             .await?;

@@ -105,6 +105,7 @@ pub struct Application {
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
     segmentation: SegmentationApi,
+    loyalty: LoyaltyApi,
     health: HealthReporter,
     health_service: HealthServer<HealthService>,
 }
@@ -137,6 +138,16 @@ impl Application {
             },
         )
         .await?;
+        let loyalty = LoyaltyApi::load(
+            Arc::clone(&store),
+            Arc::clone(&engine),
+            segmentation.clone(),
+            settings.currency,
+            patron_loyalty::Settings {
+                expiry_interval: settings.loyalty_expiry_interval,
+            },
+        )
+        .await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -159,6 +170,7 @@ impl Application {
             store,
             engine,
             segmentation,
+            loyalty,
             health,
             health_service,
         })
@@ -192,6 +204,7 @@ impl Application {
             store,
             engine,
             segmentation,
+            loyalty,
             health,
             health_service,
         } = self;
@@ -214,15 +227,6 @@ impl Application {
         streaming.insert("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into());
         streaming.insert("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo".into());
 
-        let loyalty = LoyaltyApi::new(
-            Arc::clone(&store),
-            Arc::clone(&engine),
-            segmentation.clone(),
-            settings.currency,
-            patron_loyalty::Settings {
-                expiry_interval: settings.loyalty_expiry_interval,
-            },
-        );
         let customers = CustomerApi::new(
             Arc::clone(&store),
             patron_customers::Settings {

@@ -184,83 +184,216 @@ fn reward_revision_mismatch(id: &str, expected: i64, stored: i64) -> StoreError 
     ))
 }
 
+const MEMBER_COLUMNS: &str = "enrolled_at, debt, lifetime_earned, lifetime_redeemed, \
+     next_lot_id, next_entry_id, first_purchase_done";
+
+/// A member row from [`MEMBER_COLUMNS`] starting at column `at`, without lots or activity.
+fn member_from_row(row: &PgRow, at: usize) -> StoreResult<MemberRow> {
+    Ok(MemberRow {
+        enrolled_at: Timestamp::from_micros(row.try_get(at).map_err(db_err)?),
+        wallet: Wallet {
+            lots: Vec::new(),
+            debt: row.try_get(at + 1).map_err(db_err)?,
+            lifetime_earned: row.try_get(at + 2).map_err(db_err)?,
+            lifetime_redeemed: row.try_get(at + 3).map_err(db_err)?,
+            next_lot_id: row.try_get(at + 4).map_err(db_err)?,
+            next_entry_id: row.try_get(at + 5).map_err(db_err)?,
+            new_entries: Vec::new(),
+        },
+        first_purchase_done: row.try_get(at + 6).map_err(db_err)?,
+        activity: Vec::new(),
+    })
+}
+
+const LOT_COLUMNS: &str =
+    "lot_id, original, remaining, earned_at, available_at, expires_at, activated";
+
+/// A lot from [`LOT_COLUMNS`] starting at column `at`.
+fn lot_from_row(row: &PgRow, at: usize) -> StoreResult<Lot> {
+    Ok(Lot {
+        lot_id: row.try_get(at).map_err(db_err)?,
+        original: row.try_get(at + 1).map_err(db_err)?,
+        remaining: row.try_get(at + 2).map_err(db_err)?,
+        earned_at: Timestamp::from_micros(row.try_get(at + 3).map_err(db_err)?),
+        available_at: Timestamp::from_micros(row.try_get(at + 4).map_err(db_err)?),
+        expires_at: row
+            .try_get::<Option<i64>, _>(at + 5)
+            .map_err(db_err)?
+            .map(Timestamp::from_micros),
+        activated: row.try_get(at + 6).map_err(db_err)?,
+    })
+}
+
+const ACTIVITY_COLUMNS: &str = "day, points, spend";
+
+/// A day of activity from [`ACTIVITY_COLUMNS`] starting at column `at`.
+fn activity_from_row(row: &PgRow, at: usize) -> StoreResult<DayActivity> {
+    Ok(DayActivity {
+        day: Day::from_days(row.try_get(at).map_err(db_err)?),
+        points: row.try_get(at + 1).map_err(db_err)?,
+        spend: row.try_get(at + 2).map_err(db_err)?,
+    })
+}
+
 /// The member row with all its lots (by lot id) and activity (by day); `None` if not a member.
 async fn load_member(
     conn: &mut PgConnection,
     key: MemberKey<'_>,
 ) -> StoreResult<Option<MemberRow>> {
-    let row = sqlx::query(
-        "SELECT enrolled_at, debt, lifetime_earned, lifetime_redeemed, next_lot_id, \
-         next_entry_id, first_purchase_done FROM loyalty_members \
-         WHERE customer_id = $1 AND program_id = $2",
-    )
-    .bind(key.customer)
-    .bind(key.program)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    let sql = format!(
+        "SELECT {MEMBER_COLUMNS} FROM loyalty_members WHERE customer_id = $1 AND program_id = $2"
+    );
+    let row = sqlx::query(&sql)
+        .bind(key.customer)
+        .bind(key.program)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
     let Some(row) = row else {
         return Ok(None);
     };
-    let mut wallet = Wallet {
-        lots: Vec::new(),
-        debt: row.try_get(1).map_err(db_err)?,
-        lifetime_earned: row.try_get(2).map_err(db_err)?,
-        lifetime_redeemed: row.try_get(3).map_err(db_err)?,
-        next_lot_id: row.try_get(4).map_err(db_err)?,
-        next_entry_id: row.try_get(5).map_err(db_err)?,
-        new_entries: Vec::new(),
-    };
-    let enrolled_at = Timestamp::from_micros(row.try_get(0).map_err(db_err)?);
-    let first_purchase_done: bool = row.try_get(6).map_err(db_err)?;
+    let mut member = member_from_row(&row, 0)?;
 
-    let lots = sqlx::query(
-        "SELECT lot_id, original, remaining, earned_at, available_at, expires_at, activated \
-         FROM loyalty_lots WHERE customer_id = $1 AND program_id = $2 ORDER BY lot_id",
-    )
-    .bind(key.customer)
-    .bind(key.program)
-    .fetch_all(&mut *conn)
-    .await
+    let sql = format!(
+        "SELECT {LOT_COLUMNS} FROM loyalty_lots WHERE customer_id = $1 AND program_id = $2 \
+         ORDER BY lot_id"
+    );
+    let lots = sqlx::query(&sql)
+        .bind(key.customer)
+        .bind(key.program)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    member.wallet.lots = lots
+        .iter()
+        .map(|row| lot_from_row(row, 0))
+        .collect::<StoreResult<_>>()?;
+
+    let sql = format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM loyalty_activity \
+         WHERE customer_id = $1 AND program_id = $2 ORDER BY day"
+    );
+    let days = sqlx::query(&sql)
+        .bind(key.customer)
+        .bind(key.program)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    member.activity = days
+        .iter()
+        .map(|row| activity_from_row(row, 0))
+        .collect::<StoreResult<_>>()?;
+    Ok(Some(member))
+}
+
+/// A page of members strictly after `after` in (customer id, program id) order, each with all
+/// its lots and activity: three statements, the lots and activity read over the page's key range
+/// (row comparisons on the primary keys, text in the "C" collation like the keys' order here).
+async fn scan_members(
+    conn: &mut PgConnection,
+    after: Option<(&CustomerId, &str)>,
+    limit: usize,
+) -> StoreResult<Vec<(CustomerId, String, MemberRow)>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = match after {
+        Some((customer, program)) => {
+            let sql = format!(
+                "SELECT customer_id, program_id, {MEMBER_COLUMNS} FROM loyalty_members \
+                 WHERE (customer_id, program_id) > ($1, $2) \
+                 ORDER BY customer_id, program_id LIMIT $3"
+            );
+            sqlx::query(&sql)
+                .bind(customer.as_str())
+                .bind(program)
+                .bind(limit_param(limit))
+                .fetch_all(&mut *conn)
+                .await
+        }
+        None => {
+            let sql = format!(
+                "SELECT customer_id, program_id, {MEMBER_COLUMNS} FROM loyalty_members \
+                 ORDER BY customer_id, program_id LIMIT $1"
+            );
+            sqlx::query(&sql)
+                .bind(limit_param(limit))
+                .fetch_all(&mut *conn)
+                .await
+        }
+    }
     .map_err(db_err)?;
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut members = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let customer: String = row.try_get(0).map_err(db_err)?;
+        let program: String = row.try_get(1).map_err(db_err)?;
+        keys.push((customer, program));
+        members.push(member_from_row(row, 2)?);
+    }
+    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+        return Ok(Vec::new());
+    };
+    // Rows of the page's key range; any of a key not in the page (no member row) is skipped.
+    let index: HashMap<(&str, &str), usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (c, p))| ((c.as_str(), p.as_str()), i))
+        .collect();
+    let range = "(customer_id, program_id) >= ($1, $2) AND (customer_id, program_id) <= ($3, $4)";
+
+    let sql = format!(
+        "SELECT customer_id, program_id, {LOT_COLUMNS} FROM loyalty_lots WHERE {range} \
+         ORDER BY customer_id, program_id, lot_id"
+    );
+    let lots = sqlx::query(&sql)
+        .bind(first.0.as_str())
+        .bind(first.1.as_str())
+        .bind(last.0.as_str())
+        .bind(last.1.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
     for row in &lots {
-        wallet.lots.push(Lot {
-            lot_id: row.try_get(0).map_err(db_err)?,
-            original: row.try_get(1).map_err(db_err)?,
-            remaining: row.try_get(2).map_err(db_err)?,
-            earned_at: Timestamp::from_micros(row.try_get(3).map_err(db_err)?),
-            available_at: Timestamp::from_micros(row.try_get(4).map_err(db_err)?),
-            expires_at: row
-                .try_get::<Option<i64>, _>(5)
-                .map_err(db_err)?
-                .map(Timestamp::from_micros),
-            activated: row.try_get(6).map_err(db_err)?,
-        });
+        let key: (&str, &str) = (
+            row.try_get(0).map_err(db_err)?,
+            row.try_get(1).map_err(db_err)?,
+        );
+        if let Some(&i) = index.get(&key) {
+            members[i].wallet.lots.push(lot_from_row(row, 2)?);
+        }
     }
 
-    let days: Vec<(i32, i64, i64)> = sqlx::query_as(
-        "SELECT day, points, spend FROM loyalty_activity \
-         WHERE customer_id = $1 AND program_id = $2 ORDER BY day",
-    )
-    .bind(key.customer)
-    .bind(key.program)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let activity = days
-        .into_iter()
-        .map(|(day, points, spend)| DayActivity {
-            day: Day::from_days(day),
-            points,
-            spend,
+    let sql = format!(
+        "SELECT customer_id, program_id, {ACTIVITY_COLUMNS} FROM loyalty_activity \
+         WHERE {range} ORDER BY customer_id, program_id, day"
+    );
+    let days = sqlx::query(&sql)
+        .bind(first.0.as_str())
+        .bind(first.1.as_str())
+        .bind(last.0.as_str())
+        .bind(last.1.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    for row in &days {
+        let key: (&str, &str) = (
+            row.try_get(0).map_err(db_err)?,
+            row.try_get(1).map_err(db_err)?,
+        );
+        if let Some(&i) = index.get(&key) {
+            members[i].activity.push(activity_from_row(row, 2)?);
+        }
+    }
+
+    keys.into_iter()
+        .zip(members)
+        .map(|((customer, program), member)| {
+            let customer = CustomerId::parse(customer)
+                .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
+            Ok((customer, program, member))
         })
-        .collect();
-    Ok(Some(MemberRow {
-        enrolled_at,
-        wallet,
-        first_purchase_done,
-        activity,
-    }))
+        .collect()
 }
 
 async fn load_redemption(
@@ -1012,6 +1145,19 @@ impl LoyaltyStore for PgStore {
         .await?;
         tx.commit().await.map_err(db_err)?;
         Ok(member)
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn scan_members(
+        &self,
+        after: Option<(&CustomerId, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<(CustomerId, String, MemberRow)>> {
+        // One snapshot: the page's members, lots and activity as one commit left them.
+        let mut tx = self.begin_snapshot().await?;
+        let page = scan_members(&mut tx, after, limit).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(page)
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = %customer))]

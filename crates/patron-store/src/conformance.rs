@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             events_are_applied_once,
             members_to_settle_finds_expired_and_matured_lots,
             loyalty_entries_are_listed_newest_first,
+            scan_members_pages_in_key_order_with_lots_and_activity,
             segments_named_by_loyalty_cannot_be_deleted,
             concurrent_member_changes_are_serialized,
             deleting_a_customer_erases_their_loyalty_rows,
@@ -2835,6 +2836,124 @@ pub async fn loyalty_entries_are_listed_newest_first(store: &impl Store) {
             .expect("list_entries")
             .is_empty()
     );
+}
+
+pub async fn scan_members_pages_in_key_order_with_lots_and_activity(store: &impl Store) {
+    assert!(
+        store
+            .scan_members(None, 10)
+            .await
+            .expect("scan_members")
+            .is_empty()
+    );
+    // Keys whose tuple order differs from the order of their concatenation ("a"+"z" vs "ab"+"a")
+    // and members with nothing, lots only, activity only and both.
+    let members = [
+        ("b", "p1"),
+        ("a", "z"),
+        ("ab", "a"),
+        ("a", "p1"),
+        ("b", "p2"),
+        ("c", "p1"),
+        ("a", "p2"),
+        ("ab", "p1"),
+        ("c", "z"),
+    ];
+    for (i, &(c, p)) in members.iter().enumerate() {
+        applied(mutate(store, p, c, now(), &enrol()).await);
+        let i = i64::try_from(i).expect("small");
+        if i % 3 != 1 {
+            for n in 0..=(i % 4) {
+                let credit = credit(10 * i + n + 1, n % 2, Some(30 + n));
+                applied(mutate(store, p, c, now(), &credit).await);
+            }
+        }
+        if i % 2 == 0 {
+            let day = now().day().as_days();
+            let days: Vec<DayActivity> = (0..=(i % 3))
+                .map(|d| DayActivity {
+                    day: Day::from_days(day - 5 + i32::try_from(d * 2).expect("small")),
+                    points: i + d,
+                    spend: 100 * i - d,
+                })
+                .collect();
+            let record = op(Needs::default(), move |loaded, _| {
+                member_of(loaded)?;
+                Ok(Changes {
+                    activity: days.clone(),
+                    ..Changes::default()
+                })
+            });
+            applied(mutate(store, p, c, now(), &record).await);
+        }
+    }
+    let mut want = Vec::new();
+    for (c, p) in members {
+        let row = member(store, p, c).await.expect("a member");
+        want.push((cid(c), p.to_owned(), row));
+    }
+    want.sort_by(|x, y| (x.0.as_str(), &x.1).cmp(&(y.0.as_str(), &y.1)));
+    assert!(want.iter().any(|m| m.2.wallet.lots.len() > 1));
+    assert!(want.iter().any(|m| m.2.activity.len() > 1));
+    assert!(
+        want.iter()
+            .any(|m| m.2.wallet.lots.is_empty() && m.2.activity.is_empty())
+    );
+
+    for limit in [1, 2, 4, want.len(), want.len() + 1] {
+        let mut got = Vec::new();
+        let mut cursor: Option<(CustomerId, String)> = None;
+        loop {
+            let page = store
+                .scan_members(cursor.as_ref().map(|(c, p)| (c, p.as_str())), limit)
+                .await
+                .expect("scan_members");
+            assert!(page.len() <= limit);
+            let done = page.len() < limit;
+            cursor = page.last().map(|(c, p, _)| (c.clone(), p.clone()));
+            got.extend(page);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(got, want, "limit {limit}");
+    }
+
+    // After a key that is not a member's: the members strictly after it.
+    let after = |c: &str, p: &str| {
+        let c = cid(c);
+        let p = p.to_owned();
+        async move {
+            store
+                .scan_members(Some((&c, p.as_str())), 100)
+                .await
+                .expect("scan_members")
+                .into_iter()
+                .map(|(c, p, _)| (c.as_str().to_owned(), p))
+                .collect::<Vec<_>>()
+        }
+    };
+    let keys = |ks: &[(&str, &str)]| {
+        ks.iter()
+            .map(|&(c, p)| (c.to_owned(), p.to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        after("a", "zz").await,
+        keys(&[
+            ("ab", "a"),
+            ("ab", "p1"),
+            ("b", "p1"),
+            ("b", "p2"),
+            ("c", "p1"),
+            ("c", "z"),
+        ])
+    );
+    assert_eq!(
+        after("b", "p10").await,
+        keys(&[("b", "p2"), ("c", "p1"), ("c", "z")])
+    );
+    assert!(after("c", "z").await.is_empty());
 }
 
 pub async fn segments_named_by_loyalty_cannot_be_deleted(store: &impl Store) {

@@ -234,6 +234,15 @@ pub trait LoyaltyStore: Send + Sync + std::fmt::Debug + 'static {
         customer: &CustomerId,
     ) -> StoreResult<Option<MemberRow>>;
 
+    /// Members in (customer id, program id) order, strictly after `after`, each with all its lots
+    /// and activity (as [`LoyaltyStore::get_member`] loads them): for loading in-memory views at
+    /// start-up, in pages of about 10,000, with a fixed number of statements per page.
+    async fn scan_members(
+        &self,
+        after: Option<(&CustomerId, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<(CustomerId, String, MemberRow)>>;
+
     /// Programs the customer is a member of, in program id order.
     async fn member_programs(&self, customer: &CustomerId) -> StoreResult<Vec<String>>;
 

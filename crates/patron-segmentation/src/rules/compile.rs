@@ -32,6 +32,8 @@ pub enum RuleErrorKind {
     Unsupported,
     /// `in_segment` names no stored or built-in segment.
     UnknownSegment,
+    /// `loyalty.*` names no loyalty program.
+    UnknownProgram,
 }
 
 /// A rule error with its 1-based line and column (in characters).
@@ -107,6 +109,16 @@ pub enum Window {
     },
 }
 
+/// A loyalty value of one program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoyaltyFn {
+    Enrolled,
+    Points,
+    Pending,
+    Tier,
+    TierRank,
+}
+
 /// A checked expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
@@ -116,6 +128,7 @@ pub enum Node {
     HasAttr(Arc<str>),
     Window(Window),
     InSegment(Arc<str>),
+    Loyalty(LoyaltyFn, Arc<str>),
     Not(Box<Node>),
     And(Box<Node>, Box<Node>),
     Or(Box<Node>, Box<Node>),
@@ -141,9 +154,14 @@ pub struct Program {
     pub time_relative: bool,
 }
 
-/// Which segment ids exist, for checking `in_segment`.
+/// Which segment ids exist, for checking `in_segment` (and loyalty programs, for `loyalty.*`).
 pub trait SegmentCatalog {
     fn exists(&self, id: &str) -> bool;
+
+    /// Whether a loyalty program exists; `None` when loyalty is not available at all.
+    fn program_exists(&self, _id: &str) -> Option<bool> {
+        Some(true)
+    }
 }
 
 impl<F: Fn(&str) -> bool> SegmentCatalog for F {
@@ -744,6 +762,62 @@ impl Compiler<'_> {
         c: &CallExpr,
     ) -> Result<Typed, RuleError> {
         let f = c.func_name.as_str();
+        if is_ident(target, "loyalty") {
+            let func = match f {
+                "enrolled" => (LoyaltyFn::Enrolled, Ty::Bool),
+                "points" => (LoyaltyFn::Points, Ty::Int),
+                "pending" => (LoyaltyFn::Pending, Ty::Int),
+                "tier" => (LoyaltyFn::Tier, Ty::String),
+                "tier_rank" => (LoyaltyFn::TierRank, Ty::Int),
+                _ => {
+                    return Err(self.error(
+                        e,
+                        RuleErrorKind::UnknownVariable,
+                        format!(
+                            "unknown function `loyalty.{f}`; loyalty has: {}",
+                            schema::fields_of("loyalty").join(", ")
+                        ),
+                    ));
+                }
+            };
+            let [arg] = c.args.as_slice() else {
+                return Err(self.error(
+                    e,
+                    RuleErrorKind::Type,
+                    format!("loyalty.{f}() takes one argument: a program id"),
+                ));
+            };
+            let Expr::Literal(LiteralValue::String(program)) = &arg.expr else {
+                return Err(self.error(
+                    arg,
+                    RuleErrorKind::Type,
+                    "the program id must be a string literal",
+                ));
+            };
+            let program = program.inner();
+            match self.catalog.program_exists(program) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(self.error(
+                        arg,
+                        RuleErrorKind::UnknownProgram,
+                        format!("no loyalty program `{program}`"),
+                    ));
+                }
+                None => {
+                    return Err(self.error(
+                        e,
+                        RuleErrorKind::Unsupported,
+                        "loyalty variables need the loyalty service",
+                    ));
+                }
+            }
+            self.nodes += 1;
+            if func.0 != LoyaltyFn::Enrolled {
+                self.time_relative = true;
+            }
+            return Ok((Node::Loyalty(func.0, Arc::from(program)), func.1));
+        }
         if is_ident(target, "purchases") || is_ident(target, "engagement") {
             let group = if is_ident(target, "purchases") {
                 "purchases"

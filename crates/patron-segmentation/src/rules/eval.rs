@@ -97,9 +97,34 @@ impl fmt::Display for Value<'_> {
     }
 }
 
-/// Looks up other segments' programs for `in_segment`.
+/// Looks up other segments' programs for `in_segment`, and loyalty state for `loyalty.*`.
 pub trait SegmentResolver {
     fn program(&self, id: &str) -> Option<Arc<Program>>;
+
+    fn loyalty(&self) -> Option<&dyn LoyaltyFacts> {
+        None
+    }
+}
+
+/// One member's loyalty state at an instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberFacts {
+    pub points: i64,
+    pub pending: i64,
+    pub tier: Option<String>,
+    pub tier_rank: Option<i64>,
+}
+
+/// Loyalty state, provided by the loyalty service (which depends on this crate, not the reverse).
+pub trait LoyaltyFacts: Send + Sync + std::fmt::Debug {
+    fn program_exists(&self, program: &str) -> bool;
+    /// `None` when the customer is not a member of the program.
+    fn member(
+        &self,
+        customer: &patron_domain::CustomerId,
+        program: &str,
+        now: Timestamp,
+    ) -> Option<MemberFacts>;
 }
 
 /// How deeply `in_segment` may nest at evaluation (cycles are refused when saving; this only
@@ -388,6 +413,23 @@ impl<'f, 'a> Eval<'f, 'a> {
             )),
             Node::Window(w) => self.facts.window(w),
             Node::InSegment(id) => self.in_segment(id),
+            Node::Loyalty(f, program) => {
+                let member = self
+                    .segments
+                    .loyalty()
+                    .and_then(|l| l.member(&self.facts.row.customer_id, program, self.facts.now));
+                use super::compile::LoyaltyFn;
+                match (f, member) {
+                    (LoyaltyFn::Enrolled, m) => Value::Bool(m.is_some()),
+                    (_, None) => Value::Null,
+                    (LoyaltyFn::Points, Some(m)) => Value::Int(m.points),
+                    (LoyaltyFn::Pending, Some(m)) => Value::Int(m.pending),
+                    (LoyaltyFn::Tier, Some(m)) => {
+                        m.tier.map_or(Value::Null, |t| Value::Str(Text::Owned(t)))
+                    }
+                    (LoyaltyFn::TierRank, Some(m)) => m.tier_rank.map_or(Value::Null, Value::Int),
+                }
+            }
             Node::Not(a) => match self.eval(a) {
                 Value::Bool(b) => Value::Bool(!b),
                 Value::Err(e) => Value::Err(e),

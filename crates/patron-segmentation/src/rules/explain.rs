@@ -71,7 +71,9 @@ fn collect_facts(n: &Node, eval: &Eval<'_, '_>, out: &mut Vec<Fact>) {
         }
     };
     match n {
-        Node::Var(_) | Node::Attr(_) | Node::Window(_) | Node::InSegment(_) => push(n),
+        Node::Var(_) | Node::Attr(_) | Node::Window(_) | Node::InSegment(_) | Node::Loyalty(..) => {
+            push(n)
+        }
         Node::HasAttr(name) => push(&Node::Attr(name.clone())),
         Node::Const(_) => {}
         Node::Not(a) | Node::Neg(a) | Node::Size(a) | Node::Lower(a) | Node::Conv(_, a) => {
@@ -149,6 +151,17 @@ impl fmt::Display for Node {
                 } => write!(f, "engagement.count({days}, {})", quote(a)),
             },
             Node::InSegment(id) => write!(f, "in_segment({})", quote(id)),
+            Node::Loyalty(func, program) => {
+                use super::compile::LoyaltyFn;
+                let name = match func {
+                    LoyaltyFn::Enrolled => "enrolled",
+                    LoyaltyFn::Points => "points",
+                    LoyaltyFn::Pending => "pending",
+                    LoyaltyFn::Tier => "tier",
+                    LoyaltyFn::TierRank => "tier_rank",
+                };
+                write!(f, "loyalty.{name}({})", quote(program))
+            }
             Node::Not(a) => write!(f, "!({a})"),
             Node::And(a, b) => write!(f, "({a} && {b})"),
             Node::Or(a, b) => write!(f, "({a} || {b})"),

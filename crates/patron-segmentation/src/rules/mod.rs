@@ -12,7 +12,7 @@ pub mod explain;
 pub mod schema;
 
 pub use compile::{Program, RuleError, RuleErrorKind, SegmentCatalog, compile};
-pub use eval::{Eval, Facts, SegmentResolver, Value};
+pub use eval::{Eval, Facts, LoyaltyFacts, MemberFacts, SegmentResolver, Value};
 
 #[cfg(test)]
 mod tests;

@@ -360,7 +360,14 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
 ];
 
 /// The groups of variables.
-pub const GROUPS: &[&str] = &["customer", "rfm", "value", "purchases", "engagement"];
+pub const GROUPS: &[&str] = &[
+    "customer",
+    "rfm",
+    "value",
+    "purchases",
+    "engagement",
+    "loyalty",
+];
 
 /// The longest windows a rule may ask for, in days (ten years).
 pub const MAX_WINDOW_DAYS: i64 = 3650;
@@ -381,6 +388,13 @@ pub(crate) fn fields_of(group: &str) -> Vec<&'static str> {
         "customer" => out.push("attributes"),
         "purchases" => out.extend(["count(days)", "revenue(days)"]),
         "engagement" => out.push("count(days[, activity])"),
+        "loyalty" => out.extend([
+            "enrolled(program)",
+            "points(program)",
+            "pending(program)",
+            "tier(program)",
+            "tier_rank(program)",
+        ]),
         _ => {}
     }
     out
