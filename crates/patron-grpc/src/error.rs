@@ -112,6 +112,24 @@ impl ApiError {
     }
 }
 
+/// Checks the id of a resource named by the caller (segments, programs, rewards): 1–63
+/// characters, lower-case letters, digits and '-', starting with a letter.
+pub fn check_resource_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 63 {
+        return Err("must be 1 to 63 characters".into());
+    }
+    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err("must start with a lower-case letter".into());
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err("may hold only lower-case letters, digits and '-'".into());
+    }
+    Ok(())
+}
+
 /// Parses a customer id from the request field `field`; INVALID_ARGUMENT naming it otherwise.
 pub fn parse_customer_id(s: &str, field: &str) -> ApiResult<patron_domain::CustomerId> {
     patron_domain::CustomerId::parse(s)

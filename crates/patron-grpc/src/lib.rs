@@ -7,5 +7,5 @@ pub mod error;
 pub mod paging;
 pub mod time;
 
-pub use error::{ApiError, ApiResult, ERROR_DOMAIN, parse_customer_id};
+pub use error::{ApiError, ApiResult, ERROR_DOMAIN, check_resource_id, parse_customer_id};
 pub use paging::{PageToken, page_size};

@@ -11,23 +11,8 @@ use patron_proto::common::v1 as common;
 use patron_proto::loyalty::v1 as pb;
 use patron_store::loyalty::{ProgramRecord, RedemptionRecord, RedemptionStatus, RewardRecord};
 
-/// Ids of programs and rewards: 1–63 characters, lower-case letters, digits and '-', starting
-/// with a letter.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 63 {
-        return Err("must be 1 to 63 characters".into());
-    }
-    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Err("must start with a lower-case letter".into());
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err("may hold only lower-case letters, digits and '-'".into());
-    }
-    Ok(())
-}
+/// Ids of programs and rewards: the shared resource-id rule.
+pub use patron_grpc::check_resource_id as check_id;
 
 pub fn money(minor_units: i64, currency: Currency) -> common::Money {
     common::Money {

@@ -92,22 +92,7 @@ fn segment_not_found(id: &str) -> ApiError {
     ApiError::not_found("SEGMENT_NOT_FOUND", "segment", id)
 }
 
-fn valid_segment_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 63 {
-        return Err("must be 1 to 63 characters".into());
-    }
-    let mut chars = id.chars();
-    if !chars.next().is_some_and(|c| c.is_ascii_lowercase()) {
-        return Err("must start with a lower-case letter".into());
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err("may hold only lower-case letters, digits and '-'".into());
-    }
-    Ok(())
-}
+use patron_grpc::check_resource_id as valid_segment_id;
 
 /// Checks an id given to look a segment up (not to create one).
 fn lookup_id(id: &str, field: &str) -> ApiResult<()> {
