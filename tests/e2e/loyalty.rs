@@ -853,7 +853,268 @@ async fn segments_read_loyalty_state(backend: Backend) {
     );
 }
 
+async fn more_bad_input_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    create_program(&app, program("rewards")).await;
+    create_reward(&app, reward("mug", "rewards", 40)).await;
+    app.record(vec![purchase("max", "p1", ago(30), "o1", 10_000)])
+        .await
+        .expect("record");
+    let before = balances(&app, "rewards", "max").await;
+    let mut c = loyalty(&app);
+    let e = c
+        .get_program(pb::GetProgramRequest {
+            program_id: "Bad Id".into(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("program_id"),
+    );
+    let e = c
+        .get_program(pb::GetProgramRequest {
+            program_id: "ghost".into(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(&e, Code::NotFound, "PROGRAM_NOT_FOUND", None);
+    let e = c
+        .get_reward(pb::GetRewardRequest {
+            reward_id: "ghost".into(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(&e, Code::NotFound, "REWARD_NOT_FOUND", None);
+    let e = c
+        .list_programs(pb::ListProgramsRequest {
+            page_size: 10,
+            page_token: "junk".into(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
+        Some("page_token"),
+    );
+    let e = c
+        .list_programs(pb::ListProgramsRequest {
+            page_size: -1,
+            page_token: String::new(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_PAGE_SIZE",
+        Some("page_size"),
+    );
+    let e = c
+        .list_rewards(pb::ListRewardsRequest {
+            program_id: "rewards".into(),
+            page_size: 10,
+            page_token: "junk".into(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
+        Some("page_token"),
+    );
+    let e = c
+        .list_ledger_entries(pb::ListLedgerEntriesRequest {
+            program_id: "rewards".into(),
+            customer_id: "max".into(),
+            page_size: 10,
+            page_token: "junk".into(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
+        Some("page_token"),
+    );
+    let e = c
+        .check_eligibility(pb::CheckEligibilityRequest {
+            program_id: "rewards".into(),
+            customer_id: "max".into(),
+            reward_ids: vec!["Bad!".into()],
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("reward_ids[0]"),
+    );
+    let e = c
+        .check_eligibility(pb::CheckEligibilityRequest {
+            program_id: "rewards".into(),
+            customer_id: "max".into(),
+            reward_ids: vec!["mug".into(); 1001],
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "BATCH_TOO_LARGE",
+        Some("reward_ids"),
+    );
+    let e = c
+        .enroll(pb::EnrollRequest {
+            program_id: "rewards".into(),
+            customer_id: "nobody".into(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(&e, Code::NotFound, "CUSTOMER_NOT_FOUND", None);
+    let e = c
+        .update_reward(pb::UpdateRewardRequest {
+            reward: Some(reward("mug", "rewards", 40)),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["program_id".into()],
+            }),
+            expected_revision: 0,
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("update_mask.paths[0]"),
+    );
+    let e = c
+        .update_reward(pb::UpdateRewardRequest {
+            reward: Some(pb::Reward {
+                stock: Some(-1),
+                ..reward("mug", "rewards", 40)
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["stock".into()],
+            }),
+            expected_revision: 0,
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("reward.stock"),
+    );
+    let e = c
+        .update_program(pb::UpdateProgramRequest {
+            program: Some(pb::Program {
+                pending_days: -3,
+                ..program("rewards")
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["pending_days".into()],
+            }),
+            expected_revision: 0,
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("program.pending_days"),
+    );
+    let e = c
+        .update_program(pb::UpdateProgramRequest {
+            program: Some(program("rewards")),
+            update_mask: None,
+            expected_revision: 9,
+        })
+        .await
+        .expect_err("x");
+    assert_status(&e, Code::FailedPrecondition, "REVISION_MISMATCH", None);
+    let e = c
+        .cancel_redemption(pb::CancelRedemptionRequest {
+            program_id: "rewards".into(),
+            customer_id: "max".into(),
+            redemption_id: "rdm-ghost".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(&e, Code::NotFound, "REDEMPTION_NOT_FOUND", None);
+    let e = c
+        .cancel_redemption(pb::CancelRedemptionRequest {
+            program_id: "rewards".into(),
+            customer_id: "max".into(),
+            redemption_id: String::new(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("redemption_id"),
+    );
+    let e = adjust(&app, "rewards", "max", 5, &"r".repeat(129))
+        .await
+        .expect_err("x");
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("request_id"),
+    );
+    let e = loyalty(&app)
+        .adjust_points(pb::AdjustPointsRequest {
+            program_id: "rewards".into(),
+            customer_id: "max".into(),
+            points: 5,
+            reason: " ".into(),
+            issuer: String::new(),
+            request_id: "x".into(),
+        })
+        .await
+        .expect_err("x");
+    assert_status(&e, Code::InvalidArgument, "INVALID_FIELD", Some("reason"));
+    assert_status(&e, Code::InvalidArgument, "INVALID_FIELD", Some("issuer"));
+    // Nothing changed.
+    assert_eq!(balances(&app, "rewards", "max").await, before);
+    let p = c
+        .get_program(pb::GetProgramRequest {
+            program_id: "rewards".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .program
+        .expect("program");
+    assert_eq!((p.revision, p.pending_days), (1, 14));
+    let r = c
+        .get_reward(pb::GetRewardRequest {
+            reward_id: "mug".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .reward
+        .expect("reward");
+    assert_eq!((r.revision, r.stock), (1, None));
+}
+
 crate::both_backends!(
+    more_bad_input_is_refused,
     segments_read_loyalty_state,
     target_segments_gate_enrolment_and_cannot_be_deleted,
     purchases_earn_points_once_and_refunds_take_them_back,
