@@ -1,11 +1,12 @@
-//! The command line: `patron serve`, `patron migrate`, `patron import`, `patron demo`.
+//! The command line: `patron serve`, `patron migrate`, `patron import`, `patron demo`,
+//! `patron generate`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
-use crate::{app, demo, import, telemetry};
+use crate::{app, demo, generate, import, telemetry};
 
 /// Patron: customer value over gRPC.
 ///
@@ -73,6 +74,15 @@ pub enum Command {
     /// database that already holds customers is never changed by generation: the demo says so
     /// and serves what is there. Delete patron-demo.db to start afresh.
     Demo(DemoArgs),
+    /// Generate a seeded data set of any size into the database or as CSV, then exit.
+    ///
+    /// The demo's simulation (see `patron demo --help`) for N customers: about 12 events per
+    /// customer in all (2.5 purchases), the same for the same --seed and --now. Without --csv it
+    /// writes straight into the database (--database; default sqlite://patron.db) through the
+    /// store in batches of 20,000 events; writing the same data set again adds nothing. With
+    /// --csv DIR it writes DIR/customers.csv and DIR/transactions.csv (purchases) for `patron
+    /// import`, and DIR/generate.json with the seed, the observation end and the counts.
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +167,42 @@ pub struct DemoArgs {
     pub listen: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Customers to generate, 1 to 1000000 (ids cust-000001, cust-000002, …).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub customers: u32,
+
+    /// Seed of the generator: the same seed (and --now) gives the same data set.
+    #[arg(long, value_name = "S", default_value_t = demo::DEFAULT_SEED)]
+    pub seed: u64,
+
+    /// The observation end: every event lies at or before it (RFC 3339 or YYYY-MM-DD).
+    /// [default: the current time, whole seconds]
+    #[arg(long, value_name = "INSTANT")]
+    pub now: Option<String>,
+
+    /// Which events to generate.
+    #[arg(long, value_enum, default_value_t = generate::EventSelection::All)]
+    pub events: generate::EventSelection,
+
+    /// Stop after the customer whose events bring the total to N (fewer customers then).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=10_000_000)
+    )]
+    pub max_events: Option<u64>,
+
+    /// Write CSV files into this directory instead of the database.
+    #[arg(long, value_name = "DIR")]
+    pub csv: Option<PathBuf>,
+}
+
 /// Resolves settings from the command line, environment and config file.
 pub fn settings(cli: &Cli) -> Result<Settings, String> {
     let file = match &cli.config {
@@ -239,5 +285,22 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Demo(args) => demo::run(settings, args.customers as usize, args.seed).await,
+        Command::Generate(args) => {
+            let now = match &args.now {
+                Some(s) => import::parse_instant(s).map_err(|e| format!("--now: {e}"))?,
+                None => {
+                    let us = patron_grpc::time::now().as_micros();
+                    patron_domain::Timestamp::from_micros(us - us.rem_euclid(1_000_000))
+                }
+            };
+            let plan = generate::Plan {
+                customers: args.customers as usize,
+                seed: args.seed,
+                now,
+                events: args.events,
+                max_events: args.max_events,
+            };
+            generate::run(&settings, plan, args.csv.as_deref()).await
+        }
     }
 }

@@ -212,12 +212,42 @@ pub async fn generate(
     Ok(summary)
 }
 
-/// One generated customer.
-struct Generated {
-    customer: Customer,
-    events: Vec<Event>,
-    orders: usize,
-    net_revenue: i64,
+/// One generated customer: the profile, every event in time order, and totals.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The profile.
+    pub customer: Customer,
+    /// Every event of the customer, oldest first.
+    pub events: Vec<Event>,
+    /// Orders placed.
+    pub orders: usize,
+    /// Sum of order amounts less refunds, in cents.
+    pub net_revenue: i64,
+}
+
+/// The seeded generator of the demo data set, one customer at a time (`patron generate` and the
+/// benchmarks use it too). Customer `number` (from 1) is the same whatever else is generated.
+#[derive(Debug, Clone, Copy)]
+pub struct Generator {
+    truth: Truth,
+    seed: u64,
+    now: Timestamp,
+}
+
+impl Generator {
+    /// A generator of customers whose events all lie at or before `now`.
+    pub fn new(seed: u64, now: Timestamp) -> Result<Self, String> {
+        Ok(Self {
+            truth: Truth::new()?,
+            seed,
+            now,
+        })
+    }
+
+    /// Customer `number` (1-based): id `cust-NNNNNN`.
+    pub fn customer(&self, number: usize) -> Result<Generated, String> {
+        generate_customer(&self.truth, self.seed, number, self.now)
+    }
 }
 
 /// The generator of customer `number`: independent of every other customer's.
