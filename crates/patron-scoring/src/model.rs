@@ -2,8 +2,8 @@
 
 use patron_domain::clv::{
     BgNbdFitOptions, BgNbdModel, BgNbdParams, ClvHorizon, CustomerRfm, Days, GammaGammaFitOptions,
-    GammaGammaModel, GammaGammaParams, TimeUnit, TimeUnitKind, Weeks, customer_lifetime_value,
-    fit_bg_nbd, fit_gamma_gamma,
+    GammaGammaModel, GammaGammaParams, TimeUnit, TimeUnitKind, Weeks,
+    discounted_expected_purchases, fit_bg_nbd, fit_gamma_gamma,
 };
 use patron_domain::{CustomerSummary, Day, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,78 @@ enum Bg {
     Weeks(BgNbdModel<Weeks>),
 }
 
+/// The BG/NBD part of a prediction: it depends on (frequency, recency, age) alone, not on spend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BgPart {
+    probability_alive: f64,
+    expected_purchases: f64,
+    /// [`discounted_expected_purchases`]; CLV = Gamma-Gamma m̂ · this.
+    discounted_purchases: Option<f64>,
+}
+
+/// Shards of [`Memo`]; a power of two.
+const MEMO_SHARDS: usize = 16;
+/// Entries per shard before the shard is emptied (16 × 65,536 ≈ 1M entries, ~60 MB at most).
+const MEMO_SHARD_CAPACITY: usize = 65_536;
+
+/// Key of [`Memo`]: frequency and the bits of recency and age in days.
+type MemoKey = (u32, u64, u64);
+
+/// Memo of [`BgPart`] by (frequency, recency, age): the hypergeometric functions behind P(alive),
+/// E[X(t)] and the CLV sum (13 of them for a 12-month CLV) run once per distinct purchase history
+/// shape rather than once per call. Customers share shapes (every one-time buyer of the same age
+/// does), and a customer's own shape is stable within a UTC day. A pure cache of a pure function
+/// of the model's parameters, so it lives and dies with the model; bounded per shard.
+#[derive(Default)]
+struct Memo {
+    shards: [std::sync::Mutex<std::collections::HashMap<MemoKey, Option<BgPart>>>; MEMO_SHARDS],
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo").finish_non_exhaustive()
+    }
+}
+
+impl Memo {
+    fn shard(
+        &self,
+        key: &MemoKey,
+    ) -> &std::sync::Mutex<std::collections::HashMap<MemoKey, Option<BgPart>>> {
+        let h = (u64::from(key.0).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            ^ key.1.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ key.2.wrapping_mul(0x1656_67B1_9E37_79F9);
+        &self.shards[(h >> 59) as usize % MEMO_SHARDS]
+    }
+
+    fn get_or_compute(
+        &self,
+        key: MemoKey,
+        compute: impl FnOnce() -> Option<BgPart>,
+    ) -> Option<BgPart> {
+        let shard = self.shard(&key);
+        {
+            let map = match shard.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Some(v) = map.get(&key) {
+                return *v;
+            }
+        }
+        let value = compute();
+        let mut map = match shard.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if map.len() >= MEMO_SHARD_CAPACITY {
+            map.clear();
+        }
+        map.insert(key, value);
+        value
+    }
+}
+
 /// A model ready to predict.
 #[derive(Debug, Clone)]
 pub struct ActiveModel {
@@ -129,6 +201,7 @@ pub struct ActiveModel {
     bg: Bg,
     gg: Option<GammaGammaModel>,
     horizon: ClvHorizon,
+    memo: std::sync::Arc<Memo>,
 }
 
 /// Why a model could not be fitted or loaded.
@@ -181,6 +254,7 @@ impl ActiveModel {
             bg,
             gg,
             horizon,
+            memo: std::sync::Arc::default(),
         })
     }
 
@@ -220,19 +294,29 @@ impl ActiveModel {
             c.monetary,
         )
         .ok()?;
-        let horizon_days = f64::from(self.doc.horizon_months) * 30.0;
-        let t = patron_domain::clv::Periods::<U>::new(horizon_days / days_per_period).ok()?;
-        let expected_purchases = m.conditional_expected_purchases(t, &rfm).ok()?;
+        let key = (c.frequency, c.recency.to_bits(), c.age.to_bits());
+        let bg = self.memo.get_or_compute(key, || {
+            let horizon_days = f64::from(self.doc.horizon_months) * 30.0;
+            let t = patron_domain::clv::Periods::<U>::new(horizon_days / days_per_period).ok()?;
+            Some(BgPart {
+                probability_alive: m.probability_alive(&rfm),
+                expected_purchases: m.conditional_expected_purchases(t, &rfm).ok()?,
+                discounted_purchases: self
+                    .gg
+                    .as_ref()
+                    .and_then(|_| discounted_expected_purchases(m, &rfm, &self.horizon).ok()),
+            })
+        })?;
         let (expected_order_value, predicted_clv) = match &self.gg {
-            Some(gg) => (
-                Some(gg.conditional_expected_value(&rfm)),
-                customer_lifetime_value(m, gg, &rfm, &self.horizon).ok(),
-            ),
+            Some(gg) => {
+                let value = gg.conditional_expected_value(&rfm);
+                (Some(value), bg.discounted_purchases.map(|d| value * d))
+            }
             None => (None, None),
         };
         Some(Prediction {
-            probability_alive: m.probability_alive(&rfm),
-            expected_purchases,
+            probability_alive: bg.probability_alive,
+            expected_purchases: bg.expected_purchases,
             expected_order_value,
             predicted_clv,
         })
@@ -473,6 +557,46 @@ mod tests {
                 p.predicted_clv.is_some_and(|v| v.is_finite() && v >= 0.0),
                 "{p:?}"
             );
+        }
+        // The memo returns what the model math gives, for customers sharing a shape too.
+        let bg = BgNbdModel::new(
+            BgNbdParams::<Days>::new(doc.bg_nbd.r, doc.bg_nbd.alpha, doc.bg_nbd.a, doc.bg_nbd.b)
+                .expect("params"),
+        );
+        let gg_doc = doc.gamma_gamma.as_ref().expect("gg");
+        let gg = GammaGammaModel::new(
+            GammaGammaParams::new(gg_doc.p, gg_doc.q, gg_doc.v).expect("params"),
+        )
+        .expect("gg");
+        let horizon = ClvHorizon::new(12, 0.01).expect("horizon");
+        for c in population
+            .iter()
+            .take(400)
+            .chain(population.iter().take(400))
+        {
+            let p = model.predict(c).expect("prediction");
+            let rfm =
+                CustomerRfm::<Days>::new(c.frequency, c.recency, c.age, c.monetary).expect("rfm");
+            assert_eq!(p.probability_alive, bg.probability_alive(&rfm));
+            let clv =
+                patron_domain::clv::customer_lifetime_value(&bg, &gg, &rfm, &horizon).expect("clv");
+            let got = p.predicted_clv.expect("clv");
+            assert!(
+                (got - clv).abs() <= 1e-12 * clv.abs().max(1.0),
+                "{got} vs {clv}"
+            );
+            let other = DayRfm {
+                monetary: c.monetary * 2.0 + 1.0,
+                ..*c
+            };
+            let q = model.predict(&other).expect("prediction");
+            assert_eq!(q.probability_alive, p.probability_alive);
+            if c.frequency > 0 {
+                assert_ne!(
+                    q.predicted_clv, p.predicted_clv,
+                    "spend must not be memoised"
+                );
+            }
         }
         // The stored document round-trips through JSON into an identical model.
         let json = serde_json::to_string(&doc).expect("encode");

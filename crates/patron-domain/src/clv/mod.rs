@@ -78,7 +78,7 @@ pub use gamma_gamma::{
 pub use optim::Termination;
 pub use rfm::{RfmObservation, RfmScore, RfmSegment, rfm_scores};
 pub use units::{Days, Periods, TimeUnit, TimeUnitKind, Weeks};
-pub use value::{ClvHorizon, customer_lifetime_value};
+pub use value::{ClvHorizon, customer_lifetime_value, discounted_expected_purchases};
 
 /// Why a CLV computation was refused or failed.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]

@@ -67,17 +67,29 @@ pub fn customer_lifetime_value<U: TimeUnit>(
     horizon: &ClvHorizon,
 ) -> Result<f64, ClvError> {
     let value = spend.conditional_expected_value(customer);
+    Ok(value * discounted_expected_purchases(transactions, customer, horizon)?)
+}
+
+/// The purchase part of [`customer_lifetime_value`]:
+/// `Σ_{k=1..months} (E[X(k f) | x, t_x, T] - E[X((k-1) f) | x, t_x, T]) / (1 + d)^k`, so that
+/// CLV = m̂ · this. It depends on frequency, recency and age only (not on spend), which lets a
+/// caller reuse it across customers with the same purchase history shape.
+pub fn discounted_expected_purchases<U: TimeUnit>(
+    transactions: &BgNbdModel<U>,
+    customer: &CustomerRfm<U>,
+    horizon: &ClvHorizon,
+) -> Result<f64, ClvError> {
     let factor = U::PERIODS_PER_MONTH;
     let base = 1.0 + horizon.monthly_discount_rate;
-    let mut clv = 0.0;
+    let mut sum = 0.0;
     let mut previous = 0.0;
     for k in 1..=horizon.months {
         let t = f64::from(k) * factor;
         let expected = transactions.conditional_expected_purchases(Periods::new(t)?, customer)?;
-        clv += value * (expected - previous) / base.powf(t / factor);
+        sum += (expected - previous) / base.powf(t / factor);
         previous = expected;
     }
-    Ok(clv)
+    Ok(sum)
 }
 
 #[cfg(test)]
