@@ -304,21 +304,43 @@ impl CustomerService for CustomerApi {
         let (tx, mut rx) = mpsc::channel::<Vec<Event>>(2);
         let store = Arc::clone(&self.store);
         let observers = self.observers.clone();
+        // Observers (the scoring index, segment watchers, loyalty earning) hear of each committed
+        // batch in commit order on a task of their own, so the next batch's write overlaps with
+        // the previous batch's notifications. The answer waits for both.
+        let (notify_tx, mut notify_rx) = mpsc::channel::<(Vec<Event>, bool)>(2);
+        let notifier = tokio::spawn(async move {
+            while let Some((batch, changed)) = notify_rx.recv().await {
+                if changed {
+                    notify_all(&observers, &customers_of(&batch)).await;
+                }
+                notify_events(&observers, &batch).await;
+            }
+        });
         let writer = tokio::spawn(async move {
             let mut recorded = 0usize;
             let mut duplicates = 0usize;
             let mut created = 0usize;
-            while let Some(batch) = rx.recv().await {
-                let out = store
-                    .record_events(&batch, patron_grpc::time::now())
-                    .await?;
-                if out.recorded > 0 {
-                    notify_all(&observers, &customers_of(&batch)).await;
+            let mut written = async || {
+                while let Some(batch) = rx.recv().await {
+                    let out = store
+                        .record_events(&batch, patron_grpc::time::now())
+                        .await?;
+                    recorded += out.recorded;
+                    duplicates += out.duplicate_indexes.len();
+                    created += out.created_customers;
+                    // The notifier only stops if it panicked; the joins below report that.
+                    let _ = notify_tx.send((batch, out.recorded > 0)).await;
                 }
-                notify_events(&observers, &batch).await;
-                recorded += out.recorded;
-                duplicates += out.duplicate_indexes.len();
-                created += out.created_customers;
+                Ok::<_, patron_store::StoreError>(())
+            };
+            let result = written().await;
+            drop(notify_tx);
+            let notified = notifier.await;
+            result?;
+            if let Err(e) = notified {
+                return Err(patron_store::StoreError::Internal(format!(
+                    "stream notifier failed: {e}"
+                )));
             }
             Ok::<_, patron_store::StoreError>((recorded, duplicates, created))
         });

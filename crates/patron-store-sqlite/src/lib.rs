@@ -402,6 +402,33 @@ async fn fetch_records(
     Ok(out)
 }
 
+/// The INSERT of a chunk of new events (index into `events`, encoded data); with `returning`, it
+/// returns the keys of the rows it inserted.
+fn events_insert<'a>(
+    events: &'a [Event],
+    chunk: &'a [(usize, &'a String)],
+    now: Timestamp,
+    returning: bool,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events (customer_id, event_id, kind, occurred_at, recorded_at, data) ",
+    );
+    qb.push_values(chunk, |mut b, (i, data)| {
+        let e = &events[*i];
+        b.push_bind(e.customer_id.as_str())
+            .push_bind(e.event_id.as_str())
+            .push_bind(e.data.kind().code())
+            .push_bind(e.occurred_at.as_micros())
+            .push_bind(now.as_micros())
+            .push_bind(data.as_str());
+    });
+    qb.push(" ON CONFLICT (customer_id, event_id) DO NOTHING");
+    if returning {
+        qb.push(" RETURNING customer_id, event_id");
+    }
+    qb
+}
+
 /// Writes the aggregates of a batch's new events: summary deltas, order deltas, and the purchase
 /// statistics of every customer whose orders changed.
 async fn apply_aggregate(
@@ -711,28 +738,44 @@ impl Store for SqliteStore {
         let mut is_new = vec![false; events.len()];
         let rows: Vec<(usize, &String)> = firsts.iter().copied().zip(&encoded).collect();
         for chunk in rows.chunks(MAX_PARAMS / 6) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (customer_id, event_id, kind, occurred_at, recorded_at, data) ",
-            );
-            qb.push_values(chunk, |mut b, (i, data)| {
-                let e = &events[*i];
-                b.push_bind(e.customer_id.as_str())
-                    .push_bind(e.event_id.as_str())
-                    .push_bind(e.data.kind().code())
-                    .push_bind(e.occurred_at.as_micros())
-                    .push_bind(now.as_micros())
-                    .push_bind(data.as_str());
-            });
-            qb.push(
-                " ON CONFLICT (customer_id, event_id) DO NOTHING RETURNING customer_id, event_id",
-            );
-            for row in qb.build().fetch_all(&mut *tx).await.map_err(db_err)? {
-                let c: &str = row.try_get(0).map_err(db_err)?;
-                let e: &str = row.try_get(1).map_err(db_err)?;
-                if let Some(&i) = position.get(&(c, e)) {
-                    is_new[i] = true;
+            // Streams rarely repeat events: insert without RETURNING and count. Only a chunk that
+            // met a stored event is rolled back and inserted again, returning which rows are new.
+            sqlx::query("SAVEPOINT events_chunk")
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let inserted = events_insert(events, chunk, now, false)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            if usize::try_from(inserted).is_ok_and(|n| n == chunk.len()) {
+                for (i, _) in chunk {
+                    is_new[*i] = true;
+                }
+            } else {
+                sqlx::query("ROLLBACK TO events_chunk")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                for row in events_insert(events, chunk, now, true)
+                    .build()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                {
+                    let c: &str = row.try_get(0).map_err(db_err)?;
+                    let e: &str = row.try_get(1).map_err(db_err)?;
+                    if let Some(&i) = position.get(&(c, e)) {
+                        is_new[i] = true;
+                    }
                 }
             }
+            sqlx::query("RELEASE events_chunk")
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
         let mut new_events = Vec::with_capacity(firsts.len());
         for &i in &firsts {

@@ -280,6 +280,21 @@ pub async fn events_are_idempotent(store: &impl Store) {
         .await
         .expect("record");
     assert_eq!(out.recorded, 1);
+    // A batch mixing stored and new events stores exactly the new ones.
+    let e3 = purchase("bob", "e3", at(102, 0), "o3", 250);
+    let out = store
+        .record_events(&[e3.clone(), e2.clone(), e3.clone()], now())
+        .await
+        .expect("record");
+    assert_eq!(out.recorded, 1);
+    assert_eq!(out.duplicate_indexes, vec![1, 2]);
+    let after = store
+        .get_customer(&cid("bob"))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(after.summary.totals.event_count, 3);
+    assert_eq!(after.summary.purchases.net_revenue, 1750);
 }
 
 pub async fn unknown_customers_are_created_by_events(store: &impl Store) {
