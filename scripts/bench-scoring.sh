@@ -3,8 +3,8 @@
 #   1. starts `patron serve` on a fresh SQLite file (127.0.0.1:50197) and `bare-server` (a tonic
 #      server built like Patron's that answers only grpc.health.v1.Health; 127.0.0.1:50198), both
 #      release builds;
-#   2. loads CUSTOMERS customers through StreamEvents with the `ingest` example: 2 × CUSTOMERS
-#      generated purchases over ids cust-0 … cust-{CUSTOMERS-1} (no zero padding);
+#   2. serves a copy of the generated data set of scripts/bench-data.sh (CUSTOMERS customers
+#      cust-000001 …, about 12 events each of every kind; generated once and cached);
 #   3. fits a value model once (FitValueModel, which activates it) and reports its fit time;
 #   4. BENCH_ROUNDS times, for each load level CONNECTIONSxCONCURRENCY: bare-server Health/Check,
 #      then Patron GetCustomerValue for random existing ids (seeded), closed loop, BENCH_WARMUP s
@@ -30,7 +30,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CUSTOMERS=${1:-1000000}
-EVENTS=$((2 * CUSTOMERS))
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 LEVELS=${BENCH_LEVELS:-"1x1 10x10 50x20"}
@@ -50,10 +49,9 @@ if [[ -n "$PERF" ]] && ! command -v perf >/dev/null; then
   exit 1
 fi
 
-cargo build --release -q -p patron-server --bin patron --example ingest
+cargo build --release -q -p patron-server --bin patron
 cargo build --release -q -p patron-bench --bin bare-server --bin patron-load
 PATRON=target/release/patron
-INGEST=target/release/examples/ingest
 BARE=target/release/bare-server
 LOAD=target/release/patron-load
 
@@ -137,7 +135,10 @@ perf_stop() {
   echo "bench-scoring: perf report in $report" >&2
 }
 
-echo "bench-scoring: $CUSTOMERS customers, $EVENTS events; results in $RESULTS" >&2
+DATA=$(scripts/bench-data.sh "$CUSTOMERS")
+cp "$DATA" "$WORK/bench.db"
+EVENTS=$(sqlite3 "$WORK/bench.db" "SELECT count(*) FROM events")
+echo "bench-scoring: $CUSTOMERS customers, $EVENTS events (from $DATA); results in $RESULTS" >&2
 "$PATRON" serve --listen "$PATRON_ADDR" --database "sqlite://$WORK/bench.db" \
   --request-timeout-secs 600 2>"$WORK/patron.log" &
 PATRON_PID=$!
@@ -152,19 +153,15 @@ record start patron "$(jq -c --argjson m "$(mem "$PATRON_PID")" --arg rev "$(git
   --arg dirty "$(git status --porcelain 2>/dev/null | grep -c . || true)" --arg host "$(uname -srm)" --arg cpus "$(nproc)" \
   -n '{memory: $m, commit: $rev, changed_files: ($dirty | tonumber), kernel: $host, cpus: ($cpus | tonumber)}')" >/dev/null
 
-# Load. The ingest example names customers cust-{n}, n in 0..CUSTOMERS, without padding.
-loaded=$("$INGEST" "$PATRON_ADDR" "$EVENTS" "$CUSTOMERS" 5000)
+# The data set was generated before the server started; the server loaded it at start-up.
+loaded=$(jq -cn --arg data "$DATA" --argjson customers "$CUSTOMERS" --argjson events "$EVENTS" \
+  '{data_set: $data, customers: $customers, events: $events}')
 record load patron "$(jq -c --argjson m "$(mem "$PATRON_PID")" '. + {memory: $m}' <<<"$loaded")"
 
 fitted=$("$LOAD" --target "$PATRON_ADDR" --scenario fit --timeout 600 --json)
 record fit patron "$(jq -c --argjson m "$(mem "$PATRON_PID")" '. + {memory: $m}' <<<"$fitted")"
-if [[ "$(jq .customers <<<"$fitted")" != "$CUSTOMERS" ]]; then
-  echo "bench-scoring: WARNING: the model saw $(jq .customers <<<"$fitted") customers with purchases," \
-    "not $CUSTOMERS: some ids will be NOT_FOUND (the ingest example's spread of customers does not" \
-    "reach every id for every CUSTOMERS; it does for 200000 and 1000000)" >&2
-fi
 
-ids=(--id-prefix cust- --id-count "$CUSTOMERS" --id-width 0)
+ids=(--id-prefix cust- --id-first 1 --id-count "$CUSTOMERS" --id-width 6)
 level_args() {
   echo --connections "${1%x*}" --concurrency "${1#*x}" --duration "$DURATION" --warmup "$WARMUP" --json
 }
@@ -224,10 +221,10 @@ jq -rs --arg customers "$CUSTOMERS" --arg rounds "$ROUNDS" '
     "",
     "| step | result |",
     "|---|---|",
-    "| load (StreamEvents, SQLite) | \($load.events | n) events for \($customers | tonumber | n) customers in \($load.seconds) s (\($load.events_per_second | floor | n) events/s) |",
+    "| data set | \($load.events | n) events of \($customers | tonumber | n) customers (`patron generate --seed 42 --now 2026-11-01`, \($load.data_set)) |",
     "| FitValueModel | fit_millis \($fit.fit_millis | n) (wall \($fit.seconds) s) on \($fit.customers | n) customers; BG/NBD converged \($fit.bg_nbd.converged) after \($fit.bg_nbd.iterations) iterations, Gamma-Gamma on \($fit.gamma_gamma.customers | n) customers, converged \($fit.gamma_gamma.converged) |",
     "| StreamCustomerValues | \($stream.customers | n) customers in \($stream.seconds) s = \($stream.customers_per_second | floor | n) customers/s (\($stream.megabytes) MB in \($stream.messages) messages, first after \($stream.first_message_ms) ms; server CPU \($stream.server_cpu_seconds) s) |",
-    "| server memory after load | RSS \($load.memory.rss_kib | mib), peak \($load.memory.hwm_kib | mib) |",
+    "| server memory after start (index loaded) | RSS \($load.memory.rss_kib | mib), peak \($load.memory.hwm_kib | mib) |",
     "| server memory after fit | RSS \($fit.memory.rss_kib | mib), peak \($fit.memory.hwm_kib | mib) |",
     "| server memory before stream (after the GetCustomerValue runs) | RSS \($stream.memory_before.rss_kib | mib), peak so far \($stream.memory_before.hwm_kib | mib) |",
     "| server memory after stream | RSS \($stream.memory_after.rss_kib | mib), peak \(if $stream.hwm_reset_before_stream then "during the stream" else "overall" end) \($stream.memory_after.hwm_kib | mib) |"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Segment benchmark. In one run, on one machine:
 #   1. starts `patron serve` (release build) on a fresh SQLite file (127.0.0.1:50199);
-#   2. loads CUSTOMERS customers through StreamEvents with the `ingest` example, exactly as
-#      bench-scoring.sh does: 2 × CUSTOMERS generated purchases over ids cust-0 … cust-{CUSTOMERS-1};
+#   2. serves a copy of the generated data set of scripts/bench-data.sh, as bench-scoring.sh does
+#      (CUSTOMERS customers, about 12 events each of every kind);
 #   3. fits a value model once (FitValueModel, which activates it: model scores and RFM need it);
 #   4. runs `patron-load --scenario segments`: creates the segments of
 #      crates/patron-bench/src/segments.rs (`everyone` = the rule `true`, the evaluation floor,
@@ -33,7 +33,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CUSTOMERS=${1:-1000000}
-EVENTS=$((2 * CUSTOMERS))
 REPS=${BENCH_REPETITIONS:-5}
 PAGE_SIZE=${BENCH_PAGE_SIZE:-10000}
 SQL_CACHE_KIB=${BENCH_SQL_CACHE_KIB:-262144}
@@ -49,10 +48,9 @@ if [[ -z "$SQLITE" ]]; then
   echo "bench-segments: WARNING: no sqlite3 CLI (apt-get install -y sqlite3): no SQL baseline" >&2
 fi
 
-cargo build --release -q -p patron-server --bin patron --example ingest
+cargo build --release -q -p patron-server --bin patron
 cargo build --release -q -p patron-bench --bin patron-load
 PATRON=target/release/patron
-INGEST=target/release/examples/ingest
 LOAD=target/release/patron-load
 
 mkdir -p "$(dirname "$RESULTS")"
@@ -116,7 +114,10 @@ record() {
   jq -c --arg step "$1" --arg server "$2" '{step: $step, server: $server} + .' <<<"$3" | tee -a "$RESULTS"
 }
 
-echo "bench-segments: $CUSTOMERS customers, $EVENTS events; results in $RESULTS" >&2
+DATA=$(scripts/bench-data.sh "$CUSTOMERS")
+cp "$DATA" "$DB"
+EVENTS=$(sqlite3 "$DB" "SELECT count(*) FROM events")
+echo "bench-segments: $CUSTOMERS customers, $EVENTS events (from $DATA); results in $RESULTS" >&2
 "$PATRON" serve --listen "$PATRON_ADDR" --database "sqlite://$DB" \
   --request-timeout-secs 600 2>"$WORK/patron.log" &
 PATRON_PID=$!
@@ -127,8 +128,9 @@ record start patron "$(jq -c --argjson m "$(mem "$PATRON_PID")" --arg rev "${BEN
   --arg sqlite "$([[ -n "$SQLITE" ]] && "$SQLITE" --version | cut -d' ' -f1 || echo none)" \
   -n '{memory: $m, commit: $rev, changed_files: ($dirty | tonumber), kernel: $host, cpus: ($cpus | tonumber), sqlite3: $sqlite}')" >/dev/null
 
-# Load. The ingest example names customers cust-{n}, n in 0..CUSTOMERS, without padding.
-loaded=$("$INGEST" "$PATRON_ADDR" "$EVENTS" "$CUSTOMERS" 5000)
+# The data set was generated before the server started; the server loaded it at start-up.
+loaded=$(jq -cn --arg data "$DATA" --argjson customers "$CUSTOMERS" --argjson events "$EVENTS" \
+  '{data_set: $data, customers: $customers, events: $events}')
 record load patron "$(jq -c --argjson m "$(mem "$PATRON_PID")" '. + {memory: $m}' <<<"$loaded")"
 
 fitted=$("$LOAD" --target "$PATRON_ADDR" --scenario fit --timeout 600 --json)
@@ -256,11 +258,11 @@ jq -rs --arg customers "$CUSTOMERS" --arg reps "$REPS" '
     "",
     "| step | result |",
     "|---|---|",
-    "| load (StreamEvents, SQLite) | \($load.events | n) events for \($customers | tonumber | n) customers in \($load.seconds) s (\($load.events_per_second | floor | n) events/s) |",
+    "| data set | \($load.events | n) events of \($customers | tonumber | n) customers (`patron generate --seed 42 --now 2026-11-01`, \($load.data_set)) |",
     "| FitValueModel | fit_millis \($fit.fit_millis | n) (wall \($fit.seconds) s) on \($fit.customers | n) customers |",
     "| segments scenario | \($m.seconds) s wall; CPU: server \($m.server_cpu_seconds) s, client \($m.client_cpu_seconds) s, other processes \($m.other_cpu_seconds) s (1-min load average before: \($m.loadavg_1min_before)) |",
     (if ($sqls | length) > 0 then "| SQL baseline | CPU: sqlite3 \($sqls | map(.sqlite3_cpu_seconds) | add * 1000 | round / 1000) s, other processes \($sqls | map(.other_cpu_seconds) | add * 1000 | round / 1000) s |" else empty end),
-    "| server memory after load | RSS \($load.memory.rss_kib | mib), peak \($load.memory.hwm_kib | mib) |",
+    "| server memory after start (index loaded) | RSS \($load.memory.rss_kib | mib), peak \($load.memory.hwm_kib | mib) |",
     "| server memory after fit | RSS \($fit.memory.rss_kib | mib), peak \($fit.memory.hwm_kib | mib) |",
     "| server memory before / after the segments scenario | RSS \($m.memory_before.rss_kib | mib) / \($m.memory_after.rss_kib | mib), peak \(if $m.hwm_reset_before then "during the scenario" else "overall" end) \($m.memory_after.hwm_kib | mib) |"
 ' "$RESULTS"

@@ -26,6 +26,8 @@ pub const MAX_BATCH_IDS: usize = 1_000;
 /// Default and largest StreamCustomerValues chunk.
 pub const DEFAULT_CHUNK: usize = 1_000;
 pub const MAX_CHUNK: usize = 10_000;
+/// Chunks of StreamCustomerValues computed at once, each on a blocking thread.
+const STREAM_WORKERS: usize = 2;
 
 /// The ScoringService implementation.
 #[derive(Debug, Clone)]
@@ -518,22 +520,45 @@ impl ScoringService for ScoringApi {
         let state = self.engine.state();
         let filter = Filter::parse(filter.as_ref(), &state, &self.engine)?;
         // A few chunks in flight at most: memory stays bounded however many customers there are.
+        // Profiles of the next chunks are computed on blocking threads while the previous chunk
+        // is encoded and sent, so a stream uses more than one core.
         let (tx, rx) = mpsc::channel(4);
         let engine = Arc::clone(&self.engine);
+        let state = Arc::new(state);
+        let filter = Arc::new(filter);
         tokio::spawn(async move {
             let now = patron_grpc::time::now();
             let mut after: Option<CustomerId> = None;
+            let mut pending = std::collections::VecDeque::new();
             let mut out = Vec::with_capacity(chunk);
+            let mut exhausted = false;
             loop {
-                let rows = engine.range_after(after.as_ref(), chunk);
-                let Some(last) = rows.last() else { break };
-                after = Some(last.customer_id.clone());
-                for row in &rows {
-                    let value = value_of(row, now, &state, &engine);
-                    if filter.matches(&value) {
-                        out.push(value);
-                    }
+                while !exhausted && pending.len() < STREAM_WORKERS {
+                    let rows = engine.range_after(after.as_ref(), chunk);
+                    let Some(last) = rows.last() else {
+                        exhausted = true;
+                        break;
+                    };
+                    after = Some(last.customer_id.clone());
+                    let (engine, state, filter) =
+                        (Arc::clone(&engine), Arc::clone(&state), Arc::clone(&filter));
+                    pending.push_back(tokio::task::spawn_blocking(move || {
+                        rows.iter()
+                            .map(|row| value_of(row, now, &state, &engine))
+                            .filter(|value| filter.matches(value))
+                            .collect::<Vec<_>>()
+                    }));
                 }
+                let Some(next) = pending.pop_front() else {
+                    break;
+                };
+                let Ok(values) = next.await else {
+                    let _ = tx
+                        .send(Err(Status::internal("computing customer values failed")))
+                        .await;
+                    return;
+                };
+                out.extend(values);
                 if out.len() >= chunk {
                     let values = std::mem::replace(&mut out, Vec::with_capacity(chunk));
                     if tx

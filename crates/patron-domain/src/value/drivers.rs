@@ -7,7 +7,6 @@ use super::{
     churn_risk, clv_minor_units,
 };
 use crate::Currency;
-use crate::money::format_minor;
 
 /// Most sentences [`drivers`] returns.
 pub const MAX_DRIVERS: usize = 5;
@@ -53,10 +52,10 @@ pub fn drivers(input: &DriverInput<'_>) -> Vec<String> {
     let mut out = vec![tier_sentence(input)];
     out.extend(quadrant_sentence(input));
 
-    let mut factors: Vec<(f64, String)> = Vec::new();
+    let mut factors: Vec<(f64, Text<'_>)> = Vec::with_capacity(8);
     factors.extend(churn_factor(input));
-    factors.push(support_factor(&input.support));
-    factors.extend(nps_factor(&input.satisfaction));
+    factors.push(support_factor(input.support));
+    factors.extend(nps_factor(input.satisfaction));
     factors.push(purchase_factor(input));
     factors.extend(worst_dimension_factor(input));
     factors.extend(perceived_factor(input));
@@ -68,7 +67,7 @@ pub fn drivers(input: &DriverInput<'_>) -> Vec<String> {
         if out.len() >= MAX_DRIVERS || (salience < SALIENCE_FLOOR && out.len() >= MIN_DRIVERS) {
             break;
         }
-        out.push(text);
+        out.push(text());
     }
     out
 }
@@ -76,26 +75,36 @@ pub fn drivers(input: &DriverInput<'_>) -> Vec<String> {
 /// Money as `USD 1,234.50`: the currency code, then the amount with the currency's digits and
 /// thousands separators.
 pub fn format_money(minor_units: i64, currency: Currency) -> String {
-    let plain = format_minor(minor_units, currency);
-    let (sign, unsigned) = match plain.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", plain.as_str()),
-    };
-    let (int, frac) = match unsigned.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (unsigned, None),
-    };
-    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
-    for (k, c) in int.chars().enumerate() {
-        if k > 0 && (int.len() - k) % 3 == 0 {
-            grouped.push(',');
+    use std::fmt::Write;
+    let digits = u32::from(currency.minor_digits());
+    let scale = 10u64.pow(digits);
+    let abs = minor_units.unsigned_abs();
+    let (int, frac) = (abs / scale, abs % scale);
+    let mut out = String::with_capacity(32);
+    let _ = write!(out, "{currency} ");
+    if minor_units < 0 {
+        out.push('-');
+    }
+    // Thousands separators: the integer part in groups of three, most significant first.
+    let mut groups = [0u64; 7];
+    let mut n = 0;
+    let mut rest = int;
+    loop {
+        groups[n] = rest % 1000;
+        n += 1;
+        rest /= 1000;
+        if rest == 0 || n == groups.len() {
+            break;
         }
-        grouped.push(c);
     }
-    match frac {
-        Some(f) => format!("{currency} {sign}{grouped}.{f}"),
-        None => format!("{currency} {sign}{grouped}"),
+    let _ = write!(out, "{}", groups[n - 1]);
+    for g in groups[..n - 1].iter().rev() {
+        let _ = write!(out, ",{g:03}");
     }
+    if digits > 0 {
+        let _ = write!(out, ".{frac:0width$}", width = digits as usize);
+    }
+    out
 }
 
 fn capitalised(name: &str) -> String {
@@ -262,25 +271,49 @@ fn quadrant_sentence(input: &DriverInput<'_>) -> Option<String> {
     })
 }
 
-fn churn_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+/// A factor's sentence, written only if the factor is chosen (formatting is most of the cost of
+/// drivers, and most factors are not chosen).
+type Text<'a> = Box<dyn FnOnce() -> String + 'a>;
+
+fn text<'a>(f: impl FnOnce() -> String + 'a) -> Text<'a> {
+    Box::new(f)
+}
+
+fn fixed<'a>(s: &'static str) -> Text<'a> {
+    Box::new(move || s.to_owned())
+}
+
+fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
     let churn = churn_risk(input.p_alive);
     let p = churn.p_alive?;
-    let chance = chance_percent(p);
     Some(match churn.level {
         ChurnLevel::Unknown => return None,
         ChurnLevel::High => (
             0.9,
-            format!("Likely to churn: only a {chance} chance they are still active."),
+            text(move || {
+                format!(
+                    "Likely to churn: only a {} chance they are still active.",
+                    chance_percent(p)
+                )
+            }),
         ),
         ChurnLevel::Medium => (
             0.6,
-            format!("May be drifting away: a {chance} chance they are still active."),
+            text(move || {
+                format!(
+                    "May be drifting away: a {} chance they are still active.",
+                    chance_percent(p)
+                )
+            }),
         ),
-        ChurnLevel::Low => (0.3, format!("Very likely still active: a {chance} chance.")),
+        ChurnLevel::Low => (
+            0.3,
+            text(move || format!("Very likely still active: a {} chance.", chance_percent(p))),
+        ),
     })
 }
 
-fn support_factor(s: &SupportBurden) -> (f64, String) {
+fn support_factor<'a>(s: SupportBurden) -> (f64, Text<'a>) {
     let salience = match s.level {
         SupportLevel::None => 0.1,
         SupportLevel::Low => 0.25,
@@ -288,10 +321,10 @@ fn support_factor(s: &SupportBurden) -> (f64, String) {
         SupportLevel::High => 0.85,
     };
     let text = match (s.contacts, s.first_contact_resolved) {
-        (c, _) if c <= 0 => "Has never contacted support.".to_owned(),
-        (1, 1) => "Contacted support once; it was resolved on first contact.".to_owned(),
-        (1, _) => "Contacted support once; it was not resolved on first contact.".to_owned(),
-        (c, r) => {
+        (c, _) if c <= 0 => fixed("Has never contacted support."),
+        (1, 1) => fixed("Contacted support once; it was resolved on first contact."),
+        (1, _) => fixed("Contacted support once; it was not resolved on first contact."),
+        (c, r) => text(move || {
             let resolved = if r <= 0 {
                 "none".to_owned()
             } else if r >= c {
@@ -303,13 +336,17 @@ fn support_factor(s: &SupportBurden) -> (f64, String) {
                 "Contacted support {c} times (about {:.1} per 90 days as a customer); {resolved} resolved on first contact.",
                 s.contacts_per_90_days
             )
-        }
+        }),
     };
     (salience, text)
 }
 
-fn nps_factor(s: &Satisfaction) -> Option<(f64, String)> {
-    let csat = s.csat.map(|c| format!("; average satisfaction {c:.1}/5"));
+fn nps_factor<'a>(s: Satisfaction) -> Option<(f64, Text<'a>)> {
+    let csat = move || {
+        s.csat
+            .map(|c| format!("; average satisfaction {c:.1}/5"))
+            .unwrap_or_default()
+    };
     match (s.nps_category, s.last_nps) {
         (Some(category), Some(answer)) => {
             let (salience, label) = match category {
@@ -317,10 +354,14 @@ fn nps_factor(s: &Satisfaction) -> Option<(f64, String)> {
                 NpsCategory::Promoter => (0.5, "Promoter"),
                 NpsCategory::Passive => (0.3, "Passive"),
             };
-            let csat = csat.unwrap_or_default();
             Some((
                 salience,
-                format!("{label}: last scored us {answer}/10 on recommending us{csat}."),
+                text(move || {
+                    format!(
+                        "{label}: last scored us {answer}/10 on recommending us{}.",
+                        csat()
+                    )
+                }),
             ))
         }
         _ => {
@@ -329,40 +370,45 @@ fn nps_factor(s: &Satisfaction) -> Option<(f64, String)> {
             let plural = if answers == 1 { "" } else { "s" };
             Some((
                 0.6 * (c - 3.0).abs() / 2.0,
-                format!("Average satisfaction {c:.1}/5 over {answers} answer{plural}."),
+                text(move || {
+                    format!("Average satisfaction {c:.1}/5 over {answers} answer{plural}.")
+                }),
             ))
         }
     }
 }
 
-fn purchase_factor(input: &DriverInput<'_>) -> (f64, String) {
+fn purchase_factor<'a>(input: &DriverInput<'a>) -> (f64, Text<'a>) {
     let n = input.purchase_days;
     if n <= 0 {
-        return (0.6, "Has not bought anything yet.".to_owned());
+        return (0.6, fixed("Has not bought anything yet."));
     }
     let days = input.days_since_last_purchase.filter(|d| *d >= 0);
-    let last = match days {
-        Some(0) => "; last purchase today".to_owned(),
-        Some(1) => "; last purchase yesterday".to_owned(),
-        Some(d) => format!("; last purchase {d} days ago"),
-        None => String::new(),
-    };
-    let text = if n == 1 {
-        format!("Has bought once{last}.")
-    } else {
-        format!("Has bought on {n} separate days{last}.")
-    };
+    let text = text(move || {
+        let last = match days {
+            Some(0) => "; last purchase today".to_owned(),
+            Some(1) => "; last purchase yesterday".to_owned(),
+            Some(d) => format!("; last purchase {d} days ago"),
+            None => String::new(),
+        };
+        if n == 1 {
+            format!("Has bought once{last}.")
+        } else {
+            format!("Has bought on {n} separate days{last}.")
+        }
+    });
     let frequency = (n - 1) as f64 / 10.0;
     let recency = days.map_or(0.0, |d| d as f64 / 365.0);
     (0.7 * frequency.max(recency).min(1.0), text)
 }
 
-fn worst_dimension_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+fn worst_dimension_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
     let p = &input.perceived;
-    let mut worst: Option<(f64, String)> = None;
-    let mut consider = |gap: f64, text: String| {
-        if gap >= 1.0 && worst.as_ref().is_none_or(|(g, _)| gap > *g) {
-            worst = Some((gap, text));
+    // (gap, sentence start, dimension, score, "cost" or "benefit")
+    let mut worst: Option<(f64, &'static str, &'static str, f64, &'static str)> = None;
+    let mut consider = |gap: f64, what, name, v, kind| {
+        if gap >= 1.0 && worst.as_ref().is_none_or(|w| gap > w.0) {
+            worst = Some((gap, what, name, v, kind));
         }
     };
     for d in CostDimension::ALL {
@@ -373,7 +419,7 @@ fn worst_dimension_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
                 CostDimension::Effort => "Finds dealing with us hard work",
                 CostDimension::Emotional => "Finds dealing with us stressful",
             };
-            consider(v - 3.0, format!("{what} ({} cost {v:.1}/5).", d.name()));
+            consider(v - 3.0, what, d.name(), v, "cost");
         }
     }
     for d in BenefitDimension::ALL {
@@ -384,21 +430,24 @@ fn worst_dimension_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
                 BenefitDimension::Experiential => "Does not enjoy dealing with us",
                 BenefitDimension::Symbolic => "Gets little sense of status or belonging from us",
             };
-            consider(3.0 - v, format!("{what} ({} benefit {v:.1}/5).", d.name()));
+            consider(3.0 - v, what, d.name(), v, "benefit");
         }
     }
-    let (gap, text) = worst?;
+    let (gap, what, name, v, kind) = worst?;
     let boost = match input.quadrant {
         ValueQuadrant::AtRisk | ValueQuadrant::LowEngagement => 0.2,
         _ => 0.0,
     };
-    Some(((0.4 + 0.2 * (gap - 1.0) + boost).min(1.0), text))
+    Some((
+        (0.4 + 0.2 * (gap - 1.0) + boost).min(1.0),
+        text(move || format!("{what} ({name} {kind} {v:.1}/5).")),
+    ))
 }
 
-fn perceived_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
-    let p = &input.perceived;
+fn perceived_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
+    let p = input.perceived;
     if !p.has_answers() {
-        return Some((0.2, "Has not answered a value survey yet.".to_owned()));
+        return Some((0.2, fixed("Has not answered a value survey yet.")));
     }
     if input.quadrant != ValueQuadrant::Unknown {
         return None; // The quadrant sentence already gives the scores.
@@ -409,35 +458,44 @@ fn perceived_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
     } else {
         "Rates us poorly"
     };
-    let r = scores(p)?;
-    Some(((index - 50.0).abs() / 50.0, format!("{how}: {r}.")))
+    p.benefit_score.zip(p.cost_score)?;
+    Some((
+        (index - 50.0).abs() / 50.0,
+        text(move || format!("{how}: {}.", scores(&p).unwrap_or_default())),
+    ))
 }
 
-fn clv_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+fn clv_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
     if input.policy.metric == TierMetric::PredictedClv {
         return None;
     }
     let clv = input.predicted_clv.and_then(clv_minor_units)?;
+    let (currency, horizon) = (input.currency, input.clv_horizon_months);
     Some((
         0.35,
-        format!(
-            "Predicted lifetime value: {} over {}.",
-            format_money(clv, input.currency),
-            months(input.clv_horizon_months)
-        ),
+        text(move || {
+            format!(
+                "Predicted lifetime value: {} over {}.",
+                format_money(clv, currency),
+                months(horizon)
+            )
+        }),
     ))
 }
 
-fn revenue_factor(input: &DriverInput<'_>) -> Option<(f64, String)> {
+fn revenue_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
     if input.policy.metric == TierMetric::HistoricalRevenue || input.purchase_days <= 0 {
         return None;
     }
+    let (revenue, currency) = (input.historical_revenue, input.currency);
     Some((
         0.3,
-        format!(
-            "Has spent {} with us so far, net of refunds.",
-            format_money(input.historical_revenue, input.currency)
-        ),
+        text(move || {
+            format!(
+                "Has spent {} with us so far, net of refunds.",
+                format_money(revenue, currency)
+            )
+        }),
     ))
 }
 
@@ -760,8 +818,8 @@ mod tests {
             ),
         ];
         for &(contacts, resolved, salience, text) in cases {
-            let got = support_factor(&support_burden(contacts, resolved, 100.0));
-            assert_eq!(got, (salience, text.to_owned()));
+            let (x, t) = support_factor(support_burden(contacts, resolved, 100.0));
+            assert_eq!((x, t()), (salience, text.to_owned()));
         }
         let sat = |csat: Option<f64>, count: i64, last: Option<u8>| Satisfaction {
             csat,
@@ -793,7 +851,7 @@ mod tests {
             ),
         ];
         for (s, want) in cases {
-            let got = nps_factor(s);
+            let got = nps_factor(*s).map(|(x, t)| (x, t()));
             assert_eq!(got, want.map(|(x, t)| (x, t.to_owned())), "{s:?}");
         }
         let p = |days: i64, since: Option<i64>| {
@@ -832,7 +890,7 @@ mod tests {
                 (got_salience - salience).abs() < 1e-12,
                 "{days} {since:?}: {got_salience}"
             );
-            assert_eq!(got_text, text);
+            assert_eq!(got_text(), text);
         }
     }
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Prints the path of a SQLite file holding the generated data set of CUSTOMERS customers
+# (`patron generate --customers CUSTOMERS --seed 42 --now 2026-11-01`, every event kind, about 12
+# events per customer), creating it on first use under target/bench-data/ and reusing it after.
+# Benchmarks copy it before serving from it, so the cached file stays as generated.
+#   scripts/bench-data.sh CUSTOMERS [PROFILE]      (PROFILE: release, or debug for smoke runs)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CUSTOMERS=$1
+PROFILE=${2:-release}
+DIR=target/bench-data
+FILE=$DIR/gen-$CUSTOMERS-s42.db
+if [ ! -f "$FILE" ]; then
+  mkdir -p "$DIR"
+  if [ "$PROFILE" = release ]; then
+    cargo build --release -q -p patron-server --bin patron
+  else
+    cargo build -q -p patron-server --bin patron
+  fi
+  rm -f "$FILE.tmp"*
+  "target/$PROFILE/patron" --log-level warn --database "sqlite://$FILE.tmp" \
+    generate --customers "$CUSTOMERS" --seed 42 --now 2026-11-01 >&2
+  # One self-contained file: fold the WAL in before renaming.
+  sqlite3 "$FILE.tmp" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null 2>&1 || true
+  rm -f "$FILE.tmp-wal" "$FILE.tmp-shm"
+  mv "$FILE.tmp" "$FILE"
+fi
+echo "$FILE"
