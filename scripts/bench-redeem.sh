@@ -6,7 +6,11 @@
 #   3. runs `redeem-load` with BENCH_CLIENTS (64) clients for BENCH_DURATION (10) s, first against
 #      one hot balance, then spread over BENCH_MEMBERS (1000) balances; each run checks every
 #      balance and ledger afterwards and fails on any overdraft or mismatch;
-#   4. prints one JSON line per run and keeps them in target/bench-redeem/results-<time>.jsonl.
+#   4. stops the server and runs the baseline `redeem-raw` on the same database, same clients,
+#      same time, hot and spread: the smallest durable redemption transaction in raw SQL (a
+#      conditional decrement and one ledger row), with the same checks;
+#   5. prints one JSON line per run and keeps them in target/bench-redeem/results-<time>.jsonl.
+# BENCH_PROFILE=debug builds and runs debug binaries (the CI smoke run).
 # Loopback only; stops by itself; kills what it started on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,8 +23,13 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=target/bench-redeem/results-$STAMP.jsonl
 mkdir -p "$(dirname "$RESULTS")"
 
-cargo build --release -q -p patron-server --bin patron
-cargo build --release -q -p patron-bench --bin redeem-load
+PROFILE=${BENCH_PROFILE:-release}
+if [[ "$PROFILE" == release ]]; then
+  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin redeem-load --bin redeem-raw
+else
+  cargo build -q -p patron-server --bin patron -p patron-bench --bin redeem-load --bin redeem-raw
+fi
+BIN=target/$PROFILE
 TMP=$(mktemp -d)
 SERVER=
 cleanup() {
@@ -32,19 +41,23 @@ trap cleanup EXIT
 
 run_backend() {
   local label=$1 url=$2 port=$3
-  target/release/patron serve --listen 127.0.0.1:$port --database "$url" >"$TMP/$label.log" 2>&1 &
+  $BIN/patron serve --listen 127.0.0.1:$port --database "$url" >"$TMP/$label.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
     sleep 0.1
   done
-  target/release/redeem-load --addr 127.0.0.1:$port --clients "$CLIENTS" --members 1 \
+  $BIN/redeem-load --addr 127.0.0.1:$port --clients "$CLIENTS" --members 1 \
     --seconds "$DURATION" --label "$label-hot" | tee -a "$RESULTS"
-  target/release/redeem-load --addr 127.0.0.1:$port --clients "$CLIENTS" --members "$MEMBERS" \
+  $BIN/redeem-load --addr 127.0.0.1:$port --clients "$CLIENTS" --members "$MEMBERS" \
     --seconds "$DURATION" --label "$label-$MEMBERS" | tee -a "$RESULTS"
   kill "$SERVER"
   wait "$SERVER" 2>/dev/null || true
   SERVER=
+  $BIN/redeem-raw --database "$url" --clients "$CLIENTS" --members 1 \
+    --seconds "$DURATION" --label "$label-hot-raw" | tee -a "$RESULTS"
+  $BIN/redeem-raw --database "$url" --clients "$CLIENTS" --members "$MEMBERS" \
+    --seconds "$DURATION" --label "$label-$MEMBERS-raw" | tee -a "$RESULTS"
 }
 
 run_backend sqlite "sqlite://$TMP/redeem.db" 50083
