@@ -49,11 +49,16 @@ if [[ -n "$PERF" ]] && ! command -v perf >/dev/null; then
   exit 1
 fi
 
-cargo build --release -q -p patron-server --bin patron
-cargo build --release -q -p patron-bench --bin bare-server --bin patron-load
-PATRON=target/release/patron
-BARE=target/release/bare-server
-LOAD=target/release/patron-load
+# BENCH_PROFILE=debug: debug builds (the CI smoke run); figures from them mean nothing.
+PROFILE=${BENCH_PROFILE:-release}
+if [[ "$PROFILE" == release ]]; then
+  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
+else
+  cargo build -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
+fi
+PATRON=target/$PROFILE/patron
+BARE=target/$PROFILE/bare-server
+LOAD=target/$PROFILE/patron-load
 
 mkdir -p "$(dirname "$RESULTS")"
 : >"$RESULTS"
@@ -135,7 +140,7 @@ perf_stop() {
   echo "bench-scoring: perf report in $report" >&2
 }
 
-DATA=$(scripts/bench-data.sh "$CUSTOMERS")
+DATA=$(scripts/bench-data.sh "$CUSTOMERS" "$PROFILE")
 cp "$DATA" "$WORK/bench.db"
 EVENTS=$(sqlite3 "$WORK/bench.db" "SELECT count(*) FROM events")
 echo "bench-scoring: $CUSTOMERS customers, $EVENTS events (from $DATA); results in $RESULTS" >&2

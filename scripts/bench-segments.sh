@@ -48,10 +48,15 @@ if [[ -z "$SQLITE" ]]; then
   echo "bench-segments: WARNING: no sqlite3 CLI (apt-get install -y sqlite3): no SQL baseline" >&2
 fi
 
-cargo build --release -q -p patron-server --bin patron
-cargo build --release -q -p patron-bench --bin patron-load
-PATRON=target/release/patron
-LOAD=target/release/patron-load
+# BENCH_PROFILE=debug: debug builds (the CI smoke run); figures from them mean nothing.
+PROFILE=${BENCH_PROFILE:-release}
+if [[ "$PROFILE" == release ]]; then
+  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin patron-load
+else
+  cargo build -q -p patron-server --bin patron -p patron-bench --bin patron-load
+fi
+PATRON=target/$PROFILE/patron
+LOAD=target/$PROFILE/patron-load
 
 mkdir -p "$(dirname "$RESULTS")"
 : >"$RESULTS"
@@ -114,7 +119,7 @@ record() {
   jq -c --arg step "$1" --arg server "$2" '{step: $step, server: $server} + .' <<<"$3" | tee -a "$RESULTS"
 }
 
-DATA=$(scripts/bench-data.sh "$CUSTOMERS")
+DATA=$(scripts/bench-data.sh "$CUSTOMERS" "$PROFILE")
 cp "$DATA" "$DB"
 EVENTS=$(sqlite3 "$DB" "SELECT count(*) FROM events")
 echo "bench-segments: $CUSTOMERS customers, $EVENTS events (from $DATA); results in $RESULTS" >&2
