@@ -32,12 +32,40 @@ pub struct State {
     pub policy_updated: Option<Timestamp>,
 }
 
+/// Every customer's entry, in id order for scans and hashed for point lookups (GetCustomerValue
+/// reads one entry per call: a hash lookup is a fraction of a search among a million string keys).
+#[derive(Debug, Default)]
+struct Index {
+    ordered: BTreeMap<CustomerId, Arc<SummaryRow>>,
+    by_id: std::collections::HashMap<CustomerId, Arc<SummaryRow>>,
+}
+
+impl Index {
+    fn insert(&mut self, row: Arc<SummaryRow>) {
+        self.by_id.insert(row.customer_id.clone(), Arc::clone(&row));
+        self.ordered.insert(row.customer_id.clone(), row);
+    }
+
+    fn remove(&mut self, id: &CustomerId) {
+        self.by_id.remove(id);
+        self.ordered.remove(id);
+    }
+
+    fn get(&self, id: &CustomerId) -> Option<&Arc<SummaryRow>> {
+        self.by_id.get(id)
+    }
+
+    fn len(&self) -> usize {
+        self.ordered.len()
+    }
+}
+
 /// The in-memory index and scoring state.
 #[derive(Debug)]
 pub struct Engine {
     store: Arc<dyn Store>,
     currency: Currency,
-    index: RwLock<BTreeMap<CustomerId, Arc<SummaryRow>>>,
+    index: RwLock<Index>,
     state: RwLock<Arc<State>>,
     /// Refreshes read and apply one at a time, so an older read never overwrites a newer one.
     refresh_lock: tokio::sync::Mutex<()>,
@@ -66,14 +94,14 @@ impl Engine {
     /// Loads every summary, the active model and the tier policy from the store.
     pub async fn load(store: Arc<dyn Store>, currency: Currency) -> StoreResult<Arc<Self>> {
         let started = std::time::Instant::now();
-        let mut index = BTreeMap::new();
+        let mut index = Index::default();
         let mut after: Option<CustomerId> = None;
         loop {
             let page = store.scan_summaries(after.as_ref(), LOAD_PAGE).await?;
             let done = page.len() < LOAD_PAGE;
             after = page.last().map(|r| r.customer_id.clone());
             for row in page {
-                index.insert(row.customer_id.clone(), Arc::new(row));
+                index.insert(Arc::new(row));
             }
             if done {
                 break;
@@ -171,6 +199,7 @@ impl Engine {
             None => Bound::Unbounded,
         };
         index
+            .ordered
             .range((lower, Bound::Unbounded))
             .take(limit)
             .map(|(_, v)| Arc::clone(v))
@@ -199,7 +228,7 @@ impl Engine {
             };
             // The version only changes under the write lock: this pair is consistent.
             let version = self.version.load(Ordering::Acquire);
-            let rows: Vec<Arc<SummaryRow>> = index.values().cloned().collect();
+            let rows: Vec<Arc<SummaryRow>> = index.ordered.values().cloned().collect();
             (version, Arc::new(rows))
         };
         let mut cached = match self.snapshot.lock() {
@@ -240,7 +269,7 @@ impl Engine {
             index.remove(id);
         }
         for row in rows {
-            index.insert(row.customer_id.clone(), Arc::new(row));
+            index.insert(Arc::new(row));
         }
         self.version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
