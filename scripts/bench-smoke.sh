@@ -22,6 +22,9 @@ BENCH_REPETITIONS=1 BENCH_RESULTS=target/bench-smoke/segments.jsonl scripts/benc
 step "RedeemReward under contention (and the raw-SQL baseline)"
 BENCH_DURATION=1 BENCH_MEMBERS=10 BENCH_CLIENTS=16 scripts/bench-redeem.sh
 
+step "value models against lifetimes (summary + fit + predictions, numbers to 1e-4)"
+scripts/bench-fit.sh 2000
+
 step "model math micro-benchmarks (criterion, one iteration each)"
 cargo test -q -p patron-domain --bench clv
 
