@@ -43,7 +43,7 @@ run() {
   local backend=$1 url=$2 round=$3
   PATRON_LOG=warn "$BIN/patron" serve --listen "$ADDR" --database "$url" &
   SERVER=$!
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 1800); do
     (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
     sleep 0.1
   done

@@ -77,7 +77,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 wait_port() {
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 1800); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done
