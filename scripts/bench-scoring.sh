@@ -12,6 +12,7 @@
 #   5. streams every customer's value profile once with StreamCustomerValues (customers/s), reading
 #      the server's memory (VmRSS, VmHWM from /proc) before and after; the peak is reset just
 #      before the stream (/proc/PID/clear_refs) so the peak after it is the stream's own;
+#      then twice more: again (the prediction memo warm) and in the BASIC view (no drivers);
 #   6. optionally profiles the server with `perf record` during extra, unrecorded runs;
 #   7. prints a markdown table (medians over the rounds) and keeps every raw JSON line in a file.
 # Loopback only; stops by itself; kills what it started on exit.
@@ -191,6 +192,16 @@ record stream patron "$(jq -c --argjson b "$before" --argjson a "$(mem "$PATRON_
   --argjson c0 "$c0" --argjson c1 "$c1" \
   '. + {memory_before: $b, memory_after: $a, hwm_reset_before_stream: $reset,
         server_cpu_seconds: (($c1 - $c0) * 1000 | round / 1000)}' <<<"$streamed")"
+# Again (the prediction memo now holds every customer's shape), then the BASIC view (no drivers).
+for view in warm basic; do
+  flag=()
+  [[ "$view" == basic ]] && flag=(--basic-view)
+  c0=$(cpu "$PATRON_PID")
+  streamed=$("$LOAD" --target "$PATRON_ADDR" --scenario stream-customer-values --duration 600 "${flag[@]}" --json)
+  c1=$(cpu "$PATRON_PID")
+  record "stream-$view" patron "$(jq -c --argjson c0 "$c0" --argjson c1 "$c1" \
+    '. + {server_cpu_seconds: (($c1 - $c0) * 1000 | round / 1000)}' <<<"$streamed")"
+done
 
 # Profiles, in extra runs that the table leaves out.
 for what in $PERF; do
@@ -216,6 +227,8 @@ jq -rs --arg customers "$CUSTOMERS" --arg rounds "$ROUNDS" '
   | (map(select(.step == "load"))[0]) as $load
   | (map(select(.step == "fit"))[0]) as $fit
   | (map(select(.step == "stream"))[0]) as $stream
+  | (map(select(.step == "stream-warm"))[0]) as $warm
+  | (map(select(.step == "stream-basic"))[0]) as $basic
   | "| connections × concurrency | bare Check req/s | Patron GetCustomerValue req/s | ratio | bare p50 / p90 / p99 µs | Patron p50 / p90 / p99 µs | server CPU µs per call, bare / Patron | Patron errors |",
     "|---|---|---|---|---|---|---|---|",
     ($levels[] | map(select(.server == "bare")) as $bs | map(select(.server == "patron")) as $ps
@@ -229,6 +242,8 @@ jq -rs --arg customers "$CUSTOMERS" --arg rounds "$ROUNDS" '
     "| data set | \($load.events | n) events of \($customers | tonumber | n) customers (`patron generate --seed 42 --now 2026-11-01`, \($load.data_set)) |",
     "| FitValueModel | fit_millis \($fit.fit_millis | n) (wall \($fit.seconds) s) on \($fit.customers | n) customers; BG/NBD converged \($fit.bg_nbd.converged) after \($fit.bg_nbd.iterations) iterations, Gamma-Gamma on \($fit.gamma_gamma.customers | n) customers, converged \($fit.gamma_gamma.converged) |",
     "| StreamCustomerValues | \($stream.customers | n) customers in \($stream.seconds) s = \($stream.customers_per_second | floor | n) customers/s (\($stream.megabytes) MB in \($stream.messages) messages, first after \($stream.first_message_ms) ms; server CPU \($stream.server_cpu_seconds) s) |",
+    "| StreamCustomerValues again (prediction memo warm) | \($warm.customers | n) customers in \($warm.seconds) s = \($warm.customers_per_second | floor | n) customers/s (server CPU \($warm.server_cpu_seconds) s) |",
+    "| StreamCustomerValues, BASIC view (no drivers) | \($basic.customers | n) customers in \($basic.seconds) s = \($basic.customers_per_second | floor | n) customers/s (\($basic.megabytes) MB; server CPU \($basic.server_cpu_seconds) s) |",
     "| server memory after start (index loaded) | RSS \($load.memory.rss_kib | mib), peak \($load.memory.hwm_kib | mib) |",
     "| server memory after fit | RSS \($fit.memory.rss_kib | mib), peak \($fit.memory.hwm_kib | mib) |",
     "| server memory before stream (after the GetCustomerValue runs) | RSS \($stream.memory_before.rss_kib | mib), peak so far \($stream.memory_before.hwm_kib | mib) |",

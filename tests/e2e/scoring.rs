@@ -162,6 +162,7 @@ async fn fitted_models_score_every_customer(backend: Backend) {
         .stream_customer_values(pb::StreamCustomerValuesRequest {
             filter: None,
             chunk_size: 40,
+            ..Default::default()
         })
         .await
         .expect("stream")
@@ -180,6 +181,42 @@ async fn fitted_models_score_every_customer(backend: Backend) {
     let platinum = tiers.get("platinum").copied().unwrap_or(0);
     assert!((1..=6).contains(&platinum), "{tiers:?}");
     assert!(tiers.get("bronze").copied().unwrap_or(0) >= 90, "{tiers:?}");
+
+    // The BASIC view is the FULL profile without its sentences.
+    let all = |view: pb::CustomerValueView| {
+        let mut client = scoring(&app);
+        async move {
+            let mut stream = client
+                .stream_customer_values(pb::StreamCustomerValuesRequest {
+                    view: view.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("stream")
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.message().await.expect("chunk") {
+                out.extend(chunk.values);
+            }
+            out
+        }
+    };
+    let full = all(pb::CustomerValueView::Full).await;
+    let basic = all(pb::CustomerValueView::Basic).await;
+    assert_eq!(full.len(), 150);
+    assert_eq!(basic.len(), 150);
+    assert!(full.iter().all(|v| !v.drivers.is_empty()));
+    for (f, b) in full.into_iter().zip(basic) {
+        assert!(b.drivers.is_empty(), "{b:?}");
+        let mut f = f;
+        f.drivers.clear();
+        // Tenure is computed at each call's own instant.
+        assert_eq!(f.customer_id, b.customer_id);
+        assert_eq!(f.clv, b.clv);
+        assert_eq!(f.tier, b.tier);
+        assert_eq!(f.rfm, b.rfm);
+        assert_eq!(f.quadrant, b.quadrant);
+    }
 }
 
 async fn reads_follow_writes_and_customers_without_purchases(backend: Backend) {
@@ -362,6 +399,7 @@ async fn stream_filters_and_bad_filters(backend: Backend) {
                 .stream_customer_values(pb::StreamCustomerValuesRequest {
                     filter: Some(filter),
                     chunk_size: 0,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -448,6 +486,7 @@ async fn stream_filters_and_bad_filters(backend: Backend) {
         .stream_customer_values(pb::StreamCustomerValuesRequest {
             filter: None,
             chunk_size: -1,
+            ..Default::default()
         })
         .await
         .expect_err("negative chunk");
@@ -457,6 +496,14 @@ async fn stream_filters_and_bad_filters(backend: Backend) {
         "INVALID_FIELD",
         Some("chunk_size"),
     );
+    let err = client
+        .stream_customer_values(pb::StreamCustomerValuesRequest {
+            view: 7,
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown view");
+    assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some("view"));
 }
 
 async fn models_are_versioned_listed_and_activated(backend: Backend) {

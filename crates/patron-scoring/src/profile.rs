@@ -210,6 +210,19 @@ pub fn to_proto(
     scored: &Scored,
     currency: Currency,
 ) -> pb::CustomerValue {
+    to_proto_view(subject, as_of, state, scored, currency, true)
+}
+
+/// [`to_proto`], with the driver sentences only if `drivers` (StreamCustomerValues' BASIC view
+/// leaves them out).
+pub fn to_proto_view(
+    subject: &Subject<'_>,
+    as_of: Timestamp,
+    state: &State,
+    scored: &Scored,
+    currency: Currency,
+    drivers: bool,
+) -> pb::CustomerValue {
     let s = subject.summary;
     let model = state.model.as_deref();
     let status = match (model, scored.rfm) {
@@ -314,6 +327,10 @@ pub fn to_proto(
         tier,
         quadrant: quadrant_to_proto(scored.quadrant).into(),
         churn_risk: Some(churn),
-        drivers: crate::drivers::explain(subject, as_of, state, scored, currency),
+        drivers: if drivers {
+            crate::drivers::explain(subject, as_of, state, scored, currency)
+        } else {
+            Vec::new()
+        },
     }
 }

@@ -58,9 +58,20 @@ fn value_of(
     state: &State,
     engine: &Engine,
 ) -> pb::CustomerValue {
+    value_view(row, as_of, state, engine, true)
+}
+
+/// [`value_of`], with the driver sentences only if `drivers`.
+fn value_view(
+    row: &SummaryRow,
+    as_of: Timestamp,
+    state: &State,
+    engine: &Engine,
+    drivers: bool,
+) -> pb::CustomerValue {
     let subject = subject_of(row);
     let scored = profile::compute(&subject, as_of, state);
-    profile::to_proto(&subject, as_of, state, &scored, engine.currency())
+    profile::to_proto_view(&subject, as_of, state, &scored, engine.currency(), drivers)
 }
 
 fn unit_from_proto(u: i32) -> Result<TimeUnitKind, String> {
@@ -504,7 +515,23 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::StreamCustomerValuesRequest>,
     ) -> Result<Response<Self::StreamCustomerValuesStream>, Status> {
-        let pb::StreamCustomerValuesRequest { filter, chunk_size } = request.into_inner();
+        let pb::StreamCustomerValuesRequest {
+            filter,
+            chunk_size,
+            view,
+        } = request.into_inner();
+        let drivers = match pb::CustomerValueView::try_from(view) {
+            Ok(pb::CustomerValueView::Unspecified | pb::CustomerValueView::Full) => true,
+            Ok(pb::CustomerValueView::Basic) => false,
+            Err(_) => {
+                return Err(ApiError::invalid_field(
+                    "INVALID_FIELD",
+                    "view",
+                    format!("{view} is not a CustomerValueView value"),
+                )
+                .into());
+            }
+        };
         let chunk = match chunk_size {
             0 => DEFAULT_CHUNK,
             n if n < 0 || n as usize > MAX_CHUNK => {
@@ -544,7 +571,7 @@ impl ScoringService for ScoringApi {
                         (Arc::clone(&engine), Arc::clone(&state), Arc::clone(&filter));
                     pending.push_back(tokio::task::spawn_blocking(move || {
                         rows.iter()
-                            .map(|row| value_of(row, now, &state, &engine))
+                            .map(|row| value_view(row, now, &state, &engine, drivers))
                             .filter(|value| filter.matches(value))
                             .collect::<Vec<_>>()
                     }));

@@ -125,6 +125,9 @@ struct Args {
     /// Profiles per stream message (stream-customer-values); 0 = the server's default (1,000).
     #[arg(long, default_value_t = 0)]
     chunk_size: i32,
+    /// StreamCustomerValues' BASIC view: profiles without the driver sentences.
+    #[arg(long)]
+    basic_view: bool,
     /// Rounds of count and list-all per segment (segments).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     repetitions: u32,
@@ -389,6 +392,12 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
     let mut request = tonic::Request::new(pb::StreamCustomerValuesRequest {
         filter: None,
         chunk_size: args.chunk_size,
+        view: if args.basic_view {
+            pb::CustomerValueView::Basic
+        } else {
+            pb::CustomerValueView::Full
+        }
+        .into(),
     });
     request.set_timeout(cap);
     let started = Instant::now();
