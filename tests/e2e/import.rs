@@ -75,3 +75,96 @@ async fn import_loads_csv_and_reports_what_it_skipped() {
     assert_eq!(c1.summary.purchases.net_revenue, 4_499);
     assert_eq!(c1.summary.purchases.purchase_days, 2);
 }
+
+fn patron(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_patron"))
+        .args(args)
+        .env("PATRON_LOG", "warn")
+        .output()
+        .expect("run patron")
+}
+
+/// `patron generate`: the CSV it writes imports into the customers and purchases it says it
+/// wrote; straight into the database it stores them too, and a second run adds nothing; bad
+/// arguments are refused before anything is written.
+#[tokio::test]
+async fn generate_writes_csv_for_import_and_straight_into_the_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("csv");
+    let csv_arg = csv.to_str().expect("utf-8 path");
+    let out = patron(&[
+        "generate",
+        "--customers",
+        "120",
+        "--now",
+        "2026-06-01",
+        "--csv",
+        csv_arg,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(csv.join("generate.json")).expect("meta"))
+            .expect("json");
+    assert_eq!(meta["customers"], 120);
+    assert_eq!(meta["now"], "2026-06-01T00:00:00Z");
+    let purchases = meta["transactions"].as_u64().expect("transactions");
+    assert!(purchases > 50, "{meta}");
+
+    let imported = format!("sqlite://{}", dir.path().join("imported.db").display());
+    let report = run_import(
+        &imported,
+        &csv.join("customers.csv"),
+        &csv.join("transactions.csv"),
+    );
+    assert!(report.contains(&format!("{purchases}")), "{report}");
+    let store = patron_store_sqlite::SqliteStore::connect(&imported)
+        .await
+        .expect("open");
+    let listed = store.list_customers(None, 1_000).await.expect("list");
+    assert_eq!(listed.len(), 120);
+    assert_eq!(
+        listed[0].customer.customer_id,
+        CustomerId::parse("cust-000001").expect("id")
+    );
+    store.close().await;
+
+    let direct = format!("sqlite://{}", dir.path().join("direct.db").display());
+    let args = [
+        "generate",
+        "--database",
+        &direct,
+        "--customers",
+        "120",
+        "--now",
+        "2026-06-01",
+    ];
+    let first = patron(&args);
+    assert!(first.status.success(), "{first:?}");
+    let first = String::from_utf8_lossy(&first.stdout).into_owned();
+    let total = meta["events"].as_u64().expect("events");
+    assert!(
+        first.contains(&format!("{total} events new to the database")),
+        "{first}"
+    );
+    let again = patron(&args);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 events new to the database"),
+        "{again:?}"
+    );
+
+    let bad_dir = dir.path().join("bad");
+    let bad_dir_arg = bad_dir.to_str().expect("utf-8");
+    for bad in [
+        vec!["generate", "--customers", "0"],
+        vec!["generate", "--customers", "1000001"],
+        vec!["generate", "--customers", "5", "--now", "yesterday"],
+        vec!["generate", "--customers", "5", "--events", "some"],
+    ] {
+        let mut args = bad.clone();
+        args.extend(["--csv", bad_dir_arg]);
+        let out = patron(&args);
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        assert!(!bad_dir.exists(), "{bad:?} wrote files");
+    }
+}
