@@ -3,7 +3,7 @@
 use patron_domain::clv::{
     BgNbdFitOptions, BgNbdModel, BgNbdParams, ClvHorizon, CustomerRfm, Days, GammaGammaFitOptions,
     GammaGammaModel, GammaGammaParams, TimeUnit, TimeUnitKind, Weeks,
-    discounted_expected_purchases, fit_bg_nbd, fit_gamma_gamma,
+    discounted_and_final_expected_purchases, fit_bg_nbd, fit_gamma_gamma,
 };
 use patron_domain::{CustomerSummary, Day, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -297,14 +297,24 @@ impl ActiveModel {
         let key = (c.frequency, c.recency.to_bits(), c.age.to_bits());
         let bg = self.memo.get_or_compute(key, || {
             let horizon_days = f64::from(self.doc.horizon_months) * 30.0;
-            let t = patron_domain::clv::Periods::<U>::new(horizon_days / days_per_period).ok()?;
+            let horizon = horizon_days / days_per_period;
+            let discounted = self
+                .gg
+                .as_ref()
+                .and_then(|_| discounted_and_final_expected_purchases(m, &rfm, &self.horizon).ok());
+            // In days the CLV sum ends exactly at the horizon: its last E[X] is the one wanted.
+            let end = f64::from(self.horizon.months()) * U::PERIODS_PER_MONTH;
+            let expected_purchases = match discounted {
+                Some((_, last)) if self.horizon.months() > 0 && end == horizon => last,
+                _ => {
+                    let t = patron_domain::clv::Periods::<U>::new(horizon).ok()?;
+                    m.conditional_expected_purchases(t, &rfm).ok()?
+                }
+            };
             Some(BgPart {
                 probability_alive: m.probability_alive(&rfm),
-                expected_purchases: m.conditional_expected_purchases(t, &rfm).ok()?,
-                discounted_purchases: self
-                    .gg
-                    .as_ref()
-                    .and_then(|_| discounted_expected_purchases(m, &rfm, &self.horizon).ok()),
+                expected_purchases,
+                discounted_purchases: discounted.map(|(sum, _)| sum),
             })
         })?;
         let (expected_order_value, predicted_clv) = match &self.gg {
@@ -578,6 +588,11 @@ mod tests {
             let rfm =
                 CustomerRfm::<Days>::new(c.frequency, c.recency, c.age, c.monetary).expect("rfm");
             assert_eq!(p.probability_alive, bg.probability_alive(&rfm));
+            let year = patron_domain::clv::Periods::<Days>::new(360.0).expect("t");
+            let e = bg
+                .conditional_expected_purchases(year, &rfm)
+                .expect("expected purchases");
+            assert_eq!(p.expected_purchases, e);
             let clv =
                 patron_domain::clv::customer_lifetime_value(&bg, &gg, &rfm, &horizon).expect("clv");
             let got = p.predicted_clv.expect("clv");

@@ -78,7 +78,10 @@ pub use gamma_gamma::{
 pub use optim::Termination;
 pub use rfm::{RfmObservation, RfmScore, RfmSegment, rfm_scores};
 pub use units::{Days, Periods, TimeUnit, TimeUnitKind, Weeks};
-pub use value::{ClvHorizon, customer_lifetime_value, discounted_expected_purchases};
+pub use value::{
+    ClvHorizon, customer_lifetime_value, discounted_and_final_expected_purchases,
+    discounted_expected_purchases,
+};
 
 /// Why a CLV computation was refused or failed.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]

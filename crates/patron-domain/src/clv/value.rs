@@ -79,6 +79,16 @@ pub fn discounted_expected_purchases<U: TimeUnit>(
     customer: &CustomerRfm<U>,
     horizon: &ClvHorizon,
 ) -> Result<f64, ClvError> {
+    Ok(discounted_and_final_expected_purchases(transactions, customer, horizon)?.0)
+}
+
+/// [`discounted_expected_purchases`] and, computed on the way, the undiscounted
+/// `E[X(months · f) | x, t_x, T]` at the end of the horizon (0 for a zero-month horizon).
+pub fn discounted_and_final_expected_purchases<U: TimeUnit>(
+    transactions: &BgNbdModel<U>,
+    customer: &CustomerRfm<U>,
+    horizon: &ClvHorizon,
+) -> Result<(f64, f64), ClvError> {
     let factor = U::PERIODS_PER_MONTH;
     let base = 1.0 + horizon.monthly_discount_rate;
     let mut sum = 0.0;
@@ -89,7 +99,7 @@ pub fn discounted_expected_purchases<U: TimeUnit>(
         sum += (expected - previous) / base.powf(t / factor);
         previous = expected;
     }
-    Ok(sum)
+    Ok((sum, previous))
 }
 
 #[cfg(test)]
