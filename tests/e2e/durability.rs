@@ -20,9 +20,15 @@ fn free_addr() -> std::net::SocketAddr {
 }
 
 pub(crate) async fn start(url: &str) -> (Child, std::net::SocketAddr) {
+    start_with(url, &[]).await
+}
+
+/// Starts `patron serve` on `url` with extra flags and waits until it is SERVING.
+pub(crate) async fn start_with(url: &str, extra: &[&str]) -> (Child, std::net::SocketAddr) {
     let addr = free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_patron"))
         .args(["serve", "--listen", &addr.to_string(), "--database", url])
+        .args(extra)
         .env("PATRON_LOG", "warn")
         .kill_on_drop(true)
         .spawn()

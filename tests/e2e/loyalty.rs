@@ -439,7 +439,7 @@ async fn concurrent_redemptions_never_overdraw(backend: Backend) {
     }
 }
 
-fn first_purchase_bonus_zero() -> Option<pb::EarningRules> {
+pub(crate) fn first_purchase_bonus_zero() -> Option<pb::EarningRules> {
     Some(pb::EarningRules {
         points_per_unit: 1,
         first_purchase_bonus: 0,

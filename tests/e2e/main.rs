@@ -14,5 +14,6 @@ mod events;
 mod import;
 mod loyalty;
 mod platform;
+mod replicas;
 mod scoring;
 mod segmentation;

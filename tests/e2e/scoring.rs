@@ -29,7 +29,7 @@ fn ago(days: i64) -> prost_types::Timestamp {
 }
 
 /// A varied population: customer `c{i}` buys on a few distinct days over the last year.
-fn population(customers: usize) -> Vec<cpb::Event> {
+pub(crate) fn population(customers: usize) -> Vec<cpb::Event> {
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
     let mut next = |m: u64| {
         seed ^= seed << 13;

@@ -13,7 +13,6 @@ use patron_domain::{Currency, CustomerId, Event, EventId, Timestamp, Violations}
 use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
 use patron_proto::customers::v1 as pb;
 use patron_proto::customers::v1::customer_service_server::CustomerService;
-use patron_store::observer::ChangeObserver;
 use patron_store::{EventCursor, Store};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -40,26 +39,11 @@ pub struct Settings {
 pub struct CustomerApi {
     store: Arc<dyn Store>,
     settings: Settings,
-    observers: Vec<Arc<dyn ChangeObserver>>,
 }
 
 impl CustomerApi {
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
-        Self {
-            store,
-            settings,
-            observers: Vec::new(),
-        }
-    }
-
-    /// Adds a view to tell about every committed change, before the caller is answered.
-    pub fn with_observer(mut self, observer: Arc<dyn ChangeObserver>) -> Self {
-        self.observers.push(observer);
-        self
-    }
-
-    async fn notify(&self, customers: &[CustomerId]) {
-        notify_all(&self.observers, customers).await;
+        Self { store, settings }
     }
 
     fn context(&self) -> Context {
@@ -75,26 +59,6 @@ impl CustomerApi {
             .await?
             .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))
     }
-}
-
-async fn notify_all(observers: &[Arc<dyn ChangeObserver>], customers: &[CustomerId]) {
-    for o in observers {
-        o.customers_changed(customers).await;
-    }
-}
-
-async fn notify_events(observers: &[Arc<dyn ChangeObserver>], events: &[Event]) {
-    for o in observers {
-        o.events_committed(events).await;
-    }
-}
-
-/// The distinct customers of a batch of events.
-fn customers_of(events: &[Event]) -> Vec<CustomerId> {
-    let mut ids: Vec<CustomerId> = events.iter().map(|e| e.customer_id.clone()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// Checks a batch's size: at least one item, at most `max`.
@@ -168,8 +132,6 @@ impl CustomerService for CustomerApi {
             .upsert_customers(&parsed, ctx.now)
             .await
             .map_err(ApiError::from)?;
-        let ids: Vec<CustomerId> = parsed.iter().map(|c| c.customer_id.clone()).collect();
-        self.notify(&ids).await;
         let created = stored.iter().filter(|u| u.created).count();
         Ok(Response::new(pb::UpsertCustomersResponse {
             customers: stored
@@ -247,9 +209,6 @@ impl CustomerService for CustomerApi {
             .delete_customer(&id)
             .await
             .map_err(ApiError::from)?;
-        if deleted.is_some() {
-            self.notify(std::slice::from_ref(&id)).await;
-        }
         match deleted {
             Some(n) => Ok(Response::new(pb::DeleteCustomerResponse {
                 deleted_event_count: i64::try_from(n).unwrap_or(i64::MAX),
@@ -280,10 +239,6 @@ impl CustomerService for CustomerApi {
             .record_events(&parsed, ctx.now)
             .await
             .map_err(ApiError::from)?;
-        if out.recorded > 0 {
-            self.notify(&customers_of(&parsed)).await;
-        }
-        notify_events(&self.observers, &parsed).await;
         Ok(Response::new(pb::RecordEventsResponse {
             recorded_count: count(out.recorded),
             duplicate_count: count(out.duplicate_indexes.len()),
@@ -303,19 +258,6 @@ impl CustomerService for CustomerApi {
         // channel's capacity bounds the events held in memory to a few batches.
         let (tx, mut rx) = mpsc::channel::<Vec<Event>>(2);
         let store = Arc::clone(&self.store);
-        let observers = self.observers.clone();
-        // Observers (the scoring index, segment watchers, loyalty earning) hear of each committed
-        // batch in commit order on a task of their own, so the next batch's write overlaps with
-        // the previous batch's notifications. The answer waits for both.
-        let (notify_tx, mut notify_rx) = mpsc::channel::<(Vec<Event>, bool)>(2);
-        let notifier = tokio::spawn(async move {
-            while let Some((batch, changed)) = notify_rx.recv().await {
-                if changed {
-                    notify_all(&observers, &customers_of(&batch)).await;
-                }
-                notify_events(&observers, &batch).await;
-            }
-        });
         let writer = tokio::spawn(async move {
             let mut recorded = 0usize;
             let mut duplicates = 0usize;
@@ -328,20 +270,10 @@ impl CustomerService for CustomerApi {
                     recorded += out.recorded;
                     duplicates += out.duplicate_indexes.len();
                     created += out.created_customers;
-                    // The notifier only stops if it panicked; the joins below report that.
-                    let _ = notify_tx.send((batch, out.recorded > 0)).await;
                 }
                 Ok::<_, patron_store::StoreError>(())
             };
-            let result = written().await;
-            drop(notify_tx);
-            let notified = notifier.await;
-            result?;
-            if let Err(e) = notified {
-                return Err(patron_store::StoreError::Internal(format!(
-                    "stream notifier failed: {e}"
-                )));
-            }
+            written().await?;
             Ok::<_, patron_store::StoreError>((recorded, duplicates, created))
         });
 

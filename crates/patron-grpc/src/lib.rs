@@ -4,6 +4,7 @@
 
 pub mod deadline;
 pub mod error;
+pub mod methods;
 pub mod paging;
 pub mod time;
 

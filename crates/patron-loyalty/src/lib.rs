@@ -5,8 +5,10 @@
 //! in the store (`ops`).
 
 pub mod convert;
+pub mod earner;
 pub mod ops;
 pub mod service;
 pub mod view;
 
-pub use service::{Earner, LoyaltyApi, Settings};
+pub use earner::Earner;
+pub use service::{LoyaltyApi, Settings};

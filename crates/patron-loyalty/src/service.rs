@@ -17,7 +17,6 @@ use patron_segmentation::SegmentationApi;
 use patron_store::loyalty::{
     MemberOp, MemberRow, MutateOutcome, ProgramRecord, RedemptionRecord, RewardRecord,
 };
-use patron_store::observer::ChangeObserver;
 use patron_store::{Store, StoreError};
 use tonic::{Request, Response, Status};
 
@@ -126,7 +125,7 @@ impl LoyaltyApi {
         currency: Currency,
         settings: Settings,
     ) -> Result<Self, StoreError> {
-        let view = Arc::new(LoyaltyView::load(store.as_ref(), Arc::clone(&engine)).await?);
+        let view = Arc::new(LoyaltyView::load(Arc::clone(&store), Arc::clone(&engine)).await?);
         segments
             .set_loyalty(Arc::clone(&view) as Arc<dyn patron_segmentation::rules::LoyaltyFacts>);
         Ok(Self {
@@ -139,7 +138,7 @@ impl LoyaltyApi {
         })
     }
 
-    /// Runs an operation under the member's lock and keeps the in-memory view current.
+    /// Runs an operation under the member's lock.
     async fn apply(
         &self,
         program_id: &str,
@@ -151,11 +150,7 @@ impl LoyaltyApi {
             .store
             .mutate_member(program_id, customer, now, op)
             .await?;
-        if let MutateOutcome::Applied { changes, .. } = &outcome
-            && let Some(member) = &changes.member
-        {
-            self.view.put_member(customer, program_id, member.clone());
-        }
+        // The view learns of the change from the change feed, like every other process's.
         Ok(outcome)
     }
 
@@ -241,16 +236,13 @@ impl LoyaltyApi {
 
     /// Applies committed events to every program each customer takes part in. Idempotent per
     /// (program, customer, event).
-    pub async fn earn(&self, events: &[Event]) {
-        let programs = match self.all_programs().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "loyalty: cannot list programs; events not applied");
-                return;
-            }
-        };
+    pub async fn earn(&self, events: &[Event]) -> Result<(), StoreError> {
+        let programs = self.all_programs().await.map_err(|e| match e {
+            ApiError::Store(e) => e,
+            other => StoreError::Internal(other.to_string()),
+        })?;
         if programs.is_empty() {
-            return;
+            return Ok(());
         }
         let mut by_customer: BTreeMap<&CustomerId, Vec<&Event>> = BTreeMap::new();
         for e in events {
@@ -260,13 +252,7 @@ impl LoyaltyApi {
         }
         for (customer, mut evs) in by_customer {
             evs.sort_by_key(|e| (e.occurred_at, e.event_id.as_str().to_owned()));
-            let enrolled = match self.store.member_programs(customer).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, customer = %customer, "loyalty: cannot read memberships");
-                    continue;
-                }
-            };
+            let enrolled = self.store.member_programs(customer).await?;
             let Some(row) = self.engine.get(customer) else {
                 continue;
             };
@@ -297,19 +283,17 @@ impl LoyaltyApi {
                         tenure_start,
                     };
                     let now = patron_grpc::time::now();
-                    match self.apply(&record.program_id, customer, now, &op).await {
-                        Ok(MutateOutcome::Applied { .. }) => {}
-                        Ok(MutateOutcome::Refused(r)) if r == ops::NOT_ENROLLED => {}
-                        Ok(other) => {
+                    match self.apply(&record.program_id, customer, now, &op).await? {
+                        MutateOutcome::Applied { .. } => {}
+                        MutateOutcome::Refused(r) if r == ops::NOT_ENROLLED => {}
+                        other => {
                             tracing::warn!(?other, program = %record.program_id, "loyalty: event not applied")
-                        }
-                        Err(err) => {
-                            tracing::error!(error = %err, program = %record.program_id, event = %e.event_id, "loyalty: event not applied; a replay of the batch applies it")
                         }
                     }
                 }
             }
         }
+        Ok(())
     }
 
     async fn all_programs(&self) -> Result<Vec<(ProgramRecord, ProgramDef)>, ApiError> {
@@ -362,31 +346,13 @@ impl LoyaltyApi {
         })
     }
 
-    /// The observer that feeds recorded events to [`LoyaltyApi::earn`].
-    pub fn earner(&self) -> Earner {
-        Earner { api: self.clone() }
-    }
-}
-
-/// Earns points from committed events (register after the scoring engine).
-#[derive(Debug, Clone)]
-pub struct Earner {
-    api: LoyaltyApi,
-}
-
-#[async_trait::async_trait]
-impl ChangeObserver for Earner {
-    async fn customers_changed(&self, customers: &[CustomerId]) {
-        // Erased customers leave the view (the store erased their loyalty rows).
-        for c in customers {
-            if self.api.engine.get(c).is_none() {
-                self.api.view.remove_customer(c);
-            }
-        }
+    /// The in-memory view behind `loyalty.*` rules, kept current by the change feed.
+    pub fn view(&self) -> Arc<LoyaltyView> {
+        Arc::clone(&self.view)
     }
 
-    async fn events_committed(&self, events: &[Event]) {
-        self.api.earn(events).await;
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 }
 
@@ -443,7 +409,6 @@ impl LoyaltyService for LoyaltyApi {
                 )),
                 e => ApiError::Store(e),
             })?;
-        self.view.put_program(&stored.program_id, def.clone());
         Ok(Response::new(pb::CreateProgramResponse {
             program: Some(convert::program_to_proto(&stored, &def)),
         }))
@@ -576,7 +541,6 @@ impl LoyaltyService for LoyaltyApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| program_not_found(&p.program_id))?;
-        self.view.put_program(&stored.program_id, next.clone());
         Ok(Response::new(pb::UpdateProgramResponse {
             program: Some(convert::program_to_proto(&stored, &next)),
         }))

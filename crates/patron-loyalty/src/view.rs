@@ -1,6 +1,6 @@
 //! The in-memory view of every membership, for `loyalty.*` segment rules: counting a segment over
-//! a million customers reads points and tiers from memory, never the database. Kept current by
-//! this server's writes (every applied `mutate_member` that changed a member) and loaded at start.
+//! a million customers reads points and tiers from memory, never the database. Loaded at start and
+//! kept current by the change feed (program and member changes of every process).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -8,8 +8,10 @@ use std::sync::{Arc, RwLock};
 use patron_domain::loyalty::program::ProgramDef;
 use patron_domain::loyalty::tier;
 use patron_domain::{CustomerId, Timestamp};
+use patron_feed::FeedView;
 use patron_scoring::engine::Engine;
 use patron_segmentation::rules::{LoyaltyFacts, MemberFacts};
+use patron_store::feed::{Change, ChangeKind};
 use patron_store::loyalty::MemberRow;
 use patron_store::{Store, StoreResult};
 
@@ -19,6 +21,7 @@ type Memberships = Vec<(String, Arc<MemberRow>)>;
 /// Programs and members in memory.
 #[derive(Debug)]
 pub struct LoyaltyView {
+    store: Arc<dyn Store>,
     engine: Arc<Engine>,
     programs: RwLock<HashMap<String, Arc<ProgramDef>>>,
     /// Customer → (program id, member), few programs per customer.
@@ -29,12 +32,21 @@ const PAGE: usize = 10_000;
 
 impl LoyaltyView {
     /// Loads every program and member.
-    pub async fn load(store: &dyn Store, engine: Arc<Engine>) -> StoreResult<Self> {
+    pub async fn load(store: Arc<dyn Store>, engine: Arc<Engine>) -> StoreResult<Self> {
         let view = Self {
+            store,
             engine,
             programs: RwLock::new(HashMap::new()),
             members: RwLock::new(HashMap::new()),
         };
+        view.load_all().await?;
+        Ok(view)
+    }
+
+    /// Replaces every program and member with what the store holds.
+    async fn load_all(&self) -> StoreResult<()> {
+        let store = self.store.as_ref();
+        let mut programs = HashMap::new();
         let mut after: Option<String> = None;
         loop {
             let page = store.list_programs(after.as_deref(), 500).await?;
@@ -42,7 +54,9 @@ impl LoyaltyView {
             after = page.last().map(|p| p.program_id.clone());
             for p in page {
                 match serde_json::from_str::<ProgramDef>(&p.body) {
-                    Ok(def) => view.put_program(&p.program_id, def),
+                    Ok(def) => {
+                        programs.insert(p.program_id, Arc::new(def));
+                    }
                     Err(e) => {
                         tracing::error!(program = %p.program_id, error = %e, "stored program does not parse")
                     }
@@ -52,6 +66,7 @@ impl LoyaltyView {
                 break;
             }
         }
+        let mut members: HashMap<CustomerId, Memberships> = HashMap::new();
         let mut cursor: Option<(CustomerId, String)> = None;
         let mut count = 0usize;
         loop {
@@ -61,15 +76,59 @@ impl LoyaltyView {
             let done = page.len() < PAGE;
             cursor = page.last().map(|(c, p, _)| (c.clone(), p.clone()));
             count += page.len();
-            for (customer, program, member) in page {
-                view.put_member(&customer, &program, member);
+            for (customer, program, mut member) in page {
+                member.wallet.new_entries.clear();
+                members
+                    .entry(customer)
+                    .or_default()
+                    .push((program, Arc::new(member)));
             }
             if done {
                 break;
             }
         }
+        *write(&self.programs) = programs;
+        *write(&self.members) = members;
         tracing::info!(members = count, "loyalty view loaded");
-        Ok(view)
+        Ok(())
+    }
+
+    /// Re-reads one program (created, updated) from the store.
+    async fn refresh_program(&self, id: &str) -> StoreResult<()> {
+        match self.store.get_program(id).await? {
+            Some(p) => match serde_json::from_str::<ProgramDef>(&p.body) {
+                Ok(def) => self.put_program(id, def),
+                Err(e) => {
+                    tracing::error!(program = %id, error = %e, "stored program does not parse")
+                }
+            },
+            None => {
+                write(&self.programs).remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads one membership from the store (gone: erased).
+    async fn refresh_member(&self, customer: &CustomerId, program: &str) -> StoreResult<()> {
+        match self.store.get_member(program, customer).await? {
+            Some(member) => self.put_member(customer, program, member),
+            None => {
+                let mut members = write(&self.members);
+                if let Some(list) = members.get_mut(customer) {
+                    list.retain(|(p, _)| p != program);
+                    if list.is_empty() {
+                        members.remove(customer);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any program exists (earning has work to do).
+    pub fn has_programs(&self) -> bool {
+        !read(&self.programs).is_empty()
     }
 
     pub fn put_program(&self, id: &str, def: ProgramDef) {
@@ -90,6 +149,42 @@ impl LoyaltyView {
     /// Forgets an erased customer.
     pub fn remove_customer(&self, customer: &CustomerId) {
         write(&self.members).remove(customer);
+    }
+}
+
+/// Programs and members follow the change feed: a program change re-reads the program, a member
+/// change re-reads the membership, whichever process made it.
+#[async_trait::async_trait]
+impl FeedView for LoyaltyView {
+    async fn apply(&self, changes: &[Change]) -> StoreResult<()> {
+        let mut programs: Vec<&str> = Vec::new();
+        let mut members: Vec<(CustomerId, &str)> = Vec::new();
+        for c in changes {
+            match c.kind {
+                ChangeKind::Program => programs.push(&c.key),
+                ChangeKind::Member => {
+                    if let Ok(id) = CustomerId::parse(&c.key) {
+                        members.push((id, &c.scope));
+                    }
+                }
+                _ => {}
+            }
+        }
+        programs.sort_unstable();
+        programs.dedup();
+        members.sort_unstable();
+        members.dedup();
+        for p in programs {
+            self.refresh_program(p).await?;
+        }
+        for (customer, program) in &members {
+            self.refresh_member(customer, program).await?;
+        }
+        Ok(())
+    }
+
+    async fn reload(&self) -> StoreResult<()> {
+        self.load_all().await
     }
 }
 

@@ -1,9 +1,9 @@
 //! The read path: every customer's summary in memory, the active model and the tier policy.
 //!
 //! Scoring a customer never touches the database: GetCustomerValue reads one entry of an ordered
-//! map under a read lock and computes the profile. Writes keep the map current: the customer
-//! service calls [`Engine::customers_changed`] after each commit and before answering its caller,
-//! so a caller reads its own writes.
+//! map under a read lock and computes the profile. The change feed keeps the map, the model and
+//! the policy current ([`FeedView`]): every committed write, by this process or another sharing
+//! the database, reaches it in commit order.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -11,7 +11,8 @@ use std::sync::{Arc, RwLock};
 use patron_domain::value::PerceivedValue;
 use patron_domain::value::TierPolicy;
 use patron_domain::{Currency, CustomerId, Timestamp};
-use patron_store::observer::ChangeObserver;
+use patron_feed::FeedView;
+use patron_store::feed::{Change, ChangeKind};
 use patron_store::{Store, StoreError, StoreResult, StoredModel, SummaryRow};
 
 use crate::model::{self, ActiveModel, DayRfm, FitRequest, ModelDoc, ModelError};
@@ -76,6 +77,40 @@ pub struct Engine {
     snapshot: std::sync::Mutex<Option<(u64, Snapshot)>>,
 }
 
+async fn load_index(store: &dyn Store) -> StoreResult<Index> {
+    let mut index = Index::default();
+    let mut after: Option<CustomerId> = None;
+    loop {
+        let page = store.scan_summaries(after.as_ref(), LOAD_PAGE).await?;
+        let done = page.len() < LOAD_PAGE;
+        after = page.last().map(|r| r.customer_id.clone());
+        for row in page {
+            index.insert(Arc::new(row));
+        }
+        if done {
+            return Ok(index);
+        }
+    }
+}
+
+async fn read_model(store: &dyn Store) -> StoreResult<Option<Arc<ActiveModel>>> {
+    Ok(match store.active_value_model().await? {
+        Some(stored) => Some(Arc::new(load_model(&stored)?)),
+        None => None,
+    })
+}
+
+async fn read_policy(store: &dyn Store) -> StoreResult<(TierPolicy, i64, Option<Timestamp>)> {
+    Ok(match store.get_tier_policy().await? {
+        Some(stored) => (
+            load_policy(&stored)?,
+            stored.revision,
+            Some(stored.updated_at),
+        ),
+        None => (TierPolicy::default(), 0, None),
+    })
+}
+
 /// Parses a stored model document into a runtime model.
 pub fn load_model(stored: &patron_store::StoredModel) -> StoreResult<ActiveModel> {
     let doc: ModelDoc = serde_json::from_str(&stored.body)
@@ -94,31 +129,9 @@ impl Engine {
     /// Loads every summary, the active model and the tier policy from the store.
     pub async fn load(store: Arc<dyn Store>, currency: Currency) -> StoreResult<Arc<Self>> {
         let started = std::time::Instant::now();
-        let mut index = Index::default();
-        let mut after: Option<CustomerId> = None;
-        loop {
-            let page = store.scan_summaries(after.as_ref(), LOAD_PAGE).await?;
-            let done = page.len() < LOAD_PAGE;
-            after = page.last().map(|r| r.customer_id.clone());
-            for row in page {
-                index.insert(Arc::new(row));
-            }
-            if done {
-                break;
-            }
-        }
-        let model = match store.active_value_model().await? {
-            Some(stored) => Some(Arc::new(load_model(&stored)?)),
-            None => None,
-        };
-        let (policy, policy_revision, policy_updated) = match store.get_tier_policy().await? {
-            Some(stored) => (
-                load_policy(&stored)?,
-                stored.revision,
-                Some(stored.updated_at),
-            ),
-            None => (TierPolicy::default(), 0, None),
-        };
+        let index = load_index(store.as_ref()).await?;
+        let model = read_model(store.as_ref()).await?;
+        let (policy, policy_revision, policy_updated) = read_policy(store.as_ref()).await?;
         tracing::info!(
             customers = index.len(),
             model = model.as_ref().map(|m| m.version),
@@ -139,6 +152,39 @@ impl Engine {
             version: std::sync::atomic::AtomicU64::new(0),
             snapshot: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// Re-reads the active model from the store (it changed).
+    pub async fn reload_model(&self) -> StoreResult<()> {
+        let model = read_model(self.store.as_ref()).await?;
+        self.update_state(|s| State { model, ..s.clone() });
+        Ok(())
+    }
+
+    /// Re-reads the tier policy from the store (it changed).
+    pub async fn reload_policy(&self) -> StoreResult<()> {
+        let (policy, policy_revision, policy_updated) = read_policy(self.store.as_ref()).await?;
+        self.update_state(|s| State {
+            policy,
+            policy_revision,
+            policy_updated,
+            ..s.clone()
+        });
+        Ok(())
+    }
+
+    /// Replaces the whole index with the store's summaries.
+    pub async fn reload_index(&self) -> StoreResult<()> {
+        let _serial = self.refresh_lock.lock().await;
+        let fresh = load_index(self.store.as_ref()).await?;
+        let mut index = match self.index.write() {
+            Ok(i) => i,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *index = fresh;
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
     }
 
     pub fn currency(&self) -> Currency {
@@ -333,23 +379,47 @@ impl Engine {
             .insert_value_model(&body, now, activate)
             .await
             .map_err(FitError::Store)?;
-        if stored.active {
-            let active = Arc::new(load_model(&stored).map_err(FitError::Store)?);
-            self.update_state(|s| State {
-                model: Some(active),
-                ..s.clone()
-            });
-        }
+        // The active model reaches this process's state (and every other's) through the change
+        // feed.
         Ok((stored, doc))
     }
 }
 
 #[async_trait::async_trait]
-impl ChangeObserver for Engine {
-    async fn customers_changed(&self, customers: &[CustomerId]) {
-        if let Err(e) = self.refresh(customers).await {
-            // The write itself committed; the next change or a restart repairs the view.
-            tracing::error!(error = %e, customers = customers.len(), "scoring index refresh failed");
+impl FeedView for Engine {
+    async fn apply(&self, changes: &[Change]) -> StoreResult<()> {
+        let mut customers: Vec<CustomerId> = Vec::new();
+        let mut model = false;
+        let mut policy = false;
+        for c in changes {
+            match c.kind {
+                ChangeKind::Customer => {
+                    if let Ok(id) = CustomerId::parse(&c.key) {
+                        customers.push(id);
+                    }
+                }
+                ChangeKind::Model => model = true,
+                ChangeKind::TierPolicy => policy = true,
+                _ => {}
+            }
         }
+        customers.sort_unstable();
+        customers.dedup();
+        for chunk in customers.chunks(patron_store::SUMMARY_IDS_PER_STATEMENT) {
+            self.refresh(chunk).await?;
+        }
+        if model {
+            self.reload_model().await?;
+        }
+        if policy {
+            self.reload_policy().await?;
+        }
+        Ok(())
+    }
+
+    async fn reload(&self) -> StoreResult<()> {
+        self.reload_index().await?;
+        self.reload_model().await?;
+        self.reload_policy().await
     }
 }

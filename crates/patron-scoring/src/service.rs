@@ -780,7 +780,7 @@ impl ScoringService for ScoringApi {
             .ok_or_else(|| {
                 ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
             })?;
-        let model = Arc::new(load_model(&stored).map_err(ApiError::from)?);
+        load_model(&stored).map_err(ApiError::from)?;
         let activated = self
             .engine
             .store()
@@ -790,10 +790,7 @@ impl ScoringService for ScoringApi {
             .ok_or_else(|| {
                 ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
             })?;
-        self.engine.update_state(|s| State {
-            model: Some(model),
-            ..s.clone()
-        });
+        // Every process (this one too) switches to it through the change feed.
         Ok(Response::new(pb::ActivateValueModelResponse {
             model: Some(stored_to_proto(&activated)?),
         }))
@@ -829,8 +826,19 @@ impl ScoringService for ScoringApi {
                 );
             }
         }
-        let state = self.engine.state();
-        let next = policy_from_proto(&policy, &state.policy, &paths, &mut v);
+        // Fields the mask leaves out keep their stored values: read them from the store, not from
+        // this process's view, which may be behind another replica's write.
+        let current = match self
+            .engine
+            .store()
+            .get_tier_policy()
+            .await
+            .map_err(ApiError::from)?
+        {
+            Some(stored) => load_policy(&stored).map_err(ApiError::from)?,
+            None => TierPolicy::default(),
+        };
+        let next = policy_from_proto(&policy, &current, &paths, &mut v);
         if let Err(problems) = next.validate() {
             v.extend_prefixed("policy", problems);
         }
@@ -847,14 +855,16 @@ impl ScoringService for ScoringApi {
             .await
             .map_err(ApiError::from)?;
         let loaded = load_policy(&stored).map_err(ApiError::from)?;
-        self.engine.update_state(|s| State {
+        // Every process (this one too) applies it through the change feed; answer with what was
+        // stored.
+        let answer = State {
             policy: loaded,
             policy_revision: stored.revision,
             policy_updated: Some(stored.updated_at),
-            ..s.clone()
-        });
+            ..(*self.engine.state()).clone()
+        };
         Ok(Response::new(pb::UpdateTierPolicyResponse {
-            policy: Some(policy_to_proto(&self.engine.state())),
+            policy: Some(policy_to_proto(&answer)),
         }))
     }
 

@@ -8,4 +8,4 @@ pub mod rules;
 pub mod service;
 mod watch;
 
-pub use service::{ChangeFeed, SegmentationApi, Settings};
+pub use service::{SegmentationApi, Settings};

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patron_domain::{CustomerId, Timestamp, Violations};
+use patron_feed::FeedView;
 use patron_grpc::time::to_proto;
 use patron_grpc::{ApiError, ApiResult, PageToken};
 use patron_proto::segmentation::v1 as pb;
 use patron_proto::segmentation::v1::segmentation_service_server::SegmentationService;
 use patron_scoring::engine::Engine;
-use patron_store::observer::ChangeObserver;
+use patron_store::StoreResult;
+use patron_store::feed::{Change, ChangeKind};
 use patron_store::{SegmentRecord, StoreError};
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
@@ -47,7 +49,7 @@ impl Default for Settings {
     }
 }
 
-/// The SegmentationService implementation. Also the change observer that feeds watchers.
+/// The SegmentationService implementation; also a view of the change feed (definitions, watchers).
 #[derive(Debug, Clone)]
 pub struct SegmentationApi {
     engine: Arc<Engine>,
@@ -60,17 +62,49 @@ pub struct SegmentationApi {
     loyalty: Arc<std::sync::OnceLock<Arc<dyn rules::LoyaltyFacts>>>,
 }
 
-/// Feeds watchers with the customers each committed write changed.
-#[derive(Debug, Clone)]
-pub struct ChangeFeed {
-    changes: broadcast::Sender<Arc<[CustomerId]>>,
-}
-
+/// The change feed drives this service's views: every segment change (by any process) reloads
+/// the definitions, and every changed customer reaches the watchers — after the scoring index
+/// (an earlier view) has applied it, so watchers evaluate the refreshed rows.
 #[async_trait::async_trait]
-impl ChangeObserver for ChangeFeed {
-    async fn customers_changed(&self, customers: &[CustomerId]) {
-        // No watcher, no receiver: the error only says nobody listens.
-        let _ = self.changes.send(Arc::from(customers));
+impl FeedView for SegmentationApi {
+    async fn apply(&self, changes: &[Change]) -> StoreResult<()> {
+        let mut customers: Vec<CustomerId> = Vec::new();
+        let mut definitions = false;
+        for c in changes {
+            match c.kind {
+                ChangeKind::Customer => {
+                    if let Ok(id) = CustomerId::parse(&c.key) {
+                        customers.push(id);
+                    }
+                }
+                ChangeKind::Segment => definitions = true,
+                _ => {}
+            }
+        }
+        if definitions {
+            self.reload_definitions().await?;
+        }
+        if !customers.is_empty() {
+            customers.sort_unstable();
+            customers.dedup();
+            // No watcher, no receiver: the error only says nobody listens.
+            let _ = self.changes.send(Arc::from(customers));
+        }
+        Ok(())
+    }
+
+    async fn reload(&self) -> StoreResult<()> {
+        self.reload_definitions().await?;
+        // Watchers re-check every member when they lag; an empty list tells them nothing, so
+        // send everyone in the index.
+        let everyone: Vec<CustomerId> = self
+            .engine
+            .all()
+            .iter()
+            .map(|r| r.customer_id.clone())
+            .collect();
+        let _ = self.changes.send(Arc::from(everyone));
+        Ok(())
     }
 }
 
@@ -147,30 +181,11 @@ impl SegmentationApi {
         })
     }
 
-    /// The observer to register with the customer service, after the scoring engine.
-    pub fn change_feed(&self) -> ChangeFeed {
-        ChangeFeed {
-            changes: self.changes.clone(),
-        }
-    }
-
-    /// Reloads stored definitions every `refresh_interval` until the returned task is dropped
-    /// or aborted.
-    pub fn spawn_reload(&self) -> tokio::task::JoinHandle<()> {
-        let api = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(api.settings.refresh_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let _serial = api.writes.lock().await;
-                match registry::load_all(api.engine.store().as_ref()).await {
-                    Ok(records) => api.registry.load(records),
-                    Err(e) => tracing::warn!(error = %e, "segment definitions reload failed"),
-                }
-            }
-        })
+    /// Re-reads every stored definition (the change feed said one changed).
+    pub async fn reload_definitions(&self) -> StoreResult<()> {
+        let records = registry::load_all(self.engine.store().as_ref()).await?;
+        self.registry.load(records);
+        Ok(())
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -319,7 +334,6 @@ impl SegmentationService for SegmentationApi {
             record: stored,
             program: Arc::new(program),
         };
-        self.registry.put(stored.clone());
         tracing::info!(segment = %stored.record.segment_id, "segment created");
         Ok(Response::new(pb::CreateSegmentResponse {
             segment: Some(stored_to_proto(&stored)),
@@ -508,7 +522,6 @@ impl SegmentationService for SegmentationApi {
             record: stored,
             program: Arc::new(program),
         };
-        self.registry.put(stored.clone());
         tracing::info!(segment = %id, revision = stored.record.revision, "segment updated");
         Ok(Response::new(pb::UpdateSegmentResponse {
             segment: Some(stored_to_proto(&stored)),
@@ -539,7 +552,6 @@ impl SegmentationService for SegmentationApi {
         if !deleted {
             return Err(segment_not_found(&id).into());
         }
-        self.registry.remove(&id);
         tracing::info!(segment = %id, "segment deleted");
         Ok(Response::new(pb::DeleteSegmentResponse {}))
     }

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use patron_customers::CustomerApi;
+use patron_feed::layer::ConsistencyLayer;
+use patron_feed::{Feed, FeedView};
+use patron_loyalty::Earner;
 use patron_loyalty::LoyaltyApi;
 use patron_proto::customers::v1::customer_service_server::{
     CustomerServiceServer, SERVICE_NAME as CUSTOMERS,
@@ -106,6 +109,9 @@ pub struct Application {
     engine: Arc<Engine>,
     segmentation: SegmentationApi,
     loyalty: LoyaltyApi,
+    feed: Arc<Feed>,
+    /// The feed follower and the loyalty earner: aborted when the server stops.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     health: HealthReporter,
     health_service: HealthServer<HealthService>,
 }
@@ -130,6 +136,9 @@ impl Application {
     /// [`Application::run_until_stopped`] starts serving.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let store = open_store(settings.database_url.expose()).await?;
+        // The feed position before any view loads: views loaded after it hold everything up to
+        // it, so following the feed from there misses nothing.
+        let start = Feed::start_position(store.as_ref()).await?;
         let engine = Engine::load(Arc::clone(&store), settings.currency).await?;
         let segmentation = SegmentationApi::load(
             Arc::clone(&engine),
@@ -148,6 +157,27 @@ impl Application {
             },
         )
         .await?;
+        // The change feed is the only way views learn of changes, in this process and every
+        // other: the scoring index first, then segment definitions and watchers (which read the
+        // index), then the loyalty view.
+        let views: Vec<Arc<dyn FeedView>> = vec![
+            Arc::clone(&engine) as Arc<dyn FeedView>,
+            Arc::new(segmentation.clone()),
+            loyalty.view(),
+        ];
+        let (feed, feed_task) = Feed::start(
+            Arc::clone(&store),
+            start,
+            views,
+            patron_feed::Settings {
+                poll_interval: settings.feed_poll,
+                retention: settings.feed_retention,
+                ..patron_feed::Settings::default()
+            },
+        )
+        .await?;
+        let (_earner, earner_task) =
+            Earner::spawn(loyalty.clone(), Arc::clone(&feed), settings.earner_lease).await;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -171,6 +201,8 @@ impl Application {
             engine,
             segmentation,
             loyalty,
+            feed,
+            tasks: vec![feed_task, earner_task],
             health,
             health_service,
         })
@@ -184,6 +216,11 @@ impl Application {
     /// The store the application serves from.
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
+    }
+
+    /// This process's change feed follower.
+    pub fn feed(&self) -> Arc<Feed> {
+        Arc::clone(&self.feed)
     }
 
     /// The scoring engine: the in-memory index, the active model, model fitting.
@@ -205,6 +242,8 @@ impl Application {
             engine,
             segmentation,
             loyalty,
+            feed,
+            tasks,
             health,
             health_service,
         } = self;
@@ -235,10 +274,7 @@ impl Application {
             },
         )
         // Order matters: the scoring index refreshes first, then segment watchers read it.
-        .with_observer(Arc::clone(&engine) as Arc<dyn patron_store::observer::ChangeObserver>)
-        .with_observer(Arc::new(segmentation.change_feed()))
-        .with_observer(Arc::new(loyalty.earner()));
-        let reload = segmentation.spawn_reload();
+;
         let expiry = loyalty.spawn_expiry();
         let customers = CustomerServiceServer::new(customers)
             .max_decoding_message_size(settings.max_message_bytes)
@@ -248,6 +284,10 @@ impl Application {
             .layer(patron_grpc::deadline::DeadlineLayer::new(
                 settings.request_timeout,
                 streaming,
+            ))
+            .layer(ConsistencyLayer::new(
+                Arc::clone(&feed),
+                settings.request_timeout,
             ))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -299,8 +339,10 @@ impl Application {
             result = serve => result?,
             () = deadline => tracing::warn!(?drain_timeout, "drain timeout: closing calls still open"),
         }
-        reload.abort();
         expiry.abort();
+        for t in tasks {
+            t.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }

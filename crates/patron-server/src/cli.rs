@@ -115,10 +115,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PATRON_DRAIN_TIMEOUT_SECS", value_name = "SECS")]
     pub drain_timeout_secs: Option<u64>,
 
-    /// Seconds between reloads of segment definitions from the database (to pick up segments
-    /// written by another server) and between full re-checks by WatchSegment streams (to pick
-    /// up new models and tier policies; they also re-check when the UTC day changes).
-    /// [default: 60]
+    /// Seconds between full re-checks by WatchSegment streams (to pick up new models and tier
+    /// policies; they also re-check when the UTC day changes). [default: 60]
     #[arg(long, env = "PATRON_SEGMENT_REFRESH_SECS", value_name = "SECS")]
     pub segment_refresh_secs: Option<u64>,
 
@@ -127,6 +125,23 @@ pub struct ServeArgs {
     /// never count expired points, whenever the task runs). [default: 60]
     #[arg(long, env = "PATRON_LOYALTY_EXPIRY_INTERVAL_SECS", value_name = "SECS")]
     pub loyalty_expiry_interval_secs: Option<u64>,
+
+    /// Milliseconds between reads of the change feed when nothing woke this server. On Postgres,
+    /// LISTEN/NOTIFY wakes every replica at once and this is the fallback; on SQLite it is how
+    /// writes of other processes (`patron import`, `patron generate`) are seen. [default: 200]
+    #[arg(long, env = "PATRON_FEED_POLL_MILLIS", value_name = "MILLIS")]
+    pub feed_poll_millis: Option<u64>,
+
+    /// Seconds a change stays in the change feed after every live server has applied it; a
+    /// server that was stopped longer reloads its views from the database on start-up anyway,
+    /// and one that falls further behind while running reloads them. [default: 3600]
+    #[arg(long, env = "PATRON_FEED_RETENTION_SECS", value_name = "SECS")]
+    pub feed_retention_secs: Option<u64>,
+
+    /// Seconds the loyalty earner's lease lasts: one replica at a time earns points from the
+    /// change feed; when it dies, another takes over after at most this long. [default: 15]
+    #[arg(long, env = "PATRON_EARNER_LEASE_SECS", value_name = "SECS")]
+    pub earner_lease_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +240,9 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         o.drain_timeout_secs = s.drain_timeout_secs;
         o.segment_refresh_secs = s.segment_refresh_secs;
         o.loyalty_expiry_interval_secs = s.loyalty_expiry_interval_secs;
+        o.feed_poll_millis = s.feed_poll_millis;
+        o.feed_retention_secs = s.feed_retention_secs;
+        o.earner_lease_secs = s.earner_lease_secs;
     }
     if let Command::Demo(d) = &cli.command {
         o.listen = d.listen.clone();

@@ -69,6 +69,9 @@ pub struct FileConfig {
     pub drain_timeout_secs: Option<u64>,
     pub segment_refresh_secs: Option<u64>,
     pub loyalty_expiry_interval_secs: Option<u64>,
+    pub feed_poll_millis: Option<u64>,
+    pub feed_retention_secs: Option<u64>,
+    pub earner_lease_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -96,6 +99,12 @@ pub struct Settings {
     pub segment_refresh: Duration,
     /// How often the loyalty expiry task runs.
     pub loyalty_expiry_interval: Duration,
+    /// How often the change feed is read when no notification woke the reader.
+    pub feed_poll: Duration,
+    /// How long changes stay in the feed once every live process has applied them.
+    pub feed_retention: Duration,
+    /// How long the loyalty earner's lease lasts without renewal.
+    pub earner_lease: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -103,6 +112,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://patron.db";
 pub const DEFAULT_LOG_LEVEL: &str = "info,sqlx=warn";
 /// Largest StreamEvents transaction; bounds the events a stream holds in memory (a few batches).
 pub const MAX_STREAM_BATCH_SIZE: usize = 100_000;
+/// Change feed polling (the fallback on Postgres, where notifications wake readers at once).
+pub const DEFAULT_FEED_POLL_MILLIS: u64 = 200;
+/// Change feed retention.
+pub const DEFAULT_FEED_RETENTION_SECS: u64 = 3600;
+/// Loyalty earner lease.
+pub const DEFAULT_EARNER_LEASE_SECS: u64 = 15;
 
 impl Settings {
     /// Settings for tests and embedding: SQLite at `database_url`, port 0 on loopback.
@@ -120,6 +135,9 @@ impl Settings {
             drain_timeout: Duration::from_secs(30),
             segment_refresh: Duration::from_secs(60),
             loyalty_expiry_interval: Duration::from_secs(60),
+            feed_poll: Duration::from_millis(DEFAULT_FEED_POLL_MILLIS),
+            feed_retention: Duration::from_secs(DEFAULT_FEED_RETENTION_SECS),
+            earner_lease: Duration::from_secs(DEFAULT_EARNER_LEASE_SECS),
         }
     }
 }
@@ -139,6 +157,9 @@ pub struct Overrides {
     pub drain_timeout_secs: Option<u64>,
     pub segment_refresh_secs: Option<u64>,
     pub loyalty_expiry_interval_secs: Option<u64>,
+    pub feed_poll_millis: Option<u64>,
+    pub feed_retention_secs: Option<u64>,
+    pub earner_lease_secs: Option<u64>,
 }
 
 /// Resolves settings: overrides first, then the file, then defaults.
@@ -210,6 +231,24 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
                 .or(file.loyalty_expiry_interval_secs)
                 .unwrap_or(60)
                 .max(1),
+        ),
+        feed_poll: Duration::from_millis(
+            o.feed_poll_millis
+                .or(file.feed_poll_millis)
+                .unwrap_or(DEFAULT_FEED_POLL_MILLIS)
+                .clamp(10, 60_000),
+        ),
+        feed_retention: Duration::from_secs(
+            o.feed_retention_secs
+                .or(file.feed_retention_secs)
+                .unwrap_or(DEFAULT_FEED_RETENTION_SECS)
+                .max(60),
+        ),
+        earner_lease: Duration::from_secs(
+            o.earner_lease_secs
+                .or(file.earner_lease_secs)
+                .unwrap_or(DEFAULT_EARNER_LEASE_SECS)
+                .clamp(3, 600),
         ),
     })
 }

@@ -704,6 +704,8 @@ pub async fn run(settings: Settings, customers: usize, seed: u64) -> Result<(), 
     };
     match engine.fit(request, true, now).await {
         Ok((stored, doc)) => {
+            // The new active model reaches the engine through the change feed.
+            app.feed().sync().await;
             let bg = &doc.bg_nbd;
             println!(
                 "Fitted value model version {} on {} buyers in {:.1} s (12-month CLV, 1 %/month \

@@ -10,7 +10,12 @@
 //! instead of deadlocking. `record_events` holds a `FOR KEY SHARE` lock on its customers, which
 //! concurrent recorders share but which `delete_customer` (which deletes the customer row first)
 //! must wait for: an erasure never interleaves with a batch for the same customer.
+//!
+//! Every write that changes something ends by appending to the change feed (`feed.rs`): the
+//! feed's one-row head is the last lock each write transaction takes, held only until its commit,
+//! so feed positions become visible in commit order.
 
+mod feed;
 mod loyalty;
 pub mod testing;
 
@@ -33,16 +38,22 @@ use patron_store::{
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
+use feed::{CURRENT_TXN, FeedWakers, append_changes};
+use patron_store::feed::ChangeKind;
+
 /// Connections per process; several processes may share one server.
 const MAX_CONNECTIONS: u32 = 16;
 
 /// How long a call waits for a free connection before reporting the store unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The Postgres store.
+/// The Postgres store. Clones share the pool and the change feed's listener.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The functions registered with `on_feed_commit`; the listener stops when the last clone
+    /// is dropped.
+    feed: Arc<FeedWakers>,
 }
 
 /// Maps a driver error to a [`StoreError`] by kind and SQLSTATE.
@@ -86,7 +97,10 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(db_err)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            feed: Arc::default(),
+        })
     }
 
     /// Applies pending migrations from `migrations/postgres`. Safe to run from several processes
@@ -555,6 +569,7 @@ impl Store for PgStore {
             unnest_args(&["text", "integer", "text", "text", "bigint", "text"], 1),
             summary_select()
         );
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let result = sqlx::query(&sql)
             .bind(
                 rows.iter()
@@ -583,9 +598,15 @@ impl Store for PgStore {
             )
             .bind(rows.iter().map(|(_, a)| a.as_str()).collect::<Vec<_>>())
             .bind(now.as_micros())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
+        let changes: Vec<_> = rows
+            .iter()
+            .map(|(c, _)| (ChangeKind::Customer, c.customer_id.as_str(), ""))
+            .collect();
+        append_changes(&mut tx, &changes).await?;
+        tx.commit().await.map_err(db_err)?;
         let created_at = record_width();
         let mut by_id = HashMap::with_capacity(result.len());
         for row in &result {
@@ -675,12 +696,13 @@ impl Store for PgStore {
         // The customer's loyalty rows go too, under each membership's lock (in key order), so
         // no member change interleaves with the erasure. Keeping the ledger in anonymised form
         // (the customer id replaced) is future work.
-        let programs: Vec<String> =
-            sqlx::query_scalar("SELECT program_id FROM loyalty_members WHERE customer_id = $1")
-                .bind(id.as_str())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        let programs: Vec<String> = sqlx::query_scalar(
+            "SELECT program_id FROM loyalty_members WHERE customer_id = $1 ORDER BY program_id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
         let mut keys: Vec<i64> = programs
             .iter()
             .map(|p| loyalty::member_lock_key(p, id.as_str()))
@@ -710,6 +732,13 @@ impl Store for PgStore {
                 .await
                 .map_err(db_err)?;
         }
+        let mut changes = vec![(ChangeKind::Customer, id.as_str(), "")];
+        changes.extend(
+            programs
+                .iter()
+                .map(|p| (ChangeKind::Member, id.as_str(), p.as_str())),
+        );
+        append_changes(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(u64::try_from(events).unwrap_or(0)))
     }
@@ -776,42 +805,46 @@ impl Store for PgStore {
                 )
             })
             .collect();
-        let inserted = sqlx::query(
-            "INSERT INTO events (customer_id, event_id, kind, occurred_at, recorded_at, data) \
-             SELECT t.customer_id, t.event_id, t.kind, t.occurred_at, $6::BIGINT, t.data \
+        // Each event carries the transaction's number, as the feed rows appended below do.
+        let sql = format!(
+            "INSERT INTO events (customer_id, event_id, kind, occurred_at, recorded_at, data, \
+               txn) \
+             SELECT t.customer_id, t.event_id, t.kind, t.occurred_at, $6::BIGINT, t.data, \
+               {CURRENT_TXN} \
              FROM UNNEST($1::text[], $2::text[], $3::smallint[], $4::bigint[], $5::text[]) \
                AS t(customer_id, event_id, kind, occurred_at, data) \
-             ON CONFLICT (customer_id, event_id) DO NOTHING RETURNING customer_id, event_id",
-        )
-        .bind(
-            firsts
-                .iter()
-                .map(|&i| events[i].customer_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            firsts
-                .iter()
-                .map(|&i| events[i].event_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            firsts
-                .iter()
-                .map(|&i| events[i].data.kind().code())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            firsts
-                .iter()
-                .map(|&i| events[i].occurred_at.as_micros())
-                .collect::<Vec<_>>(),
-        )
-        .bind(encoded.iter().map(String::as_str).collect::<Vec<_>>())
-        .bind(now.as_micros())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
+             ON CONFLICT (customer_id, event_id) DO NOTHING RETURNING customer_id, event_id"
+        );
+        let inserted = sqlx::query(&sql)
+            .bind(
+                firsts
+                    .iter()
+                    .map(|&i| events[i].customer_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                firsts
+                    .iter()
+                    .map(|&i| events[i].event_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                firsts
+                    .iter()
+                    .map(|&i| events[i].data.kind().code())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                firsts
+                    .iter()
+                    .map(|&i| events[i].occurred_at.as_micros())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(encoded.iter().map(String::as_str).collect::<Vec<_>>())
+            .bind(now.as_micros())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let mut is_new = vec![false; events.len()];
         for row in &inserted {
             let c: &str = row.try_get(0).map_err(db_err)?;
@@ -832,6 +865,15 @@ impl Store for PgStore {
         duplicate_indexes.sort_unstable();
         let agg = BatchAggregate::from_events(new_events.iter().copied());
         apply_aggregate(&mut tx, &agg).await?;
+        // One change per customer with a new event, in id order.
+        let mut changed: Vec<&str> = new_events.iter().map(|e| e.customer_id.as_str()).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let changes: Vec<_> = changed
+            .iter()
+            .map(|&id| (ChangeKind::Customer, id, ""))
+            .collect();
+        append_changes(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(RecordOutcome {
             recorded: new_events.len(),
@@ -980,6 +1022,8 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?;
         let model = model_from_row(&row)?;
+        let key = model.version.to_string();
+        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")]).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(model)
     }
@@ -1042,6 +1086,8 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?;
         let model = model_from_row(&row)?;
+        let key = model.version.to_string();
+        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")]).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(model))
     }
@@ -1100,6 +1146,8 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        let key = revision.to_string();
+        append_changes(&mut tx, &[(ChangeKind::TierPolicy, &key, "")]).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(StoredPolicy {
             revision,
@@ -1225,6 +1273,7 @@ impl SegmentStore for PgStore {
         .await
         .map_err(db_err)?;
         insert_dependencies(&mut tx, id, &deps).await?;
+        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(SegmentRecord {
             depends_on: deps,
@@ -1313,6 +1362,7 @@ impl SegmentStore for PgStore {
             .await
             .map_err(db_err)?;
         insert_dependencies(&mut tx, id, &deps).await?;
+        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(SegmentRecord {
             depends_on: deps,
@@ -1358,6 +1408,7 @@ impl SegmentStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(true)
     }

@@ -22,7 +22,9 @@ use patron_store::{StoreError, StoreResult};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
+use crate::feed::{NewChange, append_changes};
 use crate::{PgStore, db_err, limit_param, unnest_args};
+use patron_store::feed::ChangeKind;
 
 /// One member of one program: the leading columns of every member-owned table's key.
 #[derive(Debug, Clone, Copy)]
@@ -516,15 +518,45 @@ fn not_asked(what: &str) -> StoreError {
     StoreError::Internal(format!("the operation changed {what} it did not ask for"))
 }
 
-/// Writes `changes` under the member's lock. `false`: the reward's stock ran out (the caller
-/// rolls back).
+/// What [`write_changes`] did.
+enum Written {
+    /// The reward's stock ran out: the caller rolls back.
+    OutOfStock,
+    /// Written; `stock_of`: the program of the reward whose stock changed, if one did.
+    Done { stock_of: Option<String> },
+}
+
+/// Whether `changes` write anything at all (a member operation that only looked writes nothing,
+/// and appends nothing to the feed).
+fn writes_anything(changes: &Changes) -> bool {
+    let Changes {
+        member,
+        order,
+        bonus_count,
+        activity,
+        take_stock,
+        return_stock,
+        redemption,
+        mark_event_applied,
+    } = changes;
+    member.is_some()
+        || order.is_some()
+        || bonus_count.is_some()
+        || !activity.is_empty()
+        || *take_stock
+        || *return_stock
+        || redemption.is_some()
+        || *mark_event_applied
+}
+
+/// Writes `changes` under the member's lock.
 async fn write_changes(
     conn: &mut PgConnection,
     key: MemberKey<'_>,
     needs: &Needs,
     loaded: &Loaded,
     changes: &Changes,
-) -> StoreResult<bool> {
+) -> StoreResult<Written> {
     if let Some(member) = &changes.member {
         write_member(conn, key, loaded.member.as_ref(), member).await?;
     }
@@ -651,43 +683,58 @@ async fn write_changes(
         .await
         .map_err(db_err)?;
     }
+    let mut stock_of = None;
     if changes.take_stock || changes.return_stock {
         let reward_id = needs
             .reward_id
             .as_deref()
             .ok_or_else(|| not_asked("a reward's stock"))?;
-        if changes.take_stock && !take_stock(conn, reward_id).await? {
-            return Ok(false);
+        if changes.take_stock {
+            match take_stock(conn, reward_id).await? {
+                Stock::Taken(program) => stock_of = Some(program),
+                Stock::Unlimited => {}
+                Stock::SoldOut => return Ok(Written::OutOfStock),
+            }
         }
         if changes.return_stock {
-            sqlx::query(
+            let returned: Option<String> = sqlx::query_scalar(
                 "UPDATE loyalty_rewards SET stock_remaining = stock_remaining + 1 \
-                 WHERE reward_id = $1 AND stock_remaining IS NOT NULL",
+                 WHERE reward_id = $1 AND stock_remaining IS NOT NULL RETURNING program_id",
             )
             .bind(reward_id)
-            .execute(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(db_err)?;
+            stock_of = stock_of.or(returned);
         }
     }
-    Ok(true)
+    Ok(Written::Done { stock_of })
 }
 
-/// Takes one unit of a reward's stock: `true` if taken or the reward is unlimited, `false` if
-/// none is left (or the reward is gone). The decrement is conditional, and Postgres re-checks
-/// its condition after waiting for a concurrent taker, so two members never take the last unit.
-async fn take_stock(conn: &mut PgConnection, reward_id: &str) -> StoreResult<bool> {
-    let taken = sqlx::query(
+/// What [`take_stock`] found.
+enum Stock {
+    /// A unit was taken from the reward of this program.
+    Taken(String),
+    /// The reward is unlimited: nothing to take.
+    Unlimited,
+    /// None left, or the reward is gone.
+    SoldOut,
+}
+
+/// Takes one unit of a reward's stock. The decrement is conditional, and Postgres re-checks its
+/// condition after waiting for a concurrent taker, so two members never take the last unit.
+async fn take_stock(conn: &mut PgConnection, reward_id: &str) -> StoreResult<Stock> {
+    let taken: Option<String> = sqlx::query_scalar(
         "UPDATE loyalty_rewards SET stock_remaining = stock_remaining - 1 \
-         WHERE reward_id = $1 AND stock_remaining IS NOT NULL AND stock_remaining > 0",
+         WHERE reward_id = $1 AND stock_remaining IS NOT NULL AND stock_remaining > 0 \
+         RETURNING program_id",
     )
     .bind(reward_id)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
-    .map_err(db_err)?
-    .rows_affected();
-    if taken > 0 {
-        return Ok(true);
+    .map_err(db_err)?;
+    if let Some(program) = taken {
+        return Ok(Stock::Taken(program));
     }
     let stock: Option<Option<i64>> =
         sqlx::query_scalar("SELECT stock_remaining FROM loyalty_rewards WHERE reward_id = $1")
@@ -695,7 +742,11 @@ async fn take_stock(conn: &mut PgConnection, reward_id: &str) -> StoreResult<boo
             .fetch_optional(&mut *conn)
             .await
             .map_err(db_err)?;
-    Ok(matches!(stock, Some(None)))
+    Ok(if matches!(stock, Some(None)) {
+        Stock::Unlimited
+    } else {
+        Stock::SoldOut
+    })
 }
 
 /// Writes the member row, the lots that differ from the loaded ones (by lot id), and the new
@@ -870,6 +921,7 @@ async fn write_member(
 impl LoyaltyStore for PgStore {
     #[tracing::instrument(skip_all, fields(program_id = %record.program_id))]
     async fn create_program(&self, record: &ProgramRecord) -> StoreResult<ProgramRecord> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let inserted = sqlx::query(
             "INSERT INTO loyalty_programs (program_id, body, target_segment, revision, \
              create_time, update_time) VALUES ($1, $2, $3, 1, $4, $5) \
@@ -880,7 +932,7 @@ impl LoyaltyStore for PgStore {
         .bind(record.target_segment.as_deref())
         .bind(record.create_time.as_micros())
         .bind(record.update_time.as_micros())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?
         .rows_affected();
@@ -890,6 +942,12 @@ impl LoyaltyStore for PgStore {
                 record.program_id
             )));
         }
+        append_changes(
+            &mut tx,
+            &[(ChangeKind::Program, record.program_id.as_str(), "")],
+        )
+        .await?;
+        tx.commit().await.map_err(db_err)?;
         Ok(ProgramRecord {
             revision: 1,
             ..record.clone()
@@ -964,6 +1022,11 @@ impl LoyaltyStore for PgStore {
             .await
             .map_err(db_err)?;
         let record = program_from_row(&row)?;
+        append_changes(
+            &mut tx,
+            &[(ChangeKind::Program, record.program_id.as_str(), "")],
+        )
+        .await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(record))
     }
@@ -1012,6 +1075,15 @@ impl LoyaltyStore for PgStore {
             // Created concurrently since the check above.
             return Err(taken());
         }
+        append_changes(
+            &mut tx,
+            &[(
+                ChangeKind::Reward,
+                record.reward_id.as_str(),
+                record.program_id.as_str(),
+            )],
+        )
+        .await?;
         tx.commit().await.map_err(db_err)?;
         Ok(RewardRecord {
             revision: 1,
@@ -1092,6 +1164,15 @@ impl LoyaltyStore for PgStore {
             .await
             .map_err(db_err)?;
         let record = reward_from_row(&row)?;
+        append_changes(
+            &mut tx,
+            &[(
+                ChangeKind::Reward,
+                record.reward_id.as_str(),
+                record.program_id.as_str(),
+            )],
+        )
+        .await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(record))
     }
@@ -1119,10 +1200,21 @@ impl LoyaltyStore for PgStore {
                 return Ok(MutateOutcome::Refused(reason));
             }
         };
-        if !write_changes(&mut tx, key, &needs, &loaded, &changes).await? {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(MutateOutcome::OutOfStock);
+        let stock_of = match write_changes(&mut tx, key, &needs, &loaded, &changes).await? {
+            Written::OutOfStock => {
+                tx.rollback().await.map_err(db_err)?;
+                return Ok(MutateOutcome::OutOfStock);
+            }
+            Written::Done { stock_of } => stock_of,
+        };
+        let mut feed: Vec<NewChange<'_>> = Vec::with_capacity(2);
+        if writes_anything(&changes) {
+            feed.push((ChangeKind::Member, key.customer, key.program));
         }
+        if let (Some(program), Some(reward)) = (&stock_of, &needs.reward_id) {
+            feed.push((ChangeKind::Reward, reward.as_str(), program.as_str()));
+        }
+        append_changes(&mut tx, &feed).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(MutateOutcome::Applied { loaded, changes })
     }

@@ -4,10 +4,14 @@
 //! -p patron-store-postgres -- --include-ignored`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use patron_domain::{CustomerId, Day, Timestamp};
 use patron_store::Store;
 use patron_store::conformance::{now, purchase};
+use patron_store::feed::{ChangeKind, FeedStore};
 use patron_store_postgres::PgStore;
 use patron_store_postgres::testing::TestDatabase;
 
@@ -145,4 +149,199 @@ async fn parallel_activating_inserts_leave_one_active() {
     let active: Vec<i64> = all.iter().filter(|m| m.active).map(|m| m.version).collect();
     assert_eq!(active.len(), 1, "exactly one active: {active:?}");
     store.close().await;
+}
+
+/// Eight writers record 50 small batches each, on different and overlapping customers, through
+/// two pools (as two server processes would), while a reader polls the feed: every position it
+/// ever sees is the one after the last it saw (a later commit never shows before an earlier
+/// one's positions), and at the end it has seen every position up to the head, each commit's
+/// events reachable through its changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Postgres suite: set PATRON_TEST_POSTGRES_URL and run with -- --include-ignored"]
+async fn concurrent_commits_become_visible_in_position_order() {
+    const WRITERS: usize = 8;
+    const BATCHES: usize = 50;
+    let (first, db) = fresh().await;
+    let second = PgStore::connect(&db.url).await.expect("connect");
+    let stores = [first.clone(), second.clone()];
+    let at =
+        |i: usize| Timestamp::from_micros(Day::from_days(20_000).start().as_micros() + i as i64);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stores = stores.clone();
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut seen = Vec::new();
+            let mut reads = 0usize;
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                // Alternate between the pools, small pages and large.
+                let store = &stores[reads % 2];
+                let limit = if reads.is_multiple_of(3) { 7 } else { 1_000 };
+                reads += 1;
+                let page = store.read_changes(last, limit).await.expect("read_changes");
+                for c in &page {
+                    assert_eq!(
+                        c.position,
+                        last + 1,
+                        "a gap after {last}: read {:?}",
+                        page.iter().map(|c| c.position).collect::<Vec<_>>()
+                    );
+                    last = c.position;
+                }
+                seen.extend(page.iter().cloned());
+                if finished && page.is_empty() {
+                    return (last, seen, reads);
+                }
+                if page.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = stores[w % 2].clone();
+        writers.push(tokio::spawn(async move {
+            let mut recorded = 0;
+            for b in 0..BATCHES {
+                // One customer of this writer's own, and two shared by all writers.
+                let shared = |k: usize| format!("shared{:02}", (w * 3 + b * 7 + k * 5) % 16);
+                let batch = vec![
+                    purchase(
+                        &format!("own{w}"),
+                        &format!("w{w}-{b}-0"),
+                        at(b),
+                        &format!("o{w}-{b}-0"),
+                        1,
+                    ),
+                    purchase(
+                        &shared(0),
+                        &format!("w{w}-{b}-1"),
+                        at(b),
+                        &format!("o{w}-{b}-1"),
+                        2,
+                    ),
+                    purchase(
+                        &shared(1),
+                        &format!("w{w}-{b}-2"),
+                        at(b),
+                        &format!("o{w}-{b}-2"),
+                        3,
+                    ),
+                ];
+                let out = store
+                    .record_events(&batch, now())
+                    .await
+                    .expect("record_events");
+                recorded += out.recorded;
+            }
+            recorded
+        }));
+    }
+    let mut recorded = 0;
+    for w in writers {
+        recorded += w.await.expect("writer task");
+    }
+    done.store(true, Ordering::Release);
+    let (last, seen, reads) = reader.await.expect("reader task");
+    assert_eq!(recorded, WRITERS * BATCHES * 3);
+
+    let head = first.feed_head().await.expect("feed_head");
+    assert_eq!(
+        last, head.position,
+        "the reader saw everything ({reads} reads)"
+    );
+    assert_eq!(seen.len() as i64, head.position);
+    assert!(seen.iter().all(|c| c.kind == ChangeKind::Customer));
+    // One commit per batch, its txn on every change of it.
+    let txns: HashSet<i64> = seen.iter().map(|c| c.txn).collect();
+    assert_eq!(txns.len(), WRITERS * BATCHES);
+    let pairs: Vec<(CustomerId, i64)> = seen
+        .iter()
+        .map(|c| (CustomerId::parse(c.key.clone()).expect("id"), c.txn))
+        .collect();
+    let events = second.events_of(&pairs).await.expect("events_of");
+    assert_eq!(
+        events.len(),
+        recorded,
+        "every event through its commit's changes"
+    );
+    let ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), recorded);
+    first.close().await;
+    second.close().await;
+}
+
+/// A function registered with `on_feed_commit` is called after a commit made through another
+/// pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Postgres suite: set PATRON_TEST_POSTGRES_URL and run with -- --include-ignored"]
+async fn feed_commits_wake_other_processes() {
+    let (listening, db) = fresh().await;
+    let writing = PgStore::connect(&db.url).await.expect("connect");
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    {
+        let (wakes, notify) = (Arc::clone(&wakes), Arc::clone(&notify));
+        listening.on_feed_commit(Arc::new(move || {
+            wakes.fetch_add(1, Ordering::SeqCst);
+            notify.notify_one();
+        }));
+    }
+    let wait_for = |n: usize| {
+        let (wakes, notify) = (Arc::clone(&wakes), Arc::clone(&notify));
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while wakes.load(Ordering::SeqCst) < n {
+                    notify.notified().await;
+                }
+            })
+            .await
+            .is_ok()
+        }
+    };
+    // Woken once when the listener is connected (commits before it are not missed either).
+    assert!(wait_for(1).await, "woken when listening");
+    // A second registration shares the listener.
+    let second = Arc::new(AtomicUsize::new(0));
+    {
+        let second = Arc::clone(&second);
+        listening.on_feed_commit(Arc::new(move || {
+            second.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    let before = wakes.load(Ordering::SeqCst);
+    writing
+        .record_events(&[purchase("c1", "e1", now(), "o1", 100)], now())
+        .await
+        .expect("record");
+    assert!(
+        wait_for(before + 1).await,
+        "woken by the other pool's commit"
+    );
+    // Functions are called one after the other: the second shortly after the first.
+    let every = tokio::time::timeout(Duration::from_secs(10), async {
+        while second.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(every.await.is_ok(), "every function is called");
+    let head = listening.feed_head().await.expect("feed_head");
+    assert_eq!(head.position, 1);
+
+    // A write that appends nothing (all duplicates) notifies no one.
+    let before = wakes.load(Ordering::SeqCst);
+    writing
+        .record_events(&[purchase("c1", "e1", now(), "o1", 100)], now())
+        .await
+        .expect("record");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(wakes.load(Ordering::SeqCst), before);
+
+    listening.close().await;
+    writing.close().await;
 }

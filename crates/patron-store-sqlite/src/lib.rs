@@ -3,6 +3,8 @@
 //! One file in WAL mode with `synchronous = FULL`, so a commit that returned is on disk. Writes go
 //! through a single writer connection (SQLite allows one writer at a time; queueing them here
 //! avoids lock timeouts), reads through a small pool that WAL lets run beside the writer.
+//! Every write that changes something appends to the change feed in its own transaction
+//! (`feed.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -26,6 +28,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
+use feed::{append_changes, current_txn};
+use patron_store::feed::ChangeKind;
+
+mod feed;
 mod loyalty;
 
 /// SQLite allows 32,766 bound parameters per statement; chunks stay well below.
@@ -402,16 +408,17 @@ async fn fetch_records(
     Ok(out)
 }
 
-/// The INSERT of a chunk of new events (index into `events`, encoded data); with `returning`, it
-/// returns the keys of the rows it inserted.
+/// The INSERT of a chunk of new events (index into `events`, encoded data), stamped with the
+/// transaction's number `txn`; with `returning`, it returns the keys of the rows it inserted.
 fn events_insert<'a>(
     events: &'a [Event],
     chunk: &'a [(usize, &'a String)],
     now: Timestamp,
+    txn: i64,
     returning: bool,
 ) -> QueryBuilder<'a, Sqlite> {
     let mut qb = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO events (customer_id, event_id, kind, occurred_at, recorded_at, data) ",
+        "INSERT INTO events (customer_id, event_id, kind, occurred_at, recorded_at, data, txn) ",
     );
     qb.push_values(chunk, |mut b, (i, data)| {
         let e = &events[*i];
@@ -420,7 +427,8 @@ fn events_insert<'a>(
             .push_bind(e.data.kind().code())
             .push_bind(e.occurred_at.as_micros())
             .push_bind(now.as_micros())
-            .push_bind(data.as_str());
+            .push_bind(data.as_str())
+            .push_bind(txn);
     });
     qb.push(" ON CONFLICT (customer_id, event_id) DO NOTHING");
     if returning {
@@ -541,7 +549,11 @@ impl Store for SqliteStore {
         customers: &[Customer],
         now: Timestamp,
     ) -> StoreResult<Vec<UpsertedCustomer>> {
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         let ids: Vec<&CustomerId> = customers.iter().map(|c| &c.customer_id).collect();
         let existing: HashSet<String> = {
             let mut set = HashSet::new();
@@ -590,6 +602,13 @@ impl Store for SqliteStore {
             qb.build().execute(&mut *tx).await.map_err(db_err)?;
         }
         let records = fetch_records(&mut tx, &ids).await?;
+        let mut changed: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        changed.sort_unstable();
+        let changes: Vec<_> = changed
+            .iter()
+            .map(|&id| (ChangeKind::Customer, id, ""))
+            .collect();
+        append_changes(&mut tx, &changes, None).await?;
         tx.commit().await.map_err(db_err)?;
         let mut by_id: std::collections::HashMap<CustomerId, CustomerRecord> = records
             .into_iter()
@@ -647,7 +666,11 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(customer_id = %id))]
     async fn delete_customer(&self, id: &CustomerId) -> StoreResult<Option<u64>> {
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         let exists = sqlx::query("SELECT 1 FROM customers WHERE customer_id = ?")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -657,6 +680,13 @@ impl Store for SqliteStore {
         if !exists {
             return Ok(None);
         }
+        let programs: Vec<String> = sqlx::query_scalar(
+            "SELECT program_id FROM loyalty_members WHERE customer_id = ? ORDER BY program_id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
         let events = sqlx::query("DELETE FROM events WHERE customer_id = ?")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -685,6 +715,13 @@ impl Store for SqliteStore {
                 .await
                 .map_err(db_err)?;
         }
+        let mut changes = vec![(ChangeKind::Customer, id.as_str(), "")];
+        changes.extend(
+            programs
+                .iter()
+                .map(|p| (ChangeKind::Member, id.as_str(), p.as_str())),
+        );
+        append_changes(&mut tx, &changes, None).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(events))
     }
@@ -709,7 +746,14 @@ impl Store for SqliteStore {
         customers.sort_unstable();
         customers.dedup();
 
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        // IMMEDIATE: the write lock first, so the feed's head (and with it this transaction's
+        // number, which the events carry) cannot move until the commit.
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let txn = current_txn(&mut tx).await?;
         let mut created_customers = 0;
         for chunk in customers.chunks(MAX_PARAMS / 2) {
             let mut qb =
@@ -737,14 +781,14 @@ impl Store for SqliteStore {
             .collect();
         let mut is_new = vec![false; events.len()];
         let rows: Vec<(usize, &String)> = firsts.iter().copied().zip(&encoded).collect();
-        for chunk in rows.chunks(MAX_PARAMS / 6) {
+        for chunk in rows.chunks(MAX_PARAMS / 7) {
             // Streams rarely repeat events: insert without RETURNING and count. Only a chunk that
             // met a stored event is rolled back and inserted again, returning which rows are new.
             sqlx::query("SAVEPOINT events_chunk")
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let inserted = events_insert(events, chunk, now, false)
+            let inserted = events_insert(events, chunk, now, txn, false)
                 .build()
                 .execute(&mut *tx)
                 .await
@@ -759,7 +803,7 @@ impl Store for SqliteStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
-                for row in events_insert(events, chunk, now, true)
+                for row in events_insert(events, chunk, now, txn, true)
                     .build()
                     .fetch_all(&mut *tx)
                     .await
@@ -788,6 +832,15 @@ impl Store for SqliteStore {
         duplicate_indexes.sort_unstable();
         let agg = BatchAggregate::from_events(new_events.iter().copied());
         apply_aggregate(&mut tx, &agg).await?;
+        // One change per customer with a new event, in id order.
+        let mut changed: Vec<&str> = new_events.iter().map(|e| e.customer_id.as_str()).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let changes: Vec<_> = changed
+            .iter()
+            .map(|&id| (ChangeKind::Customer, id, ""))
+            .collect();
+        append_changes(&mut tx, &changes, Some(txn)).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(RecordOutcome {
             recorded: new_events.len(),
@@ -944,6 +997,8 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         let model = model_from_row(&row)?;
+        let key = model.version.to_string();
+        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")], None).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(model)
     }
@@ -1009,6 +1064,8 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         let model = model_from_row(&row)?;
+        let key = model.version.to_string();
+        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")], None).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(model))
     }
@@ -1069,6 +1126,8 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        let key = revision.to_string();
+        append_changes(&mut tx, &[(ChangeKind::TierPolicy, &key, "")], None).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(StoredPolicy {
             revision,
@@ -1199,6 +1258,7 @@ impl SegmentStore for SqliteStore {
         .await
         .map_err(db_err)?;
         insert_dependencies(&mut tx, id, &deps).await?;
+        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")], None).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(SegmentRecord {
             depends_on: deps,
@@ -1289,6 +1349,7 @@ impl SegmentStore for SqliteStore {
             .await
             .map_err(db_err)?;
         insert_dependencies(&mut tx, id, &deps).await?;
+        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")], None).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(SegmentRecord {
             depends_on: deps,
@@ -1344,6 +1405,7 @@ impl SegmentStore for SqliteStore {
                 .await
                 .map_err(db_err)?;
         }
+        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")], None).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(true)
     }

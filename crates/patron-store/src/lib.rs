@@ -6,8 +6,8 @@
 
 pub mod columns;
 pub mod conformance;
+pub mod feed;
 pub mod loyalty;
-pub mod observer;
 pub mod segments;
 
 use async_trait::async_trait;
@@ -164,7 +164,7 @@ pub struct StoredPolicy {
 /// durable; when it returns `Err`, nothing changed.
 #[async_trait]
 pub trait Store:
-    SegmentStore + loyalty::LoyaltyStore + Send + Sync + std::fmt::Debug + 'static
+    SegmentStore + loyalty::LoyaltyStore + feed::FeedStore + Send + Sync + std::fmt::Debug + 'static
 {
     /// The backend's name, for logs and health.
     fn backend(&self) -> &'static str;

@@ -1,0 +1,194 @@
+//! Read-your-writes across replicas, as a tower layer around every Patron service.
+//!
+//! - A request that carries a consistency token (metadata `patron-consistency-token`) waits
+//!   until this replica has applied the token's position, within the call's deadline (its
+//!   `grpc-timeout`, else the server's request timeout); if it does not get there in time the
+//!   call fails with UNAVAILABLE, reason `CONSISTENCY_TOKEN_NOT_REACHED` (retry, or call another
+//!   replica). A malformed token, or one of another deployment, is INVALID_ARGUMENT. Requests
+//!   without a token are served at once.
+//! - A write ([`patron_grpc::methods`]) is answered only after this replica has applied
+//!   everything committed before its answer ([`Feed::sync`]), so its caller reads it here at
+//!   once; every answer carries the token of the position this replica had applied.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use patron_grpc::ApiError;
+use patron_grpc::methods::{Access, access};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+use crate::Feed;
+use crate::token::{self, METADATA_KEY};
+
+/// The layer.
+#[derive(Debug, Clone)]
+pub struct ConsistencyLayer {
+    feed: Arc<Feed>,
+    default_timeout: Duration,
+}
+
+impl ConsistencyLayer {
+    /// `default_timeout` bounds a token's wait when the call carries no deadline.
+    pub fn new(feed: Arc<Feed>, default_timeout: Duration) -> Self {
+        Self {
+            feed,
+            default_timeout,
+        }
+    }
+}
+
+impl<S> Layer<S> for ConsistencyLayer {
+    type Service = Consistency<S>;
+    fn layer(&self, inner: S) -> Consistency<S> {
+        Consistency {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`ConsistencyLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct Consistency<S> {
+    inner: S,
+    layer: ConsistencyLayer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Parses a `grpc-timeout` value (e.g. `500m`, `2S`).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn with_token<B>(mut response: http::Response<B>, token: &str) -> http::Response<B> {
+    if let Ok(v) = http::HeaderValue::from_str(token) {
+        response.headers_mut().insert(METADATA_KEY, v);
+    }
+    response
+}
+
+fn not_reached(wanted: i64, applied: i64) -> Status {
+    let details = ErrorDetails::with_error_info(
+        "CONSISTENCY_TOKEN_NOT_REACHED",
+        patron_grpc::ERROR_DOMAIN,
+        HashMap::from([
+            ("wanted_position".to_owned(), wanted.to_string()),
+            ("applied_position".to_owned(), applied.to_string()),
+        ]),
+    );
+    Status::with_error_details(
+        Code::Unavailable,
+        "this replica has not yet applied the write the consistency token names; retry, or call another replica",
+        details,
+    )
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Consistency<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let Some(access) = access(req.uri().path()) else {
+            // Health, reflection: not Patron's data.
+            return Box::pin(self.inner.call(req));
+        };
+        // The inner service was polled ready; keep that one for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let feed = Arc::clone(&self.layer.feed);
+        let wanted = match req.headers().get(METADATA_KEY) {
+            None => None,
+            Some(v) => match v
+                .to_str()
+                .map_err(|_| token::TokenError::Malformed)
+                .and_then(|t| token::decode(t, feed.database_id()))
+            {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let status: Status = ApiError::invalid_field(
+                        "INVALID_CONSISTENCY_TOKEN",
+                        METADATA_KEY,
+                        e.to_string(),
+                    )
+                    .into();
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+            },
+        };
+        let budget = grpc_timeout(req.headers()).unwrap_or(self.layer.default_timeout);
+        Box::pin(async move {
+            if let Some(wanted) = wanted {
+                // Answer before the caller's own deadline fires, so it learns why.
+                let margin = (budget / 10).min(Duration::from_millis(100));
+                if !feed
+                    .wait_applied(wanted, budget.saturating_sub(margin))
+                    .await
+                {
+                    let applied = feed.applied();
+                    return Ok(with_token(
+                        not_reached(wanted, applied).into_http(),
+                        &feed.token(applied),
+                    ));
+                }
+            }
+            let response = inner.call(req).await?;
+            let position = match access {
+                Access::Write => feed.sync().await,
+                Access::Read => feed.applied(),
+            };
+            Ok(with_token(response, &feed.token(position)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(grpc_timeout(&h), None);
+        h.insert("grpc-timeout", http::HeaderValue::from_static("250m"));
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_millis(250)));
+        h.insert("grpc-timeout", http::HeaderValue::from_static("3S"));
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_secs(3)));
+        h.insert("grpc-timeout", http::HeaderValue::from_static("x"));
+        assert_eq!(grpc_timeout(&h), None);
+        h.insert("grpc-timeout", http::HeaderValue::from_static("12Q"));
+        assert_eq!(grpc_timeout(&h), None);
+    }
+}
