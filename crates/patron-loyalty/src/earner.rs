@@ -38,6 +38,7 @@ pub struct Earner {
     owner: AtomicBool,
     /// The position this process has earned through (while it holds the lease).
     position: watch::Sender<i64>,
+    state: tokio::sync::Mutex<StepState>,
 }
 
 fn after(now: Timestamp, d: Duration) -> Timestamp {
@@ -62,10 +63,15 @@ impl Earner {
             lease,
             owner: AtomicBool::new(false),
             position: watch::Sender::new(0),
+            state: tokio::sync::Mutex::new(StepState {
+                renew_at: std::time::Instant::now(),
+                stored_at: std::time::Instant::now(),
+            }),
         });
         match earner.claim().await {
             Ok(Some(p)) => {
                 earner.position.send_replace(p);
+                earner.state.lock().await.renew_at = std::time::Instant::now() + lease / 3;
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "loyalty earner: first lease attempt failed"),
@@ -119,11 +125,25 @@ impl Earner {
     }
 
     /// Earns from every change this process's views have applied, if it holds the lease.
+    ///
+    /// The lease is renewed once a third of it has passed, not on every step. The position is
+    /// stored after every page that earned (or could have: any program exists); while no program
+    /// exists there is nothing to earn, and the position is stored at most every
+    /// [`IDLE_STORE_EVERY`], so a write-heavy deployment without programs pays almost nothing.
     async fn step(&self) -> StoreResult<()> {
-        let Some(mut position) = self.claim().await? else {
-            return Ok(());
-        };
-        self.position.send_replace(position);
+        let mut state = self.state.lock().await;
+        let now = std::time::Instant::now();
+        if !self.is_owner() || now >= state.renew_at {
+            match self.claim().await? {
+                Some(stored) => {
+                    state.renew_at = now + self.lease / 3;
+                    let position = stored.max(*self.position.borrow());
+                    self.position.send_replace(position);
+                }
+                None => return Ok(()),
+            }
+        }
+        let mut position = *self.position.borrow();
         let target = self.feed.applied();
         let store = Arc::clone(self.api.store());
         while position < target {
@@ -132,32 +152,50 @@ impl Earner {
             let Some(last) = changes.last().map(|c| c.position) else {
                 return Ok(());
             };
-            let mut pairs: Vec<(CustomerId, i64)> = changes
-                .iter()
-                .filter(|c| c.kind == ChangeKind::Customer)
-                .filter_map(|c| CustomerId::parse(&c.key).ok().map(|id| (id, c.txn)))
-                .collect();
-            pairs.sort_unstable();
-            pairs.dedup();
-            if !pairs.is_empty() {
-                let events = store.events_of(&pairs).await?;
-                if !events.is_empty() {
-                    self.api.earn(&events).await?;
+            let programs = self.api.view().has_programs();
+            if programs {
+                let mut pairs: Vec<(CustomerId, i64)> = changes
+                    .iter()
+                    .filter(|c| c.kind == ChangeKind::Customer)
+                    .filter_map(|c| CustomerId::parse(&c.key).ok().map(|id| (id, c.txn)))
+                    .collect();
+                pairs.sort_unstable();
+                pairs.dedup();
+                if !pairs.is_empty() {
+                    let events = store.events_of(&pairs).await?;
+                    if !events.is_empty() {
+                        self.api.earn(&events).await?;
+                    }
                 }
             }
-            if !store
-                .advance_consumer(CONSUMER, self.feed.reader(), last)
-                .await?
-            {
-                // The lease went to another process; it goes on from the stored position.
-                self.owner.store(false, Ordering::Release);
-                return Ok(());
+            if programs || state.stored_at.elapsed() >= IDLE_STORE_EVERY {
+                if !store
+                    .advance_consumer(CONSUMER, self.feed.reader(), last)
+                    .await?
+                {
+                    // The lease went to another process; it goes on from the stored position.
+                    self.owner.store(false, Ordering::Release);
+                    return Ok(());
+                }
+                state.stored_at = std::time::Instant::now();
             }
             position = last;
             self.position.send_replace(position);
         }
         Ok(())
     }
+}
+
+/// While no program exists, how often the earner stores its position.
+const IDLE_STORE_EVERY: Duration = Duration::from_secs(2);
+
+/// The earner's own bookkeeping, touched by one step at a time.
+#[derive(Debug)]
+struct StepState {
+    /// When to renew the lease.
+    renew_at: std::time::Instant,
+    /// When the position was last stored.
+    stored_at: std::time::Instant,
 }
 
 /// How long a write on a replica that does not earn waits for the earning replica.
