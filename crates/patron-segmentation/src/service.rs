@@ -35,9 +35,8 @@ pub const MAX_SAMPLE: usize = 100;
 /// Settings of the service.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How often stored definitions are reloaded from the database (for definitions written by
-    /// another server), and how often watchers re-check every customer (for model and tier
-    /// policy changes); watchers also re-check when the UTC day changes.
+    /// How often watchers re-check every customer (for model and tier policy changes); watchers
+    /// also re-check when the UTC day changes. Definitions follow the change feed.
     pub refresh_interval: Duration,
 }
 

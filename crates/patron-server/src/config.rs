@@ -95,7 +95,7 @@ pub struct Settings {
     pub stream_batch_size: usize,
     pub shutdown_grace: Duration,
     pub drain_timeout: Duration,
-    /// Segment definition reloads and WatchSegment full re-checks.
+    /// WatchSegment full re-checks.
     pub segment_refresh: Duration,
     /// How often the loyalty expiry task runs.
     pub loyalty_expiry_interval: Duration,
