@@ -280,6 +280,41 @@ async fn replicas_converge(url: &str, n: usize) {
         assert_eq!(count(r, "buyers", Some(&t)).await, on_a);
     }
 
+    // A WatchSegment stream on every other replica hears of a customer A's write moves in.
+    let mut streams = Vec::new();
+    for r in others {
+        let stream = r
+            .segments()
+            .watch_segment(with_token(
+                gpb::WatchSegmentRequest {
+                    segment_id: "buyers".into(),
+                    include_initial_members: false,
+                },
+                &t,
+            ))
+            .await
+            .expect("watch")
+            .into_inner();
+        streams.push(stream);
+    }
+    record(
+        a,
+        vec![purchase("newcomer", "nc-1", ts(320, 0), "nc-1", 2_500)],
+    )
+    .await;
+    for stream in &mut streams {
+        let change = tokio::time::timeout(CONVERGE, stream.message())
+            .await
+            .expect("a change within the bound")
+            .expect("stream ok")
+            .expect("a message");
+        assert_eq!(
+            (change.customer_id.as_str(), change.change),
+            ("newcomer", gpb::MembershipChange::Entered as i32)
+        );
+    }
+    drop(streams);
+
     // Loyalty: an adjustment through A moves a `loyalty.points` rule on every replica.
     let t = token_of(
         &a.loyalty()
