@@ -2,6 +2,7 @@
 //! to wire statuses, opaque page tokens, paging limits, protobuf time conversions and the
 //! per-request deadline layer.
 
+pub mod auth;
 pub mod deadline;
 pub mod error;
 pub mod methods;
