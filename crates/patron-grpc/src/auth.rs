@@ -188,9 +188,8 @@ impl JwtVerifier {
             v.leeway = self.leeway_secs;
             v.validate_nbf = true;
             v.set_required_spec_claims(&["exp", "sub"]);
-            match &self.issuer {
-                Some(i) => v.set_issuer(&[i]),
-                None => {}
+            if let Some(i) = &self.issuer {
+                v.set_issuer(&[i]);
             }
             match &self.audience {
                 Some(a) => v.set_audience(&[a]),

@@ -361,6 +361,8 @@ pub struct Redeem<'a> {
     pub request_id: &'a str,
     pub ctx: MemberContext,
     pub redemption_id: String,
+    /// Who redeems, as recorded on the REDEEM entry: the authenticated principal, or "system".
+    pub issuer: String,
     /// Set when the op refuses with [`NOT_ELIGIBLE`].
     pub unmet: Mutex<Vec<Unmet>>,
 }
@@ -424,7 +426,7 @@ impl MemberOp for Redeem<'_> {
                         redemption_id: Some(self.redemption_id.clone()),
                         rule: None,
                     },
-                    issuer: "system".into(),
+                    issuer: self.issuer.clone(),
                     reason: format!("redeemed {}", self.reward_id),
                     now,
                 },
@@ -457,6 +459,8 @@ pub struct Cancel<'a> {
     /// store can return its stock unit.
     pub reward_id: &'a str,
     pub reason: &'a str,
+    /// Who cancels, as recorded on the entry: the authenticated principal, or "system".
+    pub issuer: &'a str,
 }
 
 impl MemberOp for Cancel<'_> {
@@ -487,7 +491,7 @@ impl MemberOp for Cancel<'_> {
                     redemption_id: Some(r.redemption_id.clone()),
                     rule: None,
                 },
-                issuer: "system".into(),
+                issuer: self.issuer.to_owned(),
                 reason: if self.reason.is_empty() {
                     "redemption cancelled".into()
                 } else {

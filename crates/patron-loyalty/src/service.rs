@@ -356,6 +356,15 @@ impl LoyaltyApi {
     }
 }
 
+/// The authenticated caller as ledger entries name it (`api-key:NAME`, `jwt:SUB`, `cert:NAME`);
+/// `None` when authentication is off.
+fn principal<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<patron_grpc::auth::Principal>()
+        .map(patron_grpc::auth::Principal::audit_name)
+}
+
 fn parse_customer(s: &str) -> ApiResult<CustomerId> {
     patron_grpc::parse_customer_id(s, "customer_id")
 }
@@ -671,6 +680,7 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<pb::AdjustPointsRequest>,
     ) -> Result<Response<pb::AdjustPointsResponse>, Status> {
+        let caller = principal(&request);
         let pb::AdjustPointsRequest {
             program_id,
             customer_id,
@@ -690,7 +700,9 @@ impl LoyaltyService for LoyaltyApi {
             );
         }
         text_field(&mut v, "reason", reason.trim(), 1, MAX_REASON);
-        text_field(&mut v, "issuer", issuer.trim(), 1, 128);
+        // With authentication on, the principal is the issuer and the field an optional note.
+        let min_issuer = usize::from(caller.is_none());
+        text_field(&mut v, "issuer", issuer.trim(), min_issuer, 128);
         text_field(&mut v, "request_id", &request_id, 1, MAX_REQUEST_ID);
         let key = EventId::parse(format!("adjust:{request_id}"));
         if key.is_err() && !request_id.is_empty() && request_id.len() <= MAX_REQUEST_ID {
@@ -704,11 +716,17 @@ impl LoyaltyService for LoyaltyApi {
             key.map_err(|e| ApiError::invalid_field("INVALID_FIELD", "request_id", e.to_string()))?;
         let (_, def) = self.program(&program_id).await?;
         let now = patron_grpc::time::now();
+        let issuer = match (&caller, issuer.trim()) {
+            (Some(p), "") => p.clone(),
+            (Some(p), note) if note == p => p.clone(),
+            (Some(p), note) => format!("{p} (note: {note})"),
+            (None, issuer) => issuer.to_owned(),
+        };
         let op = ops::Adjust {
             def: &def,
             points,
             reason: reason.trim(),
-            issuer: issuer.trim(),
+            issuer: &issuer,
             request_key: key,
         };
         match self.mutate(&program_id, &customer, now, &op).await? {
@@ -1032,6 +1050,7 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<pb::RedeemRewardRequest>,
     ) -> Result<Response<pb::RedeemRewardResponse>, Status> {
+        let caller = principal(&request);
         let pb::RedeemRewardRequest {
             program_id,
             customer_id,
@@ -1071,6 +1090,7 @@ impl LoyaltyService for LoyaltyApi {
             request_id: &request_id,
             ctx,
             redemption_id: new_redemption_id(),
+            issuer: caller.unwrap_or_else(|| "system".into()),
             unmet: Mutex::new(Vec::new()),
         };
         let now = patron_grpc::time::now();
@@ -1128,6 +1148,7 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<pb::CancelRedemptionRequest>,
     ) -> Result<Response<pb::CancelRedemptionResponse>, Status> {
+        let caller = principal(&request).unwrap_or_else(|| "system".into());
         let pb::CancelRedemptionRequest {
             program_id,
             customer_id,
@@ -1157,6 +1178,7 @@ impl LoyaltyService for LoyaltyApi {
             redemption_id: &redemption_id,
             reward_id: &existing.reward_id,
             reason: &reason,
+            issuer: &caller,
         };
         let now = patron_grpc::time::now();
         let redemption = match self.mutate(&program_id, &customer, now, &op).await? {

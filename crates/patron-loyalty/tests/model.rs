@@ -292,6 +292,7 @@ async fn run(store: Arc<dyn Store>, seed: u64, steps: usize) {
                 request_id: &request,
                 ctx: ctx(),
                 redemption_id: format!("rd{step}"),
+                issuer: "system".into(),
                 unmet: Mutex::new(Vec::new()),
             };
             let out = h.apply(&op).await;
@@ -313,6 +314,7 @@ async fn run(store: Arc<dyn Store>, seed: u64, steps: usize) {
                 redemption_id: &id,
                 reward_id: "mug",
                 reason: "",
+                issuer: "system",
             };
             assert!(matches!(h.apply(&op).await, MutateOutcome::Applied { .. }));
             for (i, k) in model.redemptions.remove(&id).unwrap_or_default() {

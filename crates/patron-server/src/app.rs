@@ -58,6 +58,10 @@ pub enum AppError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Opens the store named by `url` and applies its migrations.
@@ -112,6 +116,8 @@ pub struct Application {
     feed: Arc<Feed>,
     /// The feed follower and the loyalty earner: aborted when the server stops.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// TLS on the port, when configured.
+    tls: Option<crate::tls::TlsAcceptor>,
     health: HealthReporter,
     health_service: HealthServer<HealthService>,
 }
@@ -178,6 +184,11 @@ impl Application {
         .await?;
         let (_earner, earner_task) =
             Earner::spawn(loyalty.clone(), Arc::clone(&feed), settings.earner_lease).await;
+        // Certificate problems stop the start, before anything listens.
+        let tls = match &settings.tls {
+            Some(t) => Some(crate::tls::acceptor(t).map_err(AppError::Tls)?),
+            None => None,
+        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -203,6 +214,7 @@ impl Application {
             loyalty,
             feed,
             tasks: vec![feed_task, earner_task],
+            tls,
             health,
             health_service,
         })
@@ -244,6 +256,7 @@ impl Application {
             loyalty,
             feed,
             tasks,
+            tls,
             health,
             health_service,
         } = self;
@@ -262,6 +275,17 @@ impl Application {
         }
         let reflection_v1alpha = reflection.build_v1alpha()?;
 
+        let auth = Arc::new(
+            patron_grpc::auth::Authenticator::new(&settings.auth).map_err(AppError::Auth)?,
+        );
+        if !auth.enabled() && !local_addr.ip().is_loopback() {
+            tracing::warn!(
+                %local_addr,
+                "AUTHENTICATION IS OFF on a non-loopback address: anyone who can reach this port \
+                 can read every customer, erase customers and credit points. Turn it on with \
+                 --auth and API keys, JWTs or client certificates (README, \"Authentication and TLS\")."
+            );
+        }
         let mut streaming = streaming_paths(&reflection_sets);
         streaming.insert("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into());
         streaming.insert("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo".into());
@@ -285,6 +309,7 @@ impl Application {
                 settings.request_timeout,
                 streaming,
             ))
+            .layer(patron_grpc::auth::AuthLayer::new(auth))
             .layer(ConsistencyLayer::new(
                 Arc::clone(&feed),
                 settings.request_timeout,
@@ -310,7 +335,7 @@ impl Application {
             );
 
         set_all(&health, ServingStatus::Serving).await;
-        tracing::info!(%local_addr, "patron serving");
+        tracing::info!(%local_addr, tls = settings.tls.is_some(), auth = settings.auth.enabled, "patron serving");
         let grace = settings.shutdown_grace;
         let drain_timeout = settings.drain_timeout;
         let drain_health = health.clone();
@@ -326,8 +351,17 @@ impl Application {
         };
         // TCP_NODELAY: a small unary answer must not wait for Nagle's algorithm to meet the
         // client's delayed ACK (~40 ms per call on loopback).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        let serve: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match tls {
+            Some(tls) => {
+                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal))
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+            }
+        };
         // Calls that never end (a health Watch, a stuck stream) must not hold the process forever.
         let deadline = async move {
             if stopping_rx.await.is_err() {

@@ -54,6 +54,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Apply migrations and serve gRPC until SIGINT or SIGTERM.
     Serve(ServeArgs),
@@ -83,6 +85,19 @@ pub enum Command {
     /// --csv DIR it writes DIR/customers.csv and DIR/transactions.csv (purchases) for `patron
     /// import`, and DIR/generate.json with the seed, the observation end and the counts.
     Generate(GenerateArgs),
+    /// Print the SHA-256 of an API key, for --api-key / [[api_keys]] (the configuration never
+    /// holds keys themselves).
+    ///
+    /// Reads the key from standard input (one line), or with --generate makes a new random key
+    /// and prints it once, then its hash.
+    HashKey(HashKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HashKeyArgs {
+    /// Generate a new random key (256 bits, hex) instead of reading one.
+    #[arg(long)]
+    pub generate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +157,79 @@ pub struct ServeArgs {
     /// change feed; when it dies, another takes over after at most this long. [default: 15]
     #[arg(long, env = "PATRON_EARNER_LEASE_SECS", value_name = "SECS")]
     pub earner_lease_secs: Option<u64>,
+
+    /// Require a credential on every call to Patron's services (API key, JWT or client
+    /// certificate) and check the method's scope; health checks and reflection stay open.
+    /// Without it every caller may do everything: a warning says so at start-up when the
+    /// address is not loopback. [default: false]
+    #[arg(long, env = "PATRON_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub auth: Option<bool>,
+
+    /// An API key as NAME:SHA256:SCOPE,SCOPE… — the SHA-256 (hex) of the key, never the key
+    /// (`patron hash-key` prints it). Repeat for more keys; in PATRON_API_KEYS separate them with
+    /// `;`. Scopes: customers:read, customers:write, customers:erase, scoring:read,
+    /// scoring:admin, segments:read, segments:write, loyalty:read, loyalty:enroll,
+    /// loyalty:redeem, loyalty:admin.
+    #[arg(
+        long = "api-key",
+        env = "PATRON_API_KEYS",
+        value_name = "NAME:SHA256:SCOPES",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// JWKS file (`{"keys": [...]}`) whose keys verify bearer JWTs.
+    #[arg(long, env = "PATRON_JWT_JWKS_FILE", value_name = "FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// PEM public key (RSA, EC P-256 or Ed25519) that verifies bearer JWTs; repeatable.
+    #[arg(
+        long = "jwt-public-key-file",
+        env = "PATRON_JWT_PUBLIC_KEY_FILES",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub jwt_public_key_files: Vec<PathBuf>,
+
+    /// Required `iss` of JWTs.
+    #[arg(long, env = "PATRON_JWT_ISSUER", value_name = "ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of JWTs.
+    #[arg(long, env = "PATRON_JWT_AUDIENCE", value_name = "AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. [default: 60]
+    #[arg(long, env = "PATRON_JWT_LEEWAY_SECS", value_name = "SECS")]
+    pub jwt_leeway_secs: Option<u64>,
+
+    /// The JWT claim holding the scopes (a space-separated string or a list). [default: scope]
+    #[arg(long, env = "PATRON_JWT_SCOPE_CLAIM", value_name = "CLAIM")]
+    pub jwt_scope_claim: Option<String>,
+
+    /// Whether server reflection answers without a credential when --auth is on.
+    /// [default: true]
+    #[arg(long, env = "PATRON_AUTH_OPEN_REFLECTION", value_name = "BOOL")]
+    pub auth_open_reflection: Option<bool>,
+
+    /// Serve TLS with this certificate chain (PEM); reloaded when the file changes or on
+    /// SIGHUP, without dropping connections.
+    #[arg(long, env = "PATRON_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "PATRON_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) that sign client certificates (mutual TLS); read at start-up.
+    /// Map certificate subjects to principals in the config file ([[client_certificates]]).
+    #[arg(long, env = "PATRON_TLS_CLIENT_CA_FILE", value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// Whether clients must present a certificate. [default: optional]
+    #[arg(long, env = "PATRON_TLS_CLIENT_AUTH", value_enum)]
+    pub tls_client_auth: Option<config::ClientAuthMode>,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +331,19 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         o.feed_poll_millis = s.feed_poll_millis;
         o.feed_retention_secs = s.feed_retention_secs;
         o.earner_lease_secs = s.earner_lease_secs;
+        o.auth = s.auth;
+        o.api_keys = s.api_keys.clone();
+        o.jwt_jwks_file = s.jwt_jwks_file.clone();
+        o.jwt_public_key_files = s.jwt_public_key_files.clone();
+        o.jwt_issuer = s.jwt_issuer.clone();
+        o.jwt_audience = s.jwt_audience.clone();
+        o.jwt_leeway_secs = s.jwt_leeway_secs;
+        o.jwt_scope_claim = s.jwt_scope_claim.clone();
+        o.auth_open_reflection = s.auth_open_reflection;
+        o.tls_cert_file = s.tls_cert_file.clone();
+        o.tls_key_file = s.tls_key_file.clone();
+        o.tls_client_ca_file = s.tls_client_ca_file.clone();
+        o.tls_client_auth = s.tls_client_auth;
     }
     if let Command::Demo(d) = &cli.command {
         o.listen = d.listen.clone();
@@ -303,6 +404,26 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Demo(args) => demo::run(settings, args.customers as usize, args.seed).await,
+        Command::HashKey(args) => {
+            let key = if args.generate {
+                let bytes: [u8; 32] = rand::random();
+                let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                println!("key:    {key}");
+                key
+            } else {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| format!("reading the key from standard input: {e}"))?;
+                let key = line.trim_end_matches(['\n', '\r']).to_owned();
+                if key.is_empty() {
+                    return Err("no key on standard input".into());
+                }
+                key
+            };
+            println!("sha256: {}", patron_grpc::auth::key_hash_hex(&key));
+            Ok(())
+        }
         Command::Generate(args) => {
             let now = match &args.now {
                 Some(s) => import::parse_instant(s).map_err(|e| format!("--now: {e}"))?,

@@ -1,12 +1,16 @@
 //! Configuration: defaults, then a TOML file, then `PATRON_…` environment variables, then
 //! command-line flags (later wins). clap merges flags and environment; the file fills the rest.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use patron_domain::Currency;
+use patron_grpc::auth::{ApiKey, AuthSettings, CertificatePrincipal, JwtSettings};
+
+use crate::tls::{ClientAuth, TlsSettings};
 use serde::Deserialize;
 
 /// Log output format.
@@ -72,6 +76,56 @@ pub struct FileConfig {
     pub feed_poll_millis: Option<u64>,
     pub feed_retention_secs: Option<u64>,
     pub earner_lease_secs: Option<u64>,
+    pub auth: Option<bool>,
+    pub auth_open_health: Option<bool>,
+    pub auth_open_reflection: Option<bool>,
+    pub api_keys: Option<Vec<ApiKeyConfig>>,
+    pub jwt: Option<JwtConfig>,
+    pub client_certificates: Option<Vec<ClientCertificateConfig>>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub tls_client_auth: Option<ClientAuthMode>,
+}
+
+/// `[[api_keys]]`: an API key by the SHA-256 of the key (`patron hash-key` prints it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    pub sha256: String,
+    pub scopes: Vec<String>,
+}
+
+/// `[jwt]`: how bearer JWTs are verified.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub jwks_file: Option<PathBuf>,
+    pub public_key_files: Option<Vec<PathBuf>>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_secs: Option<u64>,
+    pub scope_claim: Option<String>,
+}
+
+/// `[[client_certificates]]`: a client certificate subject (mutual TLS) as a principal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateConfig {
+    pub subject: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+}
+
+/// Whether TLS clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// Verified if presented; calls without one need another credential.
+    Optional,
+    /// The handshake fails without a certificate signed by the client CA.
+    Required,
 }
 
 impl FileConfig {
@@ -105,6 +159,10 @@ pub struct Settings {
     pub feed_retention: Duration,
     /// How long the loyalty earner's lease lasts without renewal.
     pub earner_lease: Duration,
+    /// Who may call what.
+    pub auth: AuthSettings,
+    /// TLS on the gRPC port; `None`: plaintext (HTTP/2 prior knowledge).
+    pub tls: Option<TlsSettings>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -138,6 +196,12 @@ impl Settings {
             feed_poll: Duration::from_millis(DEFAULT_FEED_POLL_MILLIS),
             feed_retention: Duration::from_secs(DEFAULT_FEED_RETENTION_SECS),
             earner_lease: Duration::from_secs(DEFAULT_EARNER_LEASE_SECS),
+            auth: AuthSettings {
+                open_health: true,
+                open_reflection: true,
+                ..AuthSettings::default()
+            },
+            tls: None,
         }
     }
 }
@@ -160,10 +224,160 @@ pub struct Overrides {
     pub feed_poll_millis: Option<u64>,
     pub feed_retention_secs: Option<u64>,
     pub earner_lease_secs: Option<u64>,
+    pub auth: Option<bool>,
+    /// `NAME:SHA256:SCOPE,SCOPE…`, each.
+    pub api_keys: Vec<String>,
+    pub jwt_jwks_file: Option<PathBuf>,
+    pub jwt_public_key_files: Vec<PathBuf>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_leeway_secs: Option<u64>,
+    pub jwt_scope_claim: Option<String>,
+    pub auth_open_reflection: Option<bool>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub tls_client_auth: Option<ClientAuthMode>,
+}
+
+fn scope_set(scopes: &[String]) -> BTreeSet<String> {
+    scopes
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Parses `NAME:SHA256:SCOPE,SCOPE…` (flags and `PATRON_API_KEYS`).
+pub fn parse_api_key_flag(s: &str) -> Result<ApiKey, String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(name), Some(hash), Some(scopes)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("an API key is NAME:SHA256:SCOPE,SCOPE… (the key's SHA-256 in hex, from `patron hash-key`)".into());
+    };
+    let scopes: Vec<String> = scopes.split(',').map(str::to_owned).collect();
+    api_key(name, hash, &scopes)
+}
+
+fn api_key(name: &str, hash: &str, scopes: &[String]) -> Result<ApiKey, String> {
+    if name.trim().is_empty() {
+        return Err("an API key needs a name".into());
+    }
+    let sha256 = patron_grpc::auth::parse_hash(&hash.trim().to_ascii_lowercase()).ok_or_else(|| {
+        format!("API key {name}: sha256 must be 64 hex digits (the SHA-256 of the key; `patron hash-key` prints it)")
+    })?;
+    Ok(ApiKey {
+        name: name.trim().to_owned(),
+        sha256,
+        scopes: scope_set(scopes),
+    })
+}
+
+fn read_file(what: &str, path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// Resolves authentication from flags/environment over the file.
+fn resolve_auth(file: &FileConfig, o: &Overrides) -> Result<AuthSettings, String> {
+    let enabled = o.auth.or(file.auth).unwrap_or(false);
+    let mut api_keys = Vec::new();
+    for k in file.api_keys.iter().flatten() {
+        api_keys.push(api_key(&k.name, &k.sha256, &k.scopes)?);
+    }
+    for k in &o.api_keys {
+        api_keys.push(parse_api_key_flag(k)?);
+    }
+    let fj = file.jwt.clone().unwrap_or_default();
+    let jwks_file = o.jwt_jwks_file.clone().or(fj.jwks_file);
+    let key_files: Vec<PathBuf> = if o.jwt_public_key_files.is_empty() {
+        fj.public_key_files.unwrap_or_default()
+    } else {
+        o.jwt_public_key_files.clone()
+    };
+    let jwt = if jwks_file.is_some() || !key_files.is_empty() {
+        let jwks = match &jwks_file {
+            Some(p) => Some(read_file("JWKS file", p)?),
+            None => None,
+        };
+        let mut public_keys_pem = Vec::new();
+        for p in &key_files {
+            public_keys_pem.push(read_file("JWT public key file", p)?);
+        }
+        Some(JwtSettings {
+            jwks,
+            public_keys_pem,
+            issuer: o.jwt_issuer.clone().or(fj.issuer),
+            audience: o.jwt_audience.clone().or(fj.audience),
+            leeway_secs: o.jwt_leeway_secs.or(fj.leeway_secs).unwrap_or(60),
+            scope_claim: o
+                .jwt_scope_claim
+                .clone()
+                .or(fj.scope_claim)
+                .unwrap_or_else(|| "scope".into()),
+        })
+    } else {
+        None
+    };
+    let certificates = file
+        .client_certificates
+        .iter()
+        .flatten()
+        .map(|c| CertificatePrincipal {
+            subject: c.subject.clone(),
+            name: c.name.clone(),
+            scopes: scope_set(&c.scopes),
+        })
+        .collect();
+    let settings = AuthSettings {
+        enabled,
+        api_keys,
+        jwt,
+        certificates,
+        open_health: file.auth_open_health.unwrap_or(true),
+        open_reflection: o
+            .auth_open_reflection
+            .or(file.auth_open_reflection)
+            .unwrap_or(true),
+    };
+    // Fail at start-up, not on the first call.
+    patron_grpc::auth::Authenticator::new(&settings)?;
+    Ok(settings)
+}
+
+fn resolve_tls(file: &FileConfig, o: &Overrides) -> Result<Option<TlsSettings>, String> {
+    let cert = o.tls_cert_file.clone().or(file.tls_cert_file.clone());
+    let key = o.tls_key_file.clone().or(file.tls_key_file.clone());
+    let client_ca = o
+        .tls_client_ca_file
+        .clone()
+        .or(file.tls_client_ca_file.clone());
+    let mode = o.tls_client_auth.or(file.tls_client_auth);
+    match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsSettings {
+            cert_file,
+            key_file,
+            client_auth: match mode {
+                Some(ClientAuthMode::Required) => ClientAuth::Required,
+                _ => ClientAuth::Optional,
+            },
+            client_ca_file: client_ca,
+            reload_interval: Duration::from_secs(5),
+        })),
+        (None, None) => {
+            if client_ca.is_some() || mode.is_some() {
+                return Err(
+                    "client certificates need TLS: set tls_cert_file and tls_key_file".into(),
+                );
+            }
+            Ok(None)
+        }
+        _ => Err("TLS needs both tls_cert_file and tls_key_file".into()),
+    }
 }
 
 /// Resolves settings: overrides first, then the file, then defaults.
 pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
+    let auth = resolve_auth(&file, &o)?;
+    let tls = resolve_tls(&file, &o)?;
     let listen = o
         .listen
         .or(file.listen)
@@ -250,6 +464,8 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
                 .unwrap_or(DEFAULT_EARNER_LEASE_SECS)
                 .clamp(3, 600),
         ),
+        auth,
+        tls,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod generate;
 pub mod import;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{AppError, Application};
 pub use config::Settings;
