@@ -56,6 +56,18 @@ pub struct PgStore {
     feed: Arc<FeedWakers>,
 }
 
+/// A fresh pseudonym for an erased customer's loyalty books: `erased-` and 32 hex digits (128
+/// bits) from the operating system's random source. Random, not derived from the customer id, so
+/// nothing links it back to the customer.
+fn new_pseudonym() -> StoreResult<String> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| StoreError::Unavailable(format!("no randomness for a pseudonym: {e}")))?;
+    Ok(format!("erased-{:032x}", u128::from_be_bytes(bytes)))
+}
+
 /// Maps a driver error to a [`StoreError`] by kind and SQLSTATE.
 fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
@@ -693,50 +705,35 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
-        // The customer's loyalty rows go too, under each membership's lock (in key order), so
-        // no member change interleaves with the erasure. Keeping the ledger in anonymised form
-        // (the customer id replaced) is future work.
-        let programs: Vec<String> = sqlx::query_scalar(
-            "SELECT program_id FROM loyalty_members WHERE customer_id = $1 ORDER BY program_id",
+        // The loyalty books stay, under a pseudonym nothing links back to the customer, moved
+        // under each membership's lock.
+        let pseudonym = new_pseudonym()?;
+        let programs = loyalty::keep_books_as(&mut tx, id.as_str(), &pseudonym).await?;
+        // Earlier changes of the customer name the pseudonym from now on (rewritten, not
+        // deleted: positions stay dense; locked in position order, as pruning deletes them).
+        // This erasure's own changes below name the customer, so that every view forgets them;
+        // they go when the feed is pruned.
+        sqlx::query(
+            "UPDATE change_feed SET key = $2 WHERE position IN ( \
+               SELECT position FROM change_feed \
+               WHERE key = $1 AND kind IN ('customer', 'member') \
+               ORDER BY position FOR UPDATE)",
         )
         .bind(id.as_str())
-        .fetch_all(&mut *tx)
+        .bind(&pseudonym)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        let mut keys: Vec<i64> = programs
-            .iter()
-            .map(|p| loyalty::member_lock_key(p, id.as_str()))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for key in keys {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        for table in [
-            "loyalty_members",
-            "loyalty_lots",
-            "loyalty_entries",
-            "loyalty_orders",
-            "loyalty_bonus_counts",
-            "loyalty_activity",
-            "loyalty_redemptions",
-            "loyalty_applied_events",
-        ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = $1"))
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
         let mut changes = vec![(ChangeKind::Customer, id.as_str(), "")];
         changes.extend(
             programs
                 .iter()
                 .map(|p| (ChangeKind::Member, id.as_str(), p.as_str())),
+        );
+        changes.extend(
+            programs
+                .iter()
+                .map(|p| (ChangeKind::Member, pseudonym.as_str(), p.as_str())),
         );
         append_changes(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;

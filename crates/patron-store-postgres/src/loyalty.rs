@@ -53,6 +53,100 @@ pub(crate) fn member_lock_key(program_id: &str, customer_id: &str) -> i64 {
     i64::from_le_bytes(hash.to_le_bytes())
 }
 
+/// The member-owned tables, each with the text columns an erasure scrubs (see
+/// [`keep_books_as`]): every text column but `customer_id` (re-keyed), `program_id` and
+/// `reward_id` (names of global rows that stay), the fixed vocabularies `kind` and `status`, and
+/// `lots` (numbers).
+const MEMBER_TABLES: &[(&str, &[&str])] = &[
+    ("loyalty_members", &[]),
+    ("loyalty_lots", &[]),
+    (
+        "loyalty_entries",
+        &["event_id", "redemption_id", "rule", "issuer", "reason"],
+    ),
+    ("loyalty_orders", &["order_id"]),
+    ("loyalty_applied_events", &["event_id"]),
+    ("loyalty_bonus_counts", &["event_name"]),
+    ("loyalty_activity", &[]),
+    (
+        "loyalty_redemptions",
+        &["redemption_id", "request_id", "fingerprint"],
+    ),
+];
+
+/// Keeps an erased customer's loyalty books under `pseudonym`, in the erasure's transaction:
+/// every member-owned row of `customer` (member rows, lots, entries, orders, applied-event
+/// markers, bonus counters, activity, redemptions) is re-keyed to the pseudonym, and every
+/// occurrence of the customer id inside their text columns ([`MEMBER_TABLES`]: caller-chosen
+/// event, order and request ids, issuers, reasons) is replaced by it too, so no stored value
+/// still names the customer. Amounts, lots, stock and ids of global rows are untouched, so every
+/// program's totals stay what they were. Returns the programs whose rows were kept, in id order.
+///
+/// Each program's rows move under that member's lock (taken in key order, as `mutate_member`
+/// takes it), so no member change interleaves. A change that committed a row in a program not
+/// seen yet (a concurrent enrolment) is found by looking again once the rows seen have moved:
+/// its lock is taken and its rows follow, until no row names the customer.
+pub(crate) async fn keep_books_as(
+    tx: &mut Transaction<'_, Postgres>,
+    customer: &str,
+    pseudonym: &str,
+) -> StoreResult<Vec<String>> {
+    let programs_sql = MEMBER_TABLES
+        .iter()
+        .map(|(table, _)| format!("SELECT program_id FROM {table} WHERE customer_id = $1"))
+        .collect::<Vec<_>>()
+        .join(" UNION ")
+        + " ORDER BY 1";
+    let moves = MEMBER_TABLES
+        .iter()
+        .enumerate()
+        .map(|(i, (table, scrubbed))| {
+            let mut set = String::from("customer_id = $2");
+            for column in *scrubbed {
+                set.push_str(&format!(", {column} = replace({column}, $1, $2)"));
+            }
+            format!(
+                "m{i} AS (UPDATE {table} SET {set} \
+                 WHERE customer_id = $1 AND program_id = ANY($3))"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let move_sql = format!("WITH {moves} SELECT 1");
+    let mut kept: Vec<String> = Vec::new();
+    loop {
+        let found: Vec<String> = sqlx::query_scalar(&programs_sql)
+            .bind(customer)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        let new: Vec<String> = found.into_iter().filter(|p| !kept.contains(p)).collect();
+        if new.is_empty() {
+            break;
+        }
+        let mut keys: Vec<i64> = new.iter().map(|p| member_lock_key(p, customer)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?;
+        }
+        sqlx::query(&move_sql)
+            .bind(customer)
+            .bind(pseudonym)
+            .bind(&new)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        kept.extend(new);
+    }
+    kept.sort_unstable();
+    Ok(kept)
+}
+
 /// Takes the member's lock until the transaction ends.
 async fn lock_member(
     tx: &mut Transaction<'_, Postgres>,

@@ -1,4 +1,5 @@
-//! A throwaway database per test, on the server named by `PATRON_TEST_POSTGRES_URL`.
+//! A throwaway database per test, on the server named by `PATRON_TEST_POSTGRES_URL`, and what the
+//! conformance suite reads below the `Store` API (`RawTables`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -102,6 +103,45 @@ fn with_database(url: &str, name: &str) -> String {
         out.push_str(q);
     }
     out
+}
+
+/// `name` as an SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What the conformance suite reads below the `Store` API: the schema's text columns from
+/// `information_schema`, and rows by substring.
+#[async_trait::async_trait]
+impl patron_store::conformance::RawTables for crate::PgStore {
+    async fn text_columns(&self) -> patron_store::StoreResult<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() \
+             AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb') \
+             ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(crate::db_err)
+    }
+
+    async fn rows_containing(
+        &self,
+        table: &str,
+        column: &str,
+        needle: &str,
+    ) -> patron_store::StoreResult<i64> {
+        sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {} WHERE strpos({}::text, $1) > 0",
+            quoted(table),
+            quoted(column)
+        ))
+        .bind(needle)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(crate::db_err)
+    }
 }
 
 #[cfg(test)]

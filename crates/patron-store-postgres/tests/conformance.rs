@@ -345,3 +345,220 @@ async fn feed_commits_wake_other_processes() {
     listening.close().await;
     writing.close().await;
 }
+
+/// A member operation that, once it holds the member's lock, waits until it is released, then
+/// credits 10 points.
+struct HoldThenCredit {
+    holding: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl std::fmt::Debug for HoldThenCredit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HoldThenCredit")
+    }
+}
+
+impl patron_store::loyalty::MemberOp for HoldThenCredit {
+    fn needs(&self) -> patron_store::loyalty::Needs {
+        patron_store::loyalty::Needs::default()
+    }
+
+    fn apply(
+        &self,
+        loaded: &patron_store::loyalty::Loaded,
+        now: Timestamp,
+    ) -> Result<patron_store::loyalty::Changes, String> {
+        let _ = self.holding.send(());
+        let _ = self
+            .release
+            .lock()
+            .map_err(|_| "poisoned".to_owned())?
+            .recv();
+        let mut member = loaded.member.clone().ok_or("not a member")?;
+        member
+            .wallet
+            .credit(
+                patron_domain::loyalty::EntryKind::Earn,
+                10,
+                now,
+                None,
+                patron_domain::loyalty::Meta::system(now, Default::default(), "held"),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(patron_store::loyalty::Changes {
+            member: Some(member),
+            ..Default::default()
+        })
+    }
+}
+
+/// Makes the customer a member (or leaves a member as is).
+#[derive(Debug)]
+struct Enrol;
+
+impl patron_store::loyalty::MemberOp for Enrol {
+    fn needs(&self) -> patron_store::loyalty::Needs {
+        patron_store::loyalty::Needs::default()
+    }
+
+    fn apply(
+        &self,
+        loaded: &patron_store::loyalty::Loaded,
+        now: Timestamp,
+    ) -> Result<patron_store::loyalty::Changes, String> {
+        Ok(patron_store::loyalty::Changes {
+            member: loaded
+                .member
+                .is_none()
+                .then(|| patron_store::loyalty::MemberRow {
+                    enrolled_at: now,
+                    wallet: patron_domain::loyalty::Wallet::new(),
+                    first_purchase_done: false,
+                    activity: Vec::new(),
+                }),
+            ..Default::default()
+        })
+    }
+}
+
+/// An erasure waits for each membership's lock (here held by a change in progress, which lands
+/// first and moves with the books), and a membership committed in another program while it
+/// waits is found and moved too: afterwards no row but the erasure's own changes names the
+/// customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Postgres suite: set PATRON_TEST_POSTGRES_URL and run with -- --include-ignored"]
+async fn erasure_follows_memberships_committed_while_it_waits() {
+    use patron_store::conformance::RawTables;
+    use patron_store::loyalty::{LoyaltyStore, MutateOutcome, ProgramRecord};
+
+    const C: &str = "waits-4e1b9d";
+    let (store, db) = fresh().await;
+    let customer = CustomerId::parse(C).expect("id");
+    for p in ["p", "q"] {
+        store
+            .create_program(&ProgramRecord {
+                program_id: p.into(),
+                body: "{}".into(),
+                target_segment: None,
+                revision: 0,
+                create_time: now(),
+                update_time: now(),
+            })
+            .await
+            .expect("program");
+    }
+    store
+        .record_events(&[purchase(C, "e1", now(), "o1", 100)], now())
+        .await
+        .expect("record");
+    let enrolled = store
+        .mutate_member("p", &customer, now(), &Enrol)
+        .await
+        .expect("enrol");
+    assert!(matches!(enrolled, MutateOutcome::Applied { .. }));
+
+    // A change of the membership in p holds its lock…
+    let (holding, held) = std::sync::mpsc::sync_channel(1);
+    let (release, released) = std::sync::mpsc::channel();
+    let hold = HoldThenCredit {
+        holding,
+        release: std::sync::Mutex::new(released),
+    };
+    let holder = {
+        let (store, customer) = (store.clone(), customer.clone());
+        tokio::spawn(async move { store.mutate_member("p", &customer, now(), &hold).await })
+    };
+    tokio::task::spawn_blocking(move || held.recv())
+        .await
+        .expect("join")
+        .expect("the change holds the lock");
+    // …while the erasure starts and waits for it.
+    let eraser = {
+        let (store, customer) = (store.clone(), customer.clone());
+        tokio::spawn(async move { store.delete_customer(&customer).await })
+    };
+    let locks = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_one(&locks)
+        .await
+        .expect("pg_locks")
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while waiting().await == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the erasure waits for the member lock");
+    // A membership in q commits meanwhile (the erasure has not seen it).
+    let enrolled = store
+        .mutate_member("q", &customer, now(), &Enrol)
+        .await
+        .expect("enrol in q");
+    assert!(matches!(enrolled, MutateOutcome::Applied { .. }));
+    release.send(()).expect("release");
+    let held = holder.await.expect("join").expect("held change");
+    assert!(matches!(held, MutateOutcome::Applied { .. }), "{held:?}");
+    assert_eq!(eraser.await.expect("join").expect("delete"), Some(1));
+
+    // Both memberships moved to the pseudonym, the held credit with them.
+    let changes = store.read_changes(0, 1_000).await.expect("read");
+    let erasure: Vec<(ChangeKind, &str, &str)> = changes
+        .iter()
+        .rev()
+        .take(5)
+        .rev()
+        .map(|c| (c.kind, c.key.as_str(), c.scope.as_str()))
+        .collect();
+    let pseudonym = erasure[4].1;
+    assert!(pseudonym.starts_with("erased-"), "{erasure:?}");
+    assert_eq!(
+        erasure,
+        [
+            (ChangeKind::Customer, C, ""),
+            (ChangeKind::Member, C, "p"),
+            (ChangeKind::Member, C, "q"),
+            (ChangeKind::Member, pseudonym, "p"),
+            (ChangeKind::Member, pseudonym, "q"),
+        ]
+    );
+    let pseudonymous = CustomerId::parse(pseudonym).expect("id");
+    assert_eq!(
+        store
+            .member_programs(&pseudonymous)
+            .await
+            .expect("programs"),
+        ["p", "q"]
+    );
+    let p = store
+        .get_member("p", &pseudonymous)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(p.wallet.lifetime_earned, 10);
+    assert!(
+        store
+            .member_programs(&customer)
+            .await
+            .expect("programs")
+            .is_empty()
+    );
+    for (table, column) in store.text_columns().await.expect("text_columns") {
+        let n = store
+            .rows_containing(&table, &column, C)
+            .await
+            .expect("rows_containing");
+        let want = if (table.as_str(), column.as_str()) == ("change_feed", "key") {
+            3
+        } else {
+            0
+        };
+        assert_eq!(n, want, "{table}.{column}");
+    }
+    locks.close().await;
+    store.close().await;
+}

@@ -33,6 +33,7 @@ use patron_store::feed::ChangeKind;
 
 mod feed;
 mod loyalty;
+pub mod testing;
 
 /// SQLite allows 32,766 bound parameters per statement; chunks stay well below.
 const MAX_PARAMS: usize = 30_000;
@@ -111,6 +112,18 @@ impl SqliteStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// A fresh pseudonym for an erased customer's loyalty books: `erased-` and 32 hex digits (128
+/// bits) from the operating system's random source. Random, not derived from the customer id, so
+/// nothing links it back to the customer.
+fn new_pseudonym() -> StoreResult<String> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| StoreError::Unavailable(format!("no randomness for a pseudonym: {e}")))?;
+    Ok(format!("erased-{:032x}", u128::from_be_bytes(bytes)))
 }
 
 const CUSTOMER_COLUMNS: &str = "c.customer_id, c.birth_date, c.gender, c.country, c.signed_up_at, \
@@ -680,34 +693,17 @@ impl Store for SqliteStore {
         if !exists {
             return Ok(None);
         }
-        let programs: Vec<String> = sqlx::query_scalar(
-            "SELECT program_id FROM loyalty_members WHERE customer_id = ? ORDER BY program_id",
-        )
-        .bind(id.as_str())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
         let events = sqlx::query("DELETE FROM events WHERE customer_id = ?")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?
             .rows_affected();
-        // The customer's loyalty rows go too. Keeping the ledger in anonymised form (the
-        // customer id replaced) is future work.
         for table in [
             "orders",
             "engagement_days",
             "customer_summaries",
             "customers",
-            "loyalty_members",
-            "loyalty_lots",
-            "loyalty_entries",
-            "loyalty_orders",
-            "loyalty_applied_events",
-            "loyalty_bonus_counts",
-            "loyalty_activity",
-            "loyalty_redemptions",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = ?"))
                 .bind(id.as_str())
@@ -715,11 +711,30 @@ impl Store for SqliteStore {
                 .await
                 .map_err(db_err)?;
         }
+        // The loyalty books stay, under a pseudonym nothing links back to the customer.
+        let pseudonym = new_pseudonym()?;
+        let programs = loyalty::keep_books_as(&mut tx, id.as_str(), &pseudonym).await?;
+        // Earlier changes of the customer name the pseudonym from now on (rewritten, not
+        // deleted: positions stay dense). This erasure's own changes below name the customer,
+        // so that every view forgets them; they go when the feed is pruned.
+        sqlx::query(
+            "UPDATE change_feed SET key = ?2 WHERE key = ?1 AND kind IN ('customer', 'member')",
+        )
+        .bind(id.as_str())
+        .bind(&pseudonym)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         let mut changes = vec![(ChangeKind::Customer, id.as_str(), "")];
         changes.extend(
             programs
                 .iter()
                 .map(|p| (ChangeKind::Member, id.as_str(), p.as_str())),
+        );
+        changes.extend(
+            programs
+                .iter()
+                .map(|p| (ChangeKind::Member, pseudonym.as_str(), p.as_str())),
         );
         append_changes(&mut tx, &changes, None).await?;
         tx.commit().await.map_err(db_err)?;

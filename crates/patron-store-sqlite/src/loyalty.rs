@@ -386,6 +386,70 @@ async fn load_redemption(
     row.as_ref().map(redemption_from_row).transpose()
 }
 
+/// The member-owned tables, each with the text columns an erasure scrubs (see
+/// [`keep_books_as`]): every text column but `customer_id` (re-keyed), `program_id` and
+/// `reward_id` (names of global rows that stay), the fixed vocabularies `kind` and `status`, and
+/// `lots` (numbers).
+const MEMBER_TABLES: &[(&str, &[&str])] = &[
+    ("loyalty_members", &[]),
+    ("loyalty_lots", &[]),
+    (
+        "loyalty_entries",
+        &["event_id", "redemption_id", "rule", "issuer", "reason"],
+    ),
+    ("loyalty_orders", &["order_id"]),
+    ("loyalty_applied_events", &["event_id"]),
+    ("loyalty_bonus_counts", &["event_name"]),
+    ("loyalty_activity", &[]),
+    (
+        "loyalty_redemptions",
+        &["redemption_id", "request_id", "fingerprint"],
+    ),
+];
+
+/// Keeps an erased customer's loyalty books under `pseudonym`, in the erasure's transaction:
+/// every member-owned row of `customer` (member rows, lots, entries, orders, applied-event
+/// markers, bonus counters, activity, redemptions) is re-keyed to the pseudonym, and every
+/// occurrence of the customer id inside their text columns ([`MEMBER_TABLES`]: caller-chosen
+/// event, order and request ids, issuers, reasons) is replaced by it too, so no stored value
+/// still names the customer. Amounts, lots, stock and ids of global rows are untouched, so every
+/// program's totals stay what they were. Returns the programs whose rows were kept, in id order.
+///
+/// The caller holds the write lock (`BEGIN IMMEDIATE`): no member change interleaves.
+pub(crate) async fn keep_books_as(
+    conn: &mut SqliteConnection,
+    customer: &str,
+    pseudonym: &str,
+) -> StoreResult<Vec<String>> {
+    let programs_sql = MEMBER_TABLES
+        .iter()
+        .map(|(table, _)| format!("SELECT program_id FROM {table} WHERE customer_id = ?1"))
+        .collect::<Vec<_>>()
+        .join(" UNION ")
+        + " ORDER BY 1";
+    let programs: Vec<String> = sqlx::query_scalar(&programs_sql)
+        .bind(customer)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if programs.is_empty() {
+        return Ok(programs);
+    }
+    for (table, scrubbed) in MEMBER_TABLES {
+        let mut set = String::from("customer_id = ?2");
+        for column in *scrubbed {
+            set.push_str(&format!(", {column} = replace({column}, ?1, ?2)"));
+        }
+        sqlx::query(&format!("UPDATE {table} SET {set} WHERE customer_id = ?1"))
+            .bind(customer)
+            .bind(pseudonym)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(programs)
+}
+
 /// Loads what `needs` asks for (and the member row), inside the member's transaction.
 async fn load(
     conn: &mut SqliteConnection,

@@ -33,7 +33,8 @@ pub enum ChangeKind {
     /// A reward was created or updated, or its stock changed. Key: its id; scope: its program.
     Reward,
     /// A loyalty member's points, lots or activity changed, or the member was enrolled or
-    /// erased. Key: the customer id; scope: the program id.
+    /// erased (an erasure moves the member to a pseudonym: changes for both ids). Key: the
+    /// customer id; scope: the program id.
     Member,
 }
 

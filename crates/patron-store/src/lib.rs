@@ -185,8 +185,11 @@ pub trait Store:
         limit: usize,
     ) -> StoreResult<Vec<CustomerRecord>>;
 
-    /// Erases a customer with every event and summary. `None` if there was no such customer,
-    /// otherwise the number of events erased.
+    /// Erases a customer: profile, events, summary, orders and engagement days go, and the id
+    /// leaves every table; the customer's loyalty rows (members, lots, entries, orders, markers,
+    /// counters, activity, redemptions) are kept under a random pseudonym (`erased-…`), with the
+    /// id replaced in their text, so program totals and stock do not change. `None` if there was
+    /// no such customer, otherwise the number of events erased.
     async fn delete_customer(&self, id: &CustomerId) -> StoreResult<Option<u64>>;
 
     /// Stores the new events of `events` and updates summaries, in one transaction. Events whose
