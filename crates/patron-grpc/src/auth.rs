@@ -587,6 +587,143 @@ mod tests {
         );
     }
 
+    /// A fixed Ed25519 test key pair (test data only).
+    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEILFT+r98+4D4bu/YHbcPG3pIi571bu9VBBkXowurVMdh
+-----END PRIVATE KEY-----
+";
+    const PUBLIC_SPKI_B64: &str = "MCowBQYDK2VwAyEA44ugEuwBx6Tg3xJ+N8dPrmvHh8N8AjmGH7oTVIVwj9Y=";
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn token(kid: Option<&str>, claims: serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_pem(PRIVATE.as_bytes()).expect("key"),
+        )
+        .expect("sign")
+    }
+
+    #[test]
+    fn jwts_verify_against_a_jwks_file() {
+        use base64::Engine;
+        let spki = base64::engine::general_purpose::STANDARD
+            .decode(PUBLIC_SPKI_B64)
+            .expect("base64");
+        // The raw Ed25519 key is the last 32 bytes of the SubjectPublicKeyInfo.
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&spki[spki.len() - 32..]);
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig"}
+        ]})
+        .to_string();
+        let a = Authenticator::new(&AuthSettings {
+            enabled: true,
+            jwt: Some(JwtSettings {
+                jwks: Some(jwks),
+                issuer: Some("https://idp.test".into()),
+                audience: Some("patron".into()),
+                leeway_secs: 5,
+                scope_claim: "permissions".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .expect("valid");
+        let path = "/patron.segmentation.v1.SegmentationService/CountSegmentMembers";
+        let claims = |iss: &str, aud: &str, exp: i64, scopes: serde_json::Value| serde_json::json!({"sub": "svc", "iss": iss, "aud": aud, "exp": exp, "permissions": scopes});
+        let good = token(
+            Some("k1"),
+            claims(
+                "https://idp.test",
+                "patron",
+                now() + 600,
+                serde_json::json!(["segments:read"]),
+            ),
+        );
+        let p = a
+            .check(path, &headers(&format!("Bearer {good}")), None)
+            .expect("allowed")
+            .expect("principal");
+        assert_eq!(p.audit_name(), "jwt:svc");
+        for (why, t) in [
+            (
+                "expired",
+                token(
+                    Some("k1"),
+                    claims(
+                        "https://idp.test",
+                        "patron",
+                        now() - 600,
+                        serde_json::json!(["segments:read"]),
+                    ),
+                ),
+            ),
+            (
+                "issuer",
+                token(
+                    Some("k1"),
+                    claims(
+                        "https://other.test",
+                        "patron",
+                        now() + 600,
+                        serde_json::json!(["segments:read"]),
+                    ),
+                ),
+            ),
+            (
+                "audience",
+                token(
+                    Some("k1"),
+                    claims(
+                        "https://idp.test",
+                        "billing",
+                        now() + 600,
+                        serde_json::json!(["segments:read"]),
+                    ),
+                ),
+            ),
+            (
+                "unknown kid",
+                token(
+                    Some("k2"),
+                    claims(
+                        "https://idp.test",
+                        "patron",
+                        now() + 600,
+                        serde_json::json!(["segments:read"]),
+                    ),
+                ),
+            ),
+            ("garbage", "a.b.c".to_owned()),
+        ] {
+            let e = a
+                .check(path, &headers(&format!("Bearer {t}")), None)
+                .expect_err(why);
+            assert_eq!(e.code(), Code::Unauthenticated, "{why}");
+        }
+        let no_scope = token(
+            Some("k1"),
+            claims(
+                "https://idp.test",
+                "patron",
+                now() + 600,
+                serde_json::json!(["segments:write"]),
+            ),
+        );
+        let e = a
+            .check(path, &headers(&format!("Bearer {no_scope}")), None)
+            .expect_err("scope");
+        assert_eq!(e.code(), Code::PermissionDenied);
+    }
+
     #[test]
     fn bad_configuration_is_refused() {
         assert!(
