@@ -693,7 +693,7 @@ impl LoyaltyService for LoyaltyApi {
         if let Err(m) = check_id(&program_id) {
             v.add("program_id", m);
         }
-        if points == 0 || points.abs() > MAX_ADJUST {
+        if points == 0 || points.unsigned_abs() > MAX_ADJUST.unsigned_abs() {
             v.add(
                 "points",
                 format!("must be non-zero and at most {MAX_ADJUST} either way"),
