@@ -664,7 +664,13 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         .expect_err("zero");
     assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some("points"));
     // The extremes too: i64::MIN has no absolute value in i64.
-    for extreme in [i64::MIN, i64::MIN + 1, i64::MAX, 1_000_000_001, -1_000_000_001] {
+    for extreme in [
+        i64::MIN,
+        i64::MIN + 1,
+        i64::MAX,
+        1_000_000_001,
+        -1_000_000_001,
+    ] {
         let err = adjust(&app, "rewards", "eve", extreme, "extreme")
             .await
             .expect_err("extreme");

@@ -227,6 +227,17 @@ pub struct ServeArgs {
     #[arg(long, env = "PATRON_TLS_CLIENT_CA_FILE", value_name = "FILE")]
     pub tls_client_ca_file: Option<PathBuf>,
 
+    /// A client certificate subject as a principal: NAME:SCOPE,SCOPE…:SUBJECT, the subject as
+    /// Patron prints it (e.g. `CN=loyalty-engine` or `CN=crm, O=Example`). Repeat for more; in
+    /// PATRON_CLIENT_CERTIFICATES separate them with `;`.
+    #[arg(
+        long = "client-certificate",
+        env = "PATRON_CLIENT_CERTIFICATES",
+        value_name = "NAME:SCOPES:SUBJECT",
+        value_delimiter = ';'
+    )]
+    pub client_certificates: Vec<String>,
+
     /// Whether clients must present a certificate. [default: optional]
     #[arg(long, env = "PATRON_TLS_CLIENT_AUTH", value_enum)]
     pub tls_client_auth: Option<config::ClientAuthMode>,
@@ -344,6 +355,7 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         o.tls_key_file = s.tls_key_file.clone();
         o.tls_client_ca_file = s.tls_client_ca_file.clone();
         o.tls_client_auth = s.tls_client_auth;
+        o.client_certificates = s.client_certificates.clone();
     }
     if let Command::Demo(d) = &cli.command {
         o.listen = d.listen.clone();

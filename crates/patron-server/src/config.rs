@@ -238,6 +238,26 @@ pub struct Overrides {
     pub tls_key_file: Option<PathBuf>,
     pub tls_client_ca_file: Option<PathBuf>,
     pub tls_client_auth: Option<ClientAuthMode>,
+    /// `NAME:SCOPE,SCOPE…:SUBJECT`, each.
+    pub client_certificates: Vec<String>,
+}
+
+/// Parses `NAME:SCOPE,SCOPE…:SUBJECT` (flags and `PATRON_CLIENT_CERTIFICATES`).
+pub fn parse_client_certificate_flag(s: &str) -> Result<CertificatePrincipal, String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(name), Some(scopes), Some(subject)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("a client certificate is NAME:SCOPE,SCOPE…:SUBJECT".into());
+    };
+    if name.trim().is_empty() || subject.trim().is_empty() {
+        return Err("a client certificate needs a name and a subject".into());
+    }
+    let scopes: Vec<String> = scopes.split(',').map(str::to_owned).collect();
+    Ok(CertificatePrincipal {
+        subject: subject.trim().to_owned(),
+        name: name.trim().to_owned(),
+        scopes: scope_set(&scopes),
+    })
 }
 
 fn scope_set(scopes: &[String]) -> BTreeSet<String> {
@@ -317,7 +337,7 @@ fn resolve_auth(file: &FileConfig, o: &Overrides) -> Result<AuthSettings, String
     } else {
         None
     };
-    let certificates = file
+    let mut certificates: Vec<CertificatePrincipal> = file
         .client_certificates
         .iter()
         .flatten()
@@ -327,6 +347,9 @@ fn resolve_auth(file: &FileConfig, o: &Overrides) -> Result<AuthSettings, String
             scopes: scope_set(&c.scopes),
         })
         .collect();
+    for c in &o.client_certificates {
+        certificates.push(parse_client_certificate_flag(c)?);
+    }
     let settings = AuthSettings {
         enabled,
         api_keys,
@@ -507,6 +530,57 @@ mod tests {
         }));
         assert!(bad(Overrides {
             stream_batch_size: Some(0),
+            ..Default::default()
+        }));
+    }
+
+    #[test]
+    fn auth_and_tls_settings_resolve_and_bad_ones_are_refused() {
+        let hash = patron_grpc::auth::key_hash_hex("k");
+        let file: FileConfig = toml::from_str(&format!(
+            "auth = true\n[[api_keys]]\nname = \"crm\"\nsha256 = \"{hash}\"\nscopes = [\"scoring:read\"]\n\
+             [[client_certificates]]\nsubject = \"CN=le\"\nname = \"le\"\nscopes = [\"loyalty:read\"]\n"
+        ))
+        .expect("valid toml");
+        let s = resolve(
+            file,
+            Overrides {
+                api_keys: vec![format!(
+                    "ops:{}:loyalty:admin,loyalty:read",
+                    patron_grpc::auth::key_hash_hex("k2")
+                )],
+                client_certificates: vec!["crm2:scoring:read:CN=crm, O=Example".into()],
+                ..Default::default()
+            },
+        )
+        .expect("valid");
+        assert!(s.auth.enabled);
+        assert_eq!(s.auth.api_keys.len(), 2);
+        assert!(s.auth.api_keys[1].scopes.contains("loyalty:admin"));
+        assert_eq!(s.auth.certificates[1].subject, "CN=crm, O=Example");
+        assert!(s.tls.is_none());
+        let bad = |o: Overrides| resolve(FileConfig::default(), o).is_err();
+        // Auth on without any credential source, a malformed key, an unknown scope, half a TLS
+        // pair, client certificates without TLS.
+        assert!(bad(Overrides {
+            auth: Some(true),
+            ..Default::default()
+        }));
+        assert!(bad(Overrides {
+            api_keys: vec!["crm:nothex:scoring:read".into()],
+            ..Default::default()
+        }));
+        assert!(bad(Overrides {
+            auth: Some(true),
+            api_keys: vec![format!("crm:{hash}:scoring:everything")],
+            ..Default::default()
+        }));
+        assert!(bad(Overrides {
+            tls_cert_file: Some("cert.pem".into()),
+            ..Default::default()
+        }));
+        assert!(bad(Overrides {
+            tls_client_ca_file: Some("ca.pem".into()),
             ..Default::default()
         }));
     }
