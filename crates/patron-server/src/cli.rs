@@ -227,13 +227,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PATRON_TLS_CLIENT_CA_FILE", value_name = "FILE")]
     pub tls_client_ca_file: Option<PathBuf>,
 
-    /// A client certificate subject as a principal: NAME:SCOPE,SCOPE…:SUBJECT, the subject as
+    /// A client certificate subject as a principal: NAME|SCOPE,SCOPE…|SUBJECT, the subject as
     /// Patron prints it (e.g. `CN=loyalty-engine` or `CN=crm, O=Example`). Repeat for more; in
     /// PATRON_CLIENT_CERTIFICATES separate them with `;`.
     #[arg(
         long = "client-certificate",
         env = "PATRON_CLIENT_CERTIFICATES",
-        value_name = "NAME:SCOPES:SUBJECT",
+        value_name = "NAME|SCOPES|SUBJECT",
         value_delimiter = ';'
     )]
     pub client_certificates: Vec<String>,

@@ -238,16 +238,17 @@ pub struct Overrides {
     pub tls_key_file: Option<PathBuf>,
     pub tls_client_ca_file: Option<PathBuf>,
     pub tls_client_auth: Option<ClientAuthMode>,
-    /// `NAME:SCOPE,SCOPE…:SUBJECT`, each.
+    /// `NAME|SCOPE,SCOPE…|SUBJECT`, each.
     pub client_certificates: Vec<String>,
 }
 
-/// Parses `NAME:SCOPE,SCOPE…:SUBJECT` (flags and `PATRON_CLIENT_CERTIFICATES`).
+/// Parses `NAME|SCOPE,SCOPE…|SUBJECT` (flags and `PATRON_CLIENT_CERTIFICATES`): `|` because
+/// scopes hold colons and subjects commas and equals signs.
 pub fn parse_client_certificate_flag(s: &str) -> Result<CertificatePrincipal, String> {
-    let mut parts = s.splitn(3, ':');
+    let mut parts = s.splitn(3, '|');
     let (Some(name), Some(scopes), Some(subject)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Err("a client certificate is NAME:SCOPE,SCOPE…:SUBJECT".into());
+        return Err("a client certificate is NAME|SCOPE,SCOPE…|SUBJECT".into());
     };
     if name.trim().is_empty() || subject.trim().is_empty() {
         return Err("a client certificate needs a name and a subject".into());
@@ -549,7 +550,9 @@ mod tests {
                     "ops:{}:loyalty:admin,loyalty:read",
                     patron_grpc::auth::key_hash_hex("k2")
                 )],
-                client_certificates: vec!["crm2:scoring:read:CN=crm, O=Example".into()],
+                client_certificates: vec![
+                    "crm2|scoring:read,segments:read|CN=crm, O=Example".into(),
+                ],
                 ..Default::default()
             },
         )
