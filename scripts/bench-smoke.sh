@@ -25,6 +25,9 @@ BENCH_DURATION=1 BENCH_MEMBERS=10 BENCH_CLIENTS=16 scripts/bench-redeem.sh
 step "value models against lifetimes (summary + fit + predictions, numbers to 1e-4)"
 scripts/bench-fit.sh 2000
 
+step "change feed (three replicas on Postgres: propagation under a write load)"
+BENCH_BASELINE=0 BENCH_LOAD=500 scripts/bench-feed.sh 4
+
 step "model math micro-benchmarks (criterion, one iteration each)"
 cargo test -q -p patron-domain --bench clv
 

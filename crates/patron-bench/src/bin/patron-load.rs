@@ -147,6 +147,13 @@ struct Args {
     /// Per-call deadline in seconds (sent as grpc-timeout).
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// `authorization` metadata sent on every call (e.g. `Bearer KEY`); never printed.
+    #[arg(long, env = "PATRON_LOAD_AUTHORIZATION", hide_env_values = true)]
+    authorization: Option<String>,
+    /// Connect with TLS, trusting the CA certificates (PEM) in this file; the server name is
+    /// `localhost`.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
     /// Print one line of JSON instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -161,14 +168,65 @@ fn seconds(what: &str, s: f64) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// `authorization` metadata for every call, set once from the arguments.
+static AUTHORIZATION: std::sync::OnceLock<
+    Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+> = std::sync::OnceLock::new();
+/// The TLS client configuration, set once from the arguments.
+static TLS: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> = std::sync::OnceLock::new();
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(Some(v)) = AUTHORIZATION.get() {
+        r.metadata_mut().insert("authorization", v.clone());
+    }
+    r
+}
+
+fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(patron_server::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
-        .connect()
+        .timeout(timeout);
+    let Some(Some(config)) = TLS.get() else {
+        return endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"));
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                let name = rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
         .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+        .map_err(|e| format!("cannot connect to {addr} with TLS: {e}"))
 }
 
 /// Random customer ids, as the ingest example names them.
@@ -198,9 +256,9 @@ impl Caller {
         match self {
             Caller::Health(client) => {
                 let status = client
-                    .check(HealthCheckRequest {
+                    .check(request(HealthCheckRequest {
                         service: String::new(),
-                    })
+                    }))
                     .await?
                     .into_inner()
                     .status;
@@ -214,10 +272,10 @@ impl Caller {
             }
             Caller::Value(client, ids) => {
                 let response = client
-                    .get_customer_value(pb::GetCustomerValueRequest {
+                    .get_customer_value(request(pb::GetCustomerValueRequest {
                         customer_id: ids.next(),
                         as_of: None,
-                    })
+                    }))
                     .await?;
                 if response.get_ref().value.is_none() {
                     return Err(tonic::Status::internal("answer without a value"));
@@ -576,6 +634,24 @@ fn human(result: &Value) -> String {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let auth = match args.authorization.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            eprintln!("patron-load: --authorization is not valid metadata");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = AUTHORIZATION.set(auth);
+    let tls = match args.tls_ca.as_deref().map(tls_config) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("patron-load: --tls-ca: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = TLS.set(tls);
     let addr = match patron_bench::loopback_addr(&args.target) {
         Ok(a) => a,
         Err(e) => {
