@@ -28,6 +28,9 @@ scripts/bench-fit.sh 2000
 step "change feed (three replicas on Postgres: propagation under a write load)"
 BENCH_BASELINE=0 BENCH_LOAD=500 scripts/bench-feed.sh 4
 
+step "authentication and TLS (GetCustomerValue with auth off, on, over TLS; bare server)"
+BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=0 BENCH_LEVEL=2x2 scripts/bench-auth.sh 300
+
 step "model math micro-benchmarks (criterion, one iteration each)"
 cargo test -q -p patron-domain --bench clv
 

@@ -273,9 +273,10 @@ pub struct ConnectionPeer {
 #[derive(Debug)]
 pub struct Authenticator {
     enabled: bool,
-    keys: HashMap<[u8; 32], ApiKey>,
+    /// Principals by the SHA-256 of their key, made once: a call clones an `Arc`, nothing more.
+    keys: HashMap<[u8; 32], Arc<Principal>>,
     jwt: Option<JwtVerifier>,
-    certificates: HashMap<String, CertificatePrincipal>,
+    certificates: HashMap<String, Arc<Principal>>,
     open_health: bool,
     open_reflection: bool,
 }
@@ -343,7 +344,12 @@ impl Authenticator {
         let mut keys = HashMap::new();
         for k in &settings.api_keys {
             check(&format!("API key {}", k.name), &k.scopes)?;
-            if keys.insert(k.sha256, k.clone()).is_some() {
+            let principal = Arc::new(Principal {
+                name: k.name.clone(),
+                kind: CredentialKind::ApiKey,
+                scopes: k.scopes.clone(),
+            });
+            if keys.insert(k.sha256, principal).is_some() {
                 return Err(format!(
                     "API key {}: the same key is configured twice",
                     k.name
@@ -353,7 +359,14 @@ impl Authenticator {
         let mut certificates = HashMap::new();
         for c in &settings.certificates {
             check(&format!("certificate {}", c.name), &c.scopes)?;
-            certificates.insert(c.subject.clone(), c.clone());
+            certificates.insert(
+                c.subject.clone(),
+                Arc::new(Principal {
+                    name: c.name.clone(),
+                    kind: CredentialKind::Certificate,
+                    scopes: c.scopes.clone(),
+                }),
+            );
         }
         if settings.enabled && keys.is_empty() && jwt.is_none() && certificates.is_empty() {
             return Err(
@@ -379,7 +392,7 @@ impl Authenticator {
         &self,
         headers: &http::HeaderMap,
         peer: Option<&str>,
-    ) -> Result<Principal, Status> {
+    ) -> Result<Arc<Principal>, Status> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let value = value
                 .to_str()
@@ -395,26 +408,18 @@ impl Authenticator {
             let token = token.trim();
             let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
             if let Some(k) = self.keys.get(&digest) {
-                return Ok(Principal {
-                    name: k.name.clone(),
-                    kind: CredentialKind::ApiKey,
-                    scopes: k.scopes.clone(),
-                });
+                return Ok(Arc::clone(k));
             }
             if let Some(jwt) = &self.jwt
                 && token.split('.').count() == 3
             {
-                return jwt.verify(token).map_err(unauthenticated);
+                return jwt.verify(token).map(Arc::new).map_err(unauthenticated);
             }
             return Err(unauthenticated("unknown API key"));
         }
         if let Some(subject) = peer {
             if let Some(c) = self.certificates.get(subject) {
-                return Ok(Principal {
-                    name: c.name.clone(),
-                    kind: CredentialKind::Certificate,
-                    scopes: c.scopes.clone(),
-                });
+                return Ok(Arc::clone(c));
             }
             return Err(unauthenticated(
                 "the client certificate is not mapped to a principal",
@@ -430,7 +435,7 @@ impl Authenticator {
         path: &str,
         headers: &http::HeaderMap,
         peer: Option<&str>,
-    ) -> Result<Option<Principal>, Status> {
+    ) -> Result<Option<Arc<Principal>>, Status> {
         if !self.enabled {
             return Ok(None);
         }
@@ -451,8 +456,8 @@ impl Authenticator {
     }
 }
 
-/// The layer that runs [`Authenticator::check`] on every request and puts the [`Principal`] in
-/// the request's extensions for handlers (ledger entries name it).
+/// The layer that runs [`Authenticator::check`] on every request and puts the principal
+/// (`Arc<Principal>`) in the request's extensions for handlers (ledger entries name it).
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,

@@ -361,8 +361,8 @@ impl LoyaltyApi {
 fn principal<T>(request: &Request<T>) -> Option<String> {
     request
         .extensions()
-        .get::<patron_grpc::auth::Principal>()
-        .map(patron_grpc::auth::Principal::audit_name)
+        .get::<Arc<patron_grpc::auth::Principal>>()
+        .map(|p| p.audit_name())
 }
 
 fn parse_customer(s: &str) -> ApiResult<CustomerId> {
