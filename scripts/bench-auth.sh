@@ -147,4 +147,18 @@ for config in ["bare", "auth-off", "auth-on", "tls-auth-on"]:
     off = med.get("auth-off", (rate,))[0]
     bare = med.get("bare", (rate,))[0]
     print(f"| {config} | {rate:,.0f} | {p50} | {p99} | {rate / off:.1%} | {rate / bare:.1%} |")
+# Paired: each round's ratio (its configurations ran back to back), then the median over rounds.
+per_round = []
+group = {}
+for r in rows:
+    group[r["config"]] = r["requests_per_second"]
+    if r["config"] == "tls-auth-on":
+        per_round.append(dict(group))
+        group = {}
+if per_round:
+    on = statistics.median(g["auth-on"] / g["auth-off"] for g in per_round)
+    tls = statistics.median(g["tls-auth-on"] / g["auth-off"] for g in per_round)
+    off = statistics.median(g["auth-off"] / g["bare"] for g in per_round)
+    print()
+    print(f"median of the per-round ratios: auth on / off {on:.1%}; TLS + auth / off {tls:.1%}; auth off / bare {off:.1%}")
 EOF

@@ -146,6 +146,21 @@ impl Earner {
         let mut position = *self.position.borrow();
         let target = self.feed.applied();
         let store = Arc::clone(self.api.store());
+        if position < target && !self.api.view().has_programs() {
+            // Nothing can earn: skip the changes without reading them.
+            if state.stored_at.elapsed() >= IDLE_STORE_EVERY {
+                if !store
+                    .advance_consumer(CONSUMER, self.feed.reader(), target)
+                    .await?
+                {
+                    self.owner.store(false, Ordering::Release);
+                    return Ok(());
+                }
+                state.stored_at = std::time::Instant::now();
+            }
+            self.position.send_replace(target);
+            return Ok(());
+        }
         while position < target {
             let mut changes = store.read_changes(position, PAGE).await?;
             changes.retain(|c| c.position <= target);
