@@ -228,9 +228,20 @@ async fn reads_follow_writes_and_customers_without_purchases(backend: Backend) {
         .expect("clv")
         .historical_revenue
         .expect("rev");
-    app.record(vec![purchase("c001", "late", ago(0), "late-order", 12_345)])
-        .await
-        .expect("record");
+    // A minute ago (not `ago(0)`, an hour ago: yesterday between 00:00 and 01:00 UTC).
+    let late = now_secs() - 60;
+    app.record(vec![purchase(
+        "c001",
+        "late",
+        prost_types::Timestamp {
+            seconds: late,
+            nanos: 0,
+        },
+        "late-order",
+        12_345,
+    )])
+    .await
+    .expect("record");
     let after = value(&app, "c001").await.expect("value");
     assert_eq!(
         after
@@ -241,7 +252,10 @@ async fn reads_follow_writes_and_customers_without_purchases(backend: Backend) {
             .minor_units,
         before.minor_units + 12_345
     );
-    assert_eq!(after.rfm.expect("rfm").days_since_last_purchase, 0);
+    assert_eq!(
+        after.rfm.expect("rfm").days_since_last_purchase,
+        now_secs().div_euclid(86_400) - late.div_euclid(86_400)
+    );
 
     app.record(vec![survey(
         "browser",
