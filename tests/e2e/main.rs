@@ -14,6 +14,7 @@ mod erasure;
 mod events;
 mod import;
 mod loyalty;
+mod operations;
 mod platform;
 mod replicas;
 mod scoring;

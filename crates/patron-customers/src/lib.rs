@@ -239,6 +239,7 @@ impl CustomerService for CustomerApi {
             .record_events(&parsed, ctx.now)
             .await
             .map_err(ApiError::from)?;
+        ingested(&out);
         Ok(Response::new(pb::RecordEventsResponse {
             recorded_count: count(out.recorded),
             duplicate_count: count(out.duplicate_indexes.len()),
@@ -267,6 +268,7 @@ impl CustomerService for CustomerApi {
                     let out = store
                         .record_events(&batch, patron_grpc::time::now())
                         .await?;
+                    ingested(&out);
                     recorded += out.recorded;
                     duplicates += out.duplicate_indexes.len();
                     created += out.created_customers;
@@ -429,4 +431,12 @@ impl CustomerService for CustomerApi {
             next_page_token,
         }))
     }
+}
+
+/// Counts stored and duplicate events (`patron_events_ingested_total{outcome}`).
+fn ingested(out: &patron_store::RecordOutcome) {
+    metrics::counter!("patron_events_ingested_total", "outcome" => "recorded")
+        .increment(out.recorded as u64);
+    metrics::counter!("patron_events_ingested_total", "outcome" => "duplicate")
+        .increment(out.duplicate_indexes.len() as u64);
 }

@@ -165,9 +165,15 @@ where
                 }
             }
             let response = inner.call(req).await?;
+            // A refused write (a trailers-only error answer) changed nothing: nothing to wait
+            // for, and while the database is unreachable waiting would only delay the answer.
+            let failed = response
+                .headers()
+                .get("grpc-status")
+                .is_some_and(|v| v.as_bytes() != b"0");
             let position = match access {
-                Access::Write => feed.sync().await,
-                Access::Read => feed.applied(),
+                Access::Write if !failed => feed.sync().await,
+                Access::Write | Access::Read => feed.applied(),
             };
             Ok(with_token(response, &feed.token(position)))
         })

@@ -248,8 +248,17 @@ fn store_status(err: &StoreError) -> Status {
     } else {
         tracing::warn!(error = %err, "storage error");
     }
-    Status::with_error_details(code, client_message, info(reason, HashMap::new()))
+    let mut details = info(reason, HashMap::new());
+    if code == Code::Unavailable {
+        // The health check turns SERVING again within a second or two of the database coming
+        // back; a client retrying after this delay, with backoff, finds it.
+        details.set_retry_info(Some(STORAGE_RETRY_DELAY));
+    }
+    Status::with_error_details(code, client_message, details)
 }
+
+/// The `RetryInfo` delay on UNAVAILABLE because the database is unreachable.
+pub const STORAGE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

@@ -2,10 +2,12 @@
 //! to wire statuses, opaque page tokens, paging limits, protobuf time conversions and the
 //! per-request deadline layer.
 
+pub mod admission;
 pub mod auth;
 pub mod deadline;
 pub mod error;
 pub mod methods;
+pub mod observe;
 pub mod paging;
 pub mod time;
 

@@ -150,6 +150,7 @@ impl LoyaltyApi {
             .store
             .mutate_member(program_id, customer, now, op)
             .await?;
+        count_entries(&outcome);
         // The view learns of the change from the change feed, like every other process's.
         Ok(outcome)
     }
@@ -1256,4 +1257,22 @@ fn new_redemption_id() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
     format!("rdm-{:024x}", rng.r#gen::<u128>() >> 32)
+}
+
+/// Counts written ledger entries and the points they moved, by kind:
+/// `patron_loyalty_entries_total{kind}` and `patron_loyalty_points_total{kind}` (`EARN` and
+/// `PENDING` are points issued, `REDEEM` points spent on rewards).
+fn count_entries(outcome: &MutateOutcome) {
+    let MutateOutcome::Applied { changes, .. } = outcome else {
+        return;
+    };
+    let Some(member) = &changes.member else {
+        return;
+    };
+    for e in &member.wallet.new_entries {
+        let kind = e.kind.name();
+        metrics::counter!("patron_loyalty_entries_total", "kind" => kind).increment(1);
+        metrics::counter!("patron_loyalty_points_total", "kind" => kind)
+            .increment(u64::try_from(e.points).unwrap_or(0));
+    }
 }

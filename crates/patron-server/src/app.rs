@@ -62,17 +62,39 @@ pub enum AppError {
     Auth(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// Opens the store named by `url` and applies its migrations.
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, AppError> {
+    open_store_with(
+        url,
+        patron_store_postgres::PgSettings::default(),
+        std::time::Duration::ZERO,
+    )
+    .await
+}
+
+/// Opens the store named by `url` with Postgres pool settings and applies its migrations; while
+/// the database is unreachable, retries with backoff (each attempt logged) for up to
+/// `startup_timeout`.
+pub async fn open_store_with(
+    url: &str,
+    pg: patron_store_postgres::PgSettings,
+    startup_timeout: std::time::Duration,
+) -> Result<Arc<dyn Store>, AppError> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url).await?;
         store.migrate().await?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let store = PgStore::connect(url).await?;
-        store.migrate().await?;
+        let store = crate::ops::retry_connect("database", startup_timeout, || async {
+            let store = PgStore::connect_with(url, pg).await?;
+            store.migrate().await?;
+            Ok(store)
+        })
+        .await?;
         Ok(Arc::new(store))
     } else {
         Err(AppError::UnsupportedDatabase(redact_url(url)))
@@ -120,6 +142,8 @@ pub struct Application {
     tls: Option<crate::tls::TlsAcceptor>,
     health: HealthReporter,
     health_service: HealthServer<HealthService>,
+    /// The metrics listener and recorder, when `metrics_listen` is set.
+    metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
 }
 
 impl std::fmt::Debug for Application {
@@ -141,7 +165,29 @@ impl Application {
     /// Opens and migrates the store, then binds the listener. Health reports NOT_SERVING until
     /// [`Application::run_until_stopped`] starts serving.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        let store = open_store(settings.database_url.expose()).await?;
+        let store = open_store_with(
+            settings.database_url.expose(),
+            patron_store_postgres::PgSettings {
+                acquire_timeout: settings.db_acquire_timeout,
+                ..patron_store_postgres::PgSettings::default()
+            },
+            settings.db_startup_timeout,
+        )
+        .await?;
+        // The metrics address is bound before anything else listens: a bad address stops the
+        // start.
+        let metrics = match settings.metrics_listen {
+            Some(addr) => {
+                let listener = crate::ops::bind_metrics(addr)
+                    .await
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                let handle = crate::ops::recorder().ok_or_else(|| {
+                    AppError::Metrics("the metrics recorder could not be installed".into())
+                })?;
+                Some((listener, handle))
+            }
+            None => None,
+        };
         // The feed position before any view loads: views loaded after it hold everything up to
         // it, so following the feed from there misses nothing.
         let start = Feed::start_position(store.as_ref()).await?;
@@ -217,7 +263,13 @@ impl Application {
             tls,
             health,
             health_service,
+            metrics,
         })
+    }
+
+    /// The bound metrics address, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The bound address (the real port when `listen` had port 0).
@@ -259,6 +311,7 @@ impl Application {
             tls,
             health,
             health_service,
+            metrics,
         } = self;
         let reflection_sets: [&[u8]; 2] = [
             patron_proto::FILE_DESCRIPTOR_SET,
@@ -304,7 +357,39 @@ impl Application {
             .max_decoding_message_size(settings.max_message_bytes)
             .max_encoding_message_size(settings.max_message_bytes);
 
+        let admission =
+            patron_grpc::admission::AdmissionLayer::new(settings.limits, streaming.clone());
+        let mut served_paths: Vec<String> = patron_grpc::methods::METHODS
+            .iter()
+            .map(|m| m.path.to_owned())
+            .collect();
+        served_paths.extend(streaming.iter().cloned());
+        served_paths.push("/grpc.health.v1.Health/Check".into());
+        served_paths.push("/grpc.health.v1.Health/Watch".into());
+        let observe = patron_grpc::observe::ObserveLayer::new(served_paths, streaming.clone());
+        let mut ops_tasks = vec![tokio::spawn(crate::ops::watch_database(
+            Arc::clone(&store),
+            health.clone(),
+            settings.db_check_interval,
+            settings.db_acquire_timeout,
+        ))];
+        if let Some((listener, handle)) = metrics {
+            tracing::info!(addr = ?listener.local_addr().ok(), "metrics at /metrics");
+            ops_tasks.push(tokio::spawn(crate::ops::serve_metrics(
+                listener,
+                handle,
+                crate::ops::Sampled {
+                    store: Arc::clone(&store),
+                    engine: Arc::clone(&engine),
+                    feed: Arc::clone(&feed),
+                    admission: admission.gauges(),
+                },
+            )));
+        }
+
         let router = Server::builder()
+            .layer(observe)
+            .layer(admission)
             .layer(patron_grpc::deadline::DeadlineLayer::new(
                 settings.request_timeout,
                 streaming,
@@ -342,6 +427,10 @@ impl Application {
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
+            // The database watch must not report SERVING again while draining.
+            for t in &ops_tasks {
+                t.abort();
+            }
             let _ = stopping_tx.send(());
             tracing::info!("shutting down: reporting NOT_SERVING, draining in-flight calls");
             set_all(&drain_health, ServingStatus::NotServing).await;

@@ -158,6 +158,42 @@ pub struct ServeArgs {
     #[arg(long, env = "PATRON_EARNER_LEASE_SECS", value_name = "SECS")]
     pub earner_lease_secs: Option<u64>,
 
+    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`), e.g.
+    /// 0.0.0.0:9464. Off unless set. README, "Operations", lists the metrics.
+    #[arg(long, env = "PATRON_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// Unary calls in flight at once, server-wide. A call past the limit is refused at once with
+    /// RESOURCE_EXHAUSTED and a RetryInfo delay, never queued. Health checks and reflection are
+    /// never refused. [default: 512]
+    #[arg(long, env = "PATRON_MAX_IN_FLIGHT", value_name = "N")]
+    pub max_in_flight: Option<usize>,
+
+    /// Unary calls in flight at once on one connection. [default: 256]
+    #[arg(long, env = "PATRON_MAX_IN_FLIGHT_PER_CONNECTION", value_name = "N")]
+    pub max_in_flight_per_connection: Option<usize>,
+
+    /// Streaming calls open at once, server-wide (StreamCustomerValues, StreamEvents,
+    /// WatchSegment). Past it a new stream is refused at once with RESOURCE_EXHAUSTED.
+    /// [default: 256]
+    #[arg(long, env = "PATRON_MAX_STREAMS", value_name = "N")]
+    pub max_streams: Option<usize>,
+
+    /// Streaming calls open at once on one connection. [default: 64]
+    #[arg(long, env = "PATRON_MAX_STREAMS_PER_CONNECTION", value_name = "N")]
+    pub max_streams_per_connection: Option<usize>,
+
+    /// Milliseconds a call waits for a database connection before failing with UNAVAILABLE.
+    /// While the database is unreachable calls fail at once and health reports NOT_SERVING; a
+    /// check every second notices its return. [default: 2000]
+    #[arg(long, env = "PATRON_DB_ACQUIRE_TIMEOUT_MILLIS", value_name = "MILLIS")]
+    pub db_acquire_timeout_millis: Option<u64>,
+
+    /// Seconds `serve` keeps trying to reach the database at start-up, logging each failed
+    /// attempt and retrying with backoff, before it gives up. [default: 60]
+    #[arg(long, env = "PATRON_DB_STARTUP_TIMEOUT_SECS", value_name = "SECS")]
+    pub db_startup_timeout_secs: Option<u64>,
+
     /// Require a credential on every call to Patron's services (API key, JWT or client
     /// certificate) and check the method's scope; health checks and reflection stay open.
     /// Without it every caller may do everything: a warning says so at start-up when the
@@ -342,6 +378,13 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         o.feed_poll_millis = s.feed_poll_millis;
         o.feed_retention_secs = s.feed_retention_secs;
         o.earner_lease_secs = s.earner_lease_secs;
+        o.metrics_listen = s.metrics_listen.clone();
+        o.max_in_flight = s.max_in_flight;
+        o.max_in_flight_per_connection = s.max_in_flight_per_connection;
+        o.max_streams = s.max_streams;
+        o.max_streams_per_connection = s.max_streams_per_connection;
+        o.db_acquire_timeout_millis = s.db_acquire_timeout_millis;
+        o.db_startup_timeout_secs = s.db_startup_timeout_secs;
         o.auth = s.auth;
         o.api_keys = s.api_keys.clone();
         o.jwt_jwks_file = s.jwt_jwks_file.clone();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use patron_domain::Currency;
+use patron_grpc::admission::Limits;
 use patron_grpc::auth::{ApiKey, AuthSettings, CertificatePrincipal, JwtSettings};
 
 use crate::tls::{ClientAuth, TlsSettings};
@@ -76,6 +77,13 @@ pub struct FileConfig {
     pub feed_poll_millis: Option<u64>,
     pub feed_retention_secs: Option<u64>,
     pub earner_lease_secs: Option<u64>,
+    pub metrics_listen: Option<String>,
+    pub max_in_flight: Option<usize>,
+    pub max_in_flight_per_connection: Option<usize>,
+    pub max_streams: Option<usize>,
+    pub max_streams_per_connection: Option<usize>,
+    pub db_acquire_timeout_millis: Option<u64>,
+    pub db_startup_timeout_secs: Option<u64>,
     pub auth: Option<bool>,
     pub auth_open_health: Option<bool>,
     pub auth_open_reflection: Option<bool>,
@@ -159,6 +167,16 @@ pub struct Settings {
     pub feed_retention: Duration,
     /// How long the loyalty earner's lease lasts without renewal.
     pub earner_lease: Duration,
+    /// Where `GET /metrics` is served; `None`: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Calls in flight and open streams.
+    pub limits: Limits,
+    /// How long a call waits for a database connection.
+    pub db_acquire_timeout: Duration,
+    /// How long start-up keeps trying to reach the database.
+    pub db_startup_timeout: Duration,
+    /// How often the database is checked (health, fail-fast).
+    pub db_check_interval: Duration,
     /// Who may call what.
     pub auth: AuthSettings,
     /// TLS on the gRPC port; `None`: plaintext (HTTP/2 prior knowledge).
@@ -176,6 +194,10 @@ pub const DEFAULT_FEED_POLL_MILLIS: u64 = 200;
 pub const DEFAULT_FEED_RETENTION_SECS: u64 = 3600;
 /// Loyalty earner lease.
 pub const DEFAULT_EARNER_LEASE_SECS: u64 = 15;
+/// How long a call waits for a database connection.
+pub const DEFAULT_DB_ACQUIRE_TIMEOUT_MILLIS: u64 = 2000;
+/// How long start-up keeps trying to reach the database.
+pub const DEFAULT_DB_STARTUP_TIMEOUT_SECS: u64 = 60;
 
 impl Settings {
     /// Settings for tests and embedding: SQLite at `database_url`, port 0 on loopback.
@@ -196,6 +218,11 @@ impl Settings {
             feed_poll: Duration::from_millis(DEFAULT_FEED_POLL_MILLIS),
             feed_retention: Duration::from_secs(DEFAULT_FEED_RETENTION_SECS),
             earner_lease: Duration::from_secs(DEFAULT_EARNER_LEASE_SECS),
+            metrics_listen: None,
+            limits: Limits::default(),
+            db_acquire_timeout: Duration::from_millis(DEFAULT_DB_ACQUIRE_TIMEOUT_MILLIS),
+            db_startup_timeout: Duration::from_secs(DEFAULT_DB_STARTUP_TIMEOUT_SECS),
+            db_check_interval: Duration::from_secs(1),
             auth: AuthSettings {
                 open_health: true,
                 open_reflection: true,
@@ -224,6 +251,13 @@ pub struct Overrides {
     pub feed_poll_millis: Option<u64>,
     pub feed_retention_secs: Option<u64>,
     pub earner_lease_secs: Option<u64>,
+    pub metrics_listen: Option<String>,
+    pub max_in_flight: Option<usize>,
+    pub max_in_flight_per_connection: Option<usize>,
+    pub max_streams: Option<usize>,
+    pub max_streams_per_connection: Option<usize>,
+    pub db_acquire_timeout_millis: Option<u64>,
+    pub db_startup_timeout_secs: Option<u64>,
     pub auth: Option<bool>,
     /// `NAME:SHA256:SCOPE,SCOPE…`, each.
     pub api_keys: Vec<String>,
@@ -402,6 +436,14 @@ fn resolve_tls(file: &FileConfig, o: &Overrides) -> Result<Option<TlsSettings>, 
 pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
     let auth = resolve_auth(&file, &o)?;
     let tls = resolve_tls(&file, &o)?;
+    let limits = resolve_limits(&file, &o)?;
+    let metrics_listen = match o.metrics_listen.clone().or(file.metrics_listen.clone()) {
+        Some(a) => Some(
+            a.parse::<SocketAddr>()
+                .map_err(|e| format!("metrics_listen {a:?}: {e} (expected e.g. 0.0.0.0:9464)"))?,
+        ),
+        None => None,
+    };
     let listen = o
         .listen
         .or(file.listen)
@@ -488,8 +530,61 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
                 .unwrap_or(DEFAULT_EARNER_LEASE_SECS)
                 .clamp(3, 600),
         ),
+        metrics_listen,
+        limits,
+        db_acquire_timeout: Duration::from_millis(
+            o.db_acquire_timeout_millis
+                .or(file.db_acquire_timeout_millis)
+                .unwrap_or(DEFAULT_DB_ACQUIRE_TIMEOUT_MILLIS)
+                .clamp(100, 600_000),
+        ),
+        db_startup_timeout: Duration::from_secs(
+            o.db_startup_timeout_secs
+                .or(file.db_startup_timeout_secs)
+                .unwrap_or(DEFAULT_DB_STARTUP_TIMEOUT_SECS),
+        ),
+        db_check_interval: Duration::from_secs(1),
         auth,
         tls,
+    })
+}
+
+/// Resolves the limits on calls in flight and open streams: each at least 1.
+fn resolve_limits(file: &FileConfig, o: &Overrides) -> Result<Limits, String> {
+    let d = Limits::default();
+    let pick = |name: &str, flag: Option<usize>, file: Option<usize>, default: usize| {
+        let v = flag.or(file).unwrap_or(default);
+        if v == 0 {
+            Err(format!("{name} must be at least 1"))
+        } else {
+            Ok(v)
+        }
+    };
+    Ok(Limits {
+        max_in_flight: pick(
+            "max_in_flight",
+            o.max_in_flight,
+            file.max_in_flight,
+            d.max_in_flight,
+        )?,
+        max_in_flight_per_connection: pick(
+            "max_in_flight_per_connection",
+            o.max_in_flight_per_connection,
+            file.max_in_flight_per_connection,
+            d.max_in_flight_per_connection,
+        )?,
+        max_streams: pick(
+            "max_streams",
+            o.max_streams,
+            file.max_streams,
+            d.max_streams,
+        )?,
+        max_streams_per_connection: pick(
+            "max_streams_per_connection",
+            o.max_streams_per_connection,
+            file.max_streams_per_connection,
+            d.max_streams_per_connection,
+        )?,
     })
 }
 
@@ -531,6 +626,14 @@ mod tests {
         }));
         assert!(bad(Overrides {
             stream_batch_size: Some(0),
+            ..Default::default()
+        }));
+        assert!(bad(Overrides {
+            max_in_flight: Some(0),
+            ..Default::default()
+        }));
+        assert!(bad(Overrides {
+            metrics_listen: Some("9464".into()),
             ..Default::default()
         }));
     }

@@ -203,7 +203,7 @@ impl FeedStore for PgStore {
         let (position, pruned_through, database_id): (i64, i64, String) = sqlx::query_as(
             "SELECT position, pruned_through, database_id FROM change_feed_head WHERE id = 1",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool()?)
         .await
         .map_err(db_err)?;
         Ok(FeedHead {
@@ -217,7 +217,7 @@ impl FeedStore for PgStore {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM feed_consumers WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool()?)
                 .await
                 .map_err(db_err)?;
         Ok(position.unwrap_or(0))
@@ -231,7 +231,7 @@ impl FeedStore for PgStore {
         )
         .bind(after)
         .bind(limit_param(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool()?)
         .await
         .map_err(db_err)?;
         rows.iter().map(change_from_row).collect()
@@ -255,7 +255,7 @@ impl FeedStore for PgStore {
         )
         .bind(pairs.iter().map(|p| p.0).collect::<Vec<_>>())
         .bind(pairs.iter().map(|p| p.1).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool()?)
         .await
         .map_err(db_err)?;
         rows.iter()
@@ -279,7 +279,7 @@ impl FeedStore for PgStore {
         .bind(reader)
         .bind(position)
         .bind(now.as_micros())
-        .execute(&self.pool)
+        .execute(self.pool()?)
         .await
         .map_err(db_err)?;
         Ok(())
@@ -291,7 +291,7 @@ impl FeedStore for PgStore {
         committed_before: Timestamp,
         live_since: Timestamp,
     ) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         sqlx::query("DELETE FROM change_feed_readers WHERE heartbeat_at < $1")
             .bind(live_since.as_micros())
             .execute(&mut *tx)
@@ -341,7 +341,7 @@ impl FeedStore for PgStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> StoreResult<Option<i64>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         sqlx::query(
             "INSERT INTO feed_consumers (name, position, owner, lease_until) \
              VALUES ($1, 0, NULL, 0) ON CONFLICT (name) DO NOTHING",
@@ -379,7 +379,7 @@ impl FeedStore for PgStore {
         .bind(name)
         .bind(owner)
         .bind(position)
-        .execute(&self.pool)
+        .execute(self.pool()?)
         .await
         .map_err(db_err)?
         .rows_affected();

@@ -22,6 +22,7 @@ pub mod testing;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,13 +45,36 @@ use patron_store::feed::ChangeKind;
 /// Connections per process; several processes may share one server.
 const MAX_CONNECTIONS: u32 = 16;
 
-/// How long a call waits for a free connection before reporting the store unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a call waits for a free connection before reporting the store unavailable, unless
+/// the caller says otherwise ([`PgSettings`]).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgSettings {
+    /// How long a call waits for a connection (a free one, or a new one while the server does
+    /// not answer) before failing with [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+    /// Connections per process.
+    pub max_connections: u32,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// The Postgres store. Clones share the pool and the change feed's listener.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// False from a failed connection check (or a lost connection) to the next good check:
+    /// calls then fail at once instead of each waiting `acquire_timeout`.
+    reachable: Arc<AtomicBool>,
     /// The functions registered with `on_feed_commit`; the listener stops when the last clone
     /// is dropped.
     feed: Arc<FeedWakers>,
@@ -100,26 +124,62 @@ impl PgStore {
     /// Connects a pool to the database at `url`, e.g. `postgres://user@host:5432/patron`.
     /// Does not migrate: call [`PgStore::migrate`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, PgSettings::default()).await
+    }
+
+    /// [`PgStore::connect`] with pool settings.
+    pub async fn connect_with(url: &str, settings: PgSettings) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Internal(format!("bad Postgres URL: {e}")))?
             .application_name("patron");
+        // One plain connection first: an unreachable server fails at once with its real cause
+        // ("connection refused"), where the pool would retry until its timeout and report only
+        // that it timed out.
+        {
+            use sqlx::Connection;
+            let first = tokio::time::timeout(
+                settings.acquire_timeout,
+                sqlx::PgConnection::connect_with(&options),
+            )
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "no answer from the database within {:?}",
+                    settings.acquire_timeout
+                ))
+            })?
+            .map_err(db_err)?;
+            let _ = first.close().await;
+        }
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
             .map_err(db_err)?;
         Ok(Self {
             pool,
+            reachable: Arc::new(AtomicBool::new(true)),
             feed: Arc::default(),
         })
+    }
+
+    /// The pool, unless the database is known to be unreachable: then a call fails at once.
+    fn pool(&self) -> StoreResult<&PgPool> {
+        if self.reachable.load(Ordering::Acquire) {
+            Ok(&self.pool)
+        } else {
+            Err(StoreError::Unavailable(
+                "the database did not answer the last connection check".into(),
+            ))
+        }
     }
 
     /// Applies pending migrations from `migrations/postgres`. Safe to run from several processes
     /// at once: sqlx serializes them with an advisory lock.
     pub async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("../../migrations/postgres")
-            .run(&self.pool)
+            .run(self.pool()?)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
     }
@@ -131,7 +191,7 @@ impl PgStore {
 
     /// A read-only transaction whose statements all see one snapshot.
     async fn begin_snapshot(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool
+        self.pool()?
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .map_err(db_err)
@@ -549,6 +609,39 @@ impl Store for PgStore {
         "postgres"
     }
 
+    async fn check_connection(&self, timeout: Duration) -> StoreResult<Duration> {
+        let started = std::time::Instant::now();
+        let check = async {
+            let mut conn = self.pool.acquire().await.map_err(db_err)?;
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            Ok::<_, StoreError>(())
+        };
+        let result = match tokio::time::timeout(timeout, check).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer from the database within {timeout:?}"
+            ))),
+        };
+        self.reachable.store(result.is_ok(), Ordering::Release);
+        result.map(|()| started.elapsed())
+    }
+
+    fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
+    }
+
+    fn pool_state(&self) -> patron_store::PoolState {
+        let open = self.pool.size();
+        patron_store::PoolState {
+            open,
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(count = customers.len()))]
     async fn upsert_customers(
         &self,
@@ -581,7 +674,7 @@ impl Store for PgStore {
             unnest_args(&["text", "integer", "text", "text", "bigint", "text"], 1),
             summary_select()
         );
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         let result = sqlx::query(&sql)
             .bind(
                 rows.iter()
@@ -648,7 +741,7 @@ impl Store for PgStore {
         );
         let row = sqlx::query(&sql)
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(db_err)?;
         row.as_ref().map(record_from_row).transpose()
@@ -672,7 +765,7 @@ impl Store for PgStore {
         let rows = sqlx::query(&sql)
             .bind(after.map_or("", CustomerId::as_str))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db_err)?;
         rows.iter().map(record_from_row).collect()
@@ -680,7 +773,7 @@ impl Store for PgStore {
 
     #[tracing::instrument(skip_all, fields(customer_id = %id))]
     async fn delete_customer(&self, id: &CustomerId) -> StoreResult<Option<u64>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         // The customer row goes first: this waits for every `record_events` holding it (they
         // lock it FOR KEY SHARE) and makes later ones wait for this erasure, so the statement
         // below sees every event of the customer and none can arrive after it.
@@ -765,7 +858,7 @@ impl Store for PgStore {
             .collect();
         customers.dedup();
 
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         let created_customers = sqlx::query(
             "INSERT INTO customers (customer_id, create_time) \
              SELECT id, $2::BIGINT FROM UNNEST($1::text[]) AS t(id) \
@@ -907,7 +1000,7 @@ impl Store for PgStore {
         }
         qb.push(" ORDER BY occurred_at DESC, event_id DESC LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(db_err)?;
+        let rows = qb.build().fetch_all(self.pool()?).await.map_err(db_err)?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -988,7 +1081,7 @@ impl Store for PgStore {
         created_at: Timestamp,
         activate: bool,
     ) -> StoreResult<StoredModel> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         // One writer at a time: the next version and the active flag are decided under the lock,
         // and each later statement of this (READ COMMITTED) transaction sees earlier writers.
         lock_exclusive(&mut tx, "value_models").await?;
@@ -1030,7 +1123,7 @@ impl Store for PgStore {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE version = $1");
         let row = sqlx::query(&sql)
             .bind(version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(db_err)?;
         row.as_ref().map(model_from_row).transpose()
@@ -1049,7 +1142,7 @@ impl Store for PgStore {
         let rows = sqlx::query(&sql)
             .bind(before.unwrap_or(i64::MAX))
             .bind(limit_param(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db_err)?;
         rows.iter().map(model_from_row).collect()
@@ -1057,7 +1150,7 @@ impl Store for PgStore {
 
     #[tracing::instrument(skip_all, fields(version))]
     async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         lock_exclusive(&mut tx, "value_models").await?;
         let exists = sqlx::query("SELECT 1 FROM value_models WHERE version = $1")
             .bind(version)
@@ -1093,7 +1186,7 @@ impl Store for PgStore {
     async fn active_value_model(&self) -> StoreResult<Option<StoredModel>> {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE active");
         let row = sqlx::query(&sql)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(db_err)?;
         row.as_ref().map(model_from_row).transpose()
@@ -1103,7 +1196,7 @@ impl Store for PgStore {
     async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>> {
         let row: Option<(i64, i64, String)> =
             sqlx::query_as("SELECT revision, updated_at, body FROM tier_policy WHERE id = 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool()?)
                 .await
                 .map_err(db_err)?;
         Ok(row.map(|(revision, updated_at, body)| StoredPolicy {
@@ -1120,7 +1213,7 @@ impl Store for PgStore {
         updated_at: Timestamp,
         expected_revision: Option<i64>,
     ) -> StoreResult<StoredPolicy> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         // One writer at a time, also while no row exists yet (a row lock could not cover that).
         lock_exclusive(&mut tx, "tier_policy").await?;
         let stored: i64 =
@@ -1240,7 +1333,7 @@ impl SegmentStore for PgStore {
     async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord> {
         let deps = normalized_dependencies(&record.depends_on);
         let id = record.segment_id.as_str();
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         lock_exclusive(&mut tx, "segments").await?;
         let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = $1")
             .bind(id)
@@ -1284,7 +1377,7 @@ impl SegmentStore for PgStore {
         let sql = format!("SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(db_err)?;
         row.as_ref().map(segment_from_row).transpose()
@@ -1304,7 +1397,7 @@ impl SegmentStore for PgStore {
         let rows = sqlx::query(&sql)
             .bind(after.unwrap_or(""))
             .bind(limit_param(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db_err)?;
         rows.iter().map(segment_from_row).collect()
@@ -1318,7 +1411,7 @@ impl SegmentStore for PgStore {
     ) -> StoreResult<Option<SegmentRecord>> {
         let deps = normalized_dependencies(&record.depends_on);
         let id = record.segment_id.as_str();
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         lock_exclusive(&mut tx, "segments").await?;
         let stored: Option<(i64, i64)> =
             sqlx::query_as("SELECT revision, create_time FROM segments WHERE segment_id = $1")
@@ -1371,7 +1464,7 @@ impl SegmentStore for PgStore {
 
     #[tracing::instrument(skip_all, fields(segment_id = %id))]
     async fn delete_segment(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         lock_exclusive(&mut tx, "segments").await?;
         let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = $1")
             .bind(id)

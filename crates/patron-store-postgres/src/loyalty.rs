@@ -1015,7 +1015,7 @@ async fn write_member(
 impl LoyaltyStore for PgStore {
     #[tracing::instrument(skip_all, fields(program_id = %record.program_id))]
     async fn create_program(&self, record: &ProgramRecord) -> StoreResult<ProgramRecord> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         let inserted = sqlx::query(
             "INSERT INTO loyalty_programs (program_id, body, target_segment, revision, \
              create_time, update_time) VALUES ($1, $2, $3, 1, $4, $5) \
@@ -1053,7 +1053,7 @@ impl LoyaltyStore for PgStore {
         let sql = format!("SELECT {PROGRAM_COLUMNS} FROM loyalty_programs WHERE program_id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(db_err)?;
         row.as_ref().map(program_from_row).transpose()
@@ -1073,7 +1073,7 @@ impl LoyaltyStore for PgStore {
         let rows = sqlx::query(&sql)
             .bind(after.unwrap_or(""))
             .bind(limit_param(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db_err)?;
         rows.iter().map(program_from_row).collect()
@@ -1088,7 +1088,7 @@ impl LoyaltyStore for PgStore {
         now: Timestamp,
         expected_revision: Option<i64>,
     ) -> StoreResult<Option<ProgramRecord>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         let stored: Option<i64> = sqlx::query_scalar(
             "SELECT revision FROM loyalty_programs WHERE program_id = $1 FOR UPDATE",
         )
@@ -1128,7 +1128,7 @@ impl LoyaltyStore for PgStore {
     #[tracing::instrument(skip_all, fields(reward_id = %record.reward_id))]
     async fn create_reward(&self, record: &RewardRecord) -> StoreResult<RewardRecord> {
         let taken = || StoreError::AlreadyExists(format!("reward {}", record.reward_id));
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         let exists = sqlx::query("SELECT 1 FROM loyalty_rewards WHERE reward_id = $1")
             .bind(record.reward_id.as_str())
             .fetch_optional(&mut *tx)
@@ -1190,7 +1190,7 @@ impl LoyaltyStore for PgStore {
         let sql = format!("SELECT {REWARD_COLUMNS} FROM loyalty_rewards WHERE reward_id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(db_err)?;
         row.as_ref().map(reward_from_row).transpose()
@@ -1211,7 +1211,7 @@ impl LoyaltyStore for PgStore {
             .bind(program_id)
             .bind(after.unwrap_or(""))
             .bind(limit_param(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db_err)?;
         rows.iter().map(reward_from_row).collect()
@@ -1227,7 +1227,7 @@ impl LoyaltyStore for PgStore {
         now: Timestamp,
         expected_revision: Option<i64>,
     ) -> StoreResult<Option<RewardRecord>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         let stored: Option<i64> = sqlx::query_scalar(
             "SELECT revision FROM loyalty_rewards WHERE reward_id = $1 FOR UPDATE",
         )
@@ -1284,7 +1284,7 @@ impl LoyaltyStore for PgStore {
             program: program_id,
         };
         let needs = op.needs();
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         lock_member(&mut tx, program_id, customer.as_str()).await?;
         let loaded = load(&mut tx, key, &needs).await?;
         let changes = match op.apply(&loaded, now) {
@@ -1352,7 +1352,7 @@ impl LoyaltyStore for PgStore {
             "SELECT program_id FROM loyalty_members WHERE customer_id = $1 ORDER BY program_id",
         )
         .bind(customer.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool()?)
         .await
         .map_err(db_err)
     }
@@ -1374,7 +1374,7 @@ impl LoyaltyStore for PgStore {
             .bind(program_id)
             .bind(before.unwrap_or(i64::MAX))
             .bind(limit_param(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db_err)?;
         rows.iter().map(entry_from_row).collect()
@@ -1387,7 +1387,7 @@ impl LoyaltyStore for PgStore {
         customer: &CustomerId,
         redemption_id: &str,
     ) -> StoreResult<Option<RedemptionRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let mut conn = self.pool()?.acquire().await.map_err(db_err)?;
         load_redemption(
             &mut conn,
             MemberKey {
@@ -1417,7 +1417,7 @@ impl LoyaltyStore for PgStore {
         )
         .bind(now.as_micros())
         .bind(limit_param(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool()?)
         .await
         .map_err(db_err)?;
         rows.into_iter()

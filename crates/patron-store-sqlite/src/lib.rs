@@ -43,6 +43,8 @@ const MAX_PARAMS: usize = 30_000;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The last connection check's answer (an embedded file: calls are not gated on it).
+    reachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
@@ -96,7 +98,11 @@ impl SqliteStore {
                 .await
                 .map_err(db_err)?
         };
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            reachable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        })
     }
 
     /// Applies pending migrations from `migrations/sqlite`.
@@ -554,6 +560,35 @@ async fn apply_aggregate(
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn check_connection(&self, timeout: Duration) -> StoreResult<Duration> {
+        use std::sync::atomic::Ordering;
+        let started = std::time::Instant::now();
+        let check = sqlx::query("SELECT 1").execute(&self.reader);
+        let result = match tokio::time::timeout(timeout, check).await {
+            Ok(r) => r.map(|_| ()).map_err(db_err),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer from the database within {timeout:?}"
+            ))),
+        };
+        self.reachable.store(result.is_ok(), Ordering::Release);
+        result.map(|()| started.elapsed())
+    }
+
+    fn reachable(&self) -> bool {
+        self.reachable.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn pool_state(&self) -> patron_store::PoolState {
+        // An in-memory database reads through the writer: its pool is counted twice.
+        let mut state = patron_store::PoolState::default();
+        for p in [&self.writer, &self.reader] {
+            state.open += p.size();
+            state.idle += u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
+            state.max += p.options().get_max_connections();
+        }
+        state
     }
 
     #[tracing::instrument(skip_all, fields(count = customers.len()))]

@@ -160,6 +160,17 @@ pub struct StoredPolicy {
     pub body: String,
 }
 
+/// Connections of a backend's pools, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open now (idle or in use).
+    pub open: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most the pools may open.
+    pub max: u32,
+}
+
 /// The storage contract. All writes are transactional: when a method returns `Ok`, its effect is
 /// durable; when it returns `Err`, nothing changed.
 #[async_trait]
@@ -168,6 +179,21 @@ pub trait Store:
 {
     /// The backend's name, for logs and health.
     fn backend(&self) -> &'static str;
+
+    /// Checks that the database answers (a connection and `SELECT 1`) within `timeout` and
+    /// remembers the answer: while the last check failed, every call fails at once with
+    /// [`StoreError::Unavailable`] instead of waiting for a connection. Returns how long the
+    /// check took.
+    async fn check_connection(
+        &self,
+        timeout: std::time::Duration,
+    ) -> StoreResult<std::time::Duration>;
+
+    /// Whether the last connection check (or connection failure) found the database reachable.
+    fn reachable(&self) -> bool;
+
+    /// The pools' connections now.
+    fn pool_state(&self) -> PoolState;
 
     /// Creates or replaces the profiles of `customers` (ids unique within the slice), atomically.
     async fn upsert_customers(

@@ -1,0 +1,512 @@
+//! Admission control: bounded calls in flight and open streams, server-wide and per connection.
+//!
+//! A call that finds its limit full is answered at once with `RESOURCE_EXHAUSTED`, an `ErrorInfo`
+//! (reason `TOO_MANY_CALLS` or `TOO_MANY_STREAMS`, metadata `scope` = `server` or `connection`
+//! and `limit`) and a `RetryInfo` delay; it is never queued. Under overload the server therefore
+//! keeps answering the calls it admitted at full speed instead of letting every call wait, and a
+//! client learns at once to back off or to try another replica.
+//!
+//! A call holds its place until its response body has been sent or dropped, so a server stream
+//! holds its place for as long as it is open. Health checks and reflection are never refused:
+//! probes must see an overloaded server as alive.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::Frame;
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+use crate::ERROR_DOMAIN;
+
+/// How many calls may run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Unary calls in flight, server-wide.
+    pub max_in_flight: usize,
+    /// Unary calls in flight on one connection.
+    pub max_in_flight_per_connection: usize,
+    /// Open streaming calls (server, client or bidirectional streams), server-wide.
+    pub max_streams: usize,
+    /// Open streaming calls on one connection.
+    pub max_streams_per_connection: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
+pub const DEFAULT_MAX_STREAMS: usize = 256;
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 64;
+
+/// The `RetryInfo` delay on a refused unary call: calls in flight finish in milliseconds.
+pub const UNARY_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The `RetryInfo` delay on a refused stream: streams run for seconds.
+pub const STREAM_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Counts of admitted calls, for metrics.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    in_flight: AtomicUsize,
+    streams: AtomicUsize,
+}
+
+impl Gauges {
+    /// Unary calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Streams open now.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnectionCounts {
+    in_flight: usize,
+    streams: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    limits: Limits,
+    streaming: HashSet<String>,
+    gauges: Arc<Gauges>,
+    connections: Mutex<HashMap<SocketAddr, ConnectionCounts>>,
+}
+
+/// Applies [`Limits`] to every call but health checks and reflection.
+#[derive(Debug, Clone)]
+pub struct AdmissionLayer {
+    shared: Arc<Shared>,
+}
+
+impl AdmissionLayer {
+    /// `streaming` holds the paths (`/package.Service/Method`) of streaming methods.
+    pub fn new(limits: Limits, streaming: HashSet<String>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limits,
+                streaming,
+                gauges: Arc::default(),
+                connections: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Live counts of admitted calls.
+    pub fn gauges(&self) -> Arc<Gauges> {
+        Arc::clone(&self.shared.gauges)
+    }
+}
+
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
+    fn layer(&self, inner: S) -> Admission<S> {
+        Admission {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service [`AdmissionLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct Admission<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// Which limit refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Server,
+    Connection,
+}
+
+/// A place held by an admitted call, given back when dropped.
+#[derive(Debug)]
+struct Permit {
+    shared: Arc<Shared>,
+    stream: bool,
+    connection: Option<SocketAddr>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let gauges = &self.shared.gauges;
+        if self.stream {
+            gauges.streams.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            gauges.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Some(addr) = self.connection {
+            let mut map = lock(&self.shared.connections);
+            if let Some(c) = map.get_mut(&addr) {
+                if self.stream {
+                    c.streams = c.streams.saturating_sub(1);
+                } else {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                }
+                if c.streams == 0 && c.in_flight == 0 {
+                    map.remove(&addr);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Shared {
+    fn admit(
+        self: &Arc<Self>,
+        stream: bool,
+        connection: Option<SocketAddr>,
+    ) -> Result<Permit, (Refusal, usize)> {
+        let (counter, limit) = if stream {
+            (&self.gauges.streams, self.limits.max_streams)
+        } else {
+            (&self.gauges.in_flight, self.limits.max_in_flight)
+        };
+        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err((Refusal::Server, limit));
+        }
+        // From here the permit gives the server-wide place back if the connection refuses.
+        let mut permit = Permit {
+            shared: Arc::clone(self),
+            stream,
+            connection: None,
+        };
+        if let Some(addr) = connection {
+            let per_connection = if stream {
+                self.limits.max_streams_per_connection
+            } else {
+                self.limits.max_in_flight_per_connection
+            };
+            let mut map = lock(&self.connections);
+            let c = map.entry(addr).or_default();
+            let held = if stream {
+                &mut c.streams
+            } else {
+                &mut c.in_flight
+            };
+            if *held >= per_connection {
+                if c.streams == 0 && c.in_flight == 0 {
+                    map.remove(&addr);
+                }
+                return Err((Refusal::Connection, per_connection));
+            }
+            *held += 1;
+            permit.connection = Some(addr);
+        }
+        Ok(permit)
+    }
+}
+
+/// The status of a refused call.
+fn refusal_status(stream: bool, refusal: Refusal, limit: usize) -> Status {
+    let (reason, what, delay) = if stream {
+        ("TOO_MANY_STREAMS", "open streams", STREAM_RETRY_DELAY)
+    } else {
+        ("TOO_MANY_CALLS", "calls in flight", UNARY_RETRY_DELAY)
+    };
+    let scope = match refusal {
+        Refusal::Server => "server",
+        Refusal::Connection => "connection",
+    };
+    let message = format!(
+        "server busy: {limit} {what} on this {scope} already; retry after {} ms, with backoff",
+        delay.as_millis()
+    );
+    let mut details = ErrorDetails::with_error_info(
+        reason,
+        ERROR_DOMAIN,
+        HashMap::from([
+            ("scope".to_owned(), scope.to_owned()),
+            ("limit".to_owned(), limit.to_string()),
+        ]),
+    );
+    details.set_retry_info(Some(delay));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
+/// Health checks and reflection are never refused.
+fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+/// The remote address of the connection a request came on, if the transport says.
+pub fn remote_addr<B>(req: &http::Request<B>) -> Option<SocketAddr> {
+    let ext = req.extensions();
+    ext.get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|i| i.remote_addr)
+        .or_else(|| {
+            ext.get::<crate::auth::ConnectionPeer>()
+                .and_then(|p| p.remote_addr)
+        })
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+impl<S, B> Service<http::Request<B>> for Admission<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        if exempt(path) {
+            return Box::pin(self.inner.call(req));
+        }
+        let stream = self.shared.streaming.contains(path);
+        let permit = match self.shared.admit(stream, remote_addr(&req)) {
+            Ok(p) => p,
+            Err((refusal, limit)) => {
+                metrics::counter!(
+                    "patron_grpc_refused_total",
+                    "reason" => if stream { "streams" } else { "in_flight" },
+                    "scope" => match refusal { Refusal::Server => "server", Refusal::Connection => "connection" },
+                )
+                .increment(1);
+                let status = refusal_status(stream, refusal, limit);
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let response = fut.await?;
+            Ok(response.map(|body| {
+                Body::new(Guarded {
+                    inner: body,
+                    _permit: permit,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that holds the call's place until it is finished or dropped.
+struct Guarded {
+    inner: Body,
+    _permit: Permit,
+}
+
+impl http_body::Body for Guarded {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn request(path: &str, peer: Option<SocketAddr>) -> http::Request<()> {
+        let mut req = http::Request::builder()
+            .uri(format!("http://x{path}"))
+            .body(())
+            .expect("request");
+        if let Some(addr) = peer {
+            req.extensions_mut()
+                .insert(tonic::transport::server::TcpConnectInfo {
+                    local_addr: None,
+                    remote_addr: Some(addr),
+                });
+        }
+        req
+    }
+
+    fn ok_service() -> impl Service<
+        http::Request<()>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future = impl std::future::Future<
+            Output = Result<http::Response<Body>, std::convert::Infallible>,
+        > + Send,
+    > + Clone {
+        tower::service_fn(|_req: http::Request<()>| async {
+            // A body that is not finished until read, like a real answer's.
+            let body = http_body_util::Full::new(bytes::Bytes::from_static(b"answer"));
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::new(body)))
+        })
+    }
+
+    fn status_of(response: &http::Response<Body>) -> Option<Status> {
+        Status::from_header_map(response.headers())
+    }
+
+    fn limits(in_flight: usize, per_conn: usize) -> Limits {
+        Limits {
+            max_in_flight: in_flight,
+            max_in_flight_per_connection: per_conn,
+            max_streams: 1,
+            max_streams_per_connection: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_past_the_server_limit_at_once_and_admits_again_when_a_body_ends() {
+        let layer = AdmissionLayer::new(limits(2, 10), HashSet::from(["/p.S/Stream".into()]));
+        let gauges = layer.gauges();
+        let svc = layer.layer(ok_service());
+        let a = svc
+            .clone()
+            .oneshot(request("/p.S/M", None))
+            .await
+            .expect("a");
+        let b = svc
+            .clone()
+            .oneshot(request("/p.S/M", None))
+            .await
+            .expect("b");
+        assert!(status_of(&a).is_none() && status_of(&b).is_none());
+        assert_eq!(gauges.in_flight(), 2, "both bodies still held");
+        let c = svc
+            .clone()
+            .oneshot(request("/p.S/M", None))
+            .await
+            .expect("c");
+        let status = status_of(&c).expect("refused");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("TOO_MANY_CALLS")
+        );
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(UNARY_RETRY_DELAY)
+        );
+        assert_eq!(gauges.in_flight(), 2, "a refusal holds nothing");
+        // Health is never refused.
+        let h = svc
+            .clone()
+            .oneshot(request("/grpc.health.v1.Health/Check", None))
+            .await
+            .expect("health");
+        assert!(status_of(&h).is_none());
+        drop(a);
+        assert_eq!(gauges.in_flight(), 1);
+        let d = svc
+            .clone()
+            .oneshot(request("/p.S/M", None))
+            .await
+            .expect("d");
+        assert!(status_of(&d).is_none(), "a place came free");
+        // Streams have their own limit.
+        let s = svc
+            .clone()
+            .oneshot(request("/p.S/Stream", None))
+            .await
+            .expect("s");
+        assert!(status_of(&s).is_none());
+        let s2 = svc
+            .clone()
+            .oneshot(request("/p.S/Stream", None))
+            .await
+            .expect("s2");
+        let status = status_of(&s2).expect("refused");
+        assert_eq!(
+            status
+                .get_error_details()
+                .error_info()
+                .map(|i| i.reason.as_str()),
+            Some("TOO_MANY_STREAMS")
+        );
+        assert_eq!(gauges.streams(), 1);
+        drop((b, d, s));
+        assert_eq!((gauges.in_flight(), gauges.streams()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn one_connection_cannot_take_every_place() {
+        let layer = AdmissionLayer::new(limits(10, 2), HashSet::new());
+        let svc = layer.layer(ok_service());
+        let greedy: SocketAddr = "10.0.0.1:1000".parse().expect("addr");
+        let other: SocketAddr = "10.0.0.2:1000".parse().expect("addr");
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(
+                svc.clone()
+                    .oneshot(request("/p.S/M", Some(greedy)))
+                    .await
+                    .expect("held"),
+            );
+        }
+        let refused = svc
+            .clone()
+            .oneshot(request("/p.S/M", Some(greedy)))
+            .await
+            .expect("refused");
+        let status = status_of(&refused).expect("refused");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status
+                .get_error_details()
+                .error_info()
+                .and_then(|i| i.metadata.get("scope").cloned()),
+            Some("connection".to_owned())
+        );
+        let fine = svc
+            .clone()
+            .oneshot(request("/p.S/M", Some(other)))
+            .await
+            .expect("other");
+        assert!(status_of(&fine).is_none(), "another connection is served");
+        drop(held);
+        drop(fine);
+        assert!(
+            lock(&layer.shared.connections).is_empty(),
+            "no entry outlives its calls"
+        );
+    }
+}
