@@ -14,7 +14,6 @@ use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
 use patron_proto::scoring::v1 as pb;
 use patron_proto::scoring::v1::scoring_service_server::ScoringService;
 use patron_store::{EventCursor, StoredModel, SummaryRow};
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, FitError, State, load_model, load_policy};
@@ -24,10 +23,8 @@ use crate::profile::{self, Subject};
 /// Most ids one BatchGetCustomerValues call may carry.
 pub const MAX_BATCH_IDS: usize = 1_000;
 /// Default and largest StreamCustomerValues chunk.
-pub const DEFAULT_CHUNK: usize = 1_000;
+pub const DEFAULT_CHUNK: usize = 100;
 pub const MAX_CHUNK: usize = 10_000;
-/// Chunks of StreamCustomerValues computed at once, each on a blocking thread.
-const STREAM_WORKERS: usize = 2;
 
 /// The ScoringService implementation.
 #[derive(Debug, Clone)]
@@ -507,8 +504,13 @@ impl ScoringService for ScoringApi {
         }))
     }
 
-    type StreamCustomerValuesStream =
-        tokio_stream::wrappers::ReceiverStream<Result<pb::StreamCustomerValuesResponse, Status>>;
+    type StreamCustomerValuesStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<pb::StreamCustomerValuesResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn stream_customer_values(
@@ -546,66 +548,22 @@ impl ScoringService for ScoringApi {
         };
         let state = self.engine.state();
         let filter = Filter::parse(filter.as_ref(), &state, &self.engine)?;
-        // A few chunks in flight at most: memory stays bounded however many customers there are.
-        // Profiles of the next chunks are computed on blocking threads while the previous chunk
-        // is encoded and sent, so a stream uses more than one core.
-        let (tx, rx) = mpsc::channel(4);
-        let engine = Arc::clone(&self.engine);
-        let state = Arc::new(state);
-        let filter = Arc::new(filter);
-        tokio::spawn(async move {
-            let now = patron_grpc::time::now();
-            let mut after: Option<CustomerId> = None;
-            let mut pending = std::collections::VecDeque::new();
-            let mut out = Vec::with_capacity(chunk);
-            let mut exhausted = false;
-            loop {
-                while !exhausted && pending.len() < STREAM_WORKERS {
-                    let rows = engine.range_after(after.as_ref(), chunk);
-                    let Some(last) = rows.last() else {
-                        exhausted = true;
-                        break;
-                    };
-                    after = Some(last.customer_id.clone());
-                    let (engine, state, filter) =
-                        (Arc::clone(&engine), Arc::clone(&state), Arc::clone(&filter));
-                    pending.push_back(tokio::task::spawn_blocking(move || {
-                        rows.iter()
-                            .map(|row| value_view(row, now, &state, &engine, drivers))
-                            .filter(|value| filter.matches(value))
-                            .collect::<Vec<_>>()
-                    }));
-                }
-                let Some(next) = pending.pop_front() else {
-                    break;
-                };
-                let Ok(values) = next.await else {
-                    let _ = tx
-                        .send(Err(Status::internal("computing customer values failed")))
-                        .await;
-                    return;
-                };
-                out.extend(values);
-                if out.len() >= chunk {
-                    let values = std::mem::replace(&mut out, Vec::with_capacity(chunk));
-                    if tx
-                        .send(Ok(pb::StreamCustomerValuesResponse { values }))
-                        .await
-                        .is_err()
-                    {
-                        return; // The client went away.
-                    }
-                }
-            }
-            if !out.is_empty() {
-                let _ = tx
-                    .send(Ok(pb::StreamCustomerValuesResponse { values: out }))
-                    .await;
-            }
+        let walk = Walk {
+            engine: Arc::clone(&self.engine),
+            state,
+            filter: Arc::new(filter),
+            now: patron_grpc::time::now(),
+            drivers,
+            chunk,
+            after: None,
+            exhausted: false,
+            ahead: None,
+            out: Vec::new(),
+        };
+        let stream = futures::stream::unfold(walk, |mut walk| async move {
+            walk.next_message().await.map(|m| (m, walk))
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -986,5 +944,91 @@ impl ScoringService for ScoringApi {
         Ok(Response::new(pb::ScoreProfileResponse {
             value: Some(value),
         }))
+    }
+}
+
+/// Rows per batch a stream computes at once: small, so a stream's memory is a few messages.
+const STREAM_BATCH: usize = 128;
+
+/// A StreamCustomerValues call walking the index lazily: it computes the next batch of profiles
+/// only when the previous one has been taken (one batch ahead, on a blocking thread, so computing
+/// overlaps sending and a stream uses two cores), and nothing more while the client does not
+/// read. Its memory is about one message, one batch and the message being sent, whatever the
+/// population.
+struct Walk {
+    engine: Arc<Engine>,
+    state: Arc<State>,
+    filter: Arc<Filter>,
+    now: patron_domain::Timestamp,
+    drivers: bool,
+    chunk: usize,
+    after: Option<patron_domain::CustomerId>,
+    exhausted: bool,
+    /// The next batch, computing.
+    ahead: Option<tokio::task::JoinHandle<Vec<pb::CustomerValue>>>,
+    /// Profiles computed and not yet sent (fewer than `chunk` between messages).
+    out: Vec<pb::CustomerValue>,
+}
+
+impl Walk {
+    /// Starts computing the next batch of rows, if any are left.
+    fn start_next(&mut self) -> Option<tokio::task::JoinHandle<Vec<pb::CustomerValue>>> {
+        if self.exhausted {
+            return None;
+        }
+        let rows = self
+            .engine
+            .range_after(self.after.as_ref(), self.chunk.min(STREAM_BATCH));
+        let Some(last) = rows.last() else {
+            self.exhausted = true;
+            return None;
+        };
+        self.after = Some(last.customer_id.clone());
+        let (engine, state, filter) = (
+            Arc::clone(&self.engine),
+            Arc::clone(&self.state),
+            Arc::clone(&self.filter),
+        );
+        let (now, drivers) = (self.now, self.drivers);
+        Some(tokio::task::spawn_blocking(move || {
+            rows.iter()
+                .map(|row| value_view(row, now, &state, &engine, drivers))
+                .filter(|value| filter.matches(value))
+                .collect()
+        }))
+    }
+
+    /// The next message: `chunk` profiles, or the last few; `None` at the end.
+    async fn next_message(&mut self) -> Option<Result<pb::StreamCustomerValuesResponse, Status>> {
+        loop {
+            let current = match self.ahead.take() {
+                Some(batch) => batch,
+                None => match self.start_next() {
+                    Some(batch) => batch,
+                    None => {
+                        if self.out.is_empty() {
+                            return None;
+                        }
+                        let values = std::mem::take(&mut self.out);
+                        return Some(Ok(pb::StreamCustomerValuesResponse { values }));
+                    }
+                },
+            };
+            self.ahead = self.start_next();
+            match current.await {
+                Ok(values) => self.out.extend(values),
+                Err(_) => {
+                    self.exhausted = true;
+                    self.ahead = None;
+                    self.out = Vec::new();
+                    return Some(Err(Status::internal("computing customer values failed")));
+                }
+            }
+            if self.out.len() >= self.chunk {
+                let rest = self.out.split_off(self.chunk);
+                let values = std::mem::replace(&mut self.out, rest);
+                return Some(Ok(pb::StreamCustomerValuesResponse { values }));
+            }
+        }
     }
 }
