@@ -6,6 +6,7 @@
 //! the server's resident memory (`/proc/PID/status` VmRSS) every 20 ms. Prints the RSS before,
 //! the peak during, the memory added, and per-stream outcomes. Loopback only, bounded in time.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -198,8 +199,10 @@ async fn run(args: Args) -> Result<(), String> {
         o.failed.load(Ordering::Relaxed),
         o.profiles.load(Ordering::Relaxed),
     );
-    if args.json {
-        println!(
+    let mut stdout = std::io::stdout().lock();
+    let printed = if args.json {
+        writeln!(
+            stdout,
             "{}",
             json!({
                 "streams": args.streams, "unread": unread, "chunk_size": args.chunk_size,
@@ -208,17 +211,19 @@ async fn run(args: Args) -> Result<(), String> {
                 "refused": refused, "failed": failed, "profiles": profiles,
                 "seconds": elapsed.as_secs_f64(),
             })
-        );
+        )
     } else {
-        println!(
+        writeln!(
+            stdout,
             "{} streams ({unread} held unread {:.0} s): server RSS {:.0} MiB before, {:.0} MiB peak, +{added_mib:.0} MiB; completed {completed}, held {held}, refused {refused}, failed {failed}; {profiles} profiles in {:.1} s",
             args.streams,
             args.hold,
             before as f64 / 1024.0,
             peak as f64 / 1024.0,
             elapsed.as_secs_f64()
-        );
-    }
+        )
+    };
+    printed.map_err(|e| e.to_string())?;
     if failed > 0 {
         return Err(format!("{failed} streams failed"));
     }
