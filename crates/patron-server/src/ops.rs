@@ -5,13 +5,13 @@
 //! - per call, recorded by `patron_grpc::observe`: `grpc_requests_total{method,code}`,
 //!   `grpc_request_duration_seconds{method}`, `grpc_calls_open{kind}`;
 //! - refusals, by `patron_grpc::admission`: `grpc_refused_total{reason,scope}`;
-//! - domain counters where they happen: `events_ingested_total`, `loyalty_points_issued_total`,
-//!   `loyalty_redemptions_total{outcome}`;
+//! - domain counters where they happen: `events_ingested_total{outcome}`,
+//!   `loyalty_entries_total{kind}`, `loyalty_points_total{kind}`;
 //! - sampled at each scrape here: `index_customers`, `feed_applied_position`,
 //!   `feed_head_position`, `feed_lag_positions`, `db_pool_connections{state}`,
 //!   `db_pool_max_connections`, `db_up`, `grpc_in_flight`, `grpc_streams_open`;
-//! - by the database watch: `db_check_seconds` (a connection and `SELECT 1`, once a second: how
-//!   long a call waits for a connection), `db_unreachable_total`.
+//! - by the database watch: `db_check_seconds` (`SELECT 1` on a connection of its own, once a
+//!   second), `db_unreachable_total`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

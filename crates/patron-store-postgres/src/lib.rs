@@ -75,6 +75,10 @@ pub struct PgStore {
     /// False from a failed connection check (or a lost connection) to the next good check:
     /// calls then fail at once instead of each waiting `acquire_timeout`.
     reachable: Arc<AtomicBool>,
+    /// How to connect: the connection checks use their own connection.
+    options: PgConnectOptions,
+    /// The connection of the checks, reconnected after a failure.
+    check: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
     /// The functions registered with `on_feed_commit`; the listener stops when the last clone
     /// is dropped.
     feed: Arc<FeedWakers>,
@@ -154,12 +158,14 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(db_err)?;
         Ok(Self {
             pool,
             reachable: Arc::new(AtomicBool::new(true)),
+            options,
+            check: Arc::default(),
             feed: Arc::default(),
         })
     }
@@ -610,13 +616,25 @@ impl Store for PgStore {
     }
 
     async fn check_connection(&self, timeout: Duration) -> StoreResult<Duration> {
+        use sqlx::Connection;
+        // Its own connection, not one of the pool's: a pool busy with a burst of calls must not
+        // look like an unreachable database.
         let started = std::time::Instant::now();
+        let mut slot = self.check.lock().await;
         let check = async {
-            let mut conn = self.pool.acquire().await.map_err(db_err)?;
-            sqlx::query("SELECT 1")
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?;
+            if slot.is_none() {
+                *slot = Some(
+                    sqlx::PgConnection::connect_with(&self.options)
+                        .await
+                        .map_err(db_err)?,
+                );
+            }
+            if let Some(conn) = slot.as_mut() {
+                sqlx::query("SELECT 1")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+            }
             Ok::<_, StoreError>(())
         };
         let result = match tokio::time::timeout(timeout, check).await {
@@ -625,6 +643,10 @@ impl Store for PgStore {
                 "no answer from the database within {timeout:?}"
             ))),
         };
+        if result.is_err() {
+            // Reconnect next time.
+            *slot = None;
+        }
         self.reachable.store(result.is_ok(), Ordering::Release);
         result.map(|()| started.elapsed())
     }

@@ -180,10 +180,10 @@ pub trait Store:
     /// The backend's name, for logs and health.
     fn backend(&self) -> &'static str;
 
-    /// Checks that the database answers (a connection and `SELECT 1`) within `timeout` and
-    /// remembers the answer: while the last check failed, every call fails at once with
-    /// [`StoreError::Unavailable`] instead of waiting for a connection. Returns how long the
-    /// check took.
+    /// Checks that the database answers (`SELECT 1`, on a connection of its own where the backend
+    /// has a server) within `timeout` and remembers the answer: while the last check failed,
+    /// every call fails at once with [`StoreError::Unavailable`] instead of waiting for a
+    /// connection. Returns how long the check took.
     async fn check_connection(
         &self,
         timeout: std::time::Duration,
