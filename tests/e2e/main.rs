@@ -20,3 +20,4 @@ mod replicas;
 mod scoring;
 mod security;
 mod segmentation;
+mod tracing_otlp;

@@ -388,6 +388,7 @@ impl Application {
         }
 
         let router = Server::builder()
+            .layer(patron_grpc::trace::TraceLayer::new())
             .layer(observe)
             .layer(admission)
             .layer(patron_grpc::deadline::DeadlineLayer::new(

@@ -49,6 +49,22 @@ pub struct Cli {
     #[arg(long, env = "PATRON_CURRENCY", global = true, value_name = "CODE")]
     pub currency: Option<String>,
 
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317: a span
+    /// per call (the child of the caller's W3C `traceparent`) and one per database call under
+    /// it. Off unless set; OTEL_EXPORTER_OTLP_ENDPOINT is honoured too. Log lines carry the
+    /// trace id either way when a call brings a `traceparent`.
+    #[arg(long, env = "PATRON_OTLP_ENDPOINT", global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The `service.name` of exported spans (else OTEL_SERVICE_NAME). [default: patron]
+    #[arg(
+        long,
+        env = "PATRON_OTLP_SERVICE_NAME",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub otlp_service_name: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -364,6 +380,10 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
         log_format: cli.log_format,
         log_level: cli.log_level.clone(),
         currency: cli.currency.clone(),
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        otlp_service_name: cli.otlp_service_name.clone(),
+        otel_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
+        otel_service_name: std::env::var("OTEL_SERVICE_NAME").ok(),
         ..Overrides::default()
     };
     if let Command::Serve(s) = &cli.command {
@@ -413,8 +433,21 @@ pub fn settings(cli: &Cli) -> Result<Settings, String> {
 #[allow(clippy::print_stdout)] // The CLI's reports are its output.
 pub async fn run(cli: Cli) -> Result<(), String> {
     let settings = settings(&cli)?;
-    telemetry::init(settings.log_format, &settings.log_level)?;
-    match cli.command {
+    let telemetry = telemetry::init_with(
+        settings.log_format,
+        &settings.log_level,
+        settings.otlp.as_ref(),
+    )?;
+    let result = command(cli.command, settings).await;
+    // The spans still buffered go out before the process ends.
+    telemetry.shutdown().await;
+    result
+}
+
+/// Runs one command with resolved settings.
+#[allow(clippy::print_stdout)] // The CLI's reports are its output.
+async fn command(command: Command, settings: Settings) -> Result<(), String> {
+    match command {
         Command::Serve(_) => {
             let app = app::Application::build(settings)
                 .await

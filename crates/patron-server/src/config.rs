@@ -78,6 +78,8 @@ pub struct FileConfig {
     pub feed_retention_secs: Option<u64>,
     pub earner_lease_secs: Option<u64>,
     pub metrics_listen: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_service_name: Option<String>,
     pub max_in_flight: Option<usize>,
     pub max_in_flight_per_connection: Option<usize>,
     pub max_streams: Option<usize>,
@@ -169,6 +171,8 @@ pub struct Settings {
     pub earner_lease: Duration,
     /// Where `GET /metrics` is served; `None`: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where spans are exported (OTLP/gRPC); `None`: no exporter.
+    pub otlp: Option<crate::telemetry::OtlpSettings>,
     /// Calls in flight and open streams.
     pub limits: Limits,
     /// How long a call waits for a database connection.
@@ -186,6 +190,8 @@ pub struct Settings {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://patron.db";
 pub const DEFAULT_LOG_LEVEL: &str = "info,sqlx=warn";
+/// The `service.name` of exported spans.
+pub const DEFAULT_SERVICE_NAME: &str = "patron";
 /// Largest StreamEvents transaction; bounds the events a stream holds in memory (a few batches).
 pub const MAX_STREAM_BATCH_SIZE: usize = 100_000;
 /// Change feed polling (the fallback on Postgres, where notifications wake readers at once).
@@ -219,6 +225,7 @@ impl Settings {
             feed_retention: Duration::from_secs(DEFAULT_FEED_RETENTION_SECS),
             earner_lease: Duration::from_secs(DEFAULT_EARNER_LEASE_SECS),
             metrics_listen: None,
+            otlp: None,
             limits: Limits::default(),
             db_acquire_timeout: Duration::from_millis(DEFAULT_DB_ACQUIRE_TIMEOUT_MILLIS),
             db_startup_timeout: Duration::from_secs(DEFAULT_DB_STARTUP_TIMEOUT_SECS),
@@ -252,6 +259,11 @@ pub struct Overrides {
     pub feed_retention_secs: Option<u64>,
     pub earner_lease_secs: Option<u64>,
     pub metrics_listen: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_service_name: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_SERVICE_NAME`: below the file.
+    pub otel_endpoint: Option<String>,
+    pub otel_service_name: Option<String>,
     pub max_in_flight: Option<usize>,
     pub max_in_flight_per_connection: Option<usize>,
     pub max_streams: Option<usize>,
@@ -444,6 +456,7 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
         ),
         None => None,
     };
+    let otlp = resolve_otlp(&file, &o);
     let listen = o
         .listen
         .or(file.listen)
@@ -531,6 +544,7 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
                 .clamp(3, 600),
         ),
         metrics_listen,
+        otlp,
         limits,
         db_acquire_timeout: Duration::from_millis(
             o.db_acquire_timeout_millis
@@ -546,6 +560,28 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
         db_check_interval: Duration::from_secs(1),
         auth,
         tls,
+    })
+}
+
+/// The span exporter: flags and `PATRON_…`, then the file, then the standard `OTEL_…` variables;
+/// an empty endpoint is none.
+fn resolve_otlp(file: &FileConfig, o: &Overrides) -> Option<crate::telemetry::OtlpSettings> {
+    let endpoint = o
+        .otlp_endpoint
+        .clone()
+        .or(file.otlp_endpoint.clone())
+        .or(o.otel_endpoint.clone())
+        .filter(|e| !e.trim().is_empty())?;
+    let service_name = o
+        .otlp_service_name
+        .clone()
+        .or(file.otlp_service_name.clone())
+        .or(o.otel_service_name.clone())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.into());
+    Some(crate::telemetry::OtlpSettings {
+        endpoint,
+        service_name,
     })
 }
 
@@ -689,6 +725,38 @@ mod tests {
             tls_client_ca_file: Some("ca.pem".into()),
             ..Default::default()
         }));
+    }
+
+    #[test]
+    fn otlp_is_off_unless_an_endpoint_is_set() {
+        let none = resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(none.otlp, None);
+        let file: FileConfig =
+            toml::from_str("otlp_endpoint = \"http://file:4317\"\n").expect("valid toml");
+        let s = resolve(
+            file,
+            Overrides {
+                otel_endpoint: Some("http://otel:4317".into()),
+                otel_service_name: Some("from-otel".into()),
+                ..Default::default()
+            },
+        )
+        .expect("valid");
+        let otlp = s.otlp.expect("an exporter");
+        assert_eq!(otlp.endpoint, "http://file:4317");
+        assert_eq!(otlp.service_name, "from-otel");
+        let s = resolve(
+            FileConfig::default(),
+            Overrides {
+                otlp_endpoint: Some("http://flag:4317".into()),
+                otel_endpoint: Some("http://otel:4317".into()),
+                ..Default::default()
+            },
+        )
+        .expect("valid");
+        let otlp = s.otlp.expect("an exporter");
+        assert_eq!(otlp.endpoint, "http://flag:4317");
+        assert_eq!(otlp.service_name, DEFAULT_SERVICE_NAME);
     }
 
     #[test]

@@ -198,7 +198,7 @@ async fn listen(pool: PgPool, wakers: Weak<FeedWakers>, mut stop: oneshot::Recei
 
 #[async_trait]
 impl FeedStore for PgStore {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, name = "store.feed_head", fields(db.system = "postgresql"))]
     async fn feed_head(&self) -> StoreResult<FeedHead> {
         let (position, pruned_through, database_id): (i64, i64, String) = sqlx::query_as(
             "SELECT position, pruned_through, database_id FROM change_feed_head WHERE id = 1",
@@ -213,6 +213,7 @@ impl FeedStore for PgStore {
         })
     }
 
+    #[tracing::instrument(skip_all, name = "store.consumer_position", fields(db.system = "postgresql"))]
     async fn consumer_position(&self, name: &str) -> StoreResult<i64> {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM feed_consumers WHERE name = $1")
@@ -223,7 +224,7 @@ impl FeedStore for PgStore {
         Ok(position.unwrap_or(0))
     }
 
-    #[tracing::instrument(skip_all, fields(after, limit))]
+    #[tracing::instrument(skip_all, name = "store.read_changes", fields(db.system = "postgresql", after, limit))]
     async fn read_changes(&self, after: i64, limit: usize) -> StoreResult<Vec<Change>> {
         let rows = sqlx::query(
             "SELECT position, kind, key, scope, txn, committed_at FROM change_feed \
@@ -237,7 +238,7 @@ impl FeedStore for PgStore {
         rows.iter().map(change_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(count = changes.len()))]
+    #[tracing::instrument(skip_all, name = "store.events_of", fields(db.system = "postgresql", count = changes.len()))]
     async fn events_of(&self, changes: &[(CustomerId, i64)]) -> StoreResult<Vec<Event>> {
         let mut pairs: Vec<(&str, i64)> = changes.iter().map(|(c, t)| (c.as_str(), *t)).collect();
         pairs.sort_unstable();
@@ -263,7 +264,7 @@ impl FeedStore for PgStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, fields(reader, position))]
+    #[tracing::instrument(skip_all, name = "store.feed_reader_heartbeat", fields(db.system = "postgresql", reader, position))]
     async fn feed_reader_heartbeat(
         &self,
         reader: &str,
@@ -285,7 +286,7 @@ impl FeedStore for PgStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, name = "store.prune_feed", fields(db.system = "postgresql"))]
     async fn prune_feed(
         &self,
         committed_before: Timestamp,
@@ -333,7 +334,7 @@ impl FeedStore for PgStore {
         Ok(u64::try_from(deleted).unwrap_or(0))
     }
 
-    #[tracing::instrument(skip_all, fields(name, owner))]
+    #[tracing::instrument(skip_all, name = "store.claim_consumer", fields(db.system = "postgresql", name, owner))]
     async fn claim_consumer(
         &self,
         name: &str,
@@ -368,7 +369,7 @@ impl FeedStore for PgStore {
         Ok(position)
     }
 
-    #[tracing::instrument(skip_all, fields(name, owner, position))]
+    #[tracing::instrument(skip_all, name = "store.advance_consumer", fields(db.system = "postgresql", name, owner, position))]
     async fn advance_consumer(&self, name: &str, owner: &str, position: i64) -> StoreResult<bool> {
         // Matches while `owner` holds the lease, also when the stored position is already at or
         // past `position` (which it keeps: a consumer never moves back).

@@ -615,6 +615,7 @@ impl Store for PgStore {
         "postgres"
     }
 
+    #[tracing::instrument(skip_all, name = "store.check_connection", fields(db.system = "postgresql"))]
     async fn check_connection(&self, timeout: Duration) -> StoreResult<Duration> {
         use sqlx::Connection;
         // Its own connection, not one of the pool's: a pool busy with a burst of calls must not
@@ -664,7 +665,7 @@ impl Store for PgStore {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(count = customers.len()))]
+    #[tracing::instrument(skip_all, name = "store.upsert_customers", fields(db.system = "postgresql", count = customers.len()))]
     async fn upsert_customers(
         &self,
         customers: &[Customer],
@@ -754,7 +755,7 @@ impl Store for PgStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.get_customer", fields(db.system = "postgresql", customer_id = %id))]
     async fn get_customer(&self, id: &CustomerId) -> StoreResult<Option<CustomerRecord>> {
         let sql = format!(
             "SELECT {CUSTOMER_COLUMNS}, {} FROM customers c LEFT JOIN customer_summaries s \
@@ -769,7 +770,7 @@ impl Store for PgStore {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.list_customers", fields(db.system = "postgresql", limit))]
     async fn list_customers(
         &self,
         after: Option<&CustomerId>,
@@ -793,7 +794,7 @@ impl Store for PgStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.delete_customer", fields(db.system = "postgresql", customer_id = %id))]
     async fn delete_customer(&self, id: &CustomerId) -> StoreResult<Option<u64>> {
         let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         // The customer row goes first: this waits for every `record_events` holding it (they
@@ -855,7 +856,7 @@ impl Store for PgStore {
         Ok(Some(u64::try_from(events).unwrap_or(0)))
     }
 
-    #[tracing::instrument(skip_all, fields(count = events.len()))]
+    #[tracing::instrument(skip_all, name = "store.record_events", fields(db.system = "postgresql", count = events.len()))]
     async fn record_events(&self, events: &[Event], now: Timestamp) -> StoreResult<RecordOutcome> {
         let (mut firsts, mut duplicate_indexes) = dedupe_batch(events);
         if firsts.is_empty() {
@@ -994,7 +995,7 @@ impl Store for PgStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %customer, limit))]
+    #[tracing::instrument(skip_all, name = "store.list_events", fields(db.system = "postgresql", customer_id = %customer, limit))]
     async fn list_events(
         &self,
         customer: &CustomerId,
@@ -1026,7 +1027,7 @@ impl Store for PgStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.scan_summaries", fields(db.system = "postgresql", limit))]
     async fn scan_summaries(
         &self,
         after: Option<&CustomerId>,
@@ -1063,7 +1064,7 @@ impl Store for PgStore {
         Ok(rows)
     }
 
-    #[tracing::instrument(skip_all, fields(count = ids.len()))]
+    #[tracing::instrument(skip_all, name = "store.get_summaries", fields(db.system = "postgresql", count = ids.len()))]
     async fn get_summaries(&self, ids: &[CustomerId]) -> StoreResult<Vec<SummaryRow>> {
         let mut ids: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
         ids.sort_unstable();
@@ -1096,7 +1097,7 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    #[tracing::instrument(skip_all, fields(activate))]
+    #[tracing::instrument(skip_all, name = "store.insert_value_model", fields(db.system = "postgresql", activate))]
     async fn insert_value_model(
         &self,
         body: &str,
@@ -1140,7 +1141,7 @@ impl Store for PgStore {
         Ok(model)
     }
 
-    #[tracing::instrument(skip_all, fields(version))]
+    #[tracing::instrument(skip_all, name = "store.get_value_model", fields(db.system = "postgresql", version))]
     async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE version = $1");
         let row = sqlx::query(&sql)
@@ -1151,7 +1152,7 @@ impl Store for PgStore {
         row.as_ref().map(model_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(before, limit))]
+    #[tracing::instrument(skip_all, name = "store.list_value_models", fields(db.system = "postgresql", before, limit))]
     async fn list_value_models(
         &self,
         before: Option<i64>,
@@ -1170,7 +1171,7 @@ impl Store for PgStore {
         rows.iter().map(model_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(version))]
+    #[tracing::instrument(skip_all, name = "store.activate_value_model", fields(db.system = "postgresql", version))]
     async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
         let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         lock_exclusive(&mut tx, "value_models").await?;
@@ -1204,7 +1205,7 @@ impl Store for PgStore {
         Ok(Some(model))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, name = "store.active_value_model", fields(db.system = "postgresql"))]
     async fn active_value_model(&self) -> StoreResult<Option<StoredModel>> {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE active");
         let row = sqlx::query(&sql)
@@ -1214,7 +1215,7 @@ impl Store for PgStore {
         row.as_ref().map(model_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, name = "store.get_tier_policy", fields(db.system = "postgresql"))]
     async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>> {
         let row: Option<(i64, i64, String)> =
             sqlx::query_as("SELECT revision, updated_at, body FROM tier_policy WHERE id = 1")
@@ -1228,7 +1229,7 @@ impl Store for PgStore {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(expected_revision))]
+    #[tracing::instrument(skip_all, name = "store.put_tier_policy", fields(db.system = "postgresql", expected_revision))]
     async fn put_tier_policy(
         &self,
         body: &str,
@@ -1351,7 +1352,7 @@ async fn insert_dependencies(
 /// transaction sees what earlier writers committed).
 #[async_trait]
 impl SegmentStore for PgStore {
-    #[tracing::instrument(skip_all, fields(segment_id = %record.segment_id))]
+    #[tracing::instrument(skip_all, name = "store.create_segment", fields(db.system = "postgresql", segment_id = %record.segment_id))]
     async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord> {
         let deps = normalized_dependencies(&record.depends_on);
         let id = record.segment_id.as_str();
@@ -1394,7 +1395,7 @@ impl SegmentStore for PgStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(segment_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.get_segment", fields(db.system = "postgresql", segment_id = %id))]
     async fn get_segment(&self, id: &str) -> StoreResult<Option<SegmentRecord>> {
         let sql = format!("SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id = $1");
         let row = sqlx::query(&sql)
@@ -1405,7 +1406,7 @@ impl SegmentStore for PgStore {
         row.as_ref().map(segment_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.list_segments", fields(db.system = "postgresql", limit))]
     async fn list_segments(
         &self,
         after: Option<&str>,
@@ -1425,7 +1426,7 @@ impl SegmentStore for PgStore {
         rows.iter().map(segment_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(segment_id = %record.segment_id, expected_revision))]
+    #[tracing::instrument(skip_all, name = "store.update_segment", fields(db.system = "postgresql", segment_id = %record.segment_id, expected_revision))]
     async fn update_segment(
         &self,
         record: &SegmentRecord,
@@ -1484,7 +1485,7 @@ impl SegmentStore for PgStore {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(segment_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.delete_segment", fields(db.system = "postgresql", segment_id = %id))]
     async fn delete_segment(&self, id: &str) -> StoreResult<bool> {
         let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         lock_exclusive(&mut tx, "segments").await?;

@@ -1013,7 +1013,7 @@ async fn write_member(
 
 #[async_trait]
 impl LoyaltyStore for PgStore {
-    #[tracing::instrument(skip_all, fields(program_id = %record.program_id))]
+    #[tracing::instrument(skip_all, name = "store.create_program", fields(db.system = "postgresql", program_id = %record.program_id))]
     async fn create_program(&self, record: &ProgramRecord) -> StoreResult<ProgramRecord> {
         let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         let inserted = sqlx::query(
@@ -1048,7 +1048,7 @@ impl LoyaltyStore for PgStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.get_program", fields(db.system = "postgresql", program_id = %id))]
     async fn get_program(&self, id: &str) -> StoreResult<Option<ProgramRecord>> {
         let sql = format!("SELECT {PROGRAM_COLUMNS} FROM loyalty_programs WHERE program_id = $1");
         let row = sqlx::query(&sql)
@@ -1059,7 +1059,7 @@ impl LoyaltyStore for PgStore {
         row.as_ref().map(program_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.list_programs", fields(db.system = "postgresql", limit))]
     async fn list_programs(
         &self,
         after: Option<&str>,
@@ -1079,7 +1079,7 @@ impl LoyaltyStore for PgStore {
         rows.iter().map(program_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %id, expected_revision))]
+    #[tracing::instrument(skip_all, name = "store.update_program", fields(db.system = "postgresql", program_id = %id, expected_revision))]
     async fn update_program(
         &self,
         id: &str,
@@ -1125,7 +1125,7 @@ impl LoyaltyStore for PgStore {
         Ok(Some(record))
     }
 
-    #[tracing::instrument(skip_all, fields(reward_id = %record.reward_id))]
+    #[tracing::instrument(skip_all, name = "store.create_reward", fields(db.system = "postgresql", reward_id = %record.reward_id))]
     async fn create_reward(&self, record: &RewardRecord) -> StoreResult<RewardRecord> {
         let taken = || StoreError::AlreadyExists(format!("reward {}", record.reward_id));
         let mut tx = self.pool()?.begin().await.map_err(db_err)?;
@@ -1185,7 +1185,7 @@ impl LoyaltyStore for PgStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(reward_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.get_reward", fields(db.system = "postgresql", reward_id = %id))]
     async fn get_reward(&self, id: &str) -> StoreResult<Option<RewardRecord>> {
         let sql = format!("SELECT {REWARD_COLUMNS} FROM loyalty_rewards WHERE reward_id = $1");
         let row = sqlx::query(&sql)
@@ -1196,7 +1196,7 @@ impl LoyaltyStore for PgStore {
         row.as_ref().map(reward_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, limit))]
+    #[tracing::instrument(skip_all, name = "store.list_rewards", fields(db.system = "postgresql", program_id = %program_id, limit))]
     async fn list_rewards(
         &self,
         program_id: &str,
@@ -1217,7 +1217,7 @@ impl LoyaltyStore for PgStore {
         rows.iter().map(reward_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(reward_id = %id, expected_revision))]
+    #[tracing::instrument(skip_all, name = "store.update_reward", fields(db.system = "postgresql", reward_id = %id, expected_revision))]
     async fn update_reward(
         &self,
         id: &str,
@@ -1271,7 +1271,7 @@ impl LoyaltyStore for PgStore {
         Ok(Some(record))
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, customer_id = %customer))]
+    #[tracing::instrument(skip_all, name = "store.mutate_member", fields(db.system = "postgresql", program_id = %program_id, customer_id = %customer))]
     async fn mutate_member(
         &self,
         program_id: &str,
@@ -1313,7 +1313,7 @@ impl LoyaltyStore for PgStore {
         Ok(MutateOutcome::Applied { loaded, changes })
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, customer_id = %customer))]
+    #[tracing::instrument(skip_all, name = "store.get_member", fields(db.system = "postgresql", program_id = %program_id, customer_id = %customer))]
     async fn get_member(
         &self,
         program_id: &str,
@@ -1333,7 +1333,7 @@ impl LoyaltyStore for PgStore {
         Ok(member)
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.scan_members", fields(db.system = "postgresql", limit))]
     async fn scan_members(
         &self,
         after: Option<(&CustomerId, &str)>,
@@ -1346,7 +1346,7 @@ impl LoyaltyStore for PgStore {
         Ok(page)
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %customer))]
+    #[tracing::instrument(skip_all, name = "store.member_programs", fields(db.system = "postgresql", customer_id = %customer))]
     async fn member_programs(&self, customer: &CustomerId) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT program_id FROM loyalty_members WHERE customer_id = $1 ORDER BY program_id",
@@ -1357,7 +1357,7 @@ impl LoyaltyStore for PgStore {
         .map_err(db_err)
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, customer_id = %customer, limit))]
+    #[tracing::instrument(skip_all, name = "store.list_entries", fields(db.system = "postgresql", program_id = %program_id, customer_id = %customer, limit))]
     async fn list_entries(
         &self,
         program_id: &str,
@@ -1380,7 +1380,7 @@ impl LoyaltyStore for PgStore {
         rows.iter().map(entry_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, customer_id = %customer))]
+    #[tracing::instrument(skip_all, name = "store.get_redemption", fields(db.system = "postgresql", program_id = %program_id, customer_id = %customer))]
     async fn get_redemption(
         &self,
         program_id: &str,
@@ -1400,7 +1400,7 @@ impl LoyaltyStore for PgStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.members_to_settle", fields(db.system = "postgresql", limit))]
     async fn members_to_settle(
         &self,
         now: Timestamp,

@@ -100,7 +100,7 @@ fn change_from_row(row: &SqliteRow) -> StoreResult<Change> {
 
 #[async_trait]
 impl FeedStore for SqliteStore {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, name = "store.feed_head", fields(db.system = "sqlite"))]
     async fn feed_head(&self) -> StoreResult<FeedHead> {
         let (position, pruned_through, database_id): (i64, i64, String) = sqlx::query_as(
             "SELECT position, pruned_through, database_id FROM change_feed_head WHERE id = 1",
@@ -115,6 +115,7 @@ impl FeedStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, name = "store.consumer_position", fields(db.system = "sqlite"))]
     async fn consumer_position(&self, name: &str) -> StoreResult<i64> {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM feed_consumers WHERE name = ?")
@@ -125,7 +126,7 @@ impl FeedStore for SqliteStore {
         Ok(position.unwrap_or(0))
     }
 
-    #[tracing::instrument(skip_all, fields(after, limit))]
+    #[tracing::instrument(skip_all, name = "store.read_changes", fields(db.system = "sqlite", after, limit))]
     async fn read_changes(&self, after: i64, limit: usize) -> StoreResult<Vec<Change>> {
         let rows = sqlx::query(
             "SELECT position, kind, key, scope, txn, committed_at FROM change_feed \
@@ -139,7 +140,7 @@ impl FeedStore for SqliteStore {
         rows.iter().map(change_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(count = changes.len()))]
+    #[tracing::instrument(skip_all, name = "store.events_of", fields(db.system = "sqlite", count = changes.len()))]
     async fn events_of(&self, changes: &[(CustomerId, i64)]) -> StoreResult<Vec<Event>> {
         // Sorted (ids bytewise, as SQLite compares text) and without repeats, so the chunks'
         // results, each in (customer, txn, event id) order, follow each other in that order.
@@ -167,7 +168,7 @@ impl FeedStore for SqliteStore {
         Ok(out)
     }
 
-    #[tracing::instrument(skip_all, fields(reader, position))]
+    #[tracing::instrument(skip_all, name = "store.feed_reader_heartbeat", fields(db.system = "sqlite", reader, position))]
     async fn feed_reader_heartbeat(
         &self,
         reader: &str,
@@ -188,7 +189,7 @@ impl FeedStore for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, name = "store.prune_feed", fields(db.system = "sqlite"))]
     async fn prune_feed(
         &self,
         committed_before: Timestamp,
@@ -247,7 +248,7 @@ impl FeedStore for SqliteStore {
         Ok(deleted)
     }
 
-    #[tracing::instrument(skip_all, fields(name, owner))]
+    #[tracing::instrument(skip_all, name = "store.claim_consumer", fields(db.system = "sqlite", name, owner))]
     async fn claim_consumer(
         &self,
         name: &str,
@@ -285,7 +286,7 @@ impl FeedStore for SqliteStore {
         Ok(position)
     }
 
-    #[tracing::instrument(skip_all, fields(name, owner, position))]
+    #[tracing::instrument(skip_all, name = "store.advance_consumer", fields(db.system = "sqlite", name, owner, position))]
     async fn advance_consumer(&self, name: &str, owner: &str, position: i64) -> StoreResult<bool> {
         // Matches while `owner` holds the lease, also when the stored position is already at or
         // past `position` (which it keeps: a consumer never moves back).

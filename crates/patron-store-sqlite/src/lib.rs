@@ -562,6 +562,7 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    #[tracing::instrument(skip_all, name = "store.check_connection", fields(db.system = "sqlite"))]
     async fn check_connection(&self, timeout: Duration) -> StoreResult<Duration> {
         use std::sync::atomic::Ordering;
         let started = std::time::Instant::now();
@@ -591,7 +592,7 @@ impl Store for SqliteStore {
         state
     }
 
-    #[tracing::instrument(skip_all, fields(count = customers.len()))]
+    #[tracing::instrument(skip_all, name = "store.upsert_customers", fields(db.system = "sqlite", count = customers.len()))]
     async fn upsert_customers(
         &self,
         customers: &[Customer],
@@ -676,7 +677,7 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.get_customer", fields(db.system = "sqlite", customer_id = %id))]
     async fn get_customer(&self, id: &CustomerId) -> StoreResult<Option<CustomerRecord>> {
         let sql = format!(
             "SELECT {CUSTOMER_COLUMNS}, {} FROM customers c LEFT JOIN customer_summaries s \
@@ -691,7 +692,7 @@ impl Store for SqliteStore {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.list_customers", fields(db.system = "sqlite", limit))]
     async fn list_customers(
         &self,
         after: Option<&CustomerId>,
@@ -712,7 +713,7 @@ impl Store for SqliteStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.delete_customer", fields(db.system = "sqlite", customer_id = %id))]
     async fn delete_customer(&self, id: &CustomerId) -> StoreResult<Option<u64>> {
         let mut tx = self
             .writer
@@ -776,7 +777,7 @@ impl Store for SqliteStore {
         Ok(Some(events))
     }
 
-    #[tracing::instrument(skip_all, fields(count = events.len()))]
+    #[tracing::instrument(skip_all, name = "store.record_events", fields(db.system = "sqlite", count = events.len()))]
     async fn record_events(&self, events: &[Event], now: Timestamp) -> StoreResult<RecordOutcome> {
         let (mut firsts, mut duplicate_indexes) = dedupe_batch(events);
         // Writing in key order keeps consecutive B-tree inserts on neighbouring pages.
@@ -899,7 +900,7 @@ impl Store for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %customer, limit))]
+    #[tracing::instrument(skip_all, name = "store.list_events", fields(db.system = "sqlite", customer_id = %customer, limit))]
     async fn list_events(
         &self,
         customer: &CustomerId,
@@ -934,7 +935,7 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.scan_summaries", fields(db.system = "sqlite", limit))]
     async fn scan_summaries(
         &self,
         after: Option<&CustomerId>,
@@ -969,7 +970,7 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    #[tracing::instrument(skip_all, fields(count = ids.len()))]
+    #[tracing::instrument(skip_all, name = "store.get_summaries", fields(db.system = "sqlite", count = ids.len()))]
     async fn get_summaries(&self, ids: &[CustomerId]) -> StoreResult<Vec<SummaryRow>> {
         let mut ids: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
         ids.sort_unstable();
@@ -1006,7 +1007,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    #[tracing::instrument(skip_all, fields(activate))]
+    #[tracing::instrument(skip_all, name = "store.insert_value_model", fields(db.system = "sqlite", activate))]
     async fn insert_value_model(
         &self,
         body: &str,
@@ -1053,7 +1054,7 @@ impl Store for SqliteStore {
         Ok(model)
     }
 
-    #[tracing::instrument(skip_all, fields(version))]
+    #[tracing::instrument(skip_all, name = "store.get_value_model", fields(db.system = "sqlite", version))]
     async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE version = ?");
         let row = sqlx::query(&sql)
@@ -1064,7 +1065,7 @@ impl Store for SqliteStore {
         row.as_ref().map(model_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(before, limit))]
+    #[tracing::instrument(skip_all, name = "store.list_value_models", fields(db.system = "sqlite", before, limit))]
     async fn list_value_models(
         &self,
         before: Option<i64>,
@@ -1083,7 +1084,7 @@ impl Store for SqliteStore {
         rows.iter().map(model_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(version))]
+    #[tracing::instrument(skip_all, name = "store.activate_value_model", fields(db.system = "sqlite", version))]
     async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
         let mut tx = self
             .writer
@@ -1120,7 +1121,7 @@ impl Store for SqliteStore {
         Ok(Some(model))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, name = "store.active_value_model", fields(db.system = "sqlite"))]
     async fn active_value_model(&self) -> StoreResult<Option<StoredModel>> {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE active = 1");
         let row = sqlx::query(&sql)
@@ -1130,7 +1131,7 @@ impl Store for SqliteStore {
         row.as_ref().map(model_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, name = "store.get_tier_policy", fields(db.system = "sqlite"))]
     async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>> {
         let row: Option<(i64, i64, String)> =
             sqlx::query_as("SELECT revision, updated_at, body FROM tier_policy WHERE id = 1")
@@ -1144,7 +1145,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(expected_revision))]
+    #[tracing::instrument(skip_all, name = "store.put_tier_policy", fields(db.system = "sqlite", expected_revision))]
     async fn put_tier_policy(
         &self,
         body: &str,
@@ -1271,7 +1272,7 @@ async fn insert_dependencies(
 /// processes on the same file, so each check below sees the state its write replaces.
 #[async_trait]
 impl SegmentStore for SqliteStore {
-    #[tracing::instrument(skip_all, fields(segment_id = %record.segment_id))]
+    #[tracing::instrument(skip_all, name = "store.create_segment", fields(db.system = "sqlite", segment_id = %record.segment_id))]
     async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord> {
         let deps = normalized_dependencies(&record.depends_on);
         let id = record.segment_id.as_str();
@@ -1317,7 +1318,7 @@ impl SegmentStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(segment_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.get_segment", fields(db.system = "sqlite", segment_id = %id))]
     async fn get_segment(&self, id: &str) -> StoreResult<Option<SegmentRecord>> {
         let sql = format!("SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id = ?");
         let row = sqlx::query(&sql)
@@ -1328,7 +1329,7 @@ impl SegmentStore for SqliteStore {
         row.as_ref().map(segment_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.list_segments", fields(db.system = "sqlite", limit))]
     async fn list_segments(
         &self,
         after: Option<&str>,
@@ -1347,7 +1348,7 @@ impl SegmentStore for SqliteStore {
         rows.iter().map(segment_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(segment_id = %record.segment_id, expected_revision))]
+    #[tracing::instrument(skip_all, name = "store.update_segment", fields(db.system = "sqlite", segment_id = %record.segment_id, expected_revision))]
     async fn update_segment(
         &self,
         record: &SegmentRecord,
@@ -1409,7 +1410,7 @@ impl SegmentStore for SqliteStore {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(segment_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.delete_segment", fields(db.system = "sqlite", segment_id = %id))]
     async fn delete_segment(&self, id: &str) -> StoreResult<bool> {
         let mut tx = self
             .writer

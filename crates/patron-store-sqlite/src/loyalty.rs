@@ -882,7 +882,7 @@ async fn write_member(
 
 #[async_trait]
 impl LoyaltyStore for SqliteStore {
-    #[tracing::instrument(skip_all, fields(program_id = %record.program_id))]
+    #[tracing::instrument(skip_all, name = "store.create_program", fields(db.system = "sqlite", program_id = %record.program_id))]
     async fn create_program(&self, record: &ProgramRecord) -> StoreResult<ProgramRecord> {
         let mut tx = self
             .writer
@@ -922,7 +922,7 @@ impl LoyaltyStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.get_program", fields(db.system = "sqlite", program_id = %id))]
     async fn get_program(&self, id: &str) -> StoreResult<Option<ProgramRecord>> {
         let sql = format!("SELECT {PROGRAM_COLUMNS} FROM loyalty_programs WHERE program_id = ?");
         let row = sqlx::query(&sql)
@@ -933,7 +933,7 @@ impl LoyaltyStore for SqliteStore {
         row.as_ref().map(program_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.list_programs", fields(db.system = "sqlite", limit))]
     async fn list_programs(
         &self,
         after: Option<&str>,
@@ -952,7 +952,7 @@ impl LoyaltyStore for SqliteStore {
         rows.iter().map(program_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %id, expected_revision))]
+    #[tracing::instrument(skip_all, name = "store.update_program", fields(db.system = "sqlite", program_id = %id, expected_revision))]
     async fn update_program(
         &self,
         id: &str,
@@ -1001,7 +1001,7 @@ impl LoyaltyStore for SqliteStore {
         Ok(Some(record))
     }
 
-    #[tracing::instrument(skip_all, fields(reward_id = %record.reward_id))]
+    #[tracing::instrument(skip_all, name = "store.create_reward", fields(db.system = "sqlite", reward_id = %record.reward_id))]
     async fn create_reward(&self, record: &RewardRecord) -> StoreResult<RewardRecord> {
         let mut tx = self
             .writer
@@ -1061,7 +1061,7 @@ impl LoyaltyStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(reward_id = %id))]
+    #[tracing::instrument(skip_all, name = "store.get_reward", fields(db.system = "sqlite", reward_id = %id))]
     async fn get_reward(&self, id: &str) -> StoreResult<Option<RewardRecord>> {
         let sql = format!("SELECT {REWARD_COLUMNS} FROM loyalty_rewards WHERE reward_id = ?");
         let row = sqlx::query(&sql)
@@ -1072,7 +1072,7 @@ impl LoyaltyStore for SqliteStore {
         row.as_ref().map(reward_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, limit))]
+    #[tracing::instrument(skip_all, name = "store.list_rewards", fields(db.system = "sqlite", program_id = %program_id, limit))]
     async fn list_rewards(
         &self,
         program_id: &str,
@@ -1093,7 +1093,7 @@ impl LoyaltyStore for SqliteStore {
         rows.iter().map(reward_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(reward_id = %id, expected_revision))]
+    #[tracing::instrument(skip_all, name = "store.update_reward", fields(db.system = "sqlite", reward_id = %id, expected_revision))]
     async fn update_reward(
         &self,
         id: &str,
@@ -1151,7 +1151,7 @@ impl LoyaltyStore for SqliteStore {
         Ok(Some(record))
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, customer_id = %customer))]
+    #[tracing::instrument(skip_all, name = "store.mutate_member", fields(db.system = "sqlite", program_id = %program_id, customer_id = %customer))]
     async fn mutate_member(
         &self,
         program_id: &str,
@@ -1197,7 +1197,7 @@ impl LoyaltyStore for SqliteStore {
         Ok(MutateOutcome::Applied { loaded, changes })
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, customer_id = %customer))]
+    #[tracing::instrument(skip_all, name = "store.get_member", fields(db.system = "sqlite", program_id = %program_id, customer_id = %customer))]
     async fn get_member(
         &self,
         program_id: &str,
@@ -1217,7 +1217,7 @@ impl LoyaltyStore for SqliteStore {
         Ok(member)
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.scan_members", fields(db.system = "sqlite", limit))]
     async fn scan_members(
         &self,
         after: Option<(&CustomerId, &str)>,
@@ -1230,7 +1230,7 @@ impl LoyaltyStore for SqliteStore {
         Ok(page)
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id = %customer))]
+    #[tracing::instrument(skip_all, name = "store.member_programs", fields(db.system = "sqlite", customer_id = %customer))]
     async fn member_programs(&self, customer: &CustomerId) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT program_id FROM loyalty_members WHERE customer_id = ? ORDER BY program_id",
@@ -1241,7 +1241,7 @@ impl LoyaltyStore for SqliteStore {
         .map_err(db_err)
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, customer_id = %customer, limit))]
+    #[tracing::instrument(skip_all, name = "store.list_entries", fields(db.system = "sqlite", program_id = %program_id, customer_id = %customer, limit))]
     async fn list_entries(
         &self,
         program_id: &str,
@@ -1264,7 +1264,7 @@ impl LoyaltyStore for SqliteStore {
         rows.iter().map(entry_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(program_id = %program_id, customer_id = %customer))]
+    #[tracing::instrument(skip_all, name = "store.get_redemption", fields(db.system = "sqlite", program_id = %program_id, customer_id = %customer))]
     async fn get_redemption(
         &self,
         program_id: &str,
@@ -1284,7 +1284,7 @@ impl LoyaltyStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, name = "store.members_to_settle", fields(db.system = "sqlite", limit))]
     async fn members_to_settle(
         &self,
         now: Timestamp,
