@@ -49,17 +49,43 @@ async fn import_loads_csv_and_reports_what_it_skipped() {
     let url = format!("sqlite://{}", dir.path().join("patron.db").display());
 
     let first = run_import(&url, &customers, &transactions);
-    assert!(first.contains("loaded: 5\n"), "{first}");
-    assert!(first.contains("skipped as duplicate: 0\n"), "{first}");
-    // One bad customer row (Feb 30) and four bad transaction rows.
-    assert!(first.contains("rejected: 5\n"), "{first}");
+    let customers_path = customers.display().to_string();
+    let transactions_path = transactions.display().to_string();
+    // Each file on its own: its rows, what was loaded of its kind, its rejections.
+    assert!(
+        first.contains(&format!(
+            "customers from {customers_path}:\n  rows read: 3\n  loaded: 2 customers\n  rejected: 1\n"
+        )),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!(
+            "transactions from {transactions_path}:\n  rows read: 9\n  loaded: 5 purchases\n  skipped as duplicate: 0\n  rejected: 4\n"
+        )),
+        "{first}"
+    );
+    // Rejected line numbers say which file they are in.
+    assert!(
+        first.contains(&format!("({customers_path} line 4)")),
+        "{first}"
+    );
     assert!(first.contains("more than 2 decimal places"), "{first}");
-    assert!(first.contains("not a date or timestamp"), "{first}");
-    assert!(first.contains("customers upserted: 2\n"), "{first}");
+    assert!(
+        first.contains("\"not-a-date\" is not a date or timestamp"),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("({transactions_path} line 8)")),
+        "{first}"
+    );
+    assert!(
+        first.contains("in all: 2 customers and 5 purchases loaded, 5 rows rejected\n"),
+        "{first}"
+    );
 
     let second = run_import(&url, &customers, &transactions);
-    assert!(second.contains("loaded: 0\n"), "{second}");
-    assert!(second.contains("skipped as duplicate: 5\n"), "{second}");
+    assert!(second.contains("  loaded: 0 purchases\n"), "{second}");
+    assert!(second.contains("  skipped as duplicate: 5\n"), "{second}");
 
     let store = patron_store_sqlite::SqliteStore::connect(&url)
         .await
@@ -167,4 +193,76 @@ async fn generate_writes_csv_for_import_and_straight_into_the_database() {
         assert!(!out.status.success(), "{bad:?} was accepted");
         assert!(!bad_dir.exists(), "{bad:?} wrote files");
     }
+}
+
+/// A timestamp without a zone is never guessed as UTC: without --assume-timezone its row is
+/// rejected with the reason and its line; with it, the row is read in that zone.
+#[tokio::test]
+async fn import_refuses_zoneless_timestamps_unless_a_zone_is_given() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let transactions = dir.path().join("transactions.csv");
+    std::fs::write(
+        &transactions,
+        "customer_id,timestamp,amount\nz1,2024-05-01 23:30:00,10.00\nz1,2024-05-03T10:00:00Z,5.00\n",
+    )
+    .expect("write");
+    let url = format!("sqlite://{}", dir.path().join("patron.db").display());
+    let path = transactions.to_str().expect("utf-8 path");
+    let out = patron(&["import", "--database", &url, "--transactions", path]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(report.contains("  loaded: 1 purchases\n"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "\"2024-05-01 23:30:00\" has no time zone: add Z or an offset such as +02:00, or pass --assume-timezone ({path} line 2)"
+        )),
+        "{report}"
+    );
+
+    let out = patron(&[
+        "import",
+        "--database",
+        &url,
+        "--transactions",
+        path,
+        "--assume-timezone",
+        "-02:00",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(report.contains("  loaded: 1 purchases\n"), "{report}");
+    assert!(report.contains("  skipped as duplicate: 1\n"), "{report}");
+    let store = patron_store_sqlite::SqliteStore::connect(&url)
+        .await
+        .expect("open");
+    let z1 = store
+        .get_customer(&CustomerId::parse("z1").expect("id"))
+        .await
+        .expect("get")
+        .expect("imported");
+    // 23:30 at -02:00 is 01:30 UTC on 2 May: the first purchase day is the 2nd, not the 1st.
+    let first = z1
+        .summary
+        .purchases
+        .first_purchase_day
+        .expect("a purchase day");
+    assert_eq!(
+        first,
+        patron_domain::Date::new(2024, 5, 2).expect("date").to_day()
+    );
+
+    let bad = patron(&[
+        "import",
+        "--database",
+        &url,
+        "--transactions",
+        path,
+        "--assume-timezone",
+        "CET",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a UTC offset"),
+        "{bad:?}"
+    );
 }

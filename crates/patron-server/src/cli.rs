@@ -19,9 +19,10 @@ use crate::{app, demo, generate, import, telemetry};
 #[derive(Debug, Parser)]
 #[command(name = "patron", version)]
 pub struct Cli {
-    /// TOML configuration file; its keys are the long option names with underscores
-    /// (listen, database_url, log_format, log_level, currency, request_timeout_secs,
-    /// max_message_bytes, stream_batch_size, shutdown_grace_secs, drain_timeout_secs).
+    /// TOML configuration file; its keys are the long option names of these global options and
+    /// of `patron serve --help`, with underscores (database_url for --database, e.g. listen,
+    /// segment_refresh_secs, loyalty_expiry_interval_secs); README, "Configuration", lists
+    /// every key.
     #[arg(long, env = "PATRON_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -303,10 +304,21 @@ pub struct ImportArgs {
     pub customers: Option<PathBuf>,
 
     /// CSV of transactions: a header row with customer_id, timestamp (or date: YYYY-MM-DD,
-    /// YYYYMMDD, RFC 3339 or Unix seconds), amount (decimal in major units, e.g. 19.99) and
+    /// YYYYMMDD, RFC 3339 with Z or an offset, or Unix seconds), amount (decimal in major units, e.g. 19.99) and
     /// optionally order_id. Each row is a purchase; importing a file again loads nothing twice.
     #[arg(long, value_name = "FILE")]
     pub transactions: Option<PathBuf>,
+
+    /// The zone of timestamps that carry none (`2024-05-01 14:30:00`): UTC, +HH:MM or -HH:MM.
+    /// Without it such rows are rejected, each with its line, rather than guessed as UTC.
+    /// Timestamps with `Z` or an offset keep their own; dates (YYYY-MM-DD) are UTC days.
+    #[arg(
+        long,
+        value_name = "OFFSET",
+        allow_hyphen_values = true,
+        value_parser = import::parse_offset
+    )]
+    pub assume_timezone: Option<i64>,
 
     /// Rows per transaction.
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -475,7 +487,7 @@ async fn command(command: Command, settings: Settings) -> Result<(), String> {
             let mut summary = import::ImportSummary::default();
             let started = std::time::Instant::now();
             if let Some(path) = &args.customers {
-                import::import_customers(&store, path, &mut summary).await?;
+                import::import_customers(&store, path, args.assume_timezone, &mut summary).await?;
             }
             if let Some(path) = &args.transactions {
                 import::import_transactions(
@@ -483,6 +495,7 @@ async fn command(command: Command, settings: Settings) -> Result<(), String> {
                     path,
                     settings.currency,
                     args.batch_size as usize,
+                    args.assume_timezone,
                     &mut summary,
                 )
                 .await?;

@@ -352,21 +352,27 @@ mod round_trip {
             .await
             .expect("store");
         let mut summary = import::ImportSummary::default();
-        import::import_customers(&imported, &dir.path().join("customers.csv"), &mut summary)
-            .await
-            .expect("import customers");
+        import::import_customers(
+            &imported,
+            &dir.path().join("customers.csv"),
+            None,
+            &mut summary,
+        )
+        .await
+        .expect("import customers");
         let currency = patron_domain::Currency::parse("USD").expect("usd");
         import::import_transactions(
             &imported,
             &dir.path().join("transactions.csv"),
             currency,
             1_000,
+            None,
             &mut summary,
         )
         .await
         .expect("import transactions");
-        assert_eq!(summary.rejected, 0, "{summary:?}");
-        assert_eq!(summary.loaded, purchases);
+        assert_eq!(summary.rejected(), 0, "{summary:?}");
+        assert_eq!(summary.purchases_loaded(), purchases);
 
         let direct = crate::app::open_store("sqlite::memory:")
             .await

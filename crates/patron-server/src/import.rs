@@ -18,20 +18,44 @@ use patron_domain::{
 };
 use patron_store::Store;
 
-/// What an import did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ImportSummary {
+/// Which kind of file a report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Customers,
+    Transactions,
+}
+
+/// What an import did with one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    pub kind: FileKind,
+    /// The path as given on the command line.
+    pub path: String,
     pub rows: u64,
+    /// Customers upserted (a customers file) or purchases recorded (a transactions file).
     pub loaded: u64,
     pub duplicates: u64,
     pub rejected: u64,
     /// Rejections by reason, with up to five example line numbers each.
     pub reasons: BTreeMap<String, (u64, Vec<u64>)>,
+    /// Customers that did not exist before their first imported purchase.
     pub customers_created: u64,
-    pub customers_upserted: u64,
 }
 
-impl ImportSummary {
+impl FileReport {
+    fn new(kind: FileKind, path: &Path) -> Self {
+        Self {
+            kind,
+            path: path.display().to_string(),
+            rows: 0,
+            loaded: 0,
+            duplicates: 0,
+            rejected: 0,
+            reasons: BTreeMap::new(),
+            customers_created: 0,
+        }
+    }
+
     fn reject(&mut self, line: u64, reason: String) {
         self.rejected += 1;
         let entry = self.reasons.entry(reason).or_default();
@@ -40,38 +64,114 @@ impl ImportSummary {
             entry.1.push(line);
         }
     }
+}
 
-    /// A report for people.
+/// What an import did: one report per file, in the order they were read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub files: Vec<FileReport>,
+}
+
+impl ImportSummary {
+    fn total(&self, kind: Option<FileKind>, f: impl Fn(&FileReport) -> u64) -> u64 {
+        self.files
+            .iter()
+            .filter(|r| kind.is_none_or(|k| r.kind == k))
+            .map(f)
+            .sum()
+    }
+
+    /// Customers upserted from customers files.
+    pub fn customers_loaded(&self) -> u64 {
+        self.total(Some(FileKind::Customers), |r| r.loaded)
+    }
+
+    /// Purchases recorded from transactions files.
+    pub fn purchases_loaded(&self) -> u64 {
+        self.total(Some(FileKind::Transactions), |r| r.loaded)
+    }
+
+    /// Rows rejected in every file.
+    pub fn rejected(&self) -> u64 {
+        self.total(None, |r| r.rejected)
+    }
+
+    /// A report for people: each file on its own, then the totals.
     pub fn render(&self) -> String {
-        let mut out = format!(
-            "rows read: {}\nloaded: {}\nskipped as duplicate: {}\nrejected: {}\n",
-            self.rows, self.loaded, self.duplicates, self.rejected
-        );
-        if self.customers_upserted > 0 {
-            out.push_str(&format!(
-                "customers upserted: {}\n",
-                self.customers_upserted
-            ));
+        let mut out = String::new();
+        for r in &self.files {
+            let (kind, what) = match r.kind {
+                FileKind::Customers => ("customers", "customers"),
+                FileKind::Transactions => ("transactions", "purchases"),
+            };
+            out.push_str(&format!("{kind} from {}:\n", r.path));
+            out.push_str(&format!("  rows read: {}\n", r.rows));
+            out.push_str(&format!("  loaded: {} {what}\n", r.loaded));
+            if r.kind == FileKind::Transactions {
+                out.push_str(&format!("  skipped as duplicate: {}\n", r.duplicates));
+            }
+            out.push_str(&format!("  rejected: {}\n", r.rejected));
+            for (reason, (n, lines)) in &r.reasons {
+                let lines: Vec<String> = lines.iter().map(u64::to_string).collect();
+                let label = if lines.len() == 1 { "line" } else { "lines" };
+                out.push_str(&format!(
+                    "    {n} rejected: {reason} ({} {label} {})\n",
+                    r.path,
+                    lines.join(", ")
+                ));
+            }
+            if r.kind == FileKind::Transactions {
+                out.push_str(&format!(
+                    "  customers created by purchases: {}\n",
+                    r.customers_created
+                ));
+            }
         }
         out.push_str(&format!(
-            "customers created by events: {}\n",
-            self.customers_created
+            "in all: {} customers and {} purchases loaded, {} rows rejected\n",
+            self.customers_loaded(),
+            self.purchases_loaded(),
+            self.rejected()
         ));
-        for (reason, (n, lines)) in &self.reasons {
-            let lines: Vec<String> = lines.iter().map(u64::to_string).collect();
-            let label = if lines.len() == 1 { "line" } else { "lines" };
-            out.push_str(&format!(
-                "  {n} rejected: {reason} ({label} {})\n",
-                lines.join(", ")
-            ));
-        }
         out
     }
 }
 
+/// Parses a UTC offset for `--assume-timezone`: `UTC`, `Z`, `+HH:MM` or `-HH:MM`, in seconds
+/// east of UTC.
+pub fn parse_offset(s: &str) -> Result<i64, String> {
+    let bad = || format!("{s:?} is not a UTC offset: give UTC, Z, +HH:MM or -HH:MM");
+    if s.eq_ignore_ascii_case("utc") || s.eq_ignore_ascii_case("z") {
+        return Ok(0);
+    }
+    let (sign, hm) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = hm.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let h: i64 = h.parse().map_err(|_| bad())?;
+    let m: i64 = m.parse().map_err(|_| bad())?;
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
 /// Parses an instant: `YYYY-MM-DD`, `YYYYMMDD`, RFC 3339 (`2024-05-01T12:30:00Z`, offsets and
-/// fractions allowed, a space instead of `T` too), or Unix seconds.
+/// fractions allowed, a space instead of `T` too), or Unix seconds. A date is the start of that
+/// UTC day (Patron's days are UTC days). A date and time must carry its zone (`Z` or an offset):
+/// see [`parse_instant_in`].
 pub fn parse_instant(s: &str) -> Result<Timestamp, String> {
+    parse_instant_in(s, None)
+}
+
+/// [`parse_instant`], with `assume` (seconds east of UTC) as the zone of a date and time that
+/// carries none; without it such a value is refused rather than guessed.
+pub fn parse_instant_in(s: &str, assume: Option<i64>) -> Result<Timestamp, String> {
     let s = s.trim();
     let bad = || format!("{s:?} is not a date or timestamp");
     if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -125,7 +225,12 @@ pub fn parse_instant(s: &str) -> Result<Timestamp, String> {
         rest = &frac[digits..];
     }
     let offset_secs = match rest {
-        "Z" | "z" | "" => 0,
+        "Z" | "z" => 0,
+        "" => assume.ok_or_else(|| {
+            format!(
+                "{s:?} has no time zone: add Z or an offset such as +02:00, or pass --assume-timezone"
+            )
+        })?,
         _ => {
             let (sign, hm) = match rest.as_bytes().first() {
                 Some(b'+') => (1, &rest[1..]),
@@ -189,8 +294,10 @@ fn open(path: &Path) -> Result<(csv::Reader<std::fs::File>, u64), String> {
 pub async fn import_customers(
     store: &Arc<dyn Store>,
     path: &Path,
+    zone: Option<i64>,
     summary: &mut ImportSummary,
 ) -> Result<(), String> {
+    let mut report = FileReport::new(FileKind::Customers, path);
     let (mut reader, len) = open(path)?;
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
     let id_col = header_index(&headers, &["customer_id", "id"])
@@ -209,12 +316,12 @@ pub async fn import_customers(
         let line = n + 2;
         n += 1;
         match reader.read_record(&mut record) {
-            Ok(true) => summary.rows += 1,
+            Ok(true) => report.rows += 1,
             Ok(false) => break,
             Err(e) if e.is_io_error() => return Err(format!("{}: {e}", path.display())),
             Err(e) => {
-                summary.rows += 1;
-                summary.reject(line, format!("unreadable row: {e}"));
+                report.rows += 1;
+                report.reject(line, format!("unreadable row: {e}"));
                 continue;
             }
         }
@@ -236,7 +343,7 @@ pub async fn import_customers(
                     .map_err(|e| format!("country {e}"))?;
             let signed_up_at = field(signup_col)
                 .map(|s| {
-                    parse_instant(s).and_then(|t| {
+                    parse_instant_in(s, zone).and_then(|t| {
                         t.check_not_after(now)
                             .map_err(|e| format!("signed_up_at {e}"))
                     })
@@ -264,10 +371,10 @@ pub async fn import_customers(
                     }
                 }
             }
-            Err(reason) => summary.reject(line, reason),
+            Err(reason) => report.reject(line, reason),
         }
         if batch.len() >= 1_000 {
-            summary.customers_upserted += batch.len() as u64;
+            report.loaded += batch.len() as u64;
             store
                 .upsert_customers(&batch, now)
                 .await
@@ -280,13 +387,14 @@ pub async fn import_customers(
         }
     }
     if !batch.is_empty() {
-        summary.customers_upserted += batch.len() as u64;
+        report.loaded += batch.len() as u64;
         store
             .upsert_customers(&batch, now)
             .await
             .map_err(|e| e.to_string())?;
     }
     bar.finish_and_clear();
+    summary.files.push(report);
     Ok(())
 }
 
@@ -294,16 +402,16 @@ async fn flush(
     store: &Arc<dyn Store>,
     batch: &mut Vec<Event>,
     now: Timestamp,
-    summary: &mut ImportSummary,
+    report: &mut FileReport,
 ) -> Result<(), String> {
     let out = store
         .record_events(batch, now)
         .await
         .map_err(|e| e.to_string())?;
     batch.clear();
-    summary.loaded += out.recorded as u64;
-    summary.duplicates += out.duplicate_indexes.len() as u64;
-    summary.customers_created += out.created_customers as u64;
+    report.loaded += out.recorded as u64;
+    report.duplicates += out.duplicate_indexes.len() as u64;
+    report.customers_created += out.created_customers as u64;
     Ok(())
 }
 
@@ -313,8 +421,10 @@ pub async fn import_transactions(
     path: &Path,
     currency: Currency,
     batch_size: usize,
+    zone: Option<i64>,
     summary: &mut ImportSummary,
 ) -> Result<(), String> {
+    let mut report = FileReport::new(FileKind::Transactions, path);
     let (mut reader, len) = open(path)?;
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
     let missing = |what: &str| format!("{}: no {what} column", path.display());
@@ -335,12 +445,12 @@ pub async fn import_transactions(
         let line = n + 2;
         n += 1;
         match reader.read_record(&mut record) {
-            Ok(true) => summary.rows += 1,
+            Ok(true) => report.rows += 1,
             Ok(false) => break,
             Err(e) if e.is_io_error() => return Err(format!("{}: {e}", path.display())),
             Err(e) => {
-                summary.rows += 1;
-                summary.reject(line, format!("unreadable row: {e}"));
+                report.rows += 1;
+                report.reject(line, format!("unreadable row: {e}"));
                 continue;
             }
         }
@@ -348,7 +458,7 @@ pub async fn import_transactions(
         let parsed = (|| -> Result<Event, String> {
             let customer_id =
                 CustomerId::parse(get(id_col)).map_err(|e| format!("customer_id {e}"))?;
-            let occurred_at = parse_instant(get(time_col))?
+            let occurred_at = parse_instant_in(get(time_col), zone)?
                 .check_event_time(now)
                 .map_err(|e| format!("timestamp {e}"))?;
             let amount =
@@ -388,17 +498,18 @@ pub async fn import_transactions(
         })();
         match parsed {
             Ok(e) => batch.push(e),
-            Err(reason) => summary.reject(line, reason),
+            Err(reason) => report.reject(line, reason),
         }
         if batch.len() >= batch_size {
-            flush(store, &mut batch, now, summary).await?;
+            flush(store, &mut batch, now, &mut report).await?;
             bar.set_position(reader.position().byte());
         }
     }
     if !batch.is_empty() {
-        flush(store, &mut batch, now, summary).await?;
+        flush(store, &mut batch, now, &mut report).await?;
     }
     bar.finish_and_clear();
+    summary.files.push(report);
     Ok(())
 }
 
@@ -422,7 +533,13 @@ mod tests {
                 "2024-05-01T01:00:00Z",
                 Some(day(2024, 5, 1) + 3_600_000_000),
             ),
-            ("2024-05-01 01:00:00", Some(day(2024, 5, 1) + 3_600_000_000)),
+            (
+                "2024-05-01 01:00:00Z",
+                Some(day(2024, 5, 1) + 3_600_000_000),
+            ),
+            // A date and time without a zone is refused, not taken as UTC.
+            ("2024-05-01 01:00:00", None),
+            ("2024-05-01T01:00:00.5", None),
             (
                 "2024-05-01T01:00:00.5+01:00",
                 Some(day(2024, 5, 1) + 500_000),
@@ -441,5 +558,65 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn zoneless_times_need_an_assumed_zone() {
+        let day = Date::new(2024, 5, 1)
+            .expect("date")
+            .to_day()
+            .start()
+            .as_micros();
+        let err = parse_instant("2024-05-01 01:00:00").expect_err("no zone");
+        assert!(err.contains("has no time zone"), "{err}");
+        assert!(err.contains("--assume-timezone"), "{err}");
+        let plus2 = parse_offset("+02:00").expect("offset");
+        assert_eq!(plus2, 7_200);
+        assert_eq!(
+            parse_instant_in("2024-05-01 01:00:00", Some(plus2)).map(Timestamp::as_micros),
+            Ok(day - 3_600_000_000)
+        );
+        // An explicit zone wins over the assumed one; dates stay UTC days.
+        assert_eq!(
+            parse_instant_in("2024-05-01T01:00:00Z", Some(plus2)).map(Timestamp::as_micros),
+            Ok(day + 3_600_000_000)
+        );
+        assert_eq!(
+            parse_instant_in("2024-05-01", Some(plus2)).map(Timestamp::as_micros),
+            Ok(day)
+        );
+        assert_eq!(parse_offset("UTC"), Ok(0));
+        assert_eq!(parse_offset("-05:30"), Ok(-19_800));
+        for bad in ["", "+2", "+24:00", "CET", "+02:60", "0200"] {
+            assert!(parse_offset(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Each file reports on its own, line numbers name their file, and the totals count
+    /// customers and purchases apart.
+    #[test]
+    fn the_report_keeps_files_apart() {
+        let mut customers = FileReport::new(FileKind::Customers, Path::new("c.csv"));
+        customers.rows = 3;
+        customers.loaded = 2;
+        customers.reject(4, "birth_date bad".into());
+        let mut transactions = FileReport::new(FileKind::Transactions, Path::new("t.csv"));
+        transactions.rows = 5;
+        transactions.loaded = 3;
+        transactions.duplicates = 1;
+        transactions.reject(2, "amount bad".into());
+        transactions.reject(6, "amount bad".into());
+        let summary = ImportSummary {
+            files: vec![customers, transactions],
+        };
+        assert_eq!(
+            summary.render(),
+            "customers from c.csv:\n  rows read: 3\n  loaded: 2 customers\n  rejected: 1\n\
+             \x20   1 rejected: birth_date bad (c.csv line 4)\n\
+             transactions from t.csv:\n  rows read: 5\n  loaded: 3 purchases\n  skipped as duplicate: 1\n\
+             \x20 rejected: 2\n    2 rejected: amount bad (t.csv lines 2, 6)\n\
+             \x20 customers created by purchases: 0\n\
+             in all: 2 customers and 3 purchases loaded, 3 rows rejected\n"
+        );
     }
 }
