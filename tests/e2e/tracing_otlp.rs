@@ -336,3 +336,65 @@ async fn buffered_spans_are_sent_on_shutdown() {
     let spans = collect(&mut rx, Duration::from_secs(2), complete).await;
     check(&spans);
 }
+
+/// Without an exporter, a log line written during a call carries the caller's trace id (JSON
+/// format: in the `spans` list).
+#[tokio::test]
+async fn log_lines_carry_the_callers_trace_id_without_an_exporter() {
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("patron.db").display());
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let key = format!(
+        "ops:{}:customers:read",
+        patron_grpc::auth::key_hash_hex("secret")
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patron"))
+        .args(["serve", "--listen", &addr.to_string(), "--database", &url])
+        .args(["--auth", "--api-key", &key])
+        .env("PATRON_LOG", "info,sqlx=warn")
+        .env("PATRON_LOG_FORMAT", "json")
+        .env_remove("PATRON_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start patron");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut client = CustomerServiceClient::new(connect(addr).await);
+    // No credential: refused, and the refusal is logged inside the call's span.
+    let refused = loop {
+        match client
+            .get_customer(traced(pb::GetCustomerRequest {
+                customer_id: "ann".into(),
+            }))
+            .await
+        {
+            Err(s) if s.code() == tonic::Code::Unauthenticated => break s,
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if line.contains("call refused") {
+                return line;
+            }
+        }
+        panic!("patron's stderr ended without the refusal");
+    })
+    .await
+    .expect("the refusal is logged");
+    assert!(
+        line.contains(&format!("\"trace_id\":\"{TRACE_ID}\"")),
+        "no trace id in {line:?}"
+    );
+}
