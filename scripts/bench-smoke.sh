@@ -31,6 +31,9 @@ BENCH_BASELINE=0 BENCH_LOAD=500 scripts/bench-feed.sh 4
 step "authentication and TLS (GetCustomerValue with auth off, on, over TLS; bare server)"
 BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=0 BENCH_LEVEL=2x2 scripts/bench-auth.sh 300
 
+step "overload (GetCustomerValue goodput past the admission limit, side probe; shedding on and off)"
+BENCH_WARMUP=0 BENCH_SWEEP=2,8 BENCH_CONNECTIONS=4 BENCH_OVERLOAD_MIN=600 scripts/bench-overload.sh 1 300
+
 step "model math micro-benchmarks (criterion, one iteration each)"
 cargo test -q -p patron-domain --bench clv
 
