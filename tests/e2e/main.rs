@@ -16,6 +16,7 @@ mod import;
 mod loyalty;
 mod operations;
 mod platform;
+mod readme;
 mod replicas;
 mod scoring;
 mod security;
