@@ -5,8 +5,9 @@
 #   1. gets the generated data set of scripts/bench-data.sh (CUSTOMERS customers), copies it;
 #   2. serves it with `patron serve` (limits raised so no stream is refused: --max-streams and
 #      --max-streams-per-connection 100000) and fits a value model, so profiles are complete;
-#   3. runs `stream-memory`: STREAMS streams over everyone at once on 10 connections, half of
-#      them read once and then held open unread for HOLD seconds, half read to the end, while the
+#   3. runs `stream-memory`: STREAMS streams over everyone at once on 20 connections (10 for
+#      the streams read once and then held open unread for HOLD seconds, 10 for those read for HOLD
+#      seconds or to the end), while the
 #      server's VmRSS is sampled every 20 ms; prints the RSS before, the peak and what was added;
 #   4. with BENCH_BASELINE=1, the same against BASELINE_REV's `patron serve` (built in a temporary
 #      git worktree; the streams before they were lazy), in the same run.
@@ -84,7 +85,7 @@ run() {
   sleep 1
   local out
   out=$("$LOAD" --target "127.0.0.1:$PORT" --server-pid "$PID" --streams "$STREAMS" \
-    --connections 10 --unread-fraction 0.5 --hold "$HOLD" --chunk-size "$CHUNK" --json)
+    --connections 20 --unread-fraction 0.5 --hold "$HOLD" --chunk-size "$CHUNK" --json)
   out=$(jq -c --arg server "$name" --argjson customers "$CUSTOMERS" \
     '{server: $server, customers: $customers} + .' <<<"$out")
   echo "$out"

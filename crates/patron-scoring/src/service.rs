@@ -950,6 +950,15 @@ impl ScoringService for ScoringApi {
 /// Rows per batch a stream computes at once: small, so a stream's memory is a few messages.
 const STREAM_BATCH: usize = 128;
 
+/// Stream batches computed at once across all streams: one per core.
+fn stream_cpu() -> &'static tokio::sync::Semaphore {
+    static CPU: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    CPU.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        tokio::sync::Semaphore::new(cores.max(2))
+    })
+}
+
 /// A StreamCustomerValues call walking the index lazily: it computes the next batch of profiles
 /// only when the previous one has been taken (one batch ahead, on a blocking thread, so computing
 /// overlaps sending and a stream uses two cores), and nothing more while the client does not
@@ -964,15 +973,15 @@ struct Walk {
     chunk: usize,
     after: Option<patron_domain::CustomerId>,
     exhausted: bool,
-    /// The next batch, computing.
-    ahead: Option<tokio::task::JoinHandle<Vec<pb::CustomerValue>>>,
+    /// The next batch, computing (`None` inside if computing failed).
+    ahead: Option<tokio::task::JoinHandle<Option<Vec<pb::CustomerValue>>>>,
     /// Profiles computed and not yet sent (fewer than `chunk` between messages).
     out: Vec<pb::CustomerValue>,
 }
 
 impl Walk {
     /// Starts computing the next batch of rows, if any are left.
-    fn start_next(&mut self) -> Option<tokio::task::JoinHandle<Vec<pb::CustomerValue>>> {
+    fn start_next(&mut self) -> Option<tokio::task::JoinHandle<Option<Vec<pb::CustomerValue>>>> {
         if self.exhausted {
             return None;
         }
@@ -990,11 +999,18 @@ impl Walk {
             Arc::clone(&self.filter),
         );
         let (now, drivers) = (self.now, self.drivers);
-        Some(tokio::task::spawn_blocking(move || {
-            rows.iter()
-                .map(|row| value_view(row, now, &state, &engine, drivers))
-                .filter(|value| filter.matches(value))
-                .collect()
+        Some(tokio::spawn(async move {
+            // Batches of every stream share a few blocking threads: hundreds of streams must not
+            // start hundreds of threads (each with its stack and allocator caches).
+            let _permit = stream_cpu().acquire().await.ok()?;
+            tokio::task::spawn_blocking(move || {
+                rows.iter()
+                    .map(|row| value_view(row, now, &state, &engine, drivers))
+                    .filter(|value| filter.matches(value))
+                    .collect()
+            })
+            .await
+            .ok()
         }))
     }
 
@@ -1016,8 +1032,8 @@ impl Walk {
             };
             self.ahead = self.start_next();
             match current.await {
-                Ok(values) => self.out.extend(values),
-                Err(_) => {
+                Ok(Some(values)) => self.out.extend(values),
+                Ok(None) | Err(_) => {
                     self.exhausted = true;
                     self.ahead = None;
                     self.out = Vec::new();

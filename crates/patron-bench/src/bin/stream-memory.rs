@@ -2,7 +2,10 @@
 //!
 //! Opens `--streams` streams over everyone at once, spread over `--connections` connections.
 //! A fraction (`--unread-fraction`) reads only the first message and then holds its stream open,
-//! unread, for `--hold` seconds (a stalled client); the rest read to the end. Meanwhile it samples
+//! unread, for `--hold` seconds (a stalled client); the rest read as fast as they can, to the end
+//! or for `--hold` seconds. Stalled and reading streams use separate connections (HTTP/2
+//! connection flow control would otherwise stall the readers behind the unread data of the
+//! stalled streams on the same connection, a client-side effect). Meanwhile it samples
 //! the server's resident memory (`/proc/PID/status` VmRSS) every 20 ms. Prints the RSS before,
 //! the peak during, the memory added, and per-stream outcomes. Loopback only, bounded in time.
 
@@ -40,7 +43,7 @@ struct Args {
     /// Fraction of streams read once, then held open unread.
     #[arg(long, default_value_t = 0.5)]
     unread_fraction: f64,
-    /// Seconds the unread streams stay open.
+    /// Seconds the unread streams stay open; readers stop after this long too.
     #[arg(long, default_value_t = 20.0)]
     hold: f64,
     /// Profiles per message; 0 = the server's default.
@@ -108,7 +111,10 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let before = rss_kib(args.server_pid).ok_or("cannot read the server's /proc status")?;
     let mut channels = Vec::new();
-    for _ in 0..args.connections {
+    // Half the connections for stalled streams, half for readers (at least one each).
+    let stalled_connections = (args.connections / 2).max(1);
+    let reader_connections = (args.connections - stalled_connections).max(1);
+    for _ in 0..stalled_connections + reader_connections {
         channels.push(connect(addr).await?);
     }
     let outcomes = Arc::new(Outcomes::default());
@@ -130,10 +136,15 @@ async fn run(args: Args) -> Result<(), String> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.streams {
-        let mut client = ScoringServiceClient::new(channels[i as usize % channels.len()].clone())
-            .max_decoding_message_size(256 * 1024 * 1024);
-        let outcomes = Arc::clone(&outcomes);
         let stall = i < unread;
+        let channel = if stall {
+            &channels[(i % stalled_connections) as usize]
+        } else {
+            &channels[(stalled_connections + i % reader_connections) as usize]
+        };
+        let mut client =
+            ScoringServiceClient::new(channel.clone()).max_decoding_message_size(256 * 1024 * 1024);
+        let outcomes = Arc::clone(&outcomes);
         let chunk_size = args.chunk_size;
         tasks.push(tokio::spawn(async move {
             let request = pb::StreamCustomerValuesRequest {
@@ -160,6 +171,11 @@ async fn run(args: Args) -> Result<(), String> {
                         if stall {
                             tokio::time::sleep(hold).await;
                             outcomes.held.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        if started.elapsed() >= hold {
+                            // Read long enough: stop, as a reader that got what it needed.
+                            outcomes.completed.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
                     }
