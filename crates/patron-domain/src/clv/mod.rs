@@ -79,7 +79,7 @@ pub use optim::Termination;
 pub use rfm::{RfmObservation, RfmScore, RfmSegment, rfm_scores};
 pub use units::{Days, Periods, TimeUnit, TimeUnitKind, Weeks};
 pub use value::{
-    ClvHorizon, customer_lifetime_value, discounted_and_final_expected_purchases,
+    ClvHorizon, TransactionModel, customer_lifetime_value, discounted_and_final_expected_purchases,
     discounted_expected_purchases,
 };
 

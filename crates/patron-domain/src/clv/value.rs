@@ -9,11 +9,38 @@
 //! CLV   = Σ_{k=1..months} m̂ · (E[X(k f) | x, t_x, T] - E[X((k-1) f) | x, t_x, T]) / (1 + d)^k
 //! ```
 //!
-//! with `d` the monthly discount rate and `E[X(t) | …]` the BG/NBD conditional expectation.
+//! with `d` the monthly discount rate and `E[X(t) | …]` the conditional expectation of the
+//! transaction model (BG/NBD in `lifetimes`; any [`TransactionModel`] here).
 //! The "months" are therefore 30-day (or 4.345-week) steps, not calendar months.
 
 use super::gamma_gamma::GammaGammaModel;
 use super::{BgNbdModel, ClvError, CustomerRfm, Periods, TimeUnit};
+
+/// A model of purchase counts (BG/NBD, MBG/NBD, Pareto/NBD): what CLV and the scores need of it.
+pub trait TransactionModel<U: TimeUnit> {
+    /// P(alive | x, t_x, T): the probability the customer has not dropped out by `T`.
+    fn probability_alive(&self, customer: &CustomerRfm<U>) -> f64;
+    /// E[X(t) | x, t_x, T]: expected purchases in the next `t` periods.
+    fn conditional_expected_purchases(
+        &self,
+        t: Periods<U>,
+        customer: &CustomerRfm<U>,
+    ) -> Result<f64, ClvError>;
+}
+
+impl<U: TimeUnit> TransactionModel<U> for BgNbdModel<U> {
+    fn probability_alive(&self, customer: &CustomerRfm<U>) -> f64 {
+        BgNbdModel::probability_alive(self, customer)
+    }
+
+    fn conditional_expected_purchases(
+        &self,
+        t: Periods<U>,
+        customer: &CustomerRfm<U>,
+    ) -> Result<f64, ClvError> {
+        BgNbdModel::conditional_expected_purchases(self, t, customer)
+    }
+}
 
 /// Longest horizon accepted, in months (100 years).
 pub const MAX_MONTHS: u32 = 1_200;
@@ -60,8 +87,8 @@ impl ClvHorizon {
 
 /// Discounted CLV of one customer (module docs): `lifetimes`'
 /// `GammaGammaFitter.customer_lifetime_value(bgf, …, time=months, discount_rate=d, freq=U)`.
-pub fn customer_lifetime_value<U: TimeUnit>(
-    transactions: &BgNbdModel<U>,
+pub fn customer_lifetime_value<U: TimeUnit, M: TransactionModel<U> + ?Sized>(
+    transactions: &M,
     spend: &GammaGammaModel,
     customer: &CustomerRfm<U>,
     horizon: &ClvHorizon,
@@ -74,8 +101,8 @@ pub fn customer_lifetime_value<U: TimeUnit>(
 /// `Σ_{k=1..months} (E[X(k f) | x, t_x, T] - E[X((k-1) f) | x, t_x, T]) / (1 + d)^k`, so that
 /// CLV = m̂ · this. It depends on frequency, recency and age only (not on spend), which lets a
 /// caller reuse it across customers with the same purchase history shape.
-pub fn discounted_expected_purchases<U: TimeUnit>(
-    transactions: &BgNbdModel<U>,
+pub fn discounted_expected_purchases<U: TimeUnit, M: TransactionModel<U> + ?Sized>(
+    transactions: &M,
     customer: &CustomerRfm<U>,
     horizon: &ClvHorizon,
 ) -> Result<f64, ClvError> {
@@ -84,8 +111,8 @@ pub fn discounted_expected_purchases<U: TimeUnit>(
 
 /// [`discounted_expected_purchases`] and, computed on the way, the undiscounted
 /// `E[X(months · f) | x, t_x, T]` at the end of the horizon (0 for a zero-month horizon).
-pub fn discounted_and_final_expected_purchases<U: TimeUnit>(
-    transactions: &BgNbdModel<U>,
+pub fn discounted_and_final_expected_purchases<U: TimeUnit, M: TransactionModel<U> + ?Sized>(
+    transactions: &M,
     customer: &CustomerRfm<U>,
     horizon: &ClvHorizon,
 ) -> Result<(f64, f64), ClvError> {
