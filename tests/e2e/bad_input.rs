@@ -716,7 +716,75 @@ async fn oversized_messages_are_refused(backend: Backend) {
     );
 }
 
+/// A refused value is quoted short: the status (grpc-message, and the details that repeat it)
+/// stays far below the 8 KB of metadata a standard client accepts.
+async fn huge_values_are_quoted_short(backend: Backend) {
+    let (app, before, n) = seeded(backend).await;
+    let small = |err: &tonic::Status| {
+        assert!(err.message().len() < 2048, "{}", err.message().len());
+        assert!(err.details().len() < 2048, "{}", err.details().len());
+    };
+    let err = app
+        .customers
+        .clone()
+        .upsert_customers(pb::UpsertCustomersRequest {
+            customers: vec![pb::Customer {
+                country: "D".repeat(12_000),
+                ..good_customer("victim")
+            }],
+        })
+        .await
+        .expect_err("not a country");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("customers[0].country"),
+    );
+    assert!(
+        err.message().contains("…\" (12000 bytes)"),
+        "{}",
+        err.message()
+    );
+    small(&err);
+    let mut segments =
+        patron_proto::segmentation::v1::segmentation_service_client::SegmentationServiceClient::new(
+            app.channel.clone(),
+        );
+    let segment = patron_proto::segmentation::v1::Segment {
+        segment_id: "s1".into(),
+        display_name: "S1".into(),
+        rule: "true".into(),
+        ..Default::default()
+    };
+    segments
+        .create_segment(patron_proto::segmentation::v1::CreateSegmentRequest {
+            segment: Some(segment.clone()),
+        })
+        .await
+        .expect("segment");
+    let err = segments
+        .update_segment(patron_proto::segmentation::v1::UpdateSegmentRequest {
+            segment: Some(segment),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["p".repeat(10_000)],
+            }),
+            expected_revision: 0,
+        })
+        .await
+        .expect_err("not a field");
+    assert_status(
+        &err,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+        Some("update_mask.paths[0]"),
+    );
+    small(&err);
+    assert_unchanged(&app, &before, n).await;
+}
+
 crate::both_backends!(
+    huge_values_are_quoted_short,
     every_bad_event_field_is_refused,
     oversized_and_empty_batches_are_refused,
     every_bad_customer_field_is_refused,

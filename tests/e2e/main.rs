@@ -12,6 +12,7 @@ mod demo;
 mod durability;
 mod erasure;
 mod events;
+mod extremes;
 mod import;
 mod loyalty;
 mod operations;

@@ -307,3 +307,96 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A codec that sends and receives message bytes as they are: for calls built from descriptors
+/// and for bytes that are not a valid message at all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+    }
+}
+
+/// How a method streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Unary,
+    ClientStreaming,
+    /// Only the first response message (or the status) is read; a stream that sends nothing
+    /// within half a second counts as a success.
+    ServerStreaming,
+}
+
+/// Calls `path` (`/package.Service/Method`) with `body` as the one request message, as is.
+pub async fn call_raw(
+    channel: &Channel,
+    path: &str,
+    shape: Shape,
+    body: bytes::Bytes,
+) -> Result<bytes::Bytes, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone())
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(usize::MAX);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("channel not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::try_from(path).expect("a method path");
+    match shape {
+        Shape::Unary => grpc
+            .unary(tonic::Request::new(body), path, RawCodec)
+            .await
+            .map(tonic::Response::into_inner),
+        Shape::ClientStreaming => grpc
+            .client_streaming(
+                tonic::Request::new(tokio_stream::once(body)),
+                path,
+                RawCodec,
+            )
+            .await
+            .map(tonic::Response::into_inner),
+        Shape::ServerStreaming => {
+            let mut stream = grpc
+                .server_streaming(tonic::Request::new(body), path, RawCodec)
+                .await?
+                .into_inner();
+            match tokio::time::timeout(Duration::from_millis(500), stream.message()).await {
+                Ok(first) => first.map(Option::unwrap_or_default),
+                Err(_) => Ok(bytes::Bytes::new()),
+            }
+        }
+    }
+}

@@ -82,7 +82,7 @@ pub fn attributes_from_proto(
     let mut entries: Vec<_> = map.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     for (key, value) in entries {
-        let field = format!("{path}[{key:?}]");
+        let field = format!("{path}[{}]", patron_domain::quote(key));
         let key = v.check(&field, AttributeKey::parse(key.clone()));
         let value = v.check(&field, attribute_from_proto(value));
         if let (Some(k), Some(val)) = (key, value) {

@@ -151,7 +151,8 @@ pub fn parse_country(s: &str) -> Result<Option<String>, String> {
         Ok(Some(s.to_owned()))
     } else {
         Err(format!(
-            "{s:?} is not an ISO 3166-1 alpha-2 country code (upper case)"
+            "{} is not an ISO 3166-1 alpha-2 country code (upper case)",
+            crate::validation::quote(s)
         ))
     }
 }

@@ -31,4 +31,4 @@ pub use summary::{
     SummaryDelta, derive_purchase_stats,
 };
 pub use time::{Date, Day, Timestamp};
-pub use validation::{FieldViolation, Violations};
+pub use validation::{FieldViolation, Violations, quote};

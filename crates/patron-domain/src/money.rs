@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::iso;
+use crate::validation::quote;
 
 /// Largest amount one purchase or refund may carry, in minor units (10^12: ten billion dollars).
 /// It keeps sums of millions of events far from `i64` overflow.
@@ -20,7 +21,7 @@ pub struct Currency([u8; 3]);
 pub enum MoneyError {
     #[error("is required")]
     MissingCurrency,
-    #[error("{0:?} is not an active ISO 4217 currency code")]
+    #[error("{} is not an active ISO 4217 currency code", crate::validation::quote(.0))]
     UnknownCurrency(String),
     #[error("must be {expected}, the currency this Patron deployment keeps its books in")]
     WrongCurrency { expected: Currency },
@@ -140,18 +141,21 @@ pub fn parse_decimal(s: &str, currency: Currency) -> Result<i64, String> {
     };
     let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if int_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
-        return Err(format!("{s:?} is not a decimal amount"));
+        return Err(format!("{} is not a decimal amount", quote(s)));
     }
     if frac_part.len() > digits {
         return Err(format!(
-            "{s:?} has more than {digits} decimal places for {currency}"
+            "{} has more than {digits} decimal places for {currency}",
+            quote(s)
         ));
     }
     let mut text = String::with_capacity(int_part.len() + digits);
     text.push_str(int_part);
     text.push_str(frac_part);
     text.extend(std::iter::repeat_n('0', digits - frac_part.len()));
-    let value: i64 = text.parse().map_err(|_| format!("{s:?} is too large"))?;
+    let value: i64 = text
+        .parse()
+        .map_err(|_| format!("{} is too large", quote(s)))?;
     Ok(if neg { -value } else { value })
 }
 

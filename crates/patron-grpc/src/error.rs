@@ -3,10 +3,17 @@
 //! Every status carries `google.rpc.ErrorInfo` (domain [`ERROR_DOMAIN`], a stable reason such as
 //! `INVALID_FIELD`). Validation errors also carry `google.rpc.BadRequest` with one violation per
 //! bad field. Internal causes are logged with their detail; the client gets a clean message.
+//!
+//! A status travels in HTTP/2 headers (`grpc-message`, and `grpc-status-details-bin`, which
+//! repeats the message), and standard clients drop a reply whose metadata passes 8 KB
+//! (grpc-core's default). Values the client sent are quoted short where the message is written
+//! ([`patron_domain::quote`]); as a backstop, the conversion to [`Status`] caps the message, each
+//! violation and the sum of the violations, so any error reaches the client whole.
 
 use std::collections::HashMap;
 
-use patron_domain::{FieldViolation, Violations};
+use patron_domain::validation::truncate;
+use patron_domain::{FieldViolation, Violations, quote};
 use patron_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -54,7 +61,9 @@ impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ApiError::InvalidArgument { message, .. } => f.write_str(message),
-            ApiError::NotFound { resource, id, .. } => write!(f, "{resource} {id:?} not found"),
+            ApiError::NotFound { resource, id, .. } => {
+                write!(f, "{resource} {} not found", quote(id))
+            }
             ApiError::FailedPrecondition { message, .. } => f.write_str(message),
             ApiError::Refused { message, .. } => f.write_str(message),
             ApiError::DeadlineExceeded => f.write_str("deadline exceeded"),
@@ -152,16 +161,50 @@ fn info(reason: &str, metadata: HashMap<String, String>) -> ErrorDetails {
     ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
 }
 
+/// At most this many bytes of a status message (it is sent twice: `grpc-message` and inside
+/// `grpc-status-details-bin`).
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 512;
+/// At most this many bytes of one violation's field path, and of its description.
+const MAX_VIOLATION_PART_BYTES: usize = 256;
+/// At most this many bytes of field paths and descriptions in one BadRequest; the violations
+/// past it are counted in ErrorInfo metadata `omitted_violations` instead of listed.
+pub const MAX_BAD_REQUEST_BYTES: usize = 3 * 1024;
+
+fn capped(text: String, max: usize) -> String {
+    match truncate(&text, max) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => cut,
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
-        let message = e.to_string();
+        let message = capped(e.to_string(), MAX_STATUS_MESSAGE_BYTES);
         match e {
             ApiError::InvalidArgument {
                 reason, violations, ..
             } => {
-                let mut details = info(reason, HashMap::new());
+                let mut listed = Vec::with_capacity(violations.len().min(64));
+                let mut bytes = 0;
+                let mut omitted = 0usize;
                 for v in violations {
-                    details.add_bad_request_violation(v.field, v.description);
+                    let field = capped(v.field, MAX_VIOLATION_PART_BYTES);
+                    let description = capped(v.description, MAX_VIOLATION_PART_BYTES);
+                    let size = field.len() + description.len();
+                    if omitted > 0 || bytes + size > MAX_BAD_REQUEST_BYTES {
+                        omitted += 1;
+                    } else {
+                        bytes += size;
+                        listed.push((field, description));
+                    }
+                }
+                let mut meta = HashMap::new();
+                if omitted > 0 {
+                    meta.insert("omitted_violations".to_owned(), omitted.to_string());
+                }
+                let mut details = info(reason, meta);
+                for (field, description) in listed {
+                    details.add_bad_request_violation(field, description);
                 }
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
@@ -172,7 +215,7 @@ impl From<ApiError> for Status {
             } => {
                 let meta = HashMap::from([
                     ("resource".to_owned(), resource.to_owned()),
-                    ("id".to_owned(), id),
+                    ("id".to_owned(), capped(id, MAX_VIOLATION_PART_BYTES)),
                 ]);
                 Status::with_error_details(Code::NotFound, message, info(reason, meta))
             }
@@ -186,7 +229,13 @@ impl From<ApiError> for Status {
             } => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,
-                info(reason, metadata.into_iter().collect()),
+                info(
+                    reason,
+                    metadata
+                        .into_iter()
+                        .map(|(k, v)| (k, capped(v, MAX_VIOLATION_PART_BYTES)))
+                        .collect(),
+                ),
             ),
             ApiError::DeadlineExceeded => Status::with_error_details(
                 Code::DeadlineExceeded,
@@ -209,7 +258,8 @@ fn store_status(err: &StoreError) -> Status {
     };
     if let Some((code, reason)) = named {
         tracing::info!(error = %err, "refused write");
-        return Status::with_error_details(code, err.to_string(), info(reason, HashMap::new()));
+        let message = capped(err.to_string(), MAX_STATUS_MESSAGE_BYTES);
+        return Status::with_error_details(code, message, info(reason, HashMap::new()));
     }
     let (code, reason, client_message) = match err {
         StoreError::Unavailable(_) => (
@@ -333,6 +383,60 @@ mod tests {
                         .contains("(and events[4].customer_id: must not be empty)")
                 );
             }
+        }
+    }
+
+    /// The bytes a status puts in HTTP/2 headers: `grpc-message` and `grpc-status-details-bin`.
+    fn header_bytes(status: &Status) -> usize {
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).expect("valid headers");
+        headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum()
+    }
+
+    #[test]
+    fn huge_values_and_many_violations_still_fit_in_a_reply() {
+        let huge = "x".repeat(100_000);
+        let mut v = Violations::new();
+        v.add(format!("attributes[{huge:?}]"), huge.clone());
+        for i in 0..10_000 {
+            v.add(format!("events[{i}].customer_id"), "must not be empty");
+        }
+        let status = Status::from(ApiError::invalid(v));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES + 32);
+        assert!(
+            header_bytes(&status) < 6 * 1024,
+            "{}",
+            header_bytes(&status)
+        );
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("BadRequest");
+        assert!(bad.field_violations[0].field.ends_with("(100014 bytes)"));
+        assert_eq!(bad.field_violations[1].field, "events[0].customer_id");
+        let info = details.error_info().expect("ErrorInfo");
+        let omitted: usize = info.metadata["omitted_violations"]
+            .parse()
+            .expect("a count");
+        assert_eq!(omitted + bad.field_violations.len(), 10_001);
+
+        for err in [
+            ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", huge.clone()),
+            ApiError::FailedPrecondition {
+                reason: "X",
+                message: huge.clone(),
+            },
+            ApiError::Refused {
+                reason: "X",
+                message: huge.clone(),
+                metadata: vec![("why".into(), huge.clone())],
+            },
+            StoreError::AlreadyExists(huge.clone()).into(),
+        ] {
+            let status = Status::from(err);
+            assert!(header_bytes(&status) < 4 * 1024, "{status:?}");
         }
     }
 }

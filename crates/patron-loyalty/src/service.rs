@@ -395,7 +395,10 @@ impl LoyaltyService for LoyaltyApi {
         if let Some(s) = &def.target_segment
             && !self.segments.segment_exists(s)
         {
-            v.add("program.target_segment", format!("no segment {s:?}"));
+            v.add(
+                "program.target_segment",
+                format!("no segment {}", patron_domain::quote(s)),
+            );
         }
         if !v.is_empty() {
             return Err(ApiError::invalid(v).into());
@@ -507,7 +510,7 @@ impl LoyaltyService for LoyaltyApi {
                 "auto_enroll" => next.auto_enroll = given.auto_enroll,
                 other => v.add(
                     format!("update_mask.paths[{i}]"),
-                    format!("{other:?} is not an updatable field"),
+                    format!("{} is not an updatable field", patron_domain::quote(other)),
                 ),
             }
         }
@@ -531,7 +534,10 @@ impl LoyaltyService for LoyaltyApi {
         if let Some(s) = &next.target_segment
             && !self.segments.segment_exists(s)
         {
-            v.add("program.target_segment", format!("no segment {s:?}"));
+            v.add(
+                "program.target_segment",
+                format!("no segment {}", patron_domain::quote(s)),
+            );
         }
         if expected_revision < 0 {
             v.add("expected_revision", "must not be negative");
@@ -776,7 +782,10 @@ impl LoyaltyService for LoyaltyApi {
         if let Some(s) = &def.required_segment
             && !self.segments.segment_exists(s)
         {
-            v.add("reward.required_segment", format!("no segment {s:?}"));
+            v.add(
+                "reward.required_segment",
+                format!("no segment {}", patron_domain::quote(s)),
+            );
         }
         if !v.is_empty() {
             return Err(ApiError::invalid(v).into());
@@ -905,7 +914,7 @@ impl LoyaltyService for LoyaltyApi {
                 "active_until" => next.active_until = given.active_until,
                 other => v.add(
                     format!("update_mask.paths[{i}]"),
-                    format!("{other:?} is not an updatable field"),
+                    format!("{} is not an updatable field", patron_domain::quote(other)),
                 ),
             }
         }
@@ -915,7 +924,10 @@ impl LoyaltyService for LoyaltyApi {
         if let Some(s) = &next.required_segment
             && !self.segments.segment_exists(s)
         {
-            v.add("reward.required_segment", format!("no segment {s:?}"));
+            v.add(
+                "reward.required_segment",
+                format!("no segment {}", patron_domain::quote(s)),
+            );
         }
         if expected_revision < 0 {
             v.add("expected_revision", "must not be negative");

@@ -256,7 +256,10 @@ fn store_error(e: StoreError, id: &str) -> ApiError {
         StoreError::MissingDependency(dep) => ApiError::invalid_field(
             "SEGMENT_NOT_FOUND",
             "segment.rule",
-            format!("refers to segment {dep:?}, which does not exist"),
+            format!(
+                "refers to segment {}, which does not exist",
+                patron_domain::quote(&dep)
+            ),
         ),
         StoreError::InUse(users) => ApiError::FailedPrecondition {
             reason: "SEGMENT_IN_USE",
@@ -463,7 +466,10 @@ impl SegmentationService for SegmentationApi {
             if !matches!(p.as_str(), "display_name" | "description" | "rule") {
                 v.add(
                     format!("update_mask.paths[{i}]"),
-                    format!("{p:?} is not an updatable field (display_name, description, rule)"),
+                    format!(
+                        "{} is not an updatable field (display_name, description, rule)",
+                        patron_domain::quote(p)
+                    ),
                 );
             }
         }

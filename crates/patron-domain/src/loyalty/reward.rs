@@ -53,7 +53,8 @@ impl RewardDef {
             v.add(
                 f("min_tier"),
                 format!(
-                    "{t:?} is not a tier of the program ({})",
+                    "{} is not a tier of the program ({})",
+                    crate::validation::quote(t),
                     tier_names.join(", ")
                 ),
             );
@@ -170,7 +171,7 @@ pub fn check(reward: &RewardDef, f: &Facts<'_>) -> Vec<Unmet> {
             reason: Reason::OutOfStock,
             required: 1,
             actual: stock,
-            missing: 1 - stock,
+            missing: 1i64.saturating_sub(stock),
             detail: "none left".into(),
         });
     }
@@ -179,8 +180,11 @@ pub fn check(reward: &RewardDef, f: &Facts<'_>) -> Vec<Unmet> {
             reason: Reason::InsufficientPoints,
             required: reward.cost,
             actual: f.available_points,
-            missing: reward.cost - f.available_points,
-            detail: format!("{} more points", reward.cost - f.available_points),
+            missing: reward.cost.saturating_sub(f.available_points),
+            detail: format!(
+                "{} more points",
+                reward.cost.saturating_sub(f.available_points)
+            ),
         });
     }
     if let Some(min) = &reward.min_tier {
@@ -214,7 +218,7 @@ pub fn check(reward: &RewardDef, f: &Facts<'_>) -> Vec<Unmet> {
         ));
     }
     if f.tenure_days < i64::from(reward.min_tenure_days) {
-        let missing = i64::from(reward.min_tenure_days) - f.tenure_days;
+        let missing = i64::from(reward.min_tenure_days).saturating_sub(f.tenure_days);
         out.push(Unmet {
             reason: Reason::TenureTooShort,
             required: i64::from(reward.min_tenure_days),
@@ -228,7 +232,8 @@ pub fn check(reward: &RewardDef, f: &Facts<'_>) -> Vec<Unmet> {
             reason: Reason::SpendTooLow,
             required: reward.min_lifetime_spend,
             actual: f.lifetime_spend,
-            missing: reward.min_lifetime_spend - f.lifetime_spend,
+            // Thresholds may be as high as i64::MAX and spend net of refunds below zero.
+            missing: reward.min_lifetime_spend.saturating_sub(f.lifetime_spend),
             detail: "lifetime spend too low".into(),
         });
     }
