@@ -5,8 +5,11 @@ use patron_proto::common::v1 as common;
 use patron_proto::customers::v1 as pb;
 use tonic::Code;
 
+use bytes::Bytes;
+
 use crate::support::{
-    Backend, TestApp, assert_status, purchase, refund, spawn_app, spawn_app_with, survey, ts, usd,
+    Backend, Shape, TestApp, assert_status, call_raw, purchase, refund, spawn_app, spawn_app_with,
+    survey, ts, usd,
 };
 
 fn with_kind(kind: pb::event::Kind) -> pb::Event {
@@ -704,10 +707,19 @@ async fn oversized_messages_are_refused(backend: Backend) {
         .map(|i| purchase("big", &format!("e{i}"), ts(1, 0), &format!("o{i}"), 1))
         .collect();
     let err = app.record(events).await.expect_err("too large");
-    assert!(
-        matches!(err.code(), Code::ResourceExhausted | Code::OutOfRange),
-        "{err:?}"
-    );
+    assert_status(&err, Code::ResourceExhausted, "MESSAGE_TOO_LARGE", None);
+    // Bytes that are not even a message: the size is checked first.
+    for method in crate::extremes::methods() {
+        let err = call_raw(
+            &app.channel,
+            &method.path,
+            method.shape,
+            Bytes::from(vec![0xff; 65 * 1024]),
+        )
+        .await
+        .expect_err("too large");
+        assert_status(&err, Code::ResourceExhausted, "MESSAGE_TOO_LARGE", None);
+    }
     assert_status(
         &app.customer("big").await.expect_err("nothing stored"),
         Code::NotFound,
@@ -783,7 +795,28 @@ async fn huge_values_are_quoted_short(backend: Backend) {
     assert_unchanged(&app, &before, n).await;
 }
 
+/// Request bytes that are no protobuf message at all (wire type 7, then a truncated varint):
+/// INVALID_ARGUMENT on every method, not INTERNAL, and nothing changes.
+async fn undecodable_requests_are_invalid_arguments(backend: Backend) {
+    let (app, before, n) = seeded(backend).await;
+    let mut methods: Vec<(String, Shape)> = crate::extremes::methods()
+        .into_iter()
+        .map(|m| (m.path, m.shape))
+        .collect();
+    methods.push(("/grpc.health.v1.Health/Check".into(), Shape::Unary));
+    for garbage in [&[0x0f, 0xff][..], &[0x0a, 0xff, 0xff, 0xff]] {
+        for (path, shape) in &methods {
+            let err = call_raw(&app.channel, path, *shape, Bytes::from_static(garbage))
+                .await
+                .expect_err(path);
+            assert_status(&err, Code::InvalidArgument, "UNDECODABLE_REQUEST", None);
+        }
+    }
+    assert_unchanged(&app, &before, n).await;
+}
+
 crate::both_backends!(
+    undecodable_requests_are_invalid_arguments,
     huge_values_are_quoted_short,
     every_bad_event_field_is_refused,
     oversized_and_empty_batches_are_refused,

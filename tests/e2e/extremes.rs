@@ -999,14 +999,15 @@ async fn seed(app: &TestApp) {
 }
 
 /// One method of the API.
-struct Method {
-    name: String,
-    path: String,
-    shape: Shape,
+pub(crate) struct Method {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) shape: Shape,
     input: MessageDescriptor,
 }
 
-fn methods() -> Vec<Method> {
+/// Every method of every Patron service.
+pub(crate) fn methods() -> Vec<Method> {
     let pool = DescriptorPool::decode(patron_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
     let mut out = Vec::new();
     for service in pool.services() {

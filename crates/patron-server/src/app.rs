@@ -400,6 +400,8 @@ impl Application {
                 Arc::clone(&feed),
                 settings.request_timeout,
             ))
+            // Innermost, so metrics and traces see the rewritten code.
+            .layer(patron_grpc::wire::WireErrorLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
