@@ -79,6 +79,62 @@ async fn reflection_lists_and_describes_services(backend: Backend) {
     assert!(!files.file_descriptor_proto.is_empty());
 }
 
+/// Reflection serves `google.rpc`'s error details, and every file they import, so reflection
+/// clients (buf curl, grpcurl) decode an error's details instead of showing bytes.
+async fn reflection_serves_error_details(backend: Backend) {
+    use prost::Message;
+    let app = spawn_app(backend).await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    let ask = |request: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut pending: Vec<MessageRequest> = [
+        "google.rpc.BadRequest",
+        "google.rpc.ErrorInfo",
+        "google.rpc.RetryInfo",
+        "google.rpc.Status",
+    ]
+    .into_iter()
+    .map(|s| MessageRequest::FileContainingSymbol(s.into()))
+    .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut messages = std::collections::BTreeSet::new();
+    while let Some(request) = pending.pop() {
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter(vec![ask(request.clone())]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let response = responses.next().await.expect("a response").expect("ok");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("{request:?}: expected file descriptors, got {response:?}");
+        };
+        for bytes in files.file_descriptor_proto {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("a file");
+            let package = file.package().to_owned();
+            for m in &file.message_type {
+                messages.insert(format!("{package}.{}", m.name()));
+            }
+            for dep in &file.dependency {
+                if seen.insert(dep.clone()) {
+                    pending.push(MessageRequest::FileByFilename(dep.clone()));
+                }
+            }
+        }
+    }
+    for want in [
+        "google.rpc.BadRequest",
+        "google.rpc.ErrorInfo",
+        "google.rpc.RetryInfo",
+        "google.rpc.Status",
+        "google.protobuf.Any",
+        "google.protobuf.Duration",
+    ] {
+        assert!(messages.contains(want), "{want} missing from {messages:?}");
+    }
+}
+
 async fn shutdown_reports_not_serving_and_finishes_in_flight_calls(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let mut health = HealthClient::new(app.channel.clone());
@@ -143,5 +199,6 @@ async fn shutdown_reports_not_serving_and_finishes_in_flight_calls(backend: Back
 crate::both_backends!(
     health_reports_each_service,
     reflection_lists_and_describes_services,
+    reflection_serves_error_details,
     shutdown_reports_not_serving_and_finishes_in_flight_calls,
 );

@@ -313,9 +313,12 @@ impl Application {
             health_service,
             metrics,
         } = self;
-        let reflection_sets: [&[u8]; 2] = [
+        // google.rpc's error details too, so reflection clients (buf curl, grpcurl) show an
+        // error's ErrorInfo, BadRequest and RetryInfo as text.
+        let reflection_sets: [&[u8]; 3] = [
             patron_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_types::pb::FILE_DESCRIPTOR_SET,
         ];
         let mut reflection = tonic_reflection::server::Builder::configure();
         for set in reflection_sets {
