@@ -383,6 +383,22 @@ pub(crate) fn log_scale_standard_errors<const N: usize>(
     theta: [f64; N],
     gradient: impl Fn([f64; N]) -> [f64; N],
 ) -> Option<[f64; N]> {
+    let inv = invert_spd(log_scale_hessian(theta, gradient)?)?;
+    let mut se = [0.0; N];
+    for i in 0..N {
+        se[i] = theta[i].exp() * inv[i][i].sqrt();
+    }
+    se.iter().all(|v| v.is_finite()).then_some(se)
+}
+
+/// The Hessian of the negative log-likelihood in log-parameters `θ` (the observed information),
+/// by central differences (step `1e-4`) of the analytic `gradient` of `Σ ln L` with respect to
+/// `θ`. Its inverse is the asymptotic covariance of `θ̂`. `None` when a gradient is not finite.
+#[allow(clippy::needless_range_loop)] // index notation mirrors the formulas
+pub(crate) fn log_scale_hessian<const N: usize>(
+    theta: [f64; N],
+    gradient: impl Fn([f64; N]) -> [f64; N],
+) -> Option<[[f64; N]; N]> {
     let h = 1e-4;
     let mut hess = [[0.0; N]; N];
     for j in 0..N {
@@ -396,12 +412,7 @@ pub(crate) fn log_scale_standard_errors<const N: usize>(
             hess[i][j] = -(gu[i] - gd[i]) / (2.0 * h);
         }
     }
-    let inv = invert_spd(hess)?;
-    let mut se = [0.0; N];
-    for i in 0..N {
-        se[i] = theta[i].exp() * inv[i][i].sqrt();
-    }
-    se.iter().all(|v| v.is_finite()).then_some(se)
+    hess.iter().flatten().all(|v| v.is_finite()).then_some(hess)
 }
 
 /// Inverse of a symmetric positive definite matrix (symmetrised first) by Cholesky.
