@@ -251,3 +251,37 @@ fn mbg_nbd_is_unit_consistent_and_prices_customers() {
     let v = customer_lifetime_value(&model, &gg, &weeks[0], &horizon).expect("ok");
     assert!(v.is_finite() && v > 0.0, "{v}");
 }
+
+#[test]
+fn bg_nbd_fit_diagnostics_match_lifetimes() {
+    // The covariance of the log-parameters reproduces lifetimes' BG/NBD standard errors
+    // (its variance_matrix_ diagonal is pᵢ² (H⁻¹)ᵢᵢ, H the Hessian in log-parameters).
+    let l: HashMap<String, f64> = fixture("cdnow_lifetimes_params.csv")
+        .into_iter()
+        .map(|r| (r[0].clone(), num(&r[1])))
+        .collect();
+    let fit = fit_bg_nbd(&cdnow(), &BgNbdFitOptions::default()).expect("fit");
+    assert!(fit.gradient_norm < 1e-9, "{}", fit.gradient_norm);
+    let cov = fit.covariance.expect("positive definite");
+    let p = fit.params;
+    for (i, (name, value)) in [
+        ("r", p.r()),
+        ("alpha", p.alpha()),
+        ("a", p.a()),
+        ("b", p.b()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let se = value * cov[i][i].sqrt();
+        let want = l[&format!("bgnbd_se_{name}")];
+        eprintln!(
+            "BG/NBD se {name}: {se} vs lifetimes {want} ({:e})",
+            rel(se, want)
+        );
+        assert!(rel(se, want) < 1e-5, "{name}: {se} vs {want}");
+        assert_eq!(Some(se), fit.standard_errors.map(|s| s[i]));
+    }
+    // ln a and ln b move together (their ratio is better determined than their scale).
+    assert!(cov[2][3] > 0.0 && cov[2][3] < (cov[2][2] * cov[3][3]).sqrt());
+}

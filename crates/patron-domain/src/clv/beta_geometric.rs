@@ -23,9 +23,14 @@
 //! On small or short data sets the maximum likelihood can lie at the boundary `a, b → ∞` with
 //! `p = a / (a + b)` fixed: every customer drops out with the same probability `p` after each
 //! purchase. `P(alive)` is unaffected (the ratio `a / (b + x' - 1)` stays accurate), but the
-//! Euler-transformed ₂F₁ series of the expectation multiplies `(1 - z)^(a-1)` (underflows) by a
-//! sum of order `(1 - z)^-(a-1)` (overflows) as soon as `(a - 1) |ln(1 - z)| ≳ 700` — for
-//! `a = 3·10⁸` at any horizon beyond a few seconds — and the general ₂F₁ fails with it.
+//! Euler-transformed ₂F₁ route of the expectation breaks down in two ways:
+//!
+//! * it subtracts two terms of order `(a + b) t / (α + T)` to get a result of order
+//!   `(r + x) t / (α + T)`, losing about `log₁₀((a + b) / (r + x))` digits (5e-10 relative at
+//!   `a = 3·10⁵`, `t / (α + T) = 2.5·10⁻⁵`);
+//! * it multiplies `(1 - z)^(a-1)` (underflows) by a sum of order `(1 - z)^-(a-1)` (overflows)
+//!   as soon as `(a - 1) |ln(1 - z)| ≳ 700` — for `a = 3·10⁸` at any horizon beyond
+//!   `10⁻⁶ (α + T)` — and the general ₂F₁ fails with it (`None` predictions, hence no CLV).
 //!
 //! The expectation is the posterior mean, over the dropout probability `p ~ Beta(a, b + x')`
 //! of a live customer and the rate `λ ~ Gamma(r + x, α + T)`, of `(1 - e^(-λ p t)) / p`, i.e.
@@ -35,8 +40,8 @@
 //! k = r + x,  β = t / (α + T),  m = E[q] = (a - 1) / (a + b + x' - 1).
 //! ```
 //!
-//! When `a` is large (`a - 1 >= 50`) and the ₂F₁ route fails, two evaluations without ₂F₁ take
-//! over:
+//! So from `a - 1 >= 50` on, two evaluations without ₂F₁ are used first (the ₂F₁ route remains
+//! the fallback if neither applies):
 //!
 //! * **Closed-form limit.** `q` concentrates at `m` (variance `σ² ≈ m (1 - m) / (a + b)`), so
 //!   `E[h(q)] = h(m) + h''(m) σ² / 2 + h'''(m) μ₃ / 6 + O(σ⁴)` with `h(q) = (1 + βq)^-k`,
@@ -51,8 +56,9 @@
 //!   cancellation, and the pmf is carried with a log offset so nothing overflows. It costs about
 //!   `k β` terms, so it is limited to 2·10⁶ terms.
 //!
-//! Both are continuous with the general formula where the domains overlap (the crate's tests
-//! compare all three with 50-digit `mpmath` values from `a + b = 100` to `10¹⁵`).
+//! The three evaluations agree to `1e-10` wherever two of them apply (unit tests), and the
+//! predictions match 50-digit `mpmath` values to `1e-11` from `a + b = 100` to `10¹⁵`
+//! (`tests/large_ab.rs`), so the switch is continuous in `a` and `b`.
 
 use super::optim::{BfgsOptions, Termination, invert_spd, log_scale_hessian, minimize_bfgs};
 use super::special::{digamma_pos, expit, hyp2f1, lgamma_pos, log1p_exp};
@@ -291,6 +297,9 @@ impl Core {
         let z = t / (scale + t);
         let ln_1mz = -(t / scale).ln_1p();
         let eps = self.eps;
+        if let Some(v) = self.large_shape_expectation(x, t / scale, c, z, ln_1mz) {
+            return Ok(v);
+        }
         // The series needs about 40 / (1 - z) terms; beyond the budget go straight to ₂F₁.
         let series = if (1.0 - z) * SERIES_BUDGET as f64 > 40.0 {
             euler_series(eps, self.euler_b, c, z, SERIES_BUDGET)
@@ -299,10 +308,7 @@ impl Core {
         };
         let value = match series {
             Some(cs) => -c * expm1_over(eps, ln_1mz) - (eps * ln_1mz).exp() * cs,
-            None => match self.large_shape_expectation(x, t / scale, c, z, ln_1mz) {
-                Some(v) => v,
-                None => c * self.expectation_fallback(c, z, ln_1mz)?,
-            },
+            None => c * self.expectation_fallback(c, z, ln_1mz)?,
         };
         if value.is_finite() {
             Ok(value)
@@ -315,7 +321,7 @@ impl Core {
 
     /// The expectation for large `a` without ₂F₁ (module docs): the closed-form limit with its
     /// corrections when they are accurate to `1e-15`, else the exact negative-binomial mixture.
-    /// `None` when `a - 1 < 50` or neither applies.
+    /// `None` when `a - 1 < 50` or neither applies (the mixture would exceed its budget).
     fn large_shape_expectation(
         &self,
         x: f64,
@@ -822,4 +828,87 @@ pub(crate) fn block_sums<T: Sync, const K: usize>(
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The three evaluations of `E[X(t) | alive]` (Euler-transformed series, negative-binomial
+    /// mixture, corrected closed-form limit), each where it applies.
+    fn paths(core: &Core, x: f64, t: f64, age: f64) -> [Option<f64>; 3] {
+        let c = core.a + core.bs + x - 1.0;
+        let scale = core.alpha + age;
+        let z = t / (scale + t);
+        let ln_1mz = -(t / scale).ln_1p();
+        let euler = euler_series(core.eps, core.euler_b, c, z, SERIES_BUDGET)
+            .map(|cs| -c * expm1_over(core.eps, ln_1mz) - (core.eps * ln_1mz).exp() * cs)
+            .filter(|v| v.is_finite());
+        let k = core.r + x;
+        let big_b = core.bs + x;
+        let m = core.eps / c;
+        let mixture = negative_binomial_mixture(k, z, ln_1mz, core.eps, big_b, c).map(|s| s / m);
+        let limit = constant_dropout_limit(k, t / scale, core.eps, big_b, m);
+        [euler, mixture, limit]
+    }
+
+    #[test]
+    fn evaluations_agree_where_they_overlap() {
+        let mut overlaps = [0usize; 3];
+        let mut worst = [0.0f64; 3];
+        for variant in [Variant::Bg, Variant::Mbg] {
+            for a in [60.0, 300.0, 3e3, 3e4, 3e5, 3e6, 3e8, 3e10, 3e12] {
+                let core = Core::new(variant, 0.25, 4.0, a, 4.0 * a);
+                for (x, age) in [
+                    (0.0, 0.0),
+                    (0.0, 38.86),
+                    (2.0, 38.86),
+                    (7.0, 20.0),
+                    (100.0, 39.0),
+                ] {
+                    for t in [1e-4, 1e-2, 0.3, 1.0, 10.0, 39.0, 520.0] {
+                        let v = paths(&core, x, t, age);
+                        // The Euler series loses ~log10((a + b) / (r + x)) digits (module docs).
+                        let euler_tol = (1e-15 * 5.0 * a / (0.25 + x)).max(1e-10);
+                        for (i, (p, q)) in [(0, 1), (0, 2), (1, 2)].into_iter().enumerate() {
+                            if let (Some(u), Some(w)) = (v[p], v[q]) {
+                                let d = (u - w).abs() / w.abs();
+                                overlaps[i] += 1;
+                                worst[i] = worst[i].max(d);
+                                let tol = if p == 0 { euler_tol } else { 1e-12 };
+                                assert!(d < tol, "{variant:?} a {a} x {x} T {age} t {t}: {v:?}");
+                            }
+                        }
+                        // Whatever path serves it, the public expectation is finite.
+                        let e = core.expectation_core(x, t, age).expect("finite");
+                        assert!(e.is_finite() && e > 0.0, "a {a} x {x} t {t}: {e}");
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "pairs (euler-mixture, euler-limit, mixture-limit): {overlaps:?}, worst {worst:?}"
+        );
+        // Every pair is compared somewhere.
+        assert!(overlaps.iter().all(|&n| n > 10), "{overlaps:?} {worst:?}");
+    }
+
+    #[test]
+    fn the_euler_series_fails_where_the_limit_takes_over() {
+        // The fit of the issue: a = 3.3e8, b = 2.6e9.
+        let core = Core::new(Variant::Bg, 0.25, 4.0, 3.3e8, 2.6e9);
+        let [euler, _, limit] = paths(&core, 2.0, 39.0, 38.86);
+        assert!(euler.is_none());
+        let p: f64 = 3.3e8 / (3.3e8 + 2.6e9);
+        let want = -(-(2.25f64) * (p * 39.0 / 42.86).ln_1p()).exp_m1() / p;
+        let got = limit.expect("accurate at a = 3.3e8");
+        assert!((got - want).abs() < 1e-7 * want, "{got} vs {want}");
+        // Absurd shapes: finite, and equal to the limit.
+        for a in [1e20, 1e100, 1e300] {
+            let core = Core::new(Variant::Mbg, 0.25, 4.0, a, a);
+            let e = core.expectation_core(2.0, 39.0, 38.86).expect("finite");
+            let want = -(-(2.25f64) * (0.5f64 * 39.0 / 42.86).ln_1p()).exp_m1() / 0.5;
+            assert!((e - want).abs() < 1e-14 * want, "a {a}: {e} vs {want}");
+        }
+    }
 }

@@ -50,10 +50,10 @@
 //!   for hundreds of purchases) and writing `F = 1 + (a - 1) S` gives
 //!   `[1 - (1 - z)^(a-1) F] / (a - 1) = -expm1((a - 1) ln(1 - z)) / (a - 1) - (1 - z)^(a - 1) S`,
 //!   which has no 0/0 at `a = 1`.
-//! * At the `a, b → ∞` boundary (`a - 1 >= 50` and the series overflowing), the expectation
-//!   switches to the constant-dropout limit `(1 - (1 + p t / (α + T))^-(r+x)) / p`,
-//!   `p = a / (a + b)`, with its `O(1 / a)` corrections, or to an exact ₂F₁-free series; see
-//!   the [module docs](super#the-a-b---boundary-of-bgnbd-and-mbgnbd).
+//! * Towards the `a, b → ∞` boundary (from `a - 1 >= 50` on, where the series above loses
+//!   digits and then overflows), the expectation is evaluated without ₂F₁: by the
+//!   constant-dropout limit `(1 - (1 + p t / (α + T))^-(r+x)) / p`, `p = a / (a + b)`, with its
+//!   `O(1 / a)` corrections when they are accurate to `1e-15`, else by an exact series; see the [module docs](super#the-a-b---boundary-of-bgnbd-and-mbgnbd).
 //! * `E[X(t)]` for a new customer is the same with `x = t_x = T = 0` (eq. 9).
 //! * `P(X(t) = n)` (eq. 8), with the negative-binomial tail summed in log space from the side
 //!   that avoids cancellation.
@@ -341,6 +341,9 @@ pub struct BgNbdFit<U: TimeUnit> {
     /// observed information (the Hessian of `-Σ ln L` in `θ`, central differences of the
     /// analytic gradient). Present exactly when `standard_errors` is (`se(pᵢ) = pᵢ √Σᵢᵢ`); a
     /// Wald interval for `pᵢ` is `exp(θᵢ ± z √Σᵢᵢ)`.
+    ///
+    /// `None` (with `standard_errors`) when the Hessian is not positive definite, as at the
+    /// `a, b → ∞` boundary, where the likelihood is flat along `a / (a + b)` fixed.
     pub covariance: Option<[[f64; 4]; 4]>,
 }
 

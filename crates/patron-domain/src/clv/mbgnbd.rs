@@ -273,6 +273,9 @@ pub struct MbgNbdFit<U: TimeUnit> {
     pub standard_errors: Option<[f64; 4]>,
     /// Asymptotic covariance of the log-parameters `θ = ln(r, α, a, b)` (inverse observed
     /// information); present exactly when `standard_errors` is.
+    ///
+    /// `None` (with `standard_errors`) when the Hessian is not positive definite, as at the
+    /// `a, b → ∞` boundary, where the likelihood is flat along `a / (a + b)` fixed.
     pub covariance: Option<[[f64; 4]; 4]>,
 }
 
