@@ -57,6 +57,22 @@
 //! expectations and CLV stay defined (and continuous in `a`, `b`). Fits report the gradient
 //! norm, standard errors and the covariance of the log-parameters.
 //!
+//! # Pareto/NBD (Schmittlein, Morrison & Colombo 1987; Fader & Hardie's note 009)
+//!
+//! While active, a customer buys at Poisson rate `λ ~ Gamma(r, α)` and drops out at an
+//! exponentially distributed time with rate `μ ~ Gamma(s, β)` (continuous time). With
+//! `k = r + x`, the likelihood of one customer is
+//!
+//! ```text
+//! L = Γ(k) α^r β^s / Γ(r) · [(α + T)^-k (β + T)^-s + s ∫_{t_x}^{T} (α + τ)^-k (β + τ)^-(s+1) dτ]
+//! ```
+//!
+//! (`lifetimes`' `A₀` with ₂F₁, for `α ≥ β` and `α < β`); `P(alive)` is the share of the first
+//! term, `E[X(t) | x, t_x, T] = P(alive) (r + x)(β + T) / ((α + T)(s - 1)) [1 - ((β + T) /
+//! (β + T + t))^(s-1)]` and `E[X(t)] = r β / (α (s - 1)) [1 - (β / (β + t))^(s-1)]`. The
+//! integral is computed as an Euler-transformed ₂F₁ that stays bounded for any purchase count;
+//! fits use its analytic gradient — see [`pareto_nbd`] (`lifetimes`' `ParetoNBDFitter`).
+//!
 //! # Gamma-Gamma (Fader, Hardie & Lee 2005b; Hardie's note 025)
 //!
 //! The spend per transaction is Gamma(`p`, `ν`) with `ν ~ Gamma(q, v)`; the conditional expected
@@ -95,6 +111,7 @@ mod customer;
 pub mod gamma_gamma;
 pub mod mbgnbd;
 pub mod optim;
+pub mod pareto_nbd;
 pub mod rfm;
 pub mod simulate;
 pub mod special;
@@ -114,6 +131,10 @@ pub use mbgnbd::{
     fit_mbg_nbd,
 };
 pub use optim::Termination;
+pub use pareto_nbd::{
+    ParetoNbdData, ParetoNbdFit, ParetoNbdFitOptions, ParetoNbdModel, ParetoNbdParams,
+    UntypedParetoNbdParams, fit_pareto_nbd,
+};
 pub use rfm::{RfmObservation, RfmScore, RfmSegment, rfm_scores};
 pub use units::{Days, Periods, TimeUnit, TimeUnitKind, Weeks};
 pub use value::{
