@@ -9,7 +9,7 @@ use patron_domain::clv::TimeUnitKind;
 use patron_domain::{CustomerId, EventKind, Timestamp};
 use patron_proto::scoring::v1 as spb;
 use patron_proto::scoring::v1::scoring_service_client::ScoringServiceClient;
-use patron_scoring::model::FitRequest;
+use patron_scoring::model::{FitRequest, PurchaseModel};
 use patron_server::demo::{GenerateSummary, generate};
 use patron_server::{Application, Settings};
 use patron_store::{Store, StoredEvent, SummaryRow};
@@ -172,6 +172,7 @@ async fn generated_data_is_deterministic_complete_and_fits() {
                 time_unit: TimeUnitKind::Days,
                 horizon_months: 12,
                 monthly_discount_rate: 0.01,
+                purchase_model: PurchaseModel::DEFAULT,
             },
             true,
             now,
@@ -336,4 +337,187 @@ async fn demo_binary_generates_fits_and_serves_scores() {
     let out = demo.stop().await;
     assert!(out.contains("already holds customers"), "{out}");
     assert!(out.contains("600 customers"), "{out}");
+}
+
+/// Every profile the active model gives, streamed.
+async fn all_values(addr: std::net::SocketAddr) -> Vec<spb::CustomerValue> {
+    let mut stream = ScoringServiceClient::new(connect(addr).await)
+        .stream_customer_values(spb::StreamCustomerValuesRequest::default())
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        out.extend(chunk.values);
+    }
+    out
+}
+
+/// Scored one-time buyers as `(days since the purchase, P(alive), profile)`, by days.
+fn one_time_buyers(values: &[spb::CustomerValue]) -> Vec<(i64, f64, &spb::CustomerValue)> {
+    let mut out: Vec<_> = values
+        .iter()
+        .filter(|v| v.status == spb::ScoreStatus::Scored as i32)
+        .filter_map(|v| {
+            let rfm = v.rfm.as_ref()?;
+            let p = v.clv.as_ref()?.probability_alive?;
+            (rfm.frequency == 0).then_some((rfm.days_since_last_purchase, p, v))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    out
+}
+
+/// Issue 16 on demo data: under the default BG/NBD a one-time buyer is never called "very likely
+/// still active" (churn risk unknown, a driver says the model cannot tell, the profile names the
+/// model); under MBG/NBD and Pareto/NBD their P(alive) falls with the time since the purchase and
+/// none of a year ago or more is at low churn risk.
+#[tokio::test]
+async fn one_time_buyers_are_not_called_active_on_demo_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let demo = Demo::start(&url).await;
+
+    let values = all_values(demo.addr).await;
+    let once = one_time_buyers(&values);
+    assert!(once.len() >= 100, "{} one-time buyers", once.len());
+    assert!(
+        once.iter().any(|(days, _, _)| *days > 365),
+        "some bought over a year ago"
+    );
+    for (days, p, v) in &once {
+        let clv = v.clv.as_ref().expect("clv");
+        assert_eq!(clv.purchase_model, spb::PurchaseModel::BgNbd as i32);
+        assert_eq!(*p, 1.0, "BG/NBD's P(alive) of a one-time buyer");
+        let churn = v.churn_risk.as_ref().expect("churn risk");
+        assert_eq!(
+            churn.level,
+            spb::ChurnRiskLevel::Unspecified as i32,
+            "{v:?}"
+        );
+        assert_eq!(churn.probability, None);
+        assert!(
+            v.drivers
+                .iter()
+                .all(|d| !d.contains("chance they are still active")
+                    && !d.contains("Very likely still active")),
+            "{days} days: {:?}",
+            v.drivers
+        );
+        if *days > 365 {
+            assert!(
+                v.drivers.iter().any(|d| d.contains("cannot tell")),
+                "{days} days: {:?}",
+                v.drivers
+            );
+        }
+    }
+    // Repeat buyers keep BG/NBD's estimate and its churn level.
+    assert!(values.iter().any(|v| {
+        v.rfm.as_ref().is_some_and(|r| r.frequency > 0)
+            && v.churn_risk
+                .as_ref()
+                .is_some_and(|c| c.level != spb::ChurnRiskLevel::Unspecified as i32)
+    }));
+
+    let mut scoring = ScoringServiceClient::new(connect(demo.addr).await);
+    for (model, name) in [
+        (spb::PurchaseModel::MbgNbd, "MBG/NBD"),
+        (spb::PurchaseModel::ParetoNbd, "Pareto/NBD"),
+    ] {
+        let fitted = scoring
+            .fit_value_model(spb::FitValueModelRequest {
+                purchase_model: model.into(),
+                activate: true,
+                ..Default::default()
+            })
+            .await
+            .expect("fit")
+            .into_inner()
+            .model
+            .expect("model");
+        assert_eq!(fitted.purchase_model, model as i32, "{name}");
+        assert!(fitted.active);
+        assert!(fitted.bg_nbd.is_some(), "BG/NBD is fitted alongside");
+        match model {
+            spb::PurchaseModel::MbgNbd => {
+                assert!(
+                    fitted.mbg_nbd.as_ref().expect("mbg").converged,
+                    "{fitted:?}"
+                );
+                assert!(fitted.pareto_nbd.is_none());
+            }
+            _ => {
+                assert!(
+                    fitted.pareto_nbd.as_ref().expect("pnbd").converged,
+                    "{fitted:?}"
+                );
+                assert!(fitted.mbg_nbd.is_none());
+            }
+        }
+        let values = all_values(demo.addr).await;
+        assert!(values.iter().all(|v| v.model_version == fitted.version));
+        let once = one_time_buyers(&values);
+        assert!(once.len() >= 100, "{name}: {} one-time buyers", once.len());
+        // Strictly lower for an older purchase; equal for the same day.
+        for w in once.windows(2) {
+            let ((d0, p0, _), (d1, p1, _)) = (w[0], w[1]);
+            if d1 > d0 {
+                assert!(p1 < p0, "{name}: {d0} days {p0}, {d1} days {p1}");
+            } else {
+                assert!((p1 - p0).abs() < 1e-12, "{name}: {d0} days {p0} vs {p1}");
+            }
+        }
+        let (first, last) = (once[0], once[once.len() - 1]);
+        let old = once.iter().filter(|(d, _, _)| *d > 365).count();
+        eprintln!(
+            "{name}: {} one-time buyers ({old} over a year ago), P(alive) {:.3} at {} days .. {:.3} at {} days",
+            once.len(),
+            first.1,
+            first.0,
+            last.1,
+            last.0
+        );
+        assert!(
+            first.1 - last.1 > 0.1,
+            "{name}: P(alive) {} at {} days, {} at {} days",
+            first.1,
+            first.0,
+            last.1,
+            last.0
+        );
+        for (days, p, v) in &once {
+            assert_eq!(
+                v.clv.as_ref().expect("clv").purchase_model,
+                model as i32,
+                "{name}"
+            );
+            let churn = v.churn_risk.as_ref().expect("churn risk");
+            assert_ne!(
+                churn.level,
+                spb::ChurnRiskLevel::Unspecified as i32,
+                "{name}: the model tells"
+            );
+            let stated = churn.probability.expect("probability");
+            assert!(
+                (stated - (1.0 - p)).abs() < 1e-9,
+                "{name}: {churn:?} vs {p}"
+            );
+            if *days > 365 {
+                assert_ne!(
+                    churn.level,
+                    spb::ChurnRiskLevel::Low as i32,
+                    "{name}: {days} days, P(alive) {p}"
+                );
+                assert!(
+                    v.drivers
+                        .iter()
+                        .all(|d| !d.contains("Very likely still active")),
+                    "{name}: {days} days: {:?}",
+                    v.drivers
+                );
+            }
+        }
+    }
+    demo.stop().await;
 }

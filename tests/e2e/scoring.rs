@@ -685,6 +685,13 @@ async fn bad_fit_requests_change_nothing(backend: Backend) {
         ),
         (
             pb::FitValueModelRequest {
+                purchase_model: 9,
+                ..Default::default()
+            },
+            "purchase_model",
+        ),
+        (
+            pb::FitValueModelRequest {
                 calibration_end: Some(prost_types::Timestamp {
                     seconds: now_secs() + 86_400,
                     nanos: 0,

@@ -27,6 +27,10 @@ pub fn explain(
             satisfaction: scored.satisfaction,
             support: scored.support,
             p_alive: scored.prediction.map(|p| p.probability_alive),
+            p_alive_uninformative: match (model, scored.rfm) {
+                (Some(m), Some(c)) => !m.p_alive_informative(&c),
+                _ => false,
+            },
             predicted_clv: scored.prediction.and_then(|p| p.predicted_clv),
             clv_horizon_months: model.map_or(12, |m| m.doc.horizon_months),
             historical_revenue: s.purchases.net_revenue,

@@ -1,10 +1,15 @@
 //! Fitted value models: the stored document, and the runtime model that predicts from it.
 
+use std::sync::Arc;
+
 use patron_domain::clv::{
     BgNbdFitOptions, BgNbdModel, BgNbdParams, ClvHorizon, CustomerRfm, Days, GammaGammaFitOptions,
-    GammaGammaModel, GammaGammaParams, TimeUnit, TimeUnitKind, Weeks,
-    discounted_and_final_expected_purchases, fit_bg_nbd, fit_gamma_gamma,
+    GammaGammaModel, GammaGammaParams, MbgNbdFitOptions, MbgNbdModel, MbgNbdParams,
+    ParetoNbdFitOptions, ParetoNbdModel, ParetoNbdParams, TimeUnit, TimeUnitKind, TransactionModel,
+    Weeks, discounted_and_final_expected_purchases, fit_bg_nbd, fit_gamma_gamma, fit_mbg_nbd,
+    fit_pareto_nbd,
 };
+use patron_domain::value::{ChurnRisk, churn_risk};
 use patron_domain::{CustomerSummary, Day, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +27,21 @@ pub struct BgNbdDoc {
     pub converged: bool,
 }
 
+impl BgNbdDoc {
+    /// Parameters without diagnostics (to be filled in).
+    const fn params(r: f64, alpha: f64, a: f64, b: f64) -> Self {
+        Self {
+            r,
+            alpha,
+            a,
+            b,
+            log_likelihood: f64::NAN,
+            iterations: 0,
+            converged: false,
+        }
+    }
+}
+
 /// Gamma-Gamma parameters and diagnostics, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GammaGammaDoc {
@@ -34,13 +54,69 @@ pub struct GammaGammaDoc {
     pub customers: u64,
 }
 
+/// Which model of purchase counts and dropout the scores come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurchaseModel {
+    /// BG/NBD: dropout only after a repeat purchase (a one-time buyer's P(alive) is 1). Models
+    /// stored before there was a choice are BG/NBD, hence the serde default.
+    #[default]
+    BgNbd,
+    /// MBG/NBD: dropout after any purchase, the first included.
+    MbgNbd,
+    /// Pareto/NBD: dropout at any time.
+    ParetoNbd,
+}
+
+impl PurchaseModel {
+    /// The default for new fits (the evidence is in docs/model-choice.md).
+    pub const DEFAULT: Self = Self::BgNbd;
+
+    /// Display name: `BG/NBD`, `MBG/NBD`, `Pareto/NBD`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::BgNbd => "BG/NBD",
+            Self::MbgNbd => "MBG/NBD",
+            Self::ParetoNbd => "Pareto/NBD",
+        }
+    }
+
+    /// Whether the model lets a customer drop out before a repeat purchase: without it, P(alive)
+    /// of a one-time buyer is 1 by construction and says nothing.
+    pub const fn one_time_buyers_can_drop_out(self) -> bool {
+        !matches!(self, Self::BgNbd)
+    }
+}
+
+/// Pareto/NBD parameters and diagnostics, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParetoNbdDoc {
+    pub r: f64,
+    pub alpha: f64,
+    pub s: f64,
+    pub beta: f64,
+    pub log_likelihood: f64,
+    pub iterations: u32,
+    pub converged: bool,
+}
+
 /// Everything a fit produces, stored as the model's JSON body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelDoc {
     /// As-of instant of the fitted summaries (micros).
     pub calibration_end: i64,
     pub time_unit: TimeUnitKind,
+    /// The model the scores come from.
+    #[serde(default)]
+    pub purchase_model: PurchaseModel,
+    /// BG/NBD, always fitted.
     pub bg_nbd: BgNbdDoc,
+    /// MBG/NBD, when fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbg_nbd: Option<BgNbdDoc>,
+    /// Pareto/NBD, when fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pareto_nbd: Option<ParetoNbdDoc>,
     /// Unset when there were too few repeat buyers to fit spend.
     pub gamma_gamma: Option<GammaGammaDoc>,
     pub customers: u64,
@@ -114,10 +190,20 @@ pub struct Prediction {
     pub predicted_clv: Option<f64>,
 }
 
-#[derive(Debug, Clone)]
+/// The transaction model in its time unit.
+#[derive(Clone)]
 enum Bg {
-    Days(BgNbdModel<Days>),
-    Weeks(BgNbdModel<Weeks>),
+    Days(Arc<dyn TransactionModel<Days> + Send + Sync>),
+    Weeks(Arc<dyn TransactionModel<Weeks> + Send + Sync>),
+}
+
+impl std::fmt::Debug for Bg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bg::Days(_) => "Bg::Days",
+            Bg::Weeks(_) => "Bg::Weeks",
+        })
+    }
 }
 
 /// The BG/NBD part of a prediction: it depends on (frequency, recency, age) alone, not on spend.
@@ -229,14 +315,9 @@ impl ActiveModel {
         doc: ModelDoc,
     ) -> Result<Self, ModelError> {
         let math = |e: patron_domain::clv::ClvError| ModelError::Math(e.to_string());
-        let b = &doc.bg_nbd;
         let bg = match doc.time_unit {
-            TimeUnitKind::Days => Bg::Days(BgNbdModel::new(
-                BgNbdParams::new(b.r, b.alpha, b.a, b.b).map_err(math)?,
-            )),
-            TimeUnitKind::Weeks => Bg::Weeks(BgNbdModel::new(
-                BgNbdParams::new(b.r, b.alpha, b.a, b.b).map_err(math)?,
-            )),
+            TimeUnitKind::Days => Bg::Days(transaction_model::<Days>(&doc)?),
+            TimeUnitKind::Weeks => Bg::Weeks(transaction_model::<Weeks>(&doc)?),
         };
         let gg = match &doc.gamma_gamma {
             Some(g) => Some(
@@ -261,29 +342,55 @@ impl ActiveModel {
     /// Predictions for one customer; `None` if the inputs are out of the model's domain.
     pub fn predict(&self, c: &DayRfm) -> Option<Prediction> {
         match &self.bg {
-            Bg::Days(m) => self.predict_in(m, c, 1.0),
-            Bg::Weeks(m) => self.predict_in(m, c, 7.0),
+            Bg::Days(m) => self.predict_in(m.as_ref(), c, 1.0),
+            Bg::Weeks(m) => self.predict_in(m.as_ref(), c, 7.0),
+        }
+    }
+
+    /// The model P(alive) and expected purchases come from.
+    pub fn purchase_model(&self) -> PurchaseModel {
+        self.doc.purchase_model
+    }
+
+    /// Whether P(alive) says anything about this customer: under BG/NBD a customer with one
+    /// purchase day cannot have dropped out, so P(alive) is 1 by construction however long ago
+    /// the purchase was.
+    pub fn p_alive_informative(&self, c: &DayRfm) -> bool {
+        self.purchase_model().one_time_buyers_can_drop_out() || c.frequency > 0
+    }
+
+    /// Churn risk from `p_alive` (this model's, for `c`): unknown where P(alive) is not
+    /// informative ([`ActiveModel::p_alive_informative`]), never "low" by construction.
+    pub fn churn_risk(&self, c: &DayRfm, p_alive: Option<f64>) -> ChurnRisk {
+        if self.p_alive_informative(c) {
+            churn_risk(p_alive)
+        } else {
+            ChurnRisk::default()
         }
     }
 
     /// P(alive) alone (no expected purchases or CLV: a fraction of [`ActiveModel::predict`]'s
     /// cost).
     pub fn probability_alive(&self, c: &DayRfm) -> Option<f64> {
-        fn p<U: TimeUnit>(m: &BgNbdModel<U>, c: &DayRfm, days: f64) -> Option<f64> {
+        fn p<U: TimeUnit>(
+            m: &(dyn TransactionModel<U> + Send + Sync),
+            c: &DayRfm,
+            days: f64,
+        ) -> Option<f64> {
             let rfm =
                 CustomerRfm::<U>::new(c.frequency, c.recency / days, c.age / days, c.monetary)
                     .ok()?;
             Some(m.probability_alive(&rfm))
         }
         match &self.bg {
-            Bg::Days(m) => p(m, c, 1.0),
-            Bg::Weeks(m) => p(m, c, 7.0),
+            Bg::Days(m) => p(m.as_ref(), c, 1.0),
+            Bg::Weeks(m) => p(m.as_ref(), c, 7.0),
         }
     }
 
     fn predict_in<U: TimeUnit>(
         &self,
-        m: &BgNbdModel<U>,
+        m: &(dyn TransactionModel<U> + Send + Sync),
         c: &DayRfm,
         days_per_period: f64,
     ) -> Option<Prediction> {
@@ -333,6 +440,38 @@ impl ActiveModel {
     }
 }
 
+/// The stored document's chosen transaction model, ready to predict in unit `U`.
+fn transaction_model<U: TimeUnit>(
+    doc: &ModelDoc,
+) -> Result<Arc<dyn TransactionModel<U> + Send + Sync>, ModelError> {
+    let math = |e: patron_domain::clv::ClvError| ModelError::Math(e.to_string());
+    let missing =
+        |what: &str| ModelError::Math(format!("the model names {what} but holds no {what} fit"));
+    Ok(match doc.purchase_model {
+        PurchaseModel::BgNbd => {
+            let b = &doc.bg_nbd;
+            Arc::new(BgNbdModel::new(
+                BgNbdParams::<U>::new(b.r, b.alpha, b.a, b.b).map_err(math)?,
+            ))
+        }
+        PurchaseModel::MbgNbd => {
+            let m = doc.mbg_nbd.as_ref().ok_or_else(|| missing("MBG/NBD"))?;
+            Arc::new(MbgNbdModel::new(
+                MbgNbdParams::<U>::new(m.r, m.alpha, m.a, m.b).map_err(math)?,
+            ))
+        }
+        PurchaseModel::ParetoNbd => {
+            let p = doc
+                .pareto_nbd
+                .as_ref()
+                .ok_or_else(|| missing("Pareto/NBD"))?;
+            Arc::new(ParetoNbdModel::new(
+                ParetoNbdParams::<U>::new(p.r, p.alpha, p.s, p.beta).map_err(math)?,
+            ))
+        }
+    })
+}
+
 /// Fitting options chosen by the caller.
 #[derive(Debug, Clone, Copy)]
 pub struct FitRequest {
@@ -340,6 +479,8 @@ pub struct FitRequest {
     pub time_unit: TimeUnitKind,
     pub horizon_months: u32,
     pub monthly_discount_rate: f64,
+    /// The transaction model to score with (BG/NBD is fitted in any case).
+    pub purchase_model: PurchaseModel,
 }
 
 /// Fits both models on `population` (customers with at least one purchase by the calibration end)
@@ -358,15 +499,18 @@ pub fn fit(
             population.len()
         )));
     }
-    let (bg_doc, gg_doc) = match request.time_unit {
-        TimeUnitKind::Days => fit_in::<Days>(population, 1.0)?,
-        TimeUnitKind::Weeks => fit_in::<Weeks>(population, 7.0)?,
+    let fits = match request.time_unit {
+        TimeUnitKind::Days => fit_in::<Days>(population, 1.0, request.purchase_model)?,
+        TimeUnitKind::Weeks => fit_in::<Weeks>(population, 7.0, request.purchase_model)?,
     };
     let mut doc = ModelDoc {
         calibration_end: request.calibration_end.as_micros(),
         time_unit: request.time_unit,
-        bg_nbd: bg_doc,
-        gamma_gamma: gg_doc,
+        purchase_model: request.purchase_model,
+        bg_nbd: fits.bg_nbd,
+        mbg_nbd: fits.mbg_nbd,
+        pareto_nbd: fits.pareto_nbd,
+        gamma_gamma: fits.gamma_gamma,
         customers: population.len() as u64,
         horizon_months: request.horizon_months,
         monthly_discount_rate: request.monthly_discount_rate,
@@ -394,10 +538,19 @@ pub fn fit(
     Ok(doc)
 }
 
+/// The fitted parts of a [`ModelDoc`].
+struct Fits {
+    bg_nbd: BgNbdDoc,
+    mbg_nbd: Option<BgNbdDoc>,
+    pareto_nbd: Option<ParetoNbdDoc>,
+    gamma_gamma: Option<GammaGammaDoc>,
+}
+
 fn fit_in<U: TimeUnit>(
     population: &[DayRfm],
     days_per_period: f64,
-) -> Result<(BgNbdDoc, Option<GammaGammaDoc>), ModelError> {
+    purchase_model: PurchaseModel,
+) -> Result<Fits, ModelError> {
     let math = |e: patron_domain::clv::ClvError| ModelError::Math(e.to_string());
     let customers: Vec<CustomerRfm<U>> = population
         .iter()
@@ -422,13 +575,50 @@ fn fit_in<U: TimeUnit>(
     let bg = fit_bg_nbd(&customers, &bg_options).map_err(math)?;
     let p = bg.params.to_untyped();
     let bg_doc = BgNbdDoc {
-        r: p.r,
-        alpha: p.alpha,
-        a: p.a,
-        b: p.b,
         log_likelihood: bg.log_likelihood,
         iterations: bg.iterations,
         converged: bg.converged,
+        ..BgNbdDoc::params(p.r, p.alpha, p.a, p.b)
+    };
+    let mbg_nbd = match purchase_model {
+        PurchaseModel::MbgNbd => {
+            let options = MbgNbdFitOptions::<U> {
+                threads,
+                standard_errors: false,
+                ..MbgNbdFitOptions::default()
+            };
+            let m = fit_mbg_nbd(&customers, &options).map_err(math)?;
+            let p = m.params.to_untyped();
+            Some(BgNbdDoc {
+                log_likelihood: m.log_likelihood,
+                iterations: m.iterations,
+                converged: m.converged,
+                ..BgNbdDoc::params(p.r, p.alpha, p.a, p.b)
+            })
+        }
+        _ => None,
+    };
+    let pareto_nbd = match purchase_model {
+        PurchaseModel::ParetoNbd => {
+            let options = ParetoNbdFitOptions::<U> {
+                threads,
+                standard_errors: false,
+                ..ParetoNbdFitOptions::default()
+            };
+            let m = fit_pareto_nbd(&customers, &options).map_err(math)?;
+            let p = m.params.to_untyped();
+            Some(ParetoNbdDoc {
+                r: p.r,
+                alpha: p.alpha,
+                s: p.s,
+                beta: p.beta,
+                log_likelihood: m.log_likelihood,
+                iterations: m.iterations,
+                // A supremum on the boundary is not an estimate, whatever the optimiser says.
+                converged: m.converged && m.interior_optimum,
+            })
+        }
+        _ => None,
     };
     let gg_options = GammaGammaFitOptions {
         threads,
@@ -448,7 +638,12 @@ fn fit_in<U: TimeUnit>(
             customers: g.customers,
         })
     });
-    Ok((bg_doc, gg_doc))
+    Ok(Fits {
+        bg_nbd: bg_doc,
+        mbg_nbd,
+        pareto_nbd,
+        gamma_gamma: gg_doc,
+    })
 }
 
 #[cfg(test)]
@@ -524,6 +719,7 @@ mod tests {
             time_unit: TimeUnitKind::Days,
             horizon_months: 12,
             monthly_discount_rate: 0.01,
+            purchase_model: PurchaseModel::BgNbd,
         };
         let doc = fit(request, &population, &revenues, vec![50.0, 75.0]).expect("fit");
         assert!(doc.bg_nbd.converged);
@@ -622,5 +818,119 @@ mod tests {
             fit(request, &population[..5], &revenues[..5], vec![]),
             Err(ModelError::NotEnoughData(_))
         ));
+    }
+
+    /// Issue 16: the chosen purchase model is fitted, stored, served and named; under it a one-time
+    /// buyer's P(alive) falls with the time since the purchase, while under BG/NBD it is 1 and
+    /// flagged as uninformative (churn risk unknown). Documents from before the choice are BG/NBD.
+    #[test]
+    fn each_purchase_model_fits_and_one_time_buyers_follow_it() {
+        let truth = BgNbdParams::<Days>::new(0.4, 20.0, 0.7, 2.5).expect("params");
+        let mut rng = Rng::seed(11);
+        let population: Vec<DayRfm> = (0..2_000)
+            .map(|i| {
+                let age = f64::from(30 + (i * 37) % 700);
+                let s = simulate_bg_nbd_customer(&truth, age, &mut rng);
+                let recency = s.recency.floor();
+                DayRfm {
+                    frequency: s.frequency,
+                    recency,
+                    age,
+                    monetary: 1_000.0 * f64::from(s.frequency.min(1)),
+                    days_since_last: age - recency,
+                }
+            })
+            .collect();
+        let revenues = vec![1_000.0; population.len()];
+        let once = |days: f64| DayRfm {
+            frequency: 0,
+            recency: 0.0,
+            age: days,
+            monetary: 0.0,
+            days_since_last: days,
+        };
+        for purchase_model in [
+            PurchaseModel::BgNbd,
+            PurchaseModel::MbgNbd,
+            PurchaseModel::ParetoNbd,
+        ] {
+            for time_unit in [TimeUnitKind::Days, TimeUnitKind::Weeks] {
+                let request = FitRequest {
+                    calibration_end: Timestamp::from_micros(0),
+                    time_unit,
+                    horizon_months: 12,
+                    monthly_discount_rate: 0.01,
+                    purchase_model,
+                };
+                let doc = fit(request, &population, &revenues, vec![]).expect("fit");
+                let name = purchase_model.name();
+                assert_eq!(doc.purchase_model, purchase_model);
+                assert!(doc.bg_nbd.converged, "{name}");
+                assert_eq!(
+                    doc.mbg_nbd.is_some(),
+                    purchase_model == PurchaseModel::MbgNbd,
+                    "{name}"
+                );
+                assert_eq!(
+                    doc.pareto_nbd.is_some(),
+                    purchase_model == PurchaseModel::ParetoNbd,
+                    "{name}"
+                );
+                let model = ActiveModel::from_doc(1, Timestamp::from_micros(0), doc.clone())
+                    .expect("model");
+                assert_eq!(model.purchase_model(), purchase_model);
+                let p: Vec<f64> = [1.0, 30.0, 200.0, 400.0, 700.0]
+                    .iter()
+                    .map(|d| model.predict(&once(*d)).expect("p").probability_alive)
+                    .collect();
+                let old = once(400.0);
+                if purchase_model == PurchaseModel::BgNbd {
+                    assert!(p.iter().all(|p| *p == 1.0), "{name}: {p:?}");
+                    assert!(!model.p_alive_informative(&old));
+                    assert_eq!(model.churn_risk(&old, Some(1.0)), ChurnRisk::default());
+                } else {
+                    assert!(
+                        p.windows(2).all(|w| w[1] < w[0]),
+                        "{name} {time_unit:?}: {p:?}"
+                    );
+                    assert!(p[4] < 0.99 && p[4] > 0.0, "{name}: {p:?}");
+                    assert!(model.p_alive_informative(&old));
+                    assert_eq!(model.churn_risk(&old, Some(p[3])), churn_risk(Some(p[3])));
+                }
+                // Repeat buyers are informative under every model.
+                let repeat = DayRfm {
+                    frequency: 2,
+                    recency: 100.0,
+                    age: 400.0,
+                    monetary: 1_000.0,
+                    days_since_last: 300.0,
+                };
+                assert!(model.p_alive_informative(&repeat));
+                let json = serde_json::to_string(&doc).expect("encode");
+                let back: ModelDoc = serde_json::from_str(&json).expect("decode");
+                assert_eq!(back, doc);
+            }
+        }
+        // A document stored before the choice existed reads as BG/NBD.
+        let request = FitRequest {
+            calibration_end: Timestamp::from_micros(0),
+            time_unit: TimeUnitKind::Days,
+            horizon_months: 12,
+            monthly_discount_rate: 0.01,
+            purchase_model: PurchaseModel::BgNbd,
+        };
+        let doc = fit(request, &population, &revenues, vec![]).expect("fit");
+        let mut json: serde_json::Value = serde_json::to_value(&doc).expect("encode");
+        json.as_object_mut()
+            .expect("object")
+            .remove("purchase_model");
+        let back: ModelDoc = serde_json::from_value(json).expect("decode");
+        assert_eq!(back.purchase_model, PurchaseModel::BgNbd);
+        // A document naming a model it does not hold is refused, not scored with another.
+        let broken = ModelDoc {
+            purchase_model: PurchaseModel::MbgNbd,
+            ..doc
+        };
+        assert!(ActiveModel::from_doc(1, Timestamp::from_micros(0), broken).is_err());
     }
 }

@@ -114,7 +114,10 @@ pub fn compute(subject: &Subject<'_>, as_of: Timestamp, state: &State) -> Scored
     let business =
         value::business_value_percentile(policy.metric, clv_percentile, revenue_percentile);
     let quadrant = value::value_quadrant(business, perceived.value_index);
-    let churn = value::churn_risk(prediction.map(|p| p.probability_alive));
+    let churn = match (model, rfm) {
+        (Some(m), Some(c)) => m.churn_risk(&c, prediction.map(|p| p.probability_alive)),
+        _ => value::churn_risk(None),
+    };
     Scored {
         rfm,
         prediction,
@@ -266,6 +269,11 @@ pub fn to_proto_view(
             .and_then(|v| rounded_money(v, currency)),
         horizon_months,
         monthly_discount_rate,
+        purchase_model: model
+            .map_or(pb::PurchaseModel::Unspecified, |m| {
+                crate::service::purchase_model_to_proto(m.purchase_model())
+            })
+            .into(),
     };
     let sat = &scored.satisfaction;
     let perceived = pb::PerceivedValue {

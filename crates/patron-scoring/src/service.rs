@@ -17,7 +17,7 @@ use patron_store::{EventCursor, StoredModel, SummaryRow};
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, FitError, State, load_model, load_policy};
-use crate::model::{self, FitRequest, ModelDoc};
+use crate::model::{self, BgNbdDoc, FitRequest, ModelDoc, PurchaseModel};
 use crate::profile::{self, Subject};
 
 /// Most ids one BatchGetCustomerValues call may carry.
@@ -79,6 +79,37 @@ fn unit_from_proto(u: i32) -> Result<TimeUnitKind, String> {
     }
 }
 
+/// The proto name of a purchase model.
+pub fn purchase_model_to_proto(m: PurchaseModel) -> pb::PurchaseModel {
+    match m {
+        PurchaseModel::BgNbd => pb::PurchaseModel::BgNbd,
+        PurchaseModel::MbgNbd => pb::PurchaseModel::MbgNbd,
+        PurchaseModel::ParetoNbd => pb::PurchaseModel::ParetoNbd,
+    }
+}
+
+fn purchase_model_from_proto(m: i32) -> Result<PurchaseModel, String> {
+    match pb::PurchaseModel::try_from(m) {
+        Ok(pb::PurchaseModel::Unspecified) => Ok(PurchaseModel::DEFAULT),
+        Ok(pb::PurchaseModel::BgNbd) => Ok(PurchaseModel::BgNbd),
+        Ok(pb::PurchaseModel::MbgNbd) => Ok(PurchaseModel::MbgNbd),
+        Ok(pb::PurchaseModel::ParetoNbd) => Ok(PurchaseModel::ParetoNbd),
+        Err(_) => Err(format!("{m} is not a PurchaseModel value")),
+    }
+}
+
+fn bg_fit_to_proto(b: &BgNbdDoc) -> pb::BgNbdFit {
+    pb::BgNbdFit {
+        r: b.r,
+        alpha: b.alpha,
+        a: b.a,
+        b: b.b,
+        log_likelihood: b.log_likelihood,
+        iterations: i32::try_from(b.iterations).unwrap_or(i32::MAX),
+        converged: b.converged,
+    }
+}
+
 /// A stored model as proto.
 pub fn model_to_proto(
     stored_version: i64,
@@ -86,7 +117,6 @@ pub fn model_to_proto(
     active: bool,
     doc: &ModelDoc,
 ) -> pb::ValueModel {
-    let b = &doc.bg_nbd;
     pb::ValueModel {
         version: stored_version,
         create_time: Some(to_proto(created_at)),
@@ -97,14 +127,17 @@ pub fn model_to_proto(
             TimeUnitKind::Weeks => pb::TimeUnit::Week,
         }
         .into(),
-        bg_nbd: Some(pb::BgNbdFit {
-            r: b.r,
-            alpha: b.alpha,
-            a: b.a,
-            b: b.b,
-            log_likelihood: b.log_likelihood,
-            iterations: i32::try_from(b.iterations).unwrap_or(i32::MAX),
-            converged: b.converged,
+        bg_nbd: Some(bg_fit_to_proto(&doc.bg_nbd)),
+        purchase_model: purchase_model_to_proto(doc.purchase_model).into(),
+        mbg_nbd: doc.mbg_nbd.as_ref().map(bg_fit_to_proto),
+        pareto_nbd: doc.pareto_nbd.as_ref().map(|p| pb::ParetoNbdFit {
+            r: p.r,
+            alpha: p.alpha,
+            s: p.s,
+            beta: p.beta,
+            log_likelihood: p.log_likelihood,
+            iterations: i32::try_from(p.iterations).unwrap_or(i32::MAX),
+            converged: p.converged,
         }),
         gamma_gamma: doc.gamma_gamma.as_ref().map(|g| pb::GammaGammaFit {
             p: g.p,
@@ -577,6 +610,7 @@ impl ScoringService for ScoringApi {
             horizon_months,
             monthly_discount_rate,
             activate,
+            purchase_model,
         } = request.into_inner();
         let now = patron_grpc::time::now();
         let mut v = Violations::new();
@@ -595,6 +629,7 @@ impl ScoringService for ScoringApi {
             },
         };
         let unit = v.check("time_unit", unit_from_proto(time_unit));
+        let purchase_model = v.check("purchase_model", purchase_model_from_proto(purchase_model));
         let horizon = match horizon_months {
             0 => Some(12),
             1..=120 => u32::try_from(horizon_months).ok(),
@@ -607,8 +642,8 @@ impl ScoringService for ScoringApi {
         if !(0.0..1.0).contains(&rate) {
             v.add("monthly_discount_rate", "must be at least 0 and below 1");
         }
-        let (Some(calibration_end), Some(unit), Some(horizon), true) =
-            (calibration_end, unit, horizon, v.is_empty())
+        let (Some(calibration_end), Some(unit), Some(horizon), Some(purchase_model), true) =
+            (calibration_end, unit, horizon, purchase_model, v.is_empty())
         else {
             return Err(ApiError::invalid(v).into());
         };
@@ -617,6 +652,7 @@ impl ScoringService for ScoringApi {
             time_unit: unit,
             horizon_months: horizon,
             monthly_discount_rate: rate,
+            purchase_model,
         };
         let (stored, doc) = self.engine.fit(request, activate, now).await.map_err(|e| match e {
             FitError::CalibrationBeforeLatestPurchase => ApiError::FailedPrecondition {

@@ -35,7 +35,7 @@ use patron_domain::{
     Day, Engagement, Event, EventData, EventId, EventKind, Gender, OrderId, Purchase, Refund,
     SupportInteraction, Survey, Timestamp,
 };
-use patron_scoring::model::FitRequest;
+use patron_scoring::model::{FitRequest, PurchaseModel};
 use patron_store::{Store, SummaryRow};
 
 use crate::app;
@@ -701,6 +701,7 @@ pub async fn run(settings: Settings, customers: usize, seed: u64) -> Result<(), 
         time_unit: TimeUnitKind::Days,
         horizon_months: 12,
         monthly_discount_rate: 0.01,
+        purchase_model: PurchaseModel::DEFAULT,
     };
     match engine.fit(request, true, now).await {
         Ok((stored, doc)) => {

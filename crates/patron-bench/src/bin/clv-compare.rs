@@ -60,7 +60,7 @@ use patron_domain::summary::{OrderRow, derive_purchase_stats};
 use patron_domain::{Currency, CustomerSummary, Date, Day, Timestamp};
 use patron_scoring::cdf::Cdf;
 use patron_scoring::model::{
-    ActiveModel, BgNbdDoc, DayRfm, FitRequest, GammaGammaDoc, ModelDoc, Prediction,
+    ActiveModel, BgNbdDoc, DayRfm, FitRequest, GammaGammaDoc, ModelDoc, Prediction, PurchaseModel,
 };
 use patron_server::import::parse_instant;
 use serde_json::json;
@@ -957,6 +957,9 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
     let doc = ModelDoc {
         calibration_end: now.as_micros(),
         time_unit: TimeUnitKind::Days,
+        purchase_model: PurchaseModel::BgNbd,
+        mbg_nbd: None,
+        pareto_nbd: None,
         bg_nbd: BgNbdDoc {
             r: p.r(),
             alpha: p.alpha(),
@@ -1006,6 +1009,8 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
                 time_unit: TimeUnitKind::Days,
                 horizon_months: args.horizon_months,
                 monthly_discount_rate: args.monthly_discount_rate,
+                // The comparison is with lifetimes' BetaGeoFitter.
+                purchase_model: PurchaseModel::BgNbd,
             },
             &population,
             &revenues,

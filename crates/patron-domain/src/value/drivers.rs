@@ -34,6 +34,10 @@ pub struct DriverInput<'a> {
     pub support: SupportBurden,
     /// P(alive) from the value model; `None` without a model.
     pub p_alive: Option<f64>,
+    /// The model's P(alive) is 1 by construction, not an estimate: BG/NBD and a single purchase
+    /// day (dropout happens only after a repeat purchase). The drivers then say the model cannot
+    /// tell, rather than "very likely still active".
+    pub p_alive_uninformative: bool,
     /// Predicted CLV over the horizon, in minor units (model output); `None` without a model.
     pub predicted_clv: Option<f64>,
     /// The CLV horizon, in months.
@@ -284,6 +288,17 @@ fn fixed<'a>(s: &'static str) -> Text<'a> {
 }
 
 fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
+    if input.p_alive_uninformative {
+        let days = input.days_since_last_purchase?;
+        // The longer ago the one purchase, the more the missing estimate matters.
+        let salience = if days > 365 { 0.7 } else { 0.4 };
+        return Some((
+            salience,
+            fixed(
+                "The BG/NBD model cannot tell whether a one-time buyer is still active: it lets customers drop out only after a repeat purchase.",
+            ),
+        ));
+    }
     let churn = churn_risk(input.p_alive);
     let p = churn.p_alive?;
     Some(match churn.level {
@@ -524,6 +539,7 @@ mod tests {
         satisfaction: Satisfaction,
         support: SupportBurden,
         p_alive: Option<f64>,
+        p_alive_uninformative: bool,
         predicted_clv: Option<f64>,
         revenue: i64,
         purchase_days: i64,
@@ -540,6 +556,7 @@ mod tests {
             satisfaction: Satisfaction::default(),
             support: support_burden(0, 0, 400.0),
             p_alive: Some(0.95),
+            p_alive_uninformative: false,
             predicted_clv: Some(123_450.2),
             revenue: 500_000,
             purchase_days: 14,
@@ -565,6 +582,7 @@ mod tests {
             satisfaction: c.satisfaction,
             support: c.support,
             p_alive: c.p_alive,
+            p_alive_uninformative: c.p_alive_uninformative,
             predicted_clv: c.predicted_clv,
             clv_horizon_months: 12,
             historical_revenue: c.revenue,
@@ -894,6 +912,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_one_time_buyer_under_bg_nbd_is_not_called_active() {
+        // BG/NBD gives a one-time buyer P(alive) = 1 whatever the time since the purchase.
+        for days in [3, 400, 900] {
+            let input = DriverInput {
+                p_alive: Some(1.0),
+                p_alive_uninformative: true,
+                purchase_days: 1,
+                days_since_last_purchase: Some(days),
+                ..input_stub()
+            };
+            let (salience, sentence) = churn_factor(&input).expect("a sentence");
+            let sentence = sentence();
+            assert!(sentence.contains("cannot tell"), "{sentence}");
+            assert!(!sentence.starts_with("Very likely"), "{sentence}");
+            assert_eq!(salience > 0.5, days > 365, "{days}");
+            let all = drivers(&input).join(" ");
+            assert!(!all.contains("Very likely still active"), "{all}");
+        }
+        // The same P(alive) from a model that can tell is stated as a chance.
+        let input = DriverInput {
+            p_alive: Some(0.9),
+            ..input_stub()
+        };
+        let (_, sentence) = churn_factor(&input).expect("a sentence");
+        assert_eq!(sentence(), "Very likely still active: a 90 % chance.");
+    }
+
     fn input_stub() -> DriverInput<'static> {
         static POLICY: std::sync::OnceLock<TierPolicy> = std::sync::OnceLock::new();
         static TIER: std::sync::OnceLock<TierAssignment> = std::sync::OnceLock::new();
@@ -911,6 +957,7 @@ mod tests {
             satisfaction: Satisfaction::default(),
             support: SupportBurden::default(),
             p_alive: None,
+            p_alive_uninformative: false,
             predicted_clv: None,
             clv_horizon_months: 12,
             historical_revenue: 0,

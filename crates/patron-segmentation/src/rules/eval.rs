@@ -289,7 +289,10 @@ impl<'a> Facts<'a> {
                     .map(|c| c.name()),
             ),
             Var::ChurnRisk => {
-                let level = patron_domain::value::churn_risk(self.p_alive()).level;
+                let level = match (self.state.model.as_deref(), self.day_rfm()) {
+                    (Some(m), Some(c)) => m.churn_risk(c, self.p_alive()).level,
+                    _ => patron_domain::value::ChurnLevel::Unknown,
+                };
                 if level == patron_domain::value::ChurnLevel::Unknown {
                     Value::Null
                 } else {
