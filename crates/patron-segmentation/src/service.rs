@@ -777,11 +777,23 @@ impl SegmentationService for SegmentationApi {
         // later updates of the rule apply.
         self.resolve(&self.snapshot(), &segment_id)?;
         // Subscribe before the first scan: no change committed after the scan can be missed.
+        // The scan is taken before the response: every write after it is reported.
         let changes = self.changes.subscribe();
+        let Some(baseline) = crate::watch::baseline(self, &segment_id).await else {
+            return Err(segment_not_found(&segment_id).into());
+        };
         let (tx, rx) = mpsc::channel(1024);
         let api = self.clone();
         tokio::spawn(async move {
-            crate::watch::run(api, segment_id, include_initial_members, changes, tx).await;
+            crate::watch::run(
+                api,
+                segment_id,
+                include_initial_members,
+                baseline,
+                changes,
+                tx,
+            )
+            .await;
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,

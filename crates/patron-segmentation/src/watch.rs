@@ -89,23 +89,31 @@ async fn rescan(
     true
 }
 
+/// The members a watch starts from, taken before the call returns: a change committed after
+/// the caller has the stream is then always a change against this baseline (taken later, in the
+/// watcher's task, it could already include a write the caller made after opening the stream,
+/// and that write would never be reported).
+pub(crate) async fn baseline(
+    api: &SegmentationApi,
+    segment: &str,
+) -> Option<(HashSet<CustomerId>, Timestamp)> {
+    let now = patron_grpc::time::now();
+    let api = api.clone();
+    let seg = segment.to_owned();
+    let members = tokio::task::spawn_blocking(move || api.members_now(&seg, now))
+        .await
+        .ok()??;
+    Some((members, now))
+}
+
 pub(crate) async fn run(
     api: SegmentationApi,
     segment: String,
     initial: bool,
+    (mut members, now): (HashSet<CustomerId>, Timestamp),
     mut changes: broadcast::Receiver<std::sync::Arc<[CustomerId]>>,
     tx: Tx,
 ) {
-    let now = patron_grpc::time::now();
-    let api2 = api.clone();
-    let seg = segment.clone();
-    let mut members = match tokio::task::spawn_blocking(move || api2.members_now(&seg, now)).await {
-        Ok(Some(m)) => m,
-        _ => {
-            let _ = tx.send(Err(gone(&segment))).await;
-            return;
-        }
-    };
     if initial {
         let mut sorted: Vec<&CustomerId> = members.iter().collect();
         sorted.sort();
