@@ -173,6 +173,7 @@ async fn generated_data_is_deterministic_complete_and_fits() {
                 horizon_months: 12,
                 monthly_discount_rate: 0.01,
                 purchase_model: PurchaseModel::DEFAULT,
+                penalizer_coef: 0.0,
             },
             true,
             now,

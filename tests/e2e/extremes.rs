@@ -838,6 +838,7 @@ fn baseline(method: &str, pattern: &str, n: usize) -> Vec<u8> {
             monthly_discount_rate: Some(0.01),
             activate: false,
             purchase_model: spb::PurchaseModel::BgNbd as i32,
+            penalizer_coef: Some(0.01),
         }
         .encode_to_vec(),
         "GetValueModel" => spb::GetValueModelRequest { version: 1 }.encode_to_vec(),

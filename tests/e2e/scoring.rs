@@ -692,6 +692,27 @@ async fn bad_fit_requests_change_nothing(backend: Backend) {
         ),
         (
             pb::FitValueModelRequest {
+                penalizer_coef: Some(-0.001),
+                ..Default::default()
+            },
+            "penalizer_coef",
+        ),
+        (
+            pb::FitValueModelRequest {
+                penalizer_coef: Some(10.5),
+                ..Default::default()
+            },
+            "penalizer_coef",
+        ),
+        (
+            pb::FitValueModelRequest {
+                penalizer_coef: Some(f64::NAN),
+                ..Default::default()
+            },
+            "penalizer_coef",
+        ),
+        (
+            pb::FitValueModelRequest {
                 calibration_end: Some(prost_types::Timestamp {
                     seconds: now_secs() + 86_400,
                     nanos: 0,
@@ -1014,6 +1035,124 @@ async fn what_if_profiles(backend: Backend) {
     }
 }
 
+/// Short histories from a constant per-purchase dropout probability (no heterogeneity in
+/// dropout): BG/NBD's likelihood is often maximised at a, b → ∞ (seed 1 is such a draw).
+fn constant_dropout_population(seed: u64) -> Vec<cpb::Event> {
+    use patron_domain::clv::simulate::Rng;
+    let (r, alpha_days, p) = (2.0, 28.0, 0.15);
+    let mut rng = Rng::seed(seed);
+    let mut events = Vec::new();
+    for c in 0..400 {
+        let age = 28 + (c % 9) * 7;
+        let rate = rng.gamma(r) / alpha_days;
+        let mut days = vec![0];
+        let mut now = 0.0;
+        loop {
+            now += rng.exponential(rate);
+            if now > age as f64 {
+                break;
+            }
+            days.push(now.floor() as i64);
+            if rng.uniform() < p {
+                break;
+            }
+        }
+        let spend = 1_000.0 + 4_000.0 * rng.uniform();
+        for (k, day) in days.iter().enumerate() {
+            events.push(purchase(
+                &format!("k{c:03}"),
+                &format!("k{c}-{k}"),
+                ago(age - day),
+                &format!("ko{c}-{k}"),
+                (spend * (0.5 + rng.uniform())) as i64,
+            ));
+        }
+    }
+    events
+}
+
+/// A fit that runs to the a, b → ∞ boundary still scores every buyer with finite predictions
+/// (the constant-dropout limit) and says where it ended (no standard errors there); a penalizer
+/// brings it back to an interior optimum, with diagnostics reported. (That a fit that did not
+/// converge is not activated unasked is checked in the engine's and the stores' tests: real data
+/// that makes the optimiser give up is not at hand.)
+async fn fits_at_the_boundary_always_score(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = scoring(&app);
+    app.record(constant_dropout_population(1))
+        .await
+        .expect("record");
+    let boundary = client
+        .fit_value_model(pb::FitValueModelRequest::default())
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    let bg = boundary.bg_nbd.clone().expect("bg/nbd");
+    assert!(bg.a > 1e6 && bg.b > 1e6, "at the boundary: {bg:?}");
+    assert!(bg.log_likelihood < 0.0, "{bg:?}");
+    assert!(bg.gradient_norm.is_some_and(f64::is_finite), "{bg:?}");
+    assert!(boundary.active, "{boundary:?}");
+    let mut stream = client
+        .stream_customer_values(pb::StreamCustomerValuesRequest {
+            view: pb::CustomerValueView::Basic.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut scored = 0;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        for v in chunk.values {
+            assert_eq!(v.status, pb::ScoreStatus::Scored as i32, "{v:?}");
+            assert_eq!(v.model_version, boundary.version);
+            let clv = v.clv.expect("clv");
+            let p = clv.probability_alive.expect("P(alive)");
+            assert!((0.0..=1.0).contains(&p), "{}: {p}", v.customer_id);
+            let e = clv.expected_purchases.expect("expected purchases");
+            assert!(e.is_finite() && e >= 0.0, "{}: {e}", v.customer_id);
+            assert!(clv.predicted_clv.is_some(), "{}", v.customer_id);
+            scored += 1;
+        }
+    }
+    assert_eq!(scored, 400);
+
+    // A penalizer: an interior optimum with standard errors, as lifetimes users do.
+    let penalised = client
+        .fit_value_model(pb::FitValueModelRequest {
+            penalizer_coef: Some(0.01),
+            activate: true,
+            ..Default::default()
+        })
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    let bg = penalised.bg_nbd.expect("bg/nbd");
+    assert!(bg.converged, "{bg:?}");
+    assert!(bg.a < 1e3 && bg.b < 1e3, "{bg:?}");
+    assert_eq!(bg.standard_errors.len(), 4, "{bg:?}");
+    assert!(bg.standard_errors.iter().all(|s| s.is_finite() && *s > 0.0));
+    assert!(bg.gradient_norm.is_some_and(|g| g < 1e-4), "{bg:?}");
+    assert_eq!(penalised.penalizer_coef, 0.01);
+    assert!(penalised.active);
+    let stored = client
+        .get_value_model(pb::GetValueModelRequest { version: 0 })
+        .await
+        .expect("active")
+        .into_inner()
+        .model
+        .expect("model");
+    assert_eq!(stored.version, penalised.version);
+    assert_eq!(stored.penalizer_coef, 0.01);
+    assert_eq!(
+        stored.bg_nbd.expect("bg").standard_errors,
+        bg.standard_errors
+    );
+}
+
 fn v_alive(v: &pb::CustomerValue) -> f64 {
     v.clv
         .as_ref()
@@ -1030,6 +1169,7 @@ crate::both_backends!(
     stream_filters_and_bad_filters,
     models_are_versioned_listed_and_activated,
     bad_fit_requests_change_nothing,
+    fits_at_the_boundary_always_score,
     tier_policies_update_with_revisions,
     what_if_profiles,
 );

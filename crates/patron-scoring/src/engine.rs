@@ -376,7 +376,7 @@ impl Engine {
             .map_err(|e| FitError::Store(StoreError::Internal(format!("encode model: {e}"))))?;
         let stored = self
             .store
-            .insert_value_model(&body, now, activate)
+            .insert_value_model(&body, now, doc.activation(activate))
             .await
             .map_err(FitError::Store)?;
         // The active model reaches this process's state (and every other's) through the change

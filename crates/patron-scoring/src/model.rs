@@ -25,6 +25,13 @@ pub struct BgNbdDoc {
     pub log_likelihood: f64,
     pub iterations: u32,
     pub converged: bool,
+    /// `max |∂f/∂θ|` of the (mean, penalised) objective in log-parameters at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_norm: Option<f64>,
+    /// Standard errors of `(r, α, a, b)` from the observed information; unset where the
+    /// Hessian is not positive definite (the `a, b → ∞` boundary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_errors: Option<[f64; 4]>,
 }
 
 impl BgNbdDoc {
@@ -38,6 +45,8 @@ impl BgNbdDoc {
             log_likelihood: f64::NAN,
             iterations: 0,
             converged: false,
+            gradient_norm: None,
+            standard_errors: None,
         }
     }
 }
@@ -52,6 +61,12 @@ pub struct GammaGammaDoc {
     pub iterations: u32,
     pub converged: bool,
     pub customers: u64,
+    /// As [`BgNbdDoc::gradient_norm`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_norm: Option<f64>,
+    /// Standard errors of `(p, q, v)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_errors: Option<[f64; 3]>,
 }
 
 /// Which model of purchase counts and dropout the scores come from.
@@ -98,6 +113,12 @@ pub struct ParetoNbdDoc {
     pub log_likelihood: f64,
     pub iterations: u32,
     pub converged: bool,
+    /// As [`BgNbdDoc::gradient_norm`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_norm: Option<f64>,
+    /// Standard errors of `(r, α, s, β)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_errors: Option<[f64; 4]>,
 }
 
 /// Everything a fit produces, stored as the model's JSON body.
@@ -119,6 +140,10 @@ pub struct ModelDoc {
     pub pareto_nbd: Option<ParetoNbdDoc>,
     /// Unset when there were too few repeat buyers to fit spend.
     pub gamma_gamma: Option<GammaGammaDoc>,
+    /// L2 penalty coefficient of the purchase-model fits (`lifetimes`' `penalizer_coef`); 0 =
+    /// none.
+    #[serde(default)]
+    pub penalizer_coef: f64,
     pub customers: u64,
     pub horizon_months: u32,
     pub monthly_discount_rate: f64,
@@ -129,6 +154,36 @@ pub struct ModelDoc {
     pub revenue: Cdf,
     pub predicted_clv: Cdf,
     pub value_index: Cdf,
+}
+
+impl ModelDoc {
+    /// Whether the purchase model the scores come from converged.
+    ///
+    /// Gamma-Gamma's flag does not count: on small data sets its likelihood is highest at
+    /// `q, v → ∞` with `v / q` fixed (one spend scale for everyone), where its optimiser stops
+    /// short of the tolerance on a flat ridge while its predictions have already settled on the
+    /// limit's, so holding the model back for it would leave small deployments unscored.
+    pub fn converged(&self) -> bool {
+        match self.purchase_model {
+            PurchaseModel::BgNbd => self.bg_nbd.converged,
+            PurchaseModel::MbgNbd => self.mbg_nbd.as_ref().is_some_and(|m| m.converged),
+            PurchaseModel::ParetoNbd => self.pareto_nbd.as_ref().is_some_and(|m| m.converged),
+        }
+    }
+
+    /// Whether storing this fit activates it: always when `asked`; otherwise only if it
+    /// converged and no model is active yet (a fit that did not converge is stored for
+    /// inspection, never served unasked).
+    pub fn activation(&self, asked: bool) -> patron_store::Activation {
+        use patron_store::Activation;
+        if asked {
+            Activation::Always
+        } else if self.converged() {
+            Activation::IfNoneActive
+        } else {
+            Activation::Never
+        }
+    }
 }
 
 /// A customer's purchase statistics as of an instant, in days (the `lifetimes` convention).
@@ -481,6 +536,9 @@ pub struct FitRequest {
     pub monthly_discount_rate: f64,
     /// The transaction model to score with (BG/NBD is fitted in any case).
     pub purchase_model: PurchaseModel,
+    /// L2 penalty coefficient of the purchase-model fits (not Gamma-Gamma), `lifetimes`'
+    /// `penalizer_coef` semantics; 0 = none.
+    pub penalizer_coef: f64,
 }
 
 /// Fits both models on `population` (customers with at least one purchase by the calibration end)
@@ -500,8 +558,8 @@ pub fn fit(
         )));
     }
     let fits = match request.time_unit {
-        TimeUnitKind::Days => fit_in::<Days>(population, 1.0, request.purchase_model)?,
-        TimeUnitKind::Weeks => fit_in::<Weeks>(population, 7.0, request.purchase_model)?,
+        TimeUnitKind::Days => fit_in::<Days>(population, 1.0, &request)?,
+        TimeUnitKind::Weeks => fit_in::<Weeks>(population, 7.0, &request)?,
     };
     let mut doc = ModelDoc {
         calibration_end: request.calibration_end.as_micros(),
@@ -511,6 +569,7 @@ pub fn fit(
         mbg_nbd: fits.mbg_nbd,
         pareto_nbd: fits.pareto_nbd,
         gamma_gamma: fits.gamma_gamma,
+        penalizer_coef: request.penalizer_coef,
         customers: population.len() as u64,
         horizon_months: request.horizon_months,
         monthly_discount_rate: request.monthly_discount_rate,
@@ -549,8 +608,9 @@ struct Fits {
 fn fit_in<U: TimeUnit>(
     population: &[DayRfm],
     days_per_period: f64,
-    purchase_model: PurchaseModel,
+    request: &FitRequest,
 ) -> Result<Fits, ModelError> {
+    let (purchase_model, penalizer_coef) = (request.purchase_model, request.penalizer_coef);
     let math = |e: patron_domain::clv::ClvError| ModelError::Math(e.to_string());
     let customers: Vec<CustomerRfm<U>> = population
         .iter()
@@ -569,7 +629,7 @@ fn fit_in<U: TimeUnit>(
         .unwrap_or(1);
     let bg_options = BgNbdFitOptions::<U> {
         threads,
-        standard_errors: false,
+        penalizer_coef,
         ..BgNbdFitOptions::default()
     };
     let bg = fit_bg_nbd(&customers, &bg_options).map_err(math)?;
@@ -578,13 +638,15 @@ fn fit_in<U: TimeUnit>(
         log_likelihood: bg.log_likelihood,
         iterations: bg.iterations,
         converged: bg.converged,
+        gradient_norm: Some(bg.gradient_norm),
+        standard_errors: bg.standard_errors,
         ..BgNbdDoc::params(p.r, p.alpha, p.a, p.b)
     };
     let mbg_nbd = match purchase_model {
         PurchaseModel::MbgNbd => {
             let options = MbgNbdFitOptions::<U> {
                 threads,
-                standard_errors: false,
+                penalizer_coef,
                 ..MbgNbdFitOptions::default()
             };
             let m = fit_mbg_nbd(&customers, &options).map_err(math)?;
@@ -593,6 +655,8 @@ fn fit_in<U: TimeUnit>(
                 log_likelihood: m.log_likelihood,
                 iterations: m.iterations,
                 converged: m.converged,
+                gradient_norm: Some(m.gradient_norm),
+                standard_errors: m.standard_errors,
                 ..BgNbdDoc::params(p.r, p.alpha, p.a, p.b)
             })
         }
@@ -602,7 +666,7 @@ fn fit_in<U: TimeUnit>(
         PurchaseModel::ParetoNbd => {
             let options = ParetoNbdFitOptions::<U> {
                 threads,
-                standard_errors: false,
+                penalizer_coef,
                 ..ParetoNbdFitOptions::default()
             };
             let m = fit_pareto_nbd(&customers, &options).map_err(math)?;
@@ -616,13 +680,16 @@ fn fit_in<U: TimeUnit>(
                 iterations: m.iterations,
                 // A supremum on the boundary is not an estimate, whatever the optimiser says.
                 converged: m.converged && m.interior_optimum,
+                gradient_norm: Some(m.gradient_norm),
+                standard_errors: m.standard_errors,
             })
         }
         _ => None,
     };
+    // Unpenalised: the penalty is on the parameters themselves, and `v` is in minor units of
+    // money (thousands), so a coefficient suited to the purchase models would swamp it.
     let gg_options = GammaGammaFitOptions {
         threads,
-        standard_errors: false,
         ..GammaGammaFitOptions::default()
     };
     // Too few repeat buyers leave spend unmodelled rather than failing the whole fit.
@@ -636,6 +703,8 @@ fn fit_in<U: TimeUnit>(
             iterations: g.iterations,
             converged: g.converged,
             customers: g.customers,
+            gradient_norm: Some(g.gradient_norm),
+            standard_errors: g.standard_errors,
         })
     });
     Ok(Fits {
@@ -720,6 +789,7 @@ mod tests {
             horizon_months: 12,
             monthly_discount_rate: 0.01,
             purchase_model: PurchaseModel::BgNbd,
+            penalizer_coef: 0.0,
         };
         let doc = fit(request, &population, &revenues, vec![50.0, 75.0]).expect("fit");
         assert!(doc.bg_nbd.converged);
@@ -826,6 +896,7 @@ mod tests {
     #[test]
     fn each_purchase_model_fits_and_one_time_buyers_follow_it() {
         let truth = BgNbdParams::<Days>::new(0.4, 20.0, 0.7, 2.5).expect("params");
+        let spend = GammaGammaParams::new(6.0, 4.0, 2_000.0).expect("params");
         let mut rng = Rng::seed(11);
         let population: Vec<DayRfm> = (0..2_000)
             .map(|i| {
@@ -836,7 +907,7 @@ mod tests {
                     frequency: s.frequency,
                     recency,
                     age,
-                    monetary: 1_000.0 * f64::from(s.frequency.min(1)),
+                    monetary: simulate_mean_spend(&spend, s.frequency, &mut rng),
                     days_since_last: age - recency,
                 }
             })
@@ -861,6 +932,7 @@ mod tests {
                     horizon_months: 12,
                     monthly_discount_rate: 0.01,
                     purchase_model,
+                    penalizer_coef: 0.0,
                 };
                 let doc = fit(request, &population, &revenues, vec![]).expect("fit");
                 let name = purchase_model.name();
@@ -918,6 +990,7 @@ mod tests {
             horizon_months: 12,
             monthly_discount_rate: 0.01,
             purchase_model: PurchaseModel::BgNbd,
+            penalizer_coef: 0.0,
         };
         let doc = fit(request, &population, &revenues, vec![]).expect("fit");
         let mut json: serde_json::Value = serde_json::to_value(&doc).expect("encode");
@@ -926,6 +999,32 @@ mod tests {
             .remove("purchase_model");
         let back: ModelDoc = serde_json::from_value(json).expect("decode");
         assert_eq!(back.purchase_model, PurchaseModel::BgNbd);
+        // Activation: asked, always; unasked, only a converged fit, and only as the first.
+        assert!(doc.converged());
+        assert_eq!(
+            doc.activation(false),
+            patron_store::Activation::IfNoneActive
+        );
+        assert_eq!(doc.activation(true), patron_store::Activation::Always);
+        let mut stalled = doc.clone();
+        stalled.bg_nbd.converged = false;
+        assert_eq!(stalled.activation(false), patron_store::Activation::Never);
+        assert_eq!(stalled.activation(true), patron_store::Activation::Always);
+        let mut spend_stalled = doc.clone();
+        if let Some(g) = spend_stalled.gamma_gamma.as_mut() {
+            g.converged = false;
+        }
+        assert!(
+            spend_stalled.converged(),
+            "spend's flag does not hold a model back"
+        );
+        // Only the model that scores counts: a stalled BG/NBD beside a converged MBG/NBD is fine.
+        let mbg = ModelDoc {
+            purchase_model: PurchaseModel::MbgNbd,
+            mbg_nbd: Some(doc.bg_nbd.clone()),
+            ..stalled.clone()
+        };
+        assert!(mbg.converged());
         // A document naming a model it does not hold is refused, not scored with another.
         let broken = ModelDoc {
             purchase_model: PurchaseModel::MbgNbd,

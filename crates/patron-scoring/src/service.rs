@@ -107,6 +107,8 @@ fn bg_fit_to_proto(b: &BgNbdDoc) -> pb::BgNbdFit {
         log_likelihood: b.log_likelihood,
         iterations: i32::try_from(b.iterations).unwrap_or(i32::MAX),
         converged: b.converged,
+        gradient_norm: b.gradient_norm,
+        standard_errors: b.standard_errors.map(Vec::from).unwrap_or_default(),
     }
 }
 
@@ -138,6 +140,8 @@ pub fn model_to_proto(
             log_likelihood: p.log_likelihood,
             iterations: i32::try_from(p.iterations).unwrap_or(i32::MAX),
             converged: p.converged,
+            gradient_norm: p.gradient_norm,
+            standard_errors: p.standard_errors.map(Vec::from).unwrap_or_default(),
         }),
         gamma_gamma: doc.gamma_gamma.as_ref().map(|g| pb::GammaGammaFit {
             p: g.p,
@@ -147,7 +151,10 @@ pub fn model_to_proto(
             iterations: i32::try_from(g.iterations).unwrap_or(i32::MAX),
             converged: g.converged,
             customers: i64::try_from(g.customers).unwrap_or(i64::MAX),
+            gradient_norm: g.gradient_norm,
+            standard_errors: g.standard_errors.map(Vec::from).unwrap_or_default(),
         }),
+        penalizer_coef: doc.penalizer_coef,
         customers: i64::try_from(doc.customers).unwrap_or(i64::MAX),
         horizon_months: i32::try_from(doc.horizon_months).unwrap_or(i32::MAX),
         monthly_discount_rate: doc.monthly_discount_rate,
@@ -611,6 +618,7 @@ impl ScoringService for ScoringApi {
             monthly_discount_rate,
             activate,
             purchase_model,
+            penalizer_coef,
         } = request.into_inner();
         let now = patron_grpc::time::now();
         let mut v = Violations::new();
@@ -642,6 +650,10 @@ impl ScoringService for ScoringApi {
         if !(0.0..1.0).contains(&rate) {
             v.add("monthly_discount_rate", "must be at least 0 and below 1");
         }
+        let penalizer_coef = penalizer_coef.unwrap_or(0.0);
+        if !(0.0..=10.0).contains(&penalizer_coef) {
+            v.add("penalizer_coef", "must be between 0 and 10");
+        }
         let (Some(calibration_end), Some(unit), Some(horizon), Some(purchase_model), true) =
             (calibration_end, unit, horizon, purchase_model, v.is_empty())
         else {
@@ -653,6 +665,7 @@ impl ScoringService for ScoringApi {
             horizon_months: horizon,
             monthly_discount_rate: rate,
             purchase_model,
+            penalizer_coef,
         };
         let (stored, doc) = self.engine.fit(request, activate, now).await.map_err(|e| match e {
             FitError::CalibrationBeforeLatestPurchase => ApiError::FailedPrecondition {

@@ -702,6 +702,7 @@ pub async fn run(settings: Settings, customers: usize, seed: u64) -> Result<(), 
         horizon_months: 12,
         monthly_discount_rate: 0.01,
         purchase_model: PurchaseModel::DEFAULT,
+        penalizer_coef: 0.0,
     };
     match engine.fit(request, true, now).await {
         Ok((stored, doc)) => {

@@ -31,10 +31,11 @@ use patron_domain::{
     Gender, Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
-    CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome, SUMMARY_IDS_PER_STATEMENT,
-    SegmentRecord, SegmentStore, Store, StoreError, StoreResult, StoredEvent, StoredModel,
-    StoredPolicy, SummaryRow, UpsertedCustomer, columns, decode_attributes, decode_event_data,
-    dedupe_batch, encode_attributes, encode_event_data, find_cycle, revision_mismatch,
+    Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
+    SUMMARY_IDS_PER_STATEMENT, SegmentRecord, SegmentStore, Store, StoreError, StoreResult,
+    StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
+    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
+    find_cycle, revision_mismatch,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
@@ -1097,12 +1098,12 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    #[tracing::instrument(skip_all, name = "store.insert_value_model", fields(db.system = "postgresql", activate))]
+    #[tracing::instrument(skip_all, name = "store.insert_value_model", fields(db.system = "postgresql"))]
     async fn insert_value_model(
         &self,
         body: &str,
         created_at: Timestamp,
-        activate: bool,
+        activation: Activation,
     ) -> StoreResult<StoredModel> {
         let mut tx = self.pool()?.begin().await.map_err(db_err)?;
         // One writer at a time: the next version and the active flag are decided under the lock,
@@ -1115,7 +1116,7 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
-        let active = activate || !any_active;
+        let active = activation.activates(any_active);
         if active {
             sqlx::query("UPDATE value_models SET active = FALSE WHERE active")
                 .execute(&mut *tx)

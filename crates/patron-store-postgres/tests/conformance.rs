@@ -131,7 +131,11 @@ async fn parallel_activating_inserts_leave_one_active() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let model = store
-                .insert_value_model(&format!("{{\"writer\":{w}}}"), now(), true)
+                .insert_value_model(
+                    &format!("{{\"writer\":{w}}}"),
+                    now(),
+                    patron_store::Activation::Always,
+                )
                 .await?;
             if w % 2 == 0 {
                 store.activate_value_model(1 + w / 2).await?;

@@ -17,10 +17,11 @@ use patron_domain::{
     Gender, Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
-    CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome, SUMMARY_IDS_PER_STATEMENT,
-    SegmentRecord, SegmentStore, Store, StoreError, StoreResult, StoredEvent, StoredModel,
-    StoredPolicy, SummaryRow, UpsertedCustomer, columns, decode_attributes, decode_event_data,
-    dedupe_batch, encode_attributes, encode_event_data, find_cycle, revision_mismatch,
+    Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
+    SUMMARY_IDS_PER_STATEMENT, SegmentRecord, SegmentStore, Store, StoreError, StoreResult,
+    StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
+    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
+    find_cycle, revision_mismatch,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -1012,7 +1013,7 @@ impl Store for SqliteStore {
         &self,
         body: &str,
         created_at: Timestamp,
-        activate: bool,
+        activation: Activation,
     ) -> StoreResult<StoredModel> {
         // IMMEDIATE: the write lock is taken before the version is read, also against other
         // processes on the same file.
@@ -1028,7 +1029,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
-        let active = activate || !any_active;
+        let active = activation.activates(any_active);
         if active {
             sqlx::query("UPDATE value_models SET active = 0 WHERE active = 1")
                 .execute(&mut *tx)

@@ -20,7 +20,9 @@ use crate::loyalty::{
     Changes, Loaded, LoyaltyOrder, MemberOp, MemberRow, MutateOutcome, Needs, ProgramRecord,
     RedemptionRecord, RedemptionStatus, RewardRecord,
 };
-use crate::{EngagementDay, EventCursor, OrderDay, SegmentRecord, Store, StoreError, SummaryRow};
+use crate::{
+    Activation, EngagementDay, EventCursor, OrderDay, SegmentRecord, Store, StoreError, SummaryRow,
+};
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an async expression
 /// producing `(store, guard)`: a fresh, empty store and whatever must live as long as it (a
@@ -60,6 +62,7 @@ macro_rules! conformance_tests {
             scan_summaries_pages_in_id_order,
             get_summaries_returns_the_existing_rows,
             value_models_are_versioned_listed_and_activated,
+            models_stored_without_activation_stay_inactive,
             concurrent_model_writes_leave_exactly_one_active,
             tier_policy_revisions_are_checked,
             concurrent_policy_writes_on_one_revision_let_one_win,
@@ -949,7 +952,7 @@ pub async fn value_models_are_versioned_listed_and_activated(store: &impl Store)
     let body = |v: i64| format!("{{\"model\": {v},  \"note\": \"kept byte for byte\"}}");
     // The first model is activated even when not asked to: there must be an active one.
     let m1 = store
-        .insert_value_model(&body(1), when(1), false)
+        .insert_value_model(&body(1), when(1), Activation::IfNoneActive)
         .await
         .expect("insert");
     assert_eq!(
@@ -962,13 +965,13 @@ pub async fn value_models_are_versioned_listed_and_activated(store: &impl Store)
         }
     );
     let m2 = store
-        .insert_value_model(&body(2), when(2), false)
+        .insert_value_model(&body(2), when(2), Activation::IfNoneActive)
         .await
         .expect("insert");
     assert_eq!((m2.version, m2.active), (2, false));
     assert_eq!(store.active_value_model().await.expect("active"), Some(m1));
     let m3 = store
-        .insert_value_model(&body(3), when(3), true)
+        .insert_value_model(&body(3), when(3), Activation::Always)
         .await
         .expect("insert");
     assert_eq!((m3.version, m3.active), (3, true));
@@ -978,7 +981,7 @@ pub async fn value_models_are_versioned_listed_and_activated(store: &impl Store)
     );
     for v in 4..=7 {
         store
-            .insert_value_model(&body(v), when(v), false)
+            .insert_value_model(&body(v), when(v), Activation::IfNoneActive)
             .await
             .expect("insert");
     }
@@ -1057,9 +1060,56 @@ pub async fn value_models_are_versioned_listed_and_activated(store: &impl Store)
     assert_eq!(actives(&all), [1]);
 }
 
+pub async fn models_stored_without_activation_stay_inactive(store: &impl Store) {
+    // Even the first model stays inactive when told to: nothing serves until one is activated.
+    let m1 = store
+        .insert_value_model("{\"m\":1}", now(), Activation::Never)
+        .await
+        .expect("insert");
+    assert_eq!((m1.version, m1.active), (1, false));
+    assert_eq!(store.active_value_model().await.expect("active"), None);
+    let m2 = store
+        .insert_value_model("{\"m\":2}", now(), Activation::IfNoneActive)
+        .await
+        .expect("insert");
+    assert_eq!((m2.version, m2.active), (2, true));
+    let m3 = store
+        .insert_value_model("{\"m\":3}", now(), Activation::Never)
+        .await
+        .expect("insert");
+    assert_eq!((m3.version, m3.active), (3, false));
+    assert_eq!(
+        store
+            .active_value_model()
+            .await
+            .expect("active")
+            .map(|m| m.version),
+        Some(2)
+    );
+    let m1 = store
+        .activate_value_model(1)
+        .await
+        .expect("activate")
+        .expect("exists");
+    assert!(m1.active);
+    let all = store.list_value_models(None, 10).await.expect("list");
+    let active: Vec<i64> = all.iter().filter(|m| m.active).map(|m| m.version).collect();
+    assert_eq!(active, [1]);
+}
+
 pub async fn concurrent_model_writes_leave_exactly_one_active(store: &impl Store) {
     // Inserts racing with activation, all at once (on a pool these overlap in the database).
-    let inserts = (0..8).map(|i| store.insert_value_model("{}", now(), i % 3 != 1));
+    let inserts = (0..8).map(|i| {
+        store.insert_value_model(
+            "{}",
+            now(),
+            if i % 3 != 1 {
+                Activation::Always
+            } else {
+                Activation::IfNoneActive
+            },
+        )
+    });
     let inserted: Vec<crate::StoredModel> = futures::future::join_all(inserts)
         .await
         .into_iter()
@@ -1079,7 +1129,7 @@ pub async fn concurrent_model_writes_leave_exactly_one_active(store: &impl Store
                 .map(|m| m.map(|m| m.version))
         } else {
             store
-                .insert_value_model("{}", now(), true)
+                .insert_value_model("{}", now(), Activation::Always)
                 .await
                 .map(|m| Some(m.version))
         }
@@ -3863,11 +3913,11 @@ pub async fn every_write_appends_its_changes_in_order(store: &impl Store) {
 
     // Models and the tier policy, keyed by version and revision.
     store
-        .insert_value_model("{\"m\":1}", now(), false)
+        .insert_value_model("{\"m\":1}", now(), Activation::IfNoneActive)
         .await
         .expect("insert");
     store
-        .insert_value_model("{\"m\":2}", now(), false)
+        .insert_value_model("{\"m\":2}", now(), Activation::IfNoneActive)
         .await
         .expect("insert");
     let want = [ch(Model, "1", "")];

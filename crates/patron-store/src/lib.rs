@@ -151,6 +151,28 @@ pub struct StoredModel {
     pub body: String,
 }
 
+/// Whether a newly stored value model becomes the active one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Always: it replaces the active model.
+    Always,
+    /// Only if no model is active yet (the first usable model serves at once).
+    IfNoneActive,
+    /// Never: stored for inspection, activated later if at all (a fit that did not converge).
+    Never,
+}
+
+impl Activation {
+    /// Whether the model becomes active, given whether one is active already.
+    pub const fn activates(self, any_active: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::IfNoneActive => !any_active,
+            Self::Never => false,
+        }
+    }
+}
+
 /// The stored tier policy: an opaque JSON document with a revision for optimistic concurrency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPolicy {
@@ -245,13 +267,13 @@ pub trait Store:
     /// per 10,000 ids.
     async fn get_summaries(&self, ids: &[CustomerId]) -> StoreResult<Vec<SummaryRow>>;
 
-    /// Stores a value model as the next version (1, 2, …). It becomes the only active model if
-    /// `activate` is set or no model is active yet, atomically with the insert.
+    /// Stores a value model as the next version (1, 2, …). It becomes the only active model as
+    /// `activation` says, atomically with the insert.
     async fn insert_value_model(
         &self,
         body: &str,
         created_at: Timestamp,
-        activate: bool,
+        activation: Activation,
     ) -> StoreResult<StoredModel>;
 
     async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>>;

@@ -968,6 +968,8 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
             log_likelihood: bg.log_likelihood,
             iterations: bg.iterations,
             converged: bg.converged,
+            gradient_norm: Some(bg.gradient_norm),
+            standard_errors: bg.standard_errors,
         },
         gamma_gamma: gg.as_ref().filter(|_| gg_model_ok).map(|g| GammaGammaDoc {
             p: g.params.p(),
@@ -977,7 +979,10 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
             iterations: g.iterations,
             converged: g.converged,
             customers: g.customers,
+            gradient_norm: Some(g.gradient_norm),
+            standard_errors: g.standard_errors,
         }),
+        penalizer_coef: 0.0,
         customers: population.len() as u64,
         horizon_months: args.horizon_months,
         monthly_discount_rate: args.monthly_discount_rate,
@@ -1011,6 +1016,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
                 monthly_discount_rate: args.monthly_discount_rate,
                 // The comparison is with lifetimes' BetaGeoFitter.
                 purchase_model: PurchaseModel::BgNbd,
+                penalizer_coef: 0.0,
             },
             &population,
             &revenues,

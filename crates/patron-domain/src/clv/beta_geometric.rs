@@ -232,6 +232,41 @@ const LARGE_SHAPE: f64 = 50.0;
 /// Term budget of the negative-binomial mixture.
 const MIXTURE_BUDGET: usize = 2_000_000;
 
+/// `ln B(a, b + n) - ln B(a, b) = ln Γ(a+b) + ln Γ(b+n) - ln Γ(b) - ln Γ(a+b+n)` and (if
+/// `gradient`) its derivatives in `a` and `b`.
+///
+/// For integer `n` this is `-Σ_{k<n} ln(1 + a / (b + k))`, with derivatives `-Σ 1 / (a+b+k)` and
+/// `Σ a / ((b+k)(a+b+k))`: exact at any size. The `ln Γ` / `ψ` differences lose everything once
+/// `a + b` is large (at `a, b ~ 1e63`, `ln Γ ~ 1e65` and the difference is noise of `1e49`, which
+/// once sent a fit to a "maximum" with a positive log-likelihood of `4e52`), so the sums are used
+/// there and for small `n`; the `ln Γ` form only for long histories at moderate `a + b`.
+fn ln_beta_ratio(a: f64, b: f64, n: u32, gradient: bool) -> (f64, f64, f64) {
+    if n <= 64 || a + b > 1e6 {
+        let (mut v, mut da, mut db) = (0.0, 0.0, 0.0);
+        for k in 0..n {
+            let bk = b + f64::from(k);
+            v -= (a / bk).ln_1p();
+            if gradient {
+                let abk = a + bk;
+                da -= 1.0 / abk;
+                db += a / (bk * abk);
+            }
+        }
+        return (v, da, db);
+    }
+    let nf = f64::from(n);
+    let v = lgamma_pos(a + b) + lgamma_pos(b + nf) - lgamma_pos(b) - lgamma_pos(a + b + nf);
+    if !gradient {
+        return (v, 0.0, 0.0);
+    }
+    let (psi_ab, psi_abn) = (digamma_pos(a + b), digamma_pos(a + b + nf));
+    (
+        v,
+        psi_ab - psi_abn,
+        psi_ab + digamma_pos(b + nf) - digamma_pos(b) - psi_abn,
+    )
+}
+
 impl Core {
     pub(crate) fn new(variant: Variant, r: f64, alpha: f64, a: f64, b: f64) -> Self {
         let bs = b + variant.shift();
@@ -256,7 +291,8 @@ impl Core {
         let bs = self.bs;
         let x = f64::from(c.frequency());
         let a1 = lgamma_pos(r + x) - self.lgamma_r + r * self.ln_alpha;
-        let a2 = lgamma_pos(a + b) + lgamma_pos(bs + x) - lgamma_pos(b) - lgamma_pos(a + bs + x);
+        let shift = u32::from(self.variant.shift() != 0.0);
+        let (a2, _, _) = ln_beta_ratio(a, b, c.frequency() + shift, false);
         let a3 = -(r + x) * (alpha + c.age()).ln();
         if !self.variant.can_drop_out(c.frequency()) {
             return a1 + a2 + a3;
@@ -628,28 +664,20 @@ impl Patterns {
         let (mut dr, mut dalpha, mut da, mut db) = (n * ln_alpha, n * r / alpha, 0.0, 0.0);
         // Per distinct x: the x-only terms, and two constants for the pattern loop.
         let lg_r = lgamma_pos(r);
-        let lg_b = lgamma_pos(b);
-        let lg_ab = lgamma_pos(a + b);
-        let (psi_r, psi_b, psi_ab) = if gradient {
-            (digamma_pos(r), digamma_pos(b), digamma_pos(a + b))
-        } else {
-            (0.0, 0.0, 0.0)
-        };
+        let psi_r = if gradient { digamma_pos(r) } else { 0.0 };
+        let shift = u32::from(variant.shift() != 0.0);
         // (ln a - ln(b + x' - 1), 1 / (b + x' - 1)), or None when the customer cannot have
         // dropped out.
         let mut per_group: Vec<Option<(f64, f64)>> = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
             let x = f64::from(g.x);
             let w = g.weight;
-            ll += w
-                * (lgamma_pos(r + x) - lg_r + lg_ab + lgamma_pos(bs + x)
-                    - lg_b
-                    - lgamma_pos(a + bs + x));
+            let (beta, beta_a, beta_b) = ln_beta_ratio(a, b, g.x.saturating_add(shift), gradient);
+            ll += w * (lgamma_pos(r + x) - lg_r + beta);
             if gradient {
-                let psi_abx = digamma_pos(a + bs + x);
                 dr += w * (digamma_pos(r + x) - psi_r);
-                da += w * (psi_ab - psi_abx);
-                db += w * (psi_ab + digamma_pos(bs + x) - psi_b - psi_abx);
+                da += w * beta_a;
+                db += w * beta_b;
             }
             let bx1 = bs + x - 1.0;
             per_group.push(
