@@ -271,3 +271,52 @@ fn a_fit_at_the_boundary_still_prices_every_customer() {
         }
     }
 }
+
+/// The likelihood at huge `a, b` tends to the constant-dropout limit
+/// `ln Γ(r+x) - ln Γ(r) + r ln α + x ln(1-p) + ln((α+T)^-(r+x) + [x>0] p/(1-p) (α+t_x)^-(r+x))`,
+/// and its gradient stays finite. (With `ln Γ` differences, `a, b ~ 1e63` gave a log-likelihood
+/// of `+4e52`, and a fit stopped there as "converged".)
+#[test]
+fn the_likelihood_tends_to_the_constant_dropout_limit() {
+    let lgamma_pos = |v: f64| patron_domain::clv::special::ln_gamma(v).expect("ln gamma");
+    let (r, alpha) = (2.0, 5.0);
+    let customers = [
+        CustomerRfm::<Weeks>::new(0, 0.0, 20.0, 0.0).expect("valid"),
+        CustomerRfm::<Weeks>::new(3, 10.0, 20.0, 1.0).expect("valid"),
+        CustomerRfm::<Weeks>::new(40, 30.0, 31.0, 1.0).expect("valid"),
+        CustomerRfm::<Weeks>::new(200, 50.0, 52.0, 1.0).expect("valid"),
+    ];
+    for scale in [1e9, 1e20, 1e63, 1e150] {
+        let (a, b) = (scale, 5.0 * scale);
+        let p: f64 = 1.0 / 6.0;
+        let model = BgNbdModel::new(BgNbdParams::<Weeks>::new(r, alpha, a, b).expect("params"));
+        for c in &customers {
+            let x = f64::from(c.frequency());
+            let k = r + x;
+            let mut inner = (alpha + c.age()).powf(-k);
+            if c.frequency() > 0 {
+                inner += p / (1.0 - p) * (alpha + c.recency()).powf(-k);
+            }
+            let limit =
+                lgamma_pos(k) - lgamma_pos(r) + r * alpha.ln() + x * (1.0 - p).ln() + inner.ln();
+            let got = model.log_likelihood(c);
+            // The approach to the limit is O(x² / b).
+            let tol = 1e-12 * limit.abs() + 10.0 * x * x / b;
+            assert!(
+                (got - limit).abs() <= tol,
+                "scale {scale:e}, x {x}: {got} vs limit {limit}"
+            );
+        }
+        let data = patron_domain::clv::BgNbdData::from_customers(&customers).expect("data");
+        let (ll, gradient) =
+            data.log_likelihood_and_gradient(&BgNbdParams::new(r, alpha, a, b).expect("params"));
+        assert!(ll.is_finite(), "scale {scale:e}: {ll}");
+        // Along (ln a, ln b) together the likelihood is flat at the boundary: the two log-gradients
+        // cancel to O(1 / b) (separately each is about ∓ x / 6 per customer).
+        assert!(gradient.iter().all(|g| g.is_finite()), "{gradient:?}");
+        assert!(
+            (gradient[2] + gradient[3]).abs() <= 1e-6 * (gradient[2].abs() + 1.0),
+            "scale {scale:e}: {gradient:?}"
+        );
+    }
+}
