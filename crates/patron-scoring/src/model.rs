@@ -157,18 +157,15 @@ pub struct ModelDoc {
 }
 
 impl ModelDoc {
-    /// Whether the purchase model the scores come from converged.
-    ///
-    /// Gamma-Gamma's flag does not count: on small data sets its likelihood is highest at
-    /// `q, v → ∞` with `v / q` fixed (one spend scale for everyone), where its optimiser stops
-    /// short of the tolerance on a flat ridge while its predictions have already settled on the
-    /// limit's, so holding the model back for it would leave small deployments unscored.
+    /// Whether the fits the scores come from converged: the chosen purchase model's and
+    /// Gamma-Gamma's when fitted.
     pub fn converged(&self) -> bool {
-        match self.purchase_model {
+        let purchases = match self.purchase_model {
             PurchaseModel::BgNbd => self.bg_nbd.converged,
             PurchaseModel::MbgNbd => self.mbg_nbd.as_ref().is_some_and(|m| m.converged),
             PurchaseModel::ParetoNbd => self.pareto_nbd.as_ref().is_some_and(|m| m.converged),
-        }
+        };
+        purchases && self.gamma_gamma.as_ref().is_none_or(|g| g.converged)
     }
 
     /// Whether storing this fit activates it: always when `asked`; otherwise only if it
@@ -458,16 +455,16 @@ impl ActiveModel {
         .ok()?;
         let key = (c.frequency, c.recency.to_bits(), c.age.to_bits());
         let bg = self.memo.get_or_compute(key, || {
-            let horizon_days = f64::from(self.doc.horizon_months) * 30.0;
-            let horizon = horizon_days / days_per_period;
+            // One horizon for expected purchases and CLV: `horizon_months` months of the unit's
+            // month (30 days, or 4.345 weeks as `lifetimes` counts a month in weeks).
+            let horizon = f64::from(self.doc.horizon_months) * U::PERIODS_PER_MONTH;
             let discounted = self
                 .gg
                 .as_ref()
                 .and_then(|_| discounted_and_final_expected_purchases(m, &rfm, &self.horizon).ok());
-            // In days the CLV sum ends exactly at the horizon: its last E[X] is the one wanted.
-            let end = f64::from(self.horizon.months()) * U::PERIODS_PER_MONTH;
+            // The CLV sum ends exactly at the horizon: its last E[X] is the one wanted.
             let expected_purchases = match discounted {
-                Some((_, last)) if self.horizon.months() > 0 && end == horizon => last,
+                Some((_, last)) if self.horizon.months() > 0 => last,
                 _ => {
                     let t = patron_domain::clv::Periods::<U>::new(horizon).ok()?;
                     m.conditional_expected_purchases(t, &rfm).ok()?
@@ -1014,9 +1011,10 @@ mod tests {
         if let Some(g) = spend_stalled.gamma_gamma.as_mut() {
             g.converged = false;
         }
-        assert!(
-            spend_stalled.converged(),
-            "spend's flag does not hold a model back"
+        assert!(!spend_stalled.converged());
+        assert_eq!(
+            spend_stalled.activation(false),
+            patron_store::Activation::Never
         );
         // Only the model that scores counts: a stalled BG/NBD beside a converged MBG/NBD is fine.
         let mbg = ModelDoc {

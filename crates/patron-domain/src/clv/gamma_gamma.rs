@@ -35,7 +35,7 @@
 use super::bgnbd::block_sums;
 use super::optim::log_scale_standard_errors;
 use super::optim::{BfgsOptions, Termination, minimize_bfgs};
-use super::special::{digamma_pos, lgamma_pos};
+use super::special::{digamma_diff, digamma_pos, lgamma_diff, lgamma_pos};
 use super::{ClvError, CustomerRfm, TimeUnit};
 
 fn check_param(name: &'static str, value: f64) -> Result<f64, ClvError> {
@@ -96,11 +96,12 @@ impl GammaGammaParams {
         let GammaGammaParams { p, q, v } = *self;
         let x = f64::from(x);
         let px = p * x;
-        Ok(lgamma_pos(px + q) - lgamma_pos(px) - lgamma_pos(q)
-            + q * v.ln()
-            + (px - 1.0) * m.ln()
-            + px * x.ln()
-            - (px + q) * (x * m + v).ln())
+        // `ln Γ(px+q) - ln Γ(q) + q ln v - (px+q) ln(xm+v)`, grouped so that nothing of size
+        // `q ln q` or `q ln v` cancels (q, v → ∞ with v / q fixed is a common optimum).
+        Ok(
+            lgamma_diff(q, px) - lgamma_pos(px) - px * v.ln() + (px - 1.0) * m.ln() + px * x.ln()
+                - (px + q) * (x * m / v).ln_1p(),
+        )
     }
 }
 
@@ -234,32 +235,32 @@ impl GammaGammaData {
         if ![p, q, v].iter().all(|x| x.is_finite() && *x > 0.0) {
             return (f64::NAN, [f64::NAN; 3]);
         }
+        // Grouped as in `GammaGammaParams::log_likelihood`: per x, `ln Γ(px+q) - ln Γ(q) -
+        // ln Γ(px) - px ln v`; per buyer, `-(px+q) ln(1 + xm/v)`. `v_dv` is `v ∂/∂v` directly.
         let ln_v = v.ln();
-        let lg_q = lgamma_pos(q);
-        let psi_q = if gradient { digamma_pos(q) } else { 0.0 };
         let mut ll = p * self.sum_wx_lnm_lnx - self.sum_w_lnm;
-        let (mut dp, mut dq, mut dv) = (self.sum_wx_lnm_lnx, 0.0, 0.0);
+        let (mut dp, mut dq, mut v_dv) = (self.sum_wx_lnm_lnx, 0.0, 0.0);
         for &(x, w) in &self.groups {
             let px = p * x;
-            ll += w * (lgamma_pos(px + q) - lgamma_pos(px) - lg_q + q * ln_v);
+            ll += w * (lgamma_diff(q, px) - lgamma_pos(px) - px * ln_v);
             if gradient {
                 let psi_pxq = digamma_pos(px + q);
-                dp += w * x * (psi_pxq - digamma_pos(px));
-                dq += w * (psi_pxq - psi_q + ln_v);
-                dv += w * q / v;
+                dp += w * x * (psi_pxq - digamma_pos(px) - ln_v);
+                dq += w * digamma_diff(q, px);
             }
         }
         let kernel = |chunk: &[Buyer]| -> [f64; 4] {
             let mut s = [0.0; 4];
             for b in chunk {
-                let denom = b.x * b.m + v;
-                let l = denom.ln();
+                let xm = b.x * b.m;
+                let l = (xm / v).ln_1p();
                 let k = p * b.x + q;
                 s[0] -= b.weight * k * l;
                 if gradient {
                     s[1] -= b.weight * b.x * l;
                     s[2] -= b.weight * l;
-                    s[3] -= b.weight * k / denom;
+                    // v ∂/∂v of -px ln v - (px+q) ln(1 + xm/v).
+                    s[3] += b.weight * (q * xm - p * b.x * v) / (xm + v);
                 }
             }
             s
@@ -268,8 +269,8 @@ impl GammaGammaData {
         ll += s[0];
         dp += s[1];
         dq += s[2];
-        dv += s[3];
-        (ll, [p * dp, q * dq, v * dv])
+        v_dv += s[3];
+        (ll, [p * dp, q * dq, v_dv])
     }
 
     /// Fits `(p, q, v)` by maximum likelihood.
@@ -416,6 +417,57 @@ mod tests {
             CustomerRfm::new(x, rec, t, m).expect("valid")
         })
         .collect()
+    }
+
+    /// At `q, v → ∞` with `v / q = θ` fixed, the spend of a customer is Gamma(p, 1/θ) for
+    /// everyone and the mean of x purchases is Gamma(px, x/θ): the log-likelihood tends to
+    /// `px ln(x/θ) + (px-1) ln m - x m/θ - ln Γ(px)`. The gradient stays finite and, in log
+    /// parameters, flat along q and v together; large-q differences match finite differences.
+    #[test]
+    fn the_limit_of_q_and_v_is_evaluated_exactly() {
+        let (p, theta) = (3.1, 700.0);
+        let data = GammaGammaData::from_customers(&customers()).expect("buyers");
+        for q in [1e5, 1e8, 1e12, 1e30, 1e100] {
+            let params = GammaGammaParams::new(p, q, theta * q).expect("valid");
+            for (x, m) in [(1_u32, 500.0_f64), (3, 2_000.0), (40, 650.0)] {
+                let xf = f64::from(x);
+                let px = p * xf;
+                let limit =
+                    px * (xf / theta).ln() + (px - 1.0) * m.ln() - xf * m / theta - lgamma_pos(px);
+                let got = params.log_likelihood(x, m).expect("ok");
+                // The approach to the limit is O(px² / q).
+                let tol = 1e-11 * limit.abs() + 10.0 * px * px / q;
+                assert!(
+                    (got - limit).abs() <= tol,
+                    "q {q:e}, x {x}: {got} vs {limit}"
+                );
+            }
+            let (ll, g) = data.log_likelihood_and_gradient(&params);
+            assert!(
+                ll.is_finite() && g.iter().all(|v| v.is_finite()),
+                "{ll} {g:?}"
+            );
+            assert!(
+                (g[1] + g[2]).abs() <= 1e-9 * (g[1].abs() + 1.0) + 1e4 / q,
+                "q {q:e}: {g:?}"
+            );
+            if q <= 1e12 {
+                let theta_ln = [p.ln(), q.ln(), (theta * q).ln()];
+                for i in 0..3 {
+                    let h = 1e-5;
+                    let (mut up, mut down) = (theta_ln, theta_ln);
+                    up[i] += h;
+                    down[i] -= h;
+                    let fd = (data.evaluate(up, false, 1).0 - data.evaluate(down, false, 1).0)
+                        / (2.0 * h);
+                    assert!(
+                        (fd - g[i]).abs() < 1e-5 * g[i].abs().max(1.0),
+                        "q {q:e}, {i}: {fd} vs {}",
+                        g[i]
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,31 @@ pub(crate) fn lgamma_pos(x: f64) -> f64 {
     stirling(shifted) - product.ln()
 }
 
+/// `ln Γ(q + s) - ln Γ(q)` for `q, s > 0`, accurate also when `q` is huge and `s` is not
+/// (where the difference of two `ln Γ` loses `ε · q ln q` in absolute terms: 1e-4 at `q = 1e10`).
+/// Above `q = 1e4` it is Stirling's series differenced term by term, with the leading terms
+/// grouped as `(q - ½) ln(1 + s/q) + s ln(q + s) - s`.
+pub(crate) fn lgamma_diff(q: f64, s: f64) -> f64 {
+    if q <= 1e4 {
+        return lgamma_pos(q + s) - lgamma_pos(q);
+    }
+    let qs = q + s;
+    let lead = (q - 0.5) * (s / q).ln_1p() + s * qs.ln() - s;
+    let c1 = (1.0 / qs - 1.0 / q) / 12.0;
+    let c3 = -(qs.powi(-3) - q.powi(-3)) / 360.0;
+    lead + c1 + c3
+}
+
+/// `ψ(q + s) - ψ(q)` for `q, s > 0`, accurate also when `q` is huge (see [`lgamma_diff`]).
+pub(crate) fn digamma_diff(q: f64, s: f64) -> f64 {
+    if q <= 1e4 {
+        return digamma_pos(q + s) - digamma_pos(q);
+    }
+    let qs = q + s;
+    (s / q).ln_1p() - (1.0 / qs - 1.0 / q) / 2.0 - (qs.powi(-2) - q.powi(-2)) / 12.0
+        + (qs.powi(-4) - q.powi(-4)) / 120.0
+}
+
 fn stirling(x: f64) -> f64 {
     let inv = 1.0 / x;
     let inv2 = inv * inv;
