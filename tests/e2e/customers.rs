@@ -185,3 +185,39 @@ crate::both_backends!(
     list_pages_through_everyone,
     delete_erases_profile_and_events
 );
+
+// A stored value no write could have stored (a gender the schema does not know, a birth date
+// past year 9999) fails loudly with INTERNAL, never read as "unspecified" or "no birth date".
+#[tokio::test]
+async fn corrupt_stored_values_fail_loudly() {
+    use sqlx::{Connection, Executor};
+    let (url, guard) = crate::support::fresh_database(Backend::Sqlite).await;
+    let app = crate::support::spawn_app_on(&url, crate::support::DbGuard::Borrowed, |_| {}).await;
+    let mut client = app.customers.clone();
+    client
+        .upsert_customers(pb::UpsertCustomersRequest {
+            customers: vec![customer("ann"), customer("bea"), customer("cid")],
+        })
+        .await
+        .expect("upsert");
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.expect("raw");
+    for sql in [
+        "UPDATE customers SET gender = 'femal' WHERE customer_id = 'ann'",
+        "UPDATE customers SET birth_date = 5000000 WHERE customer_id = 'bea'",
+    ] {
+        raw.execute(sql).await.expect("corrupt");
+    }
+    drop(raw);
+    for id in ["ann", "bea"] {
+        let status = app.customer(id).await.expect_err("corrupt row");
+        assert_eq!(status.code(), Code::Internal, "{id}: {status:?}");
+        assert!(
+            !status.message().contains("femal") && !status.message().contains("5000000"),
+            "no stored value reaches the client: {}",
+            status.message()
+        );
+    }
+    assert_eq!(app.customer("cid").await.expect("intact").country, "NL");
+    drop(app);
+    drop(guard);
+}

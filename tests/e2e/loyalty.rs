@@ -1224,3 +1224,157 @@ async fn two_processes_sharing_postgres_never_overdraw() {
         assert_eq!((b.available, b.pending, b.debt), (0, 0, 0));
     }
 }
+
+/// The path of a `sqlite://PATH` URL.
+fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://").expect("a SQLite URL")
+}
+
+/// A connection of the test's own to the server's SQLite file, below the API.
+async fn raw_sqlite(url: &str) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", sqlite_path(url)))
+        .await
+        .expect("raw connection")
+}
+
+// CheckEligibility is a read: it must answer while another connection holds the database's
+// write lock (it used to take the member's write lock once per reward).
+#[tokio::test]
+async fn eligibility_checks_take_no_write_lock() {
+    use sqlx::Executor;
+    let (url, guard) = crate::support::fresh_database(Backend::Sqlite).await;
+    let app = crate::support::spawn_app_on(&url, crate::support::DbGuard::Borrowed, |_| {}).await;
+    create_program(&app, program("rewards")).await;
+    for (id, cost) in [("coffee", 50), ("mug", 500), ("hat", 90)] {
+        create_reward(&app, reward(id, "rewards", cost)).await;
+    }
+    app.record(vec![purchase("ana", "p1", ago(30), "o1", 1_000)])
+        .await
+        .expect("record");
+    redeem(&app, "rewards", "ana", "coffee", "req-1")
+        .await
+        .expect("redeem");
+
+    let mut writer = raw_sqlite(&url).await;
+    writer.execute("BEGIN IMMEDIATE").await.expect("write lock");
+    // Every reward of the program (no reward_ids), while the write lock is held.
+    let check = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        loyalty(&app).check_eligibility(pb::CheckEligibilityRequest {
+            program_id: "rewards".into(),
+            customer_id: "ana".into(),
+            reward_ids: Vec::new(),
+        }),
+    )
+    .await
+    .expect("answered while another connection holds the write lock")
+    .expect("check")
+    .into_inner();
+    writer.execute("ROLLBACK").await.expect("release");
+    // 100 bonus + 10 points earned (available after 14 days), 50 spent on the coffee.
+    let status: Vec<(String, i32)> = check
+        .results
+        .iter()
+        .map(|r| (r.reward_id.clone(), r.status))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("coffee".to_owned(), pb::EligibilityStatus::Eligible as i32),
+            ("hat".to_owned(), pb::EligibilityStatus::Ineligible as i32),
+            ("mug".to_owned(), pb::EligibilityStatus::Ineligible as i32),
+        ]
+    );
+    assert_eq!(balances(&app, "rewards", "ana").await.available, 60);
+    drop(app);
+    drop(guard);
+}
+
+// One member whose settlement fails must not stop the expiry run for the
+// members after it.
+#[tokio::test]
+async fn one_failing_member_does_not_stop_the_expiry_run() {
+    use sqlx::Executor;
+    let (url, guard) = crate::support::fresh_database(Backend::Sqlite).await;
+    // First a server whose expiry task waits an hour: the points are earned, not yet expired.
+    let mut setup = crate::support::spawn_app_on(&url, crate::support::DbGuard::Borrowed, |s| {
+        s.loyalty_expiry_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    create_program(&setup, program("rewards")).await;
+    // Purchases 400 days ago: the points expired after 365 days and are due to expire now.
+    for (c, o) in [("a-bad", "o1"), ("b-good", "o2")] {
+        setup
+            .record(vec![purchase(c, &format!("p-{c}"), ago(400), o, 5_000)])
+            .await
+            .expect("record");
+        assert_eq!(balances(&setup, "rewards", c).await.lifetime_earned, 150);
+        assert_eq!(
+            ledger_sum(&setup, "rewards", c).await.0,
+            150,
+            "nothing expired yet"
+        );
+    }
+    setup.signal_shutdown();
+    setup.join().await;
+    drop(setup);
+    // "a-bad" comes first in the run's order; below the API, every change to its lots fails.
+    let mut raw = raw_sqlite(&url).await;
+    raw.execute(
+        "CREATE TRIGGER fail_a_bad BEFORE UPDATE ON loyalty_lots \
+         WHEN NEW.customer_id = 'a-bad' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .await
+    .expect("trigger");
+    drop(raw);
+
+    let app = crate::support::spawn_app_on(&url, crate::support::DbGuard::Borrowed, |s| {
+        s.loyalty_expiry_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    // An EXPIRE entry takes back the 50 purchase points, earned 400 days ago (the first-purchase
+    // bonus was given on arrival and expires a year from then).
+    while ledger_sum(&app, "rewards", "b-good").await.0 != 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b-good's expired points were never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let b = balances(&app, "rewards", "b-good").await;
+    assert_eq!((b.available, b.pending, b.lifetime_earned), (100, 0, 150));
+    // The failing member is left as it was, due again on the next run.
+    assert_eq!(ledger_sum(&app, "rewards", "a-bad").await.0, 150);
+    drop(app);
+    drop(guard);
+}
+
+// Earning applies the programs the loyalty view holds: a program whose stored body no longer
+// parses (logged by the view) must not stop earning in the others, as it did when every batch
+// re-read and re-parsed all programs from the store.
+#[tokio::test]
+async fn one_unreadable_program_does_not_stop_earning() {
+    use sqlx::Executor;
+    let (url, guard) = crate::support::fresh_database(Backend::Sqlite).await;
+    let app = crate::support::spawn_app_on(&url, crate::support::DbGuard::Borrowed, |_| {}).await;
+    create_program(&app, program("rewards")).await;
+    create_program(&app, program("zz-broken")).await;
+    let mut raw = raw_sqlite(&url).await;
+    raw.execute("UPDATE loyalty_programs SET body = '{not json' WHERE program_id = 'zz-broken'")
+        .await
+        .expect("corrupt");
+    drop(raw);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        app.record(vec![purchase("ana", "p1", ago(1), "o1", 12_000)]),
+    )
+    .await
+    .expect("the write is answered")
+    .expect("record");
+    let b = balances(&app, "rewards", "ana").await;
+    assert_eq!((b.available, b.pending, b.lifetime_earned), (100, 120, 220));
+    drop(app);
+    drop(guard);
+}

@@ -21,6 +21,8 @@ pub enum Backend {
 pub enum DbGuard {
     Sqlite(tempfile::TempDir),
     Postgres(patron_store_postgres::testing::TestDatabase),
+    /// The test keeps the database itself (several servers over one database).
+    Borrowed,
 }
 
 /// A running server and clients to it.
@@ -63,9 +65,18 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts the server with settings adjusted by `adjust`.
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    init_logs();
     let (url, guard) = fresh_database(backend).await;
-    let mut settings = Settings::for_database(&url);
+    spawn_app_on(&url, guard, adjust).await
+}
+
+/// Starts the server on the database at `url`, which `guard` keeps.
+pub async fn spawn_app_on(
+    url: &str,
+    guard: DbGuard,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    init_logs();
+    let mut settings = Settings::for_database(url);
     adjust(&mut settings);
     let app = Application::build(settings).await.expect("server builds");
     let addr = app.local_addr();

@@ -1,6 +1,6 @@
 //! The LoyaltyService handlers, the earner (points from recorded events) and the expiry task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,15 @@ impl Default for Settings {
             expiry_interval: Duration::from_secs(60),
         }
     }
+}
+
+/// What one expiry run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SettleRun {
+    /// Members settled (whether or not anything was due to change).
+    pub settled: usize,
+    /// Members whose settlement failed; they are tried again on the next run.
+    pub failed: usize,
 }
 
 /// The LoyaltyService implementation.
@@ -238,10 +247,9 @@ impl LoyaltyApi {
     /// Applies committed events to every program each customer takes part in. Idempotent per
     /// (program, customer, event).
     pub async fn earn(&self, events: &[Event]) -> Result<(), StoreError> {
-        let programs = self.all_programs().await.map_err(|e| match e {
-            ApiError::Store(e) => e,
-            other => StoreError::Internal(other.to_string()),
-        })?;
+        // The view's programs, not a re-read of the store per batch: one program that does not
+        // parse (logged by the view) must not stop earning in the others.
+        let programs = self.view.programs();
         if programs.is_empty() {
             return Ok(());
         }
@@ -262,8 +270,9 @@ impl LoyaltyApi {
                 .or(row.summary.totals.first_event_at)
                 .unwrap_or(row.create_time)
                 .day();
-            for (record, def) in &programs {
-                let member = enrolled.contains(&record.program_id);
+            for (program_id, def) in &programs {
+                let def: &ProgramDef = def;
+                let member = enrolled.contains(program_id);
                 let may_enroll = !member
                     && def.auto_enroll
                     && def
@@ -284,11 +293,11 @@ impl LoyaltyApi {
                         tenure_start,
                     };
                     let now = patron_grpc::time::now();
-                    match self.apply(&record.program_id, customer, now, &op).await? {
+                    match self.apply(program_id, customer, now, &op).await? {
                         MutateOutcome::Applied { .. } => {}
                         MutateOutcome::Refused(r) if r == ops::NOT_ENROLLED => {}
                         other => {
-                            tracing::warn!(?other, program = %record.program_id, "loyalty: event not applied")
+                            tracing::warn!(?other, program = %program_id, "loyalty: event not applied")
                         }
                     }
                 }
@@ -297,36 +306,32 @@ impl LoyaltyApi {
         Ok(())
     }
 
-    async fn all_programs(&self) -> Result<Vec<(ProgramRecord, ProgramDef)>, ApiError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
+    /// Expires and activates lots due by `now`, for every member, each member once: a member
+    /// whose settlement fails is logged and counted, and the run goes on past it.
+    pub async fn settle_due(&self, now: Timestamp) -> Result<SettleRun, StoreError> {
+        const PAGE: usize = 500;
+        let mut run = SettleRun::default();
+        let mut after: Option<(String, CustomerId)> = None;
         loop {
-            let page = self.store.list_programs(after.as_deref(), 500).await?;
-            let done = page.len() < 500;
-            after = page.last().map(|p| p.program_id.clone());
-            for record in page {
-                let def = parse_program(&record)?;
-                out.push((record, def));
+            let due = self
+                .store
+                .members_to_settle(now, after.as_ref().map(|(p, c)| (p.as_str(), c)), PAGE)
+                .await?;
+            for (program, customer) in &due {
+                match self.apply(program, customer, now, &ops::Settle).await {
+                    Ok(_) => run.settled += 1,
+                    Err(e) => {
+                        run.failed += 1;
+                        metrics::counter!("patron_loyalty_settle_failures_total").increment(1);
+                        tracing::warn!(error = %e, program = %program, customer = %customer,
+                            "loyalty: could not settle a member; going on with the others");
+                    }
+                }
             }
-            if done {
-                return Ok(out);
+            if due.len() < PAGE {
+                return Ok(run);
             }
-        }
-    }
-
-    /// Expires and activates lots due by `now`, for every member; returns the members settled.
-    pub async fn settle_due(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let mut settled = 0;
-        loop {
-            let due = self.store.members_to_settle(now, 500).await?;
-            let n = due.len();
-            for (program, customer) in due {
-                self.apply(&program, &customer, now, &ops::Settle).await?;
-                settled += 1;
-            }
-            if n < 500 {
-                return Ok(settled);
-            }
+            after = due.last().cloned();
         }
     }
 
@@ -339,8 +344,15 @@ impl LoyaltyApi {
             loop {
                 tick.tick().await;
                 match api.settle_due(patron_grpc::time::now()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(members = n, "loyalty: expired and activated points"),
+                    Ok(SettleRun {
+                        settled: 0,
+                        failed: 0,
+                    }) => {}
+                    Ok(run) => tracing::info!(
+                        members = run.settled,
+                        failed = run.failed,
+                        "loyalty: expired and activated points"
+                    ),
                     Err(e) => tracing::warn!(error = %e, "loyalty: expiry run failed"),
                 }
             }
@@ -1017,26 +1029,37 @@ impl LoyaltyService for LoyaltyApi {
             .get_member(&program_id, &customer)
             .await
             .map_err(ApiError::from)?;
+        // A read: counted in one statement, without the member's lock.
+        let redeemed = match &member {
+            Some(_) => self
+                .store
+                .completed_redemptions(&program_id, &customer)
+                .await
+                .map_err(ApiError::from)?,
+            None => HashMap::new(),
+        };
         let now = patron_grpc::time::now();
         let tier_names: Vec<String> = def.tiers.iter().map(|t| t.name.clone()).collect();
+        // One context per distinct required segment, not per reward.
+        let mut contexts: HashMap<Option<String>, MemberContext> = HashMap::new();
         let mut results = Vec::with_capacity(records.len());
         for record in &records {
             let reward = parse_reward(record)?;
-            let ctx = self
-                .customer_context(&customer, reward.required_segment.as_deref())
-                .await?;
-            let redemptions = match &member {
-                Some(_) => {
-                    self.count_redemptions(&program_id, &customer, &record.reward_id)
-                        .await?
+            let ctx = match contexts.entry(reward.required_segment.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let ctx = self
+                        .customer_context(&customer, reward.required_segment.as_deref())
+                        .await?;
+                    e.insert(ctx)
                 }
-                None => 0,
             };
+            let redemptions = redeemed.get(&record.reward_id).copied().unwrap_or(0);
             let facts = ops::eligibility_facts(
                 &def,
                 &tier_names,
                 member.as_ref(),
-                &ctx,
+                ctx,
                 redemptions,
                 record.stock_remaining,
                 now,
@@ -1222,45 +1245,6 @@ impl LoyaltyService for LoyaltyApi {
             )),
             balances: Some(balances),
         }))
-    }
-}
-
-impl LoyaltyApi {
-    async fn count_redemptions(
-        &self,
-        program_id: &str,
-        customer: &CustomerId,
-        reward_id: &str,
-    ) -> ApiResult<i64> {
-        // Read through a no-op mutation's load: the store counts completed redemptions.
-        struct Count<'a>(&'a str);
-        impl MemberOp for Count<'_> {
-            fn needs(&self) -> patron_store::loyalty::Needs {
-                patron_store::loyalty::Needs {
-                    reward_id: Some(self.0.to_owned()),
-                    ..Default::default()
-                }
-            }
-            fn apply(
-                &self,
-                _loaded: &patron_store::loyalty::Loaded,
-                _now: Timestamp,
-            ) -> Result<patron_store::loyalty::Changes, String> {
-                Ok(patron_store::loyalty::Changes::default())
-            }
-        }
-        match self
-            .mutate(
-                program_id,
-                customer,
-                patron_grpc::time::now(),
-                &Count(reward_id),
-            )
-            .await?
-        {
-            MutateOutcome::Applied { loaded, .. } => Ok(loaded.reward_redemptions),
-            _ => Ok(0),
-        }
     }
 }
 

@@ -126,6 +126,17 @@ impl LoyaltyView {
         Ok(())
     }
 
+    /// Every program the view holds, in id order: what earning applies (one source of truth
+    /// with `loyalty.*` rules; the view follows the change feed at least as far as the earner).
+    pub fn programs(&self) -> Vec<(String, Arc<ProgramDef>)> {
+        let mut out: Vec<(String, Arc<ProgramDef>)> = read(&self.programs)
+            .iter()
+            .map(|(id, def)| (id.clone(), Arc::clone(def)))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Whether any program exists (earning has work to do).
     pub fn has_programs(&self) -> bool {
         !read(&self.programs).is_empty()

@@ -477,14 +477,18 @@ async fn expiry_runs_write_entries_once() {
     let at = |days: i64| Timestamp::from_micros(t0.as_micros() + days * DAY);
     assert!(
         store
-            .members_to_settle(at(1), 10)
+            .members_to_settle(at(1), None, 10)
             .await
             .expect("due")
             .is_empty()
     );
     // Day 8: the return window closed: ACTIVATE.
     assert_eq!(
-        store.members_to_settle(at(8), 10).await.expect("due").len(),
+        store
+            .members_to_settle(at(8), None, 10)
+            .await
+            .expect("due")
+            .len(),
         1
     );
     store
@@ -493,7 +497,7 @@ async fn expiry_runs_write_entries_once() {
         .expect("settle");
     assert!(
         store
-            .members_to_settle(at(8), 10)
+            .members_to_settle(at(8), None, 10)
             .await
             .expect("due")
             .is_empty()
@@ -507,7 +511,7 @@ async fn expiry_runs_write_entries_once() {
     assert_eq!(member.wallet.balances(at(31), 0).available, 0);
     assert_eq!(
         store
-            .members_to_settle(at(31), 10)
+            .members_to_settle(at(31), None, 10)
             .await
             .expect("due")
             .len(),
@@ -519,7 +523,7 @@ async fn expiry_runs_write_entries_once() {
         .expect("settle");
     assert!(
         store
-            .members_to_settle(at(31), 10)
+            .members_to_settle(at(31), None, 10)
             .await
             .expect("due")
             .is_empty()

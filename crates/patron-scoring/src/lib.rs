@@ -4,6 +4,7 @@
 pub mod cdf;
 pub mod drivers;
 pub mod engine;
+pub mod history;
 pub mod model;
 pub mod profile;
 pub mod service;

@@ -3,17 +3,15 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use patron_domain::summary::OrderRow;
 use patron_domain::value::{TierDef, TierMetric, TierMode, TierPolicy};
 use patron_domain::{
-    BatchAggregate, CustomerId, CustomerSummary, Day, RatingTotal, Timestamp, Violations,
-    clv::TimeUnitKind, derive_purchase_stats,
+    CustomerId, CustomerSummary, Day, RatingTotal, Timestamp, Violations, clv::TimeUnitKind,
 };
 use patron_grpc::time::{from_proto, to_proto};
 use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
 use patron_proto::scoring::v1 as pb;
 use patron_proto::scoring::v1::scoring_service_server::ScoringService;
-use patron_store::{EventCursor, StoredModel, SummaryRow};
+use patron_store::{StoredModel, SummaryRow};
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, FitError, State, load_model, load_policy};
@@ -266,50 +264,6 @@ fn policy_from_proto(
     }
 }
 
-/// A customer's summary as of an earlier instant, rebuilt from their stored events.
-async fn summary_as_of(
-    engine: &Engine,
-    id: &CustomerId,
-    as_of: Timestamp,
-) -> ApiResult<CustomerSummary> {
-    let store = engine.store();
-    let mut events = Vec::new();
-    let mut cursor: Option<EventCursor> = None;
-    loop {
-        let page = store.list_events(id, &[], cursor.as_ref(), 1_000).await?;
-        let Some(last) = page.last() else { break };
-        cursor = Some(EventCursor {
-            occurred_at: last.event.occurred_at,
-            event_id: last.event.event_id.clone(),
-        });
-        let done = page.len() < 1_000;
-        events.extend(
-            page.into_iter()
-                .map(|e| e.event)
-                .filter(|e| e.occurred_at <= as_of),
-        );
-        if done {
-            break;
-        }
-    }
-    let agg = BatchAggregate::from_events(&events);
-    let mut summary = CustomerSummary::default();
-    for (_, delta) in &agg.summaries {
-        summary.totals.merge(delta);
-    }
-    let rows: Vec<OrderRow> = agg
-        .orders
-        .iter()
-        .map(|(_, _, d)| OrderRow {
-            day: d.day,
-            amount: d.amount,
-            refunded: d.refunded,
-        })
-        .collect();
-    summary.purchases = derive_purchase_stats(&rows);
-    Ok(summary)
-}
-
 /// Per-customer filter of StreamCustomerValues.
 #[derive(Debug, Default)]
 struct Filter {
@@ -480,11 +434,8 @@ impl ScoringService for ScoringApi {
         }
         let value = match totals.last_event_at {
             Some(last) if as_of < last => {
-                let summary = summary_as_of(&self.engine, &id, as_of).await?;
-                let past = SummaryRow {
-                    summary,
-                    ..(*row).clone()
-                };
+                let past =
+                    crate::history::row_as_of(self.engine.store().as_ref(), &row, as_of).await?;
                 value_of(&past, as_of, &state, &self.engine)
             }
             _ => value_of(&row, as_of, &state, &self.engine),

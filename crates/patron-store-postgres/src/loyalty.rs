@@ -1400,22 +1400,44 @@ impl LoyaltyStore for PgStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, name = "store.completed_redemptions", fields(db.system = "postgresql", program_id = %program_id, customer_id = %customer))]
+    async fn completed_redemptions(
+        &self,
+        program_id: &str,
+        customer: &CustomerId,
+    ) -> StoreResult<HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT reward_id, COUNT(*) FROM loyalty_redemptions \
+             WHERE customer_id = $1 AND program_id = $2 AND status = 'COMPLETED' \
+             GROUP BY reward_id",
+        )
+        .bind(customer.as_str())
+        .bind(program_id)
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(db_err)?;
+        Ok(rows.into_iter().collect())
+    }
+
     #[tracing::instrument(skip_all, name = "store.members_to_settle", fields(db.system = "postgresql", limit))]
     async fn members_to_settle(
         &self,
         now: Timestamp,
+        after: Option<(&str, &CustomerId)>,
         limit: usize,
     ) -> StoreResult<Vec<(String, CustomerId)>> {
         // Each half reads one partial index (loyalty_lots_expiring, loyalty_lots_maturing).
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT program_id, customer_id FROM loyalty_lots \
-             WHERE remaining > 0 AND expires_at <= $1 \
+             WHERE remaining > 0 AND expires_at <= $1 AND (program_id, customer_id) > ($2, $3) \
              UNION \
              SELECT program_id, customer_id FROM loyalty_lots \
-             WHERE NOT activated AND available_at <= $1 \
-             ORDER BY program_id, customer_id LIMIT $2",
+             WHERE NOT activated AND available_at <= $1 AND (program_id, customer_id) > ($2, $3) \
+             ORDER BY program_id, customer_id LIMIT $4",
         )
         .bind(now.as_micros())
+        .bind(after.map_or("", |a| a.0))
+        .bind(after.map_or("", |a| a.1.as_str()))
         .bind(limit_param(limit))
         .fetch_all(self.pool()?)
         .await

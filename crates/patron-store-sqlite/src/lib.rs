@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use patron_domain::{
     Attributes, Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind,
-    Gender, Timestamp, summary::BatchAggregate,
+    Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
     Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
@@ -148,14 +148,13 @@ fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
     let customer_id: String = row.try_get(0).map_err(db_err)?;
     let customer_id = CustomerId::parse(customer_id)
         .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let birth_date = get_i64(1)?
-        .and_then(|d| i32::try_from(d).ok())
-        .map(|d| Day::from_days(d).date());
+    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(1)?)?;
     let gender: String = row.try_get(2).map_err(db_err)?;
+    let gender = patron_store::decode::gender(&customer_id, &gender)?;
     let country: Option<String> = row.try_get(3).map_err(db_err)?;
     let signed_up_at = get_i64(4)?.map(Timestamp::from_micros);
     let attributes: String = row.try_get(5).map_err(db_err)?;
-    let create_time = Timestamp::from_micros(get_i64(6)?.unwrap_or(0));
+    let create_time = patron_store::decode::create_time(&customer_id, get_i64(6)?)?;
     let update_time = get_i64(7)?.map(Timestamp::from_micros);
     let n = columns::all().count();
     let values = (8..8 + n).map(get_i64).collect::<StoreResult<Vec<_>>>()?;
@@ -164,7 +163,7 @@ fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
             customer_id,
             profile: CustomerProfile {
                 birth_date,
-                gender: Gender::parse(&gender).unwrap_or_default(),
+                gender,
                 country,
                 signed_up_at,
                 attributes: decode_attributes(&attributes)?,
@@ -222,14 +221,15 @@ fn summary_row_from_row(row: &SqliteRow) -> StoreResult<SummaryRow> {
     let values: &str = row.try_get(4).map_err(db_err)?;
     let gender: &str = row.try_get(5).map_err(db_err)?;
     let attributes: &str = row.try_get(7).map_err(db_err)?;
+    let create_time = patron_store::decode::create_time(&customer_id, get_i64(2)?)?;
+    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(3)?)?;
+    let gender = patron_store::decode::gender(&customer_id, gender)?;
     Ok(SummaryRow {
         customer_id,
         signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
-        create_time: Timestamp::from_micros(get_i64(2)?.unwrap_or(0)),
-        birth_date: get_i64(3)?
-            .and_then(|d| i32::try_from(d).ok())
-            .map(|d| Day::from_days(d).date()),
-        gender: Gender::parse(gender).unwrap_or_default(),
+        create_time,
+        birth_date,
+        gender,
         country: row.try_get(6).map_err(db_err)?,
         // Most customers have no attributes: skip the JSON parser for them.
         attributes: if attributes == "{}" {

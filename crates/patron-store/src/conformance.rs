@@ -2485,6 +2485,22 @@ pub async fn member_changes_round_trip(store: &impl Store) {
         }
     );
     assert_eq!(member(store, P, c).await, Some(stored.clone()));
+    // The same count by a plain read, per reward; other members and programs count nothing.
+    let counts = store
+        .completed_redemptions(P, &cid(c))
+        .await
+        .expect("counts");
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [(shop.reward_id.clone(), 1)]
+    );
+    assert!(
+        store
+            .completed_redemptions("elsewhere", &cid(c))
+            .await
+            .expect("counts")
+            .is_empty()
+    );
     // The redemption also by its id; other keys load nothing.
     let by_id = load(
         store,
@@ -2541,6 +2557,14 @@ pub async fn member_changes_round_trip(store: &impl Store) {
     assert_eq!(
         reloaded.reward_redemptions, 0,
         "the redemption is cancelled"
+    );
+    assert!(
+        store
+            .completed_redemptions(P, &cid(c))
+            .await
+            .expect("counts")
+            .is_empty(),
+        "a cancelled redemption is not counted"
     );
     assert_eq!(reloaded.redemption, Some(cancelled.clone()));
     let m = reloaded.member.expect("member");
@@ -2854,12 +2878,14 @@ pub async fn members_to_settle_finds_expired_and_matured_lots(store: &impl Store
             .map(|(p, c)| format!("{p}/{c}"))
             .collect::<Vec<_>>()
     };
-    let at = |t: Timestamp, limit: usize| async move {
+    let after_at = |t: Timestamp, after: Option<(&'static str, &'static str)>, limit: usize| async move {
+        let after = after.map(|(p, c)| (p, CustomerId::parse(c).expect("id")));
         due(store
-            .members_to_settle(t, limit)
+            .members_to_settle(t, after.as_ref().map(|(p, c)| (*p, c)), limit)
             .await
             .expect("members_to_settle"))
     };
+    let at = |t: Timestamp, limit: usize| after_at(t, None, limit);
     assert!(at(now(), 100).await.is_empty());
     assert!(at(later(4), 100).await.is_empty());
     assert_eq!(at(later(5), 100).await, ["a-first/expiring"]);
@@ -2871,6 +2897,20 @@ pub async fn members_to_settle_finds_expired_and_matured_lots(store: &impl Store
     assert_eq!(
         at(later(14), 2).await,
         ["a-first/expiring", "settle/expiring"]
+    );
+    // Pages follow (program id, customer id), strictly after the cursor.
+    assert_eq!(
+        after_at(later(14), Some(("a-first", "expiring")), 100).await,
+        ["settle/expiring", "settle/maturing"]
+    );
+    assert_eq!(
+        after_at(later(14), Some((P, "expiring")), 1).await,
+        ["settle/maturing"]
+    );
+    assert!(
+        after_at(later(14), Some((P, "maturing")), 100)
+            .await
+            .is_empty()
     );
     assert_eq!(
         at(later(20), 100).await,
@@ -3266,7 +3306,7 @@ pub async fn erasure_moves_loyalty_rows_to_a_pseudonym(store: &impl Store) {
         .expect("kept");
     assert_eq!(redemption.request_id, "q1");
     let settle_due: Vec<String> = store
-        .members_to_settle(later(5), 100)
+        .members_to_settle(later(5), None, 100)
         .await
         .expect("members_to_settle")
         .into_iter()
@@ -3683,7 +3723,7 @@ pub async fn erasure_keeps_the_books_and_leaves_no_trace(store: &(impl Store + R
     assert_eq!(loaded.order.map(|o| o.points), Some(80));
     // Their points still expire: the pseudonymous members are settled like any other.
     let due: Vec<(String, String)> = store
-        .members_to_settle(later(400), 100)
+        .members_to_settle(later(400), None, 100)
         .await
         .expect("members_to_settle")
         .into_iter()

@@ -6,6 +6,7 @@
 
 pub mod columns;
 pub mod conformance;
+pub mod decode;
 pub mod feed;
 pub mod loyalty;
 pub mod segments;

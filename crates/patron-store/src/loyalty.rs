@@ -263,11 +263,22 @@ pub trait LoyaltyStore: Send + Sync + std::fmt::Debug + 'static {
         redemption_id: &str,
     ) -> StoreResult<Option<RedemptionRecord>>;
 
+    /// How many completed redemptions of each reward the member has (rewards with none are
+    /// absent): a plain read, without the member's lock.
+    async fn completed_redemptions(
+        &self,
+        program_id: &str,
+        customer: &CustomerId,
+    ) -> StoreResult<std::collections::HashMap<String, i64>>;
+
     /// Members (program id, customer id) with a lot that has expired by `now` with points left,
-    /// or a pending lot that became available and is not marked activated; at most `limit`.
+    /// or a pending lot that became available and is not marked activated: in (program id,
+    /// customer id) order, strictly after `after`, at most `limit`. Paging by `after` visits
+    /// every due member once even if some stay due (a member whose settlement failed).
     async fn members_to_settle(
         &self,
         now: Timestamp,
+        after: Option<(&str, &CustomerId)>,
         limit: usize,
     ) -> StoreResult<Vec<(String, CustomerId)>>;
 }
