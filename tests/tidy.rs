@@ -1,4 +1,5 @@
-//! Tidy: the architecture invariants of ARCHITECTURE.md, checked against the Cargo manifests.
+//! Tidy: the architecture invariants of ARCHITECTURE.md, checked against the Cargo manifests,
+//! and that every case of the storage conformance suite runs on both backends.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,13 +25,30 @@ fn manifests() -> BTreeMap<String, toml::Table> {
     out
 }
 
-/// Names of a manifest's normal dependencies (not dev or build).
+/// A manifest's normal dependencies (not dev or build), target-specific ones included: (key, spec).
+fn normal_dependency_specs(manifest: &toml::Table) -> Vec<(String, toml::Value)> {
+    let mut tables = vec![manifest.get("dependencies")];
+    if let Some(targets) = manifest.get("target").and_then(toml::Value::as_table) {
+        tables.extend(targets.values().map(|t| t.get("dependencies")));
+    }
+    tables
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_table)
+        .flat_map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .collect()
+}
+
+/// Names of the packages a manifest's normal dependencies are (renamed ones by their `package`).
 fn dependencies(manifest: &toml::Table) -> Vec<String> {
-    manifest
-        .get("dependencies")
-        .and_then(toml::Value::as_table)
-        .map(|t| t.keys().cloned().collect())
-        .unwrap_or_default()
+    normal_dependency_specs(manifest)
+        .into_iter()
+        .map(|(key, spec)| {
+            spec.get("package")
+                .and_then(toml::Value::as_str)
+                .map_or(key, str::to_owned)
+        })
+        .collect()
 }
 
 #[test]
@@ -159,4 +177,270 @@ fn the_root_manifest_is_virtual() {
         "the root manifest has no [package]"
     );
     assert!(manifest.get("workspace").is_some());
+}
+
+/// Service crates: each serves one gRPC service.
+const SERVICE_CRATES: &[&str] = &[
+    "patron-customers",
+    "patron-scoring",
+    "patron-segmentation",
+    "patron-loyalty",
+];
+
+#[test]
+fn service_crates_depend_on_no_other_service_crate_but_the_listed_ones() {
+    // (crate, service crate it may depend on, why). Anything else is a new edge between services:
+    // think twice, and if it must be, add it here with its reason (and to ARCHITECTURE.md).
+    let allowed: &[(&str, &str, &str)] = &[
+        (
+            "patron-segmentation",
+            "patron-scoring",
+            "rules read the scoring engine's in-memory index and model-based values",
+        ),
+        (
+            "patron-loyalty",
+            "patron-scoring",
+            "segment-restricted programs and rewards evaluate over the scoring engine's index",
+        ),
+        (
+            "patron-loyalty",
+            "patron-segmentation",
+            "target and required segments; loyalty facts reach segment rules (LoyaltyFacts)",
+        ),
+    ];
+    let manifests = manifests();
+    for krate in SERVICE_CRATES {
+        let manifest = manifests
+            .get(*krate)
+            .unwrap_or_else(|| panic!("{krate} is missing"));
+        for dep in dependencies(manifest) {
+            if !SERVICE_CRATES.contains(&dep.as_str()) {
+                continue;
+            }
+            assert!(
+                allowed.iter().any(|(c, d, _)| c == krate && *d == dep),
+                "Architecture Invariant broken: service crate {krate} depends on service crate \
+                 {dep}, which is not among the allowed edges in tests/tidy.rs"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_backends_and_the_bench_name_a_database_driver() {
+    let drivers = [
+        "sqlx",
+        "sqlx-core",
+        "sqlx-sqlite",
+        "sqlx-postgres",
+        "rusqlite",
+        "libsqlite3-sys",
+        "postgres",
+        "tokio-postgres",
+        "diesel",
+        "sea-orm",
+    ];
+    let may = [
+        "patron-store-sqlite",
+        "patron-store-postgres",
+        // The storage baselines of the benchmarks (`ingest-load raw`, `redeem-raw`).
+        "patron-bench",
+    ];
+    for (krate, manifest) in manifests() {
+        if may.contains(&krate.as_str()) {
+            continue;
+        }
+        for dep in dependencies(&manifest) {
+            assert!(
+                !drivers.contains(&dep.as_str()),
+                "Architecture Invariant broken: {krate} depends on the database driver {dep}; \
+                 only {may:?} may (tests may, as a dev-dependency)"
+            );
+        }
+    }
+}
+
+#[test]
+fn test_support_features_are_turned_on_by_dev_dependencies_only() {
+    // (crate, feature compiled for tests only)
+    let test_only: &[(&str, &str)] = &[
+        ("patron-store", "conformance"),
+        ("patron-store-sqlite", "testing"),
+        ("patron-store-postgres", "testing"),
+    ];
+    for (krate, manifest) in manifests() {
+        for (dep, spec) in normal_dependency_specs(&manifest) {
+            let features: Vec<&str> = spec
+                .as_table()
+                .and_then(|t| t.get("features"))
+                .and_then(toml::Value::as_array)
+                .map(|a| a.iter().filter_map(toml::Value::as_str).collect())
+                .unwrap_or_default();
+            for (owner, feature) in test_only {
+                assert!(
+                    !(dep == *owner && features.contains(feature)),
+                    "{krate} turns on {owner}'s `{feature}` feature in a normal dependency: it is \
+                     for tests only (a dev-dependency), never in the production build"
+                );
+            }
+        }
+        let own = manifest
+            .get("features")
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_default();
+        for (name, enables) in own {
+            let test_feature = test_only.iter().any(|(c, f)| *c == krate && *f == name);
+            for enabled in enables.as_array().into_iter().flatten() {
+                let enabled = enabled.as_str().unwrap_or_default();
+                for (owner, feature) in test_only {
+                    assert!(
+                        test_feature || enabled != format!("{owner}/{feature}"),
+                        "{krate}'s feature `{name}` turns on the test-only `{owner}/{feature}`"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The files of the conformance suite: `crates/patron-store/src/conformance/*.rs`, sorted.
+fn conformance_files() -> Vec<(String, String)> {
+    let dir = root().join("crates/patron-store/src/conformance");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("source");
+            let name = p.file_name().and_then(|f| f.to_str()).expect("name");
+            (name.to_owned(), text)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every top-level `pub async fn` of `text` (one starting a line): (name, parameter list as
+/// written, on one line).
+fn pub_async_fns(text: &str) -> Vec<(String, String)> {
+    const START: &str = "\npub async fn ";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(START) {
+        rest = &rest[at + START.len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let params = &rest[name.len()..];
+        let mut depth = 0;
+        let mut end = params.len();
+        for (i, c) in params.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let list = params.get(1..end).unwrap_or_default();
+        out.push((name, list.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    out
+}
+
+/// The case list of `conformance_tests!`: the identifiers of its `@all` arm.
+fn macro_cases(module: &str) -> Vec<String> {
+    let start = module
+        .find("(@all $attrs:tt $make:expr)")
+        .expect("conformance_tests! has an `@all` arm");
+    let arm = &module[start..];
+    let list_start = arm.find("$make;").expect("the @all arm lists its cases") + "$make;".len();
+    let list_end = arm[list_start..].find(");").expect("the case list ends") + list_start;
+    arm[list_start..list_end]
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or_default())
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_conformance_case_runs_on_both_backends() {
+    // `pub async fn`s of the suite that are not cases: helpers of the backends' migration tests.
+    let helpers = ["engagement_days_were_backfilled"];
+    let files = conformance_files();
+    let module = &files
+        .iter()
+        .find(|(name, _)| name == "mod.rs")
+        .expect("conformance/mod.rs")
+        .1;
+    let listed = macro_cases(module);
+    let mut cases = Vec::new();
+    for (file, text) in &files {
+        for (name, params) in pub_async_fns(text) {
+            // A case takes the store and nothing else.
+            let is_case = !params.trim_end_matches(',').contains(',')
+                && (params.starts_with("store: &impl Store")
+                    || params.starts_with("store: &(impl Store"));
+            if helpers.contains(&name.as_str()) {
+                assert!(
+                    !is_case,
+                    "conformance/{file}: {name} takes only the store: a case, not a helper; \
+                     take it off the helper list of tests/tidy.rs and into conformance_tests!"
+                );
+                continue;
+            }
+            assert!(
+                is_case,
+                "conformance/{file}: `pub async fn {name}({params})` is neither a case (which \
+                 takes only `store: &impl Store`) nor a helper listed in tests/tidy.rs"
+            );
+            assert!(
+                listed.contains(&name),
+                "conformance case {name} (conformance/{file}) is not in the case list of \
+                 conformance_tests! (conformance/mod.rs), so no backend runs it: add it there"
+            );
+            cases.push(name);
+        }
+    }
+    assert!(
+        cases.len() > 30,
+        "found only {} conformance cases",
+        cases.len()
+    );
+    for name in &listed {
+        assert_eq!(
+            listed.iter().filter(|n| *n == name).count(),
+            1,
+            "conformance_tests! lists {name} twice"
+        );
+        assert!(
+            cases.contains(name),
+            "conformance_tests! lists {name}, which is no `pub async fn {name}(store: &impl Store)` \
+             of the suite"
+        );
+    }
+    for backend in ["patron-store-sqlite", "patron-store-postgres"] {
+        let path = root()
+            .join("crates")
+            .join(backend)
+            .join("tests/conformance.rs");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            text.lines().any(|l| l
+                .trim_start()
+                .starts_with("patron_store::conformance_tests!(")),
+            "{backend}/tests/conformance.rs does not run the suite (patron_store::conformance_tests!)"
+        );
+    }
 }

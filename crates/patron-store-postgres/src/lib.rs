@@ -17,6 +17,7 @@
 
 mod feed;
 mod loyalty;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::collections::{HashMap, HashSet};

@@ -34,6 +34,7 @@ use patron_store::feed::ChangeKind;
 
 mod feed;
 mod loyalty;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 /// SQLite allows 32,766 bound parameters per statement; chunks stay well below.

@@ -1,10 +1,12 @@
 //! Patron's storage contract: one trait every backend implements, its error type, and the
-//! conformance suite that every backend must pass.
+//! conformance suite that every backend must pass (module `conformance`, behind the feature of
+//! that name: test builds only).
 //!
 //! Architecture Invariant: this crate names no database driver. Backends live in
 //! `patron-store-sqlite` and `patron-store-postgres`, each with its own SQL and migrations.
 
 pub mod columns;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod decode;
 pub mod feed;
