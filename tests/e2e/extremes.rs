@@ -141,6 +141,18 @@ const ACCEPTED: &[(&str, &str, &[X], &str)] = &[
     ),
     ("GetCustomerValue", "as_of.seconds", &[I32Min], "1901"),
     (
+        "BatchGetCustomerValues",
+        "as_of.seconds",
+        &[I32Min],
+        "1901 (the customer is listed as before their first event)",
+    ),
+    (
+        "StreamCustomerValues",
+        "as_of.seconds",
+        &[I32Min],
+        "1901 (nobody had an event yet)",
+    ),
+    (
         "FitValueModel",
         "calibration_end.seconds",
         &[I32Min],
@@ -818,6 +830,7 @@ fn baseline(method: &str, pattern: &str, n: usize) -> Vec<u8> {
         .encode_to_vec(),
         "BatchGetCustomerValues" => spb::BatchGetCustomerValuesRequest {
             customer_ids: vec!["victim".into()],
+            as_of: Some(now()),
         }
         .encode_to_vec(),
         "StreamCustomerValues" => spb::StreamCustomerValuesRequest {
@@ -829,6 +842,7 @@ fn baseline(method: &str, pattern: &str, n: usize) -> Vec<u8> {
             }),
             chunk_size: 10,
             view: spb::CustomerValueView::Basic as i32,
+            as_of: Some(now()),
         }
         .encode_to_vec(),
         "FitValueModel" => spb::FitValueModelRequest {

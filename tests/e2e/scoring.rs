@@ -340,12 +340,100 @@ async fn as_of_rewinds_from_history(backend: Backend) {
     assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some("as_of"));
 }
 
+// BatchGetCustomerValues and StreamCustomerValues at an earlier instant say exactly what
+// GetCustomerValue says of each customer then, reading the histories in bulk.
+async fn bulk_as_of_matches_one_customer_at_a_time(backend: Backend) {
+    let (app, _) = fitted(backend).await;
+    let mut client = scoring(&app);
+    let as_of = ago(100);
+    let ids: Vec<String> = (0..150).map(|c| format!("c{c:03}")).collect();
+    let batch = client
+        .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
+            customer_ids: ids.clone(),
+            as_of: Some(as_of),
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    assert!(batch.missing_customer_ids.is_empty());
+    let before = &batch.before_first_event_customer_ids;
+    assert!(!before.is_empty() && !batch.values.is_empty());
+    assert_eq!(batch.values.len() + before.len(), ids.len());
+    let mut changed = 0;
+    let mut values = batch.values.iter();
+    for id in &ids {
+        let one = client
+            .get_customer_value(pb::GetCustomerValueRequest {
+                customer_id: id.clone(),
+                as_of: Some(as_of),
+            })
+            .await;
+        if before.contains(id) {
+            let err = one.expect_err("first event after as_of");
+            assert_status(
+                &err,
+                Code::InvalidArgument,
+                "AS_OF_BEFORE_FIRST_EVENT",
+                Some("as_of"),
+            );
+            continue;
+        }
+        let one = one.expect("value").into_inner().value.expect("value");
+        assert_eq!(Some(&one), values.next(), "{id}");
+        assert_eq!(one.as_of, Some(as_of));
+        let today = value(&app, id).await.expect("today");
+        if today.clv.as_ref().map(|c| &c.historical_revenue)
+            != one.clv.as_ref().map(|c| &c.historical_revenue)
+        {
+            changed += 1;
+        }
+    }
+    assert!(changed > 0, "some customers bought after as_of");
+    // The stream, in several chunks, says the same.
+    let mut stream = client
+        .stream_customer_values(pb::StreamCustomerValuesRequest {
+            chunk_size: 7,
+            as_of: Some(as_of),
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        streamed.extend(chunk.values);
+    }
+    assert_eq!(streamed, batch.values);
+    // Not in the future.
+    let future = prost_types::Timestamp {
+        seconds: now_secs() + 86_400,
+        nanos: 0,
+    };
+    let err = client
+        .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
+            customer_ids: ids.clone(),
+            as_of: Some(future),
+        })
+        .await
+        .expect_err("future");
+    assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some("as_of"));
+    let err = client
+        .stream_customer_values(pb::StreamCustomerValuesRequest {
+            as_of: Some(future),
+            ..Default::default()
+        })
+        .await
+        .expect_err("future");
+    assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some("as_of"));
+}
+
 async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
     let (app, _) = fitted(backend).await;
     let mut client = scoring(&app);
     let out = client
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: vec!["c002".into(), "nobody".into(), "c003".into()],
+            as_of: None,
         })
         .await
         .expect("batch")
@@ -356,6 +444,7 @@ async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
     let err = client
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: (0..1_001).map(|i| format!("x{i}")).collect(),
+            as_of: None,
         })
         .await
         .expect_err("too many");
@@ -368,6 +457,7 @@ async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
     let err = client
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: vec![],
+            as_of: None,
         })
         .await
         .expect_err("empty");
@@ -380,6 +470,7 @@ async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
     let err = client
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: vec!["ok".into(), String::new()],
+            as_of: None,
         })
         .await
         .expect_err("empty id");
@@ -1165,6 +1256,7 @@ crate::both_backends!(
     fitted_models_score_every_customer,
     reads_follow_writes_and_customers_without_purchases,
     as_of_rewinds_from_history,
+    bulk_as_of_matches_one_customer_at_a_time,
     batches_list_missing_ids_and_refuse_bad_ones,
     stream_filters_and_bad_filters,
     models_are_versioned_listed_and_activated,

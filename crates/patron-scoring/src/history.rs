@@ -4,47 +4,76 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use patron_domain::summary::OrderRow;
-use patron_domain::{BatchAggregate, CustomerSummary, EventId, Timestamp, derive_purchase_stats};
-use patron_grpc::{ApiError, ApiResult};
-use patron_store::{EngagementDay, EventCursor, OrderDay, Store, SummaryRow};
+use patron_domain::{
+    BatchAggregate, CustomerId, CustomerSummary, Event, Timestamp, derive_purchase_stats,
+};
+use patron_grpc::ApiResult;
+use patron_store::{EngagementDay, OrderDay, Store, SummaryRow};
 
-/// A customer's row as of an earlier instant, rebuilt from the stored events up to it: the
-/// summary, the active orders and the engagement days of then (the profile fields are today's).
-/// Reads only the events at or before `as_of`, newest first from there.
-pub async fn row_as_of(
+/// Rows as of an earlier instant.
+#[derive(Debug, Default)]
+pub struct RowsAsOf {
+    /// The rows that existed by then, in the order given: rebuilt from the stored events up to
+    /// it where a later event changed them (the profile fields are today's), else as they are.
+    pub rows: Vec<Arc<SummaryRow>>,
+    /// Customers whose first event is after the instant: nothing to describe then.
+    pub before_first_event: Vec<CustomerId>,
+}
+
+/// `rows` as of `as_of` (not in the future): one bulk read of the events up to it, for the
+/// customers with a later event ([`Store::events_until`]).
+pub async fn rows_as_of(
     store: &dyn Store,
-    row: &SummaryRow,
+    rows: Vec<Arc<SummaryRow>>,
     as_of: Timestamp,
-) -> ApiResult<SummaryRow> {
-    const PAGE: usize = 1_000;
-    let mut events = Vec::new();
-    // Strictly below (as_of + 1 µs, " "): every event at or before `as_of`. Ids sort bytewise
-    // and hold no control characters, so " " is the smallest id there can be.
-    let mut cursor = EventCursor {
-        occurred_at: Timestamp::from_micros(as_of.as_micros().saturating_add(1)),
-        event_id: EventId::parse(" ")
-            .map_err(|e| ApiError::Store(patron_store::StoreError::Internal(e.to_string())))?,
+) -> ApiResult<RowsAsOf> {
+    let mut out = RowsAsOf::default();
+    let stale: Vec<CustomerId> = rows
+        .iter()
+        .filter(|r| changed_after(r, as_of) && !began_after(r, as_of))
+        .map(|r| r.customer_id.clone())
+        .collect();
+    let events = if stale.is_empty() {
+        Vec::new()
+    } else {
+        store.events_until(&stale, as_of).await?
     };
-    loop {
-        let page = store
-            .list_events(&row.customer_id, &[], Some(&cursor), PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        cursor = EventCursor {
-            occurred_at: last.event.occurred_at,
-            event_id: last.event.event_id.clone(),
-        };
-        let done = page.len() < PAGE;
-        events.extend(page.into_iter().map(|e| e.event));
-        if done {
-            break;
+    // In customer id order: each customer's events are one run.
+    let mut runs: HashMap<&CustomerId, &[Event]> = HashMap::new();
+    for run in events.chunk_by(|a, b| a.customer_id == b.customer_id) {
+        runs.insert(&run[0].customer_id, run);
+    }
+    for row in rows {
+        if began_after(&row, as_of) {
+            out.before_first_event.push(row.customer_id.clone());
+        } else if changed_after(&row, as_of) {
+            let run = runs.get(&row.customer_id).copied().unwrap_or(&[]);
+            out.rows.push(Arc::new(rebuild_row(&row, run)));
+        } else {
+            out.rows.push(row);
         }
     }
-    Ok(rebuild_row(row, &events))
+    Ok(out)
+}
+
+/// Whether the customer's first event is after `as_of`.
+pub fn began_after(row: &SummaryRow, as_of: Timestamp) -> bool {
+    row.summary
+        .totals
+        .first_event_at
+        .is_some_and(|first| as_of < first)
+}
+
+/// Whether an event after `as_of` changed the row.
+fn changed_after(row: &SummaryRow, as_of: Timestamp) -> bool {
+    row.summary
+        .totals
+        .last_event_at
+        .is_some_and(|last| as_of < last)
 }
 
 /// `row` with its summary, orders and engagement computed from `events` alone.
-pub fn rebuild_row(row: &SummaryRow, events: &[patron_domain::Event]) -> SummaryRow {
+pub fn rebuild_row(row: &SummaryRow, events: &[Event]) -> SummaryRow {
     let agg = BatchAggregate::from_events(events);
     let mut summary = CustomerSummary::default();
     for (_, delta) in &agg.summaries {
@@ -106,7 +135,9 @@ mod tests {
     use patron_store::Store;
     use patron_store_sqlite::SqliteStore;
 
-    use super::row_as_of;
+    use std::sync::Arc;
+
+    use super::rows_as_of;
 
     fn at(day: i32, second: i64) -> Timestamp {
         Timestamp::from_micros(Day::from_days(day).start().as_micros() + second * 1_000_000)
@@ -195,7 +226,10 @@ mod tests {
             .await
             .expect("rows");
         let expected = then.get_summaries(&[id]).await.expect("rows");
-        let rebuilt = row_as_of(&all, &today[0], as_of).await.expect("rebuilt");
+        let rebuilt = rows_as_of(&all, vec![Arc::new(today[0].clone())], as_of)
+            .await
+            .expect("rebuilt");
+        let rebuilt = &rebuilt.rows[0];
         assert_eq!(rebuilt.summary, expected[0].summary);
         assert_eq!(rebuilt.orders, expected[0].orders);
         assert_eq!(rebuilt.engagement, expected[0].engagement);

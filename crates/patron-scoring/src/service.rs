@@ -15,6 +15,7 @@ use patron_store::{StoredModel, SummaryRow};
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, FitError, State, load_model, load_policy};
+use crate::history;
 use crate::model::{self, BgNbdDoc, FitRequest, ModelDoc, PurchaseModel};
 use crate::profile::{self, Subject};
 
@@ -264,6 +265,24 @@ fn policy_from_proto(
     }
 }
 
+/// The `as_of` of a request: unset means now; not in the future.
+fn parse_as_of(as_of: Option<prost_types::Timestamp>) -> ApiResult<Timestamp> {
+    let now = patron_grpc::time::now();
+    let Some(t) = as_of else {
+        return Ok(now);
+    };
+    let t = from_proto(&t)
+        .map_err(|e| ApiError::invalid_field("INVALID_FIELD", "as_of", e.to_string()))?;
+    if t > now {
+        return Err(ApiError::invalid_field(
+            "INVALID_FIELD",
+            "as_of",
+            "must not be in the future",
+        ));
+    }
+    Ok(t)
+}
+
 /// Per-customer filter of StreamCustomerValues.
 #[derive(Debug, Default)]
 struct Filter {
@@ -400,48 +419,23 @@ impl ScoringService for ScoringApi {
     ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
         let pb::GetCustomerValueRequest { customer_id, as_of } = request.into_inner();
         let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
-        let now = patron_grpc::time::now();
-        let as_of = match as_of {
-            None => now,
-            Some(t) => {
-                let t = from_proto(&t).map_err(|e| {
-                    ApiError::invalid_field("INVALID_FIELD", "as_of", e.to_string())
-                })?;
-                if t > now {
-                    return Err(ApiError::invalid_field(
-                        "INVALID_FIELD",
-                        "as_of",
-                        "must not be in the future",
-                    )
-                    .into());
-                }
-                t
-            }
-        };
+        let as_of = parse_as_of(as_of)?;
         let row = self
             .engine
             .get(&id)
             .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))?;
         let state = self.engine.state();
-        let totals = &row.summary.totals;
-        if totals.first_event_at.is_some_and(|first| as_of < first) {
+        let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of).await?;
+        let Some(row) = then.rows.first() else {
             return Err(ApiError::invalid_field(
                 "AS_OF_BEFORE_FIRST_EVENT",
                 "as_of",
                 "is before the customer's first event; there is nothing to describe",
             )
             .into());
-        }
-        let value = match totals.last_event_at {
-            Some(last) if as_of < last => {
-                let past =
-                    crate::history::row_as_of(self.engine.store().as_ref(), &row, as_of).await?;
-                value_of(&past, as_of, &state, &self.engine)
-            }
-            _ => value_of(&row, as_of, &state, &self.engine),
         };
         Ok(Response::new(pb::GetCustomerValueResponse {
-            value: Some(value),
+            value: Some(value_of(row, as_of, &state, &self.engine)),
         }))
     }
 
@@ -450,7 +444,11 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::BatchGetCustomerValuesRequest>,
     ) -> Result<Response<pb::BatchGetCustomerValuesResponse>, Status> {
-        let pb::BatchGetCustomerValuesRequest { customer_ids } = request.into_inner();
+        let pb::BatchGetCustomerValuesRequest {
+            customer_ids,
+            as_of,
+        } = request.into_inner();
+        let as_of = parse_as_of(as_of)?;
         if customer_ids.is_empty() {
             return Err(ApiError::invalid_field(
                 "EMPTY_BATCH",
@@ -479,19 +477,28 @@ impl ScoringService for ScoringApi {
         if !v.is_empty() {
             return Err(ApiError::invalid(v).into());
         }
-        let now = patron_grpc::time::now();
         let state = self.engine.state();
-        let mut values = Vec::with_capacity(ids.len());
+        let mut rows = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         for id in ids.into_iter().flatten() {
             match self.engine.get(&id) {
-                Some(row) => values.push(value_of(&row, now, &state, &self.engine)),
+                Some(row) => rows.push(row),
                 None => missing.push(id.into_string()),
             }
         }
+        let then = history::rows_as_of(self.engine.store().as_ref(), rows, as_of).await?;
         Ok(Response::new(pb::BatchGetCustomerValuesResponse {
-            values,
+            values: then
+                .rows
+                .iter()
+                .map(|row| value_of(row, as_of, &state, &self.engine))
+                .collect(),
             missing_customer_ids: missing,
+            before_first_event_customer_ids: then
+                .before_first_event
+                .into_iter()
+                .map(CustomerId::into_string)
+                .collect(),
         }))
     }
 
@@ -512,7 +519,11 @@ impl ScoringService for ScoringApi {
             filter,
             chunk_size,
             view,
+            as_of,
         } = request.into_inner();
+        let as_of = parse_as_of(as_of)?;
+        // Today's rows need no rebuilding: the walk reads the store only for an earlier instant.
+        let past = as_of < patron_grpc::time::now();
         let drivers = match pb::CustomerValueView::try_from(view) {
             Ok(pb::CustomerValueView::Unspecified | pb::CustomerValueView::Full) => true,
             Ok(pb::CustomerValueView::Basic) => false,
@@ -543,7 +554,8 @@ impl ScoringService for ScoringApi {
             engine: Arc::clone(&self.engine),
             state,
             filter: Arc::new(filter),
-            now: patron_grpc::time::now(),
+            now: as_of,
+            past,
             drivers,
             chunk,
             after: None,
@@ -968,7 +980,10 @@ struct Walk {
     engine: Arc<Engine>,
     state: Arc<State>,
     filter: Arc<Filter>,
+    /// The instant described (`as_of`, else the call's start).
     now: patron_domain::Timestamp,
+    /// Whether `now` is an earlier instant asked for: rows changed since are rebuilt.
+    past: bool,
     drivers: bool,
     chunk: usize,
     after: Option<patron_domain::CustomerId>,
@@ -998,8 +1013,19 @@ impl Walk {
             Arc::clone(&self.state),
             Arc::clone(&self.filter),
         );
-        let (now, drivers) = (self.now, self.drivers);
+        let (now, past, drivers) = (self.now, self.past, self.drivers);
         Some(tokio::spawn(async move {
+            let rows = if past {
+                match history::rows_as_of(engine.store().as_ref(), rows, now).await {
+                    Ok(then) => then.rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stream: reading the history failed");
+                        return None;
+                    }
+                }
+            } else {
+                rows
+            };
             // Batches of every stream share a few blocking threads: hundreds of streams must not
             // start hundreds of threads (each with its stack and allocator caches).
             let _permit = stream_cpu().acquire().await.ok()?;

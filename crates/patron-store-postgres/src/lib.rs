@@ -1029,6 +1029,35 @@ impl Store for PgStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    #[tracing::instrument(skip_all, name = "store.events_until", fields(db.system = "postgresql", customers = customers.len()))]
+    async fn events_until(
+        &self,
+        customers: &[CustomerId],
+        until: Timestamp,
+    ) -> StoreResult<Vec<Event>> {
+        let mut ids: Vec<&str> = customers.iter().map(CustomerId::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Through the primary key's customer_id prefix; ids compare in the "C" collation, as the
+        // key does, so the order is SQLite's.
+        let rows = sqlx::query(
+            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
+             WHERE customer_id = ANY($1::text[]) AND occurred_at <= $2 \
+             ORDER BY customer_id COLLATE \"C\", occurred_at, event_id COLLATE \"C\"",
+        )
+        .bind(ids)
+        .bind(until.as_micros())
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| event_from_row(row).map(|e| e.event))
+            .collect()
+    }
+
     #[tracing::instrument(skip_all, name = "store.scan_summaries", fields(db.system = "postgresql", limit))]
     async fn scan_summaries(
         &self,

@@ -937,6 +937,39 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    #[tracing::instrument(skip_all, name = "store.events_until", fields(db.system = "sqlite", customers = customers.len()))]
+    async fn events_until(
+        &self,
+        customers: &[CustomerId],
+        until: Timestamp,
+    ) -> StoreResult<Vec<Event>> {
+        let mut ids: Vec<&str> = customers.iter().map(CustomerId::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::new();
+        // One read transaction: every chunk reads the same snapshot; chunks follow each other
+        // in id order (SQLite compares text bytewise).
+        let mut tx = self.reader.begin().await.map_err(db_err)?;
+        for chunk in ids.chunks(MAX_PARAMS - 1) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
+                 WHERE occurred_at <= ",
+            );
+            qb.push_bind(until.as_micros())
+                .push(" AND customer_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(") ORDER BY customer_id, occurred_at, event_id");
+            for row in qb.build().fetch_all(&mut *tx).await.map_err(db_err)? {
+                out.push(event_from_row(&row)?.event);
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
+    }
+
     #[tracing::instrument(skip_all, name = "store.scan_summaries", fields(db.system = "sqlite", limit))]
     async fn scan_summaries(
         &self,

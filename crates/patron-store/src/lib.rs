@@ -257,6 +257,15 @@ pub trait Store:
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>>;
 
+    /// Every event of `customers` that occurred at or before `until`, in (customer id,
+    /// occurred_at, event id) order: one read for many customers' histories up to an instant
+    /// (bulk `as_of` scoring). Unknown ids and repeats are ignored.
+    async fn events_until(
+        &self,
+        customers: &[CustomerId],
+        until: Timestamp,
+    ) -> StoreResult<Vec<Event>>;
+
     /// Customers in ascending id order, strictly after `after`, with their summaries: one query
     /// per call, for bulk reads of every customer (index builds, model fitting) in pages of about
     /// 10,000.

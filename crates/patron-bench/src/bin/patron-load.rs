@@ -456,6 +456,7 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
             pb::CustomerValueView::Full
         }
         .into(),
+        as_of: None,
     });
     request.set_timeout(cap);
     let started = Instant::now();

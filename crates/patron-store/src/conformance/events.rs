@@ -379,6 +379,58 @@ pub async fn list_events_newest_first_with_kinds_and_cursor(store: &impl Store) 
             .is_empty()
     );
 }
+pub async fn events_until_reads_many_histories_up_to_an_instant(store: &impl Store) {
+    let until = at(200, 30);
+    let events = vec![
+        purchase("bea", "b2", at(150, 0), "o1", 100),
+        purchase("ann", "a1", at(100, 0), "o1", 100),
+        purchase("ann", "a3", until, "o3", 300),
+        // Same instant, ids in both orders; one microsecond later is out.
+        purchase("ann", "a2", until, "o2", 200),
+        purchase(
+            "ann",
+            "a0",
+            Timestamp::from_micros(until.as_micros() + 1),
+            "o4",
+            400,
+        ),
+        refund("bea", "b9", at(300, 0), "o1", 100),
+        purchase("cid", "c1", at(250, 0), "o1", 100),
+        purchase("dan", "d1", at(10, 0), "o1", 100),
+    ];
+    store.record_events(&events, now()).await.expect("record");
+    let got = store
+        .events_until(
+            &[
+                cid("cid"),
+                cid("bea"),
+                cid("ann"),
+                cid("nobody"),
+                cid("ann"),
+            ],
+            until,
+        )
+        .await
+        .expect("events");
+    let ids: Vec<(&str, &str)> = got
+        .iter()
+        .map(|e| (e.customer_id.as_str(), e.event_id.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [("ann", "a1"), ("ann", "a2"), ("ann", "a3"), ("bea", "b2")]
+    );
+    let a2 = events.iter().find(|e| e.event_id.as_str() == "a2");
+    assert_eq!(got.get(1), a2, "events come back whole");
+    assert!(
+        store
+            .events_until(&[], until)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
 pub async fn large_batch_in_one_call(store: &impl Store) {
     let events: Vec<Event> = (0..10_000)
         .map(|i| {

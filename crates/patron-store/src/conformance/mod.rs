@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             refunds_cancel_orders_even_before_the_purchase_arrives,
             survey_and_support_aggregates,
             list_events_newest_first_with_kinds_and_cursor,
+            events_until_reads_many_histories_up_to_an_instant,
             order_and_engagement_days_do_not_depend_on_arrival_order,
             large_batch_in_one_call,
             // summaries.rs
