@@ -728,6 +728,53 @@ async fn models_are_versioned_listed_and_activated(backend: Backend) {
     );
 }
 
+// A fit at an earlier calibration end is the fit of a database that holds only the events up
+// to it: the same parameters, bit for bit.
+async fn fits_at_an_earlier_calibration_end_use_the_history_of_then(backend: Backend) {
+    let events = population(150);
+    let calibration_end = ago(100);
+    let until = calibration_end.seconds;
+    let then: Vec<cpb::Event> = events
+        .iter()
+        .filter(|e| e.occurred_at.as_ref().is_some_and(|t| t.seconds <= until))
+        .cloned()
+        .collect();
+    assert!(then.len() < events.len() && !then.is_empty());
+    let fit = |app: &TestApp| {
+        let mut client = scoring(app);
+        async move {
+            client
+                .fit_value_model(pb::FitValueModelRequest {
+                    calibration_end: Some(calibration_end),
+                    ..Default::default()
+                })
+                .await
+                .expect("fit")
+                .into_inner()
+                .model
+                .expect("model")
+        }
+    };
+    let all = spawn_app(backend).await;
+    all.record(events.clone()).await.expect("record");
+    let past = spawn_app(backend).await;
+    past.record(then).await.expect("record");
+    let (a, b) = (fit(&all).await, fit(&past).await);
+    assert_eq!(a.customers, b.customers);
+    assert_eq!(a.bg_nbd, b.bg_nbd);
+    assert_eq!(a.gamma_gamma, b.gamma_gamma);
+    assert_eq!(a.calibration_end, Some(calibration_end));
+    // And at today's end the full history gives another model.
+    let today = scoring(&all)
+        .fit_value_model(pb::FitValueModelRequest::default())
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    assert!(today.customers > a.customers);
+}
+
 async fn bad_fit_requests_change_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = scoring(&app);
@@ -817,19 +864,15 @@ async fn bad_fit_requests_change_nothing(backend: Backend) {
         let err = client.fit_value_model(request).await.expect_err(field);
         assert_status(&err, Code::InvalidArgument, "INVALID_FIELD", Some(field));
     }
+    // Before anyone's first purchase (the population's are 30 to 360 days ago).
     let err = client
         .fit_value_model(pb::FitValueModelRequest {
-            calibration_end: Some(ago(100)),
+            calibration_end: Some(ago(400)),
             ..Default::default()
         })
         .await
-        .expect_err("before the latest purchase");
-    assert_status(
-        &err,
-        Code::FailedPrecondition,
-        "CALIBRATION_BEFORE_LATEST_PURCHASE",
-        None,
-    );
+        .expect_err("before the first purchase");
+    assert_status(&err, Code::FailedPrecondition, "NOT_ENOUGH_DATA", None);
     let models = client
         .list_value_models(pb::ListValueModelsRequest::default())
         .await
@@ -1261,6 +1304,7 @@ crate::both_backends!(
     stream_filters_and_bad_filters,
     models_are_versioned_listed_and_activated,
     bad_fit_requests_change_nothing,
+    fits_at_an_earlier_calibration_end_use_the_history_of_then,
     fits_at_the_boundary_always_score,
     tier_policies_update_with_revisions,
     what_if_profiles,

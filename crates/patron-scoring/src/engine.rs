@@ -323,11 +323,30 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Every customer who had had an event by `as_of` (or has none at all), as of then: rows
+    /// changed since are rebuilt from their stored events up to it, read in bulk a chunk of
+    /// customers at a time ([`crate::history::rows_as_of`]).
+    pub async fn rows_as_of(&self, as_of: Timestamp) -> Result<Vec<Arc<SummaryRow>>, FitError> {
+        const CHUNK: usize = 5_000;
+        let rows = self.range_after(None, usize::MAX);
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(CHUNK) {
+            let then = crate::history::rows_as_of(self.store.as_ref(), chunk.to_vec(), as_of)
+                .await
+                .map_err(|e| match e {
+                    patron_grpc::ApiError::Store(e) => FitError::Store(e),
+                    other => FitError::Store(StoreError::Internal(other.to_string())),
+                })?;
+            out.extend(then.rows);
+        }
+        Ok(out)
+    }
+}
+
 /// Why a fit did not produce a model.
 #[derive(Debug)]
 pub enum FitError {
-    /// A purchase is stored after the calibration end; summaries cannot be rewound.
-    CalibrationBeforeLatestPurchase,
     Model(ModelError),
     Store(StoreError),
 }
@@ -341,19 +360,8 @@ impl Engine {
         activate: bool,
         now: Timestamp,
     ) -> Result<(StoredModel, ModelDoc), FitError> {
-        let calibration_day = request.calibration_end.day();
-        let rows = self.range_after(None, usize::MAX);
-        // Summaries hold aggregates, not history: a calibration end before someone's latest
-        // purchase would need each customer's history.
-        if rows.iter().any(|r| {
-            r.summary
-                .purchases
-                .last_purchase_day
-                .is_some_and(|d| d > calibration_day)
-        }) {
-            return Err(FitError::CalibrationBeforeLatestPurchase);
-        }
         let calibration_end = request.calibration_end;
+        let rows = self.rows_as_of(calibration_end).await?;
         let doc = tokio::task::spawn_blocking(move || {
             let mut population = Vec::with_capacity(rows.len());
             let mut revenues = Vec::with_capacity(rows.len());

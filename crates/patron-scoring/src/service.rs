@@ -630,17 +630,23 @@ impl ScoringService for ScoringApi {
             purchase_model,
             penalizer_coef,
         };
-        let (stored, doc) = self.engine.fit(request, activate, now).await.map_err(|e| match e {
-            FitError::CalibrationBeforeLatestPurchase => ApiError::FailedPrecondition {
-                reason: "CALIBRATION_BEFORE_LATEST_PURCHASE",
-                message: "calibration_end is before the day of the latest stored purchase; fit with a later calibration_end (or leave it unset for now)".into(),
-            },
-            FitError::Model(model::ModelError::NotEnoughData(m)) => {
-                ApiError::FailedPrecondition { reason: "NOT_ENOUGH_DATA", message: m }
-            }
-            FitError::Model(model::ModelError::Math(m)) => ApiError::FailedPrecondition { reason: "FIT_FAILED", message: m },
-            FitError::Store(e) => ApiError::from(e),
-        })?;
+        let (stored, doc) = self
+            .engine
+            .fit(request, activate, now)
+            .await
+            .map_err(|e| match e {
+                FitError::Model(model::ModelError::NotEnoughData(m)) => {
+                    ApiError::FailedPrecondition {
+                        reason: "NOT_ENOUGH_DATA",
+                        message: m,
+                    }
+                }
+                FitError::Model(model::ModelError::Math(m)) => ApiError::FailedPrecondition {
+                    reason: "FIT_FAILED",
+                    message: m,
+                },
+                FitError::Store(e) => ApiError::from(e),
+            })?;
         tracing::info!(
             version = stored.version,
             customers = doc.customers,
