@@ -764,7 +764,57 @@ async fn fits_at_an_earlier_calibration_end_use_the_history_of_then(backend: Bac
     assert_eq!(a.bg_nbd, b.bg_nbd);
     assert_eq!(a.gamma_gamma, b.gamma_gamma);
     assert_eq!(a.calibration_end, Some(calibration_end));
-    // And at today's end the full history gives another model.
+    // The hold-out report: the purchase days after the calibration end's day of each customer
+    // who had bought by then, against the model's expectation for those 100 days.
+    let day = |t: &prost_types::Timestamp| t.seconds.div_euclid(86_400);
+    let end_day = day(&calibration_end);
+    let mut days: std::collections::BTreeMap<&str, (bool, std::collections::BTreeSet<i64>)> =
+        Default::default();
+    for e in &events {
+        let t = e.occurred_at.as_ref().expect("time");
+        if matches!(e.kind, Some(cpb::event::Kind::Purchase(_))) {
+            let entry = days.entry(e.customer_id.as_str()).or_default();
+            entry.0 |= day(t) <= end_day;
+            if day(t) > end_day {
+                entry.1.insert(day(t));
+            }
+        }
+    }
+    let compared: Vec<usize> = days
+        .values()
+        .filter(|(bought, _)| *bought)
+        .map(|(_, later)| later.len())
+        .collect();
+    let h = a.holdout.as_ref().expect("a hold-out report");
+    assert_eq!(h.holdout_days, 100);
+    assert_eq!(h.customers, compared.len() as i64);
+    assert_eq!(h.customers, a.customers);
+    assert_eq!(h.actual_purchases, compared.iter().sum::<usize>() as i64);
+    assert!(h.actual_purchases > 0 && h.predicted_purchases > 0.0);
+    assert!(h.root_mean_squared_error >= h.mean_absolute_error && h.mean_absolute_error > 0.0);
+    let aggregate =
+        100.0 * (h.predicted_purchases - h.actual_purchases as f64) / h.actual_purchases as f64;
+    assert!((h.aggregate_error_percent.expect("aggregate") - aggregate).abs() < 1e-9);
+    let rows = &h.by_frequency;
+    assert_eq!(rows.iter().map(|r| r.customers).sum::<i64>(), h.customers);
+    let (actual, predicted) = rows.iter().fold((0.0, 0.0), |(a, p), r| {
+        let n = r.customers as f64;
+        (
+            a + n * r.mean_actual_purchases,
+            p + n * r.mean_predicted_purchases,
+        )
+    });
+    assert!((actual - h.actual_purchases as f64).abs() < 1e-6);
+    assert!((predicted - h.predicted_purchases).abs() < 1e-6);
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0].calibration_frequency < w[1].calibration_frequency)
+    );
+    // The database of then has nothing after the calibration end to compare with.
+    let empty = b.holdout.as_ref().expect("report");
+    assert_eq!(empty.actual_purchases, 0);
+    assert_eq!(empty.aggregate_error_percent, None);
+    // And at today's end the full history gives another model, with no hold-out.
     let today = scoring(&all)
         .fit_value_model(pb::FitValueModelRequest::default())
         .await
@@ -773,6 +823,7 @@ async fn fits_at_an_earlier_calibration_end_use_the_history_of_then(backend: Bac
         .model
         .expect("model");
     assert!(today.customers > a.customers);
+    assert_eq!(today.holdout, None);
 }
 
 async fn bad_fit_requests_change_nothing(backend: Backend) {

@@ -361,13 +361,32 @@ impl Engine {
         now: Timestamp,
     ) -> Result<(StoredModel, ModelDoc), FitError> {
         let calibration_end = request.calibration_end;
+        let calibration_day = calibration_end.day();
         let rows = self.rows_as_of(calibration_end).await?;
+        // Purchase days after the calibration end, from today's active orders: the hold-out.
+        let holdout: Vec<u64> = rows
+            .iter()
+            .map(|r| {
+                let today = self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r));
+                let mut days: Vec<_> = today
+                    .orders
+                    .iter()
+                    .map(|o| o.day)
+                    .filter(|d| *d > calibration_day && *d <= now.day())
+                    .collect();
+                days.dedup();
+                days.len() as u64
+            })
+            .collect();
+        let holdout_days = u32::try_from(now.day().as_days() - calibration_day.as_days()).ok();
         let doc = tokio::task::spawn_blocking(move || {
             let mut population = Vec::with_capacity(rows.len());
             let mut revenues = Vec::with_capacity(rows.len());
             let mut value_indexes = Vec::new();
-            for r in &rows {
+            let mut compared = Vec::new();
+            for (r, actual) in rows.iter().zip(&holdout) {
                 if let Some(c) = DayRfm::from_summary(&r.summary, calibration_end) {
+                    compared.push((c, *actual));
                     population.push(c);
                     revenues.push(r.summary.purchases.net_revenue as f64);
                 }
@@ -375,7 +394,13 @@ impl Engine {
                     value_indexes.push(vi);
                 }
             }
-            model::fit(request, &population, &revenues, value_indexes)
+            let mut doc = model::fit(request, &population, &revenues, value_indexes)?;
+            // Only when the data go past the calibration end.
+            if let Some(days) = holdout_days.filter(|d| *d > 0) {
+                let model = model::ActiveModel::from_doc(0, calibration_end, doc.clone())?;
+                doc.holdout = Some(model::HoldoutReport::compute(&model, now, days, &compared));
+            }
+            Ok(doc)
         })
         .await
         .map_err(|e| FitError::Model(ModelError::Math(format!("fit task failed: {e}"))))?

@@ -145,6 +145,9 @@ pub struct ModelDoc {
     #[serde(default)]
     pub penalizer_coef: f64,
     pub customers: u64,
+    /// Predicted against actual purchases after the calibration end, when the data go past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<HoldoutReport>,
     pub horizon_months: u32,
     pub monthly_discount_rate: f64,
     pub fit_millis: u64,
@@ -391,6 +394,28 @@ impl ActiveModel {
         })
     }
 
+    /// E[X(t) | customer]: expected purchase days in the next `days` days (any length, unlike
+    /// [`ActiveModel::predict`]'s horizon); `None` out of the model's domain.
+    pub fn expected_purchases_over(&self, c: &DayRfm, days: f64) -> Option<f64> {
+        fn e<U: TimeUnit>(
+            m: &(dyn TransactionModel<U> + Send + Sync),
+            c: &DayRfm,
+            days: f64,
+            per: f64,
+        ) -> Option<f64> {
+            let rfm = CustomerRfm::<U>::new(c.frequency, c.recency / per, c.age / per, c.monetary)
+                .ok()?;
+            let t = patron_domain::clv::Periods::<U>::new(days / per).ok()?;
+            m.conditional_expected_purchases(t, &rfm)
+                .ok()
+                .filter(|x| x.is_finite())
+        }
+        match &self.bg {
+            Bg::Days(m) => e(m.as_ref(), c, days, 1.0),
+            Bg::Weeks(m) => e(m.as_ref(), c, days, 7.0),
+        }
+    }
+
     /// Predictions for one customer; `None` if the inputs are out of the model's domain.
     pub fn predict(&self, c: &DayRfm) -> Option<Prediction> {
         match &self.bg {
@@ -568,6 +593,7 @@ pub fn fit(
         gamma_gamma: fits.gamma_gamma,
         penalizer_coef: request.penalizer_coef,
         customers: population.len() as u64,
+        holdout: None,
         horizon_months: request.horizon_months,
         monthly_discount_rate: request.monthly_discount_rate,
         fit_millis: 0,
@@ -592,6 +618,96 @@ pub fn fit(
     doc.predicted_clv = Cdf::from_values(clvs);
     doc.fit_millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(doc)
+}
+
+/// Calibration frequencies reported one by one; higher ones share the last row.
+pub const HOLDOUT_FREQUENCIES: u32 = 10;
+
+/// How the model's predictions for the hold-out period (calibration end to the fit) compare with
+/// the purchases made in it, over the customers it was fitted on (lifetimes'
+/// `calibration_and_holdout_data` and `plot_calibration_purchases_vs_holdout_purchases`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutReport {
+    /// End of the hold-out period (the fit's time), microseconds since the epoch.
+    pub end: i64,
+    /// Whole days from the calibration end's day to the hold-out end's day.
+    pub days: u32,
+    /// Customers compared (fitted on and given a prediction).
+    pub customers: u64,
+    /// Purchase days in the hold-out, summed over the customers.
+    pub actual_purchases: u64,
+    /// Expected purchase days in the hold-out, summed.
+    pub predicted_purchases: f64,
+    /// Mean over customers of |predicted − actual|.
+    pub mean_absolute_error: f64,
+    /// Root of the mean over customers of (predicted − actual)².
+    pub root_mean_squared_error: f64,
+    /// 100 × (predicted − actual) / actual over all customers; `None` without actual purchases.
+    pub aggregate_error_percent: Option<f64>,
+    /// By calibration frequency (repeat purchase days) 0, 1, …; the last row holds
+    /// [`HOLDOUT_FREQUENCIES`] and more.
+    pub by_frequency: Vec<HoldoutRow>,
+}
+
+/// One calibration frequency of a [`HoldoutReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutRow {
+    pub frequency: u32,
+    /// This frequency and every higher one.
+    pub or_more: bool,
+    pub customers: u64,
+    pub mean_actual: f64,
+    pub mean_predicted: f64,
+}
+
+impl HoldoutReport {
+    /// The report over `(customer as of the calibration end, purchase days in the hold-out)`,
+    /// predicting `days` days ahead with `model`.
+    pub fn compute(model: &ActiveModel, end: Timestamp, days: u32, rows: &[(DayRfm, u64)]) -> Self {
+        let n = HOLDOUT_FREQUENCIES as usize;
+        let mut buckets = vec![(0u64, 0.0f64, 0.0f64); n + 1];
+        let (mut customers, mut actual_sum, mut predicted_sum) = (0u64, 0u64, 0.0f64);
+        let (mut abs_sum, mut sq_sum) = (0.0f64, 0.0f64);
+        for (c, actual) in rows {
+            let Some(predicted) = model.expected_purchases_over(c, f64::from(days)) else {
+                continue;
+            };
+            customers += 1;
+            actual_sum += actual;
+            predicted_sum += predicted;
+            let diff = predicted - *actual as f64;
+            abs_sum += diff.abs();
+            sq_sum += diff * diff;
+            let b = &mut buckets[(c.frequency as usize).min(n)];
+            b.0 += 1;
+            b.1 += *actual as f64;
+            b.2 += predicted;
+        }
+        let per = |x: f64, k: u64| if k == 0 { 0.0 } else { x / k as f64 };
+        Self {
+            end: end.as_micros(),
+            days,
+            customers,
+            actual_purchases: actual_sum,
+            predicted_purchases: predicted_sum,
+            mean_absolute_error: per(abs_sum, customers),
+            root_mean_squared_error: per(sq_sum, customers).sqrt(),
+            aggregate_error_percent: (actual_sum > 0)
+                .then(|| 100.0 * (predicted_sum - actual_sum as f64) / actual_sum as f64),
+            by_frequency: buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.0 > 0)
+                .map(|(f, b)| HoldoutRow {
+                    frequency: f as u32,
+                    or_more: f == n,
+                    customers: b.0,
+                    mean_actual: per(b.1, b.0),
+                    mean_predicted: per(b.2, b.0),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The fitted parts of a [`ModelDoc`].

@@ -112,6 +112,31 @@ fn bg_fit_to_proto(b: &BgNbdDoc) -> pb::BgNbdFit {
 }
 
 /// A stored model as proto.
+fn holdout_to_proto(h: &model::HoldoutReport) -> pb::HoldoutReport {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    pb::HoldoutReport {
+        holdout_end: Some(to_proto(Timestamp::from_micros(h.end))),
+        holdout_days: i32::try_from(h.days).unwrap_or(i32::MAX),
+        customers: int(h.customers),
+        actual_purchases: int(h.actual_purchases),
+        predicted_purchases: h.predicted_purchases,
+        mean_absolute_error: h.mean_absolute_error,
+        root_mean_squared_error: h.root_mean_squared_error,
+        aggregate_error_percent: h.aggregate_error_percent,
+        by_frequency: h
+            .by_frequency
+            .iter()
+            .map(|r| pb::HoldoutByFrequency {
+                calibration_frequency: i32::try_from(r.frequency).unwrap_or(i32::MAX),
+                or_more: r.or_more,
+                customers: int(r.customers),
+                mean_actual_purchases: r.mean_actual,
+                mean_predicted_purchases: r.mean_predicted,
+            })
+            .collect(),
+    }
+}
+
 pub fn model_to_proto(
     stored_version: i64,
     created_at: Timestamp,
@@ -154,6 +179,7 @@ pub fn model_to_proto(
             standard_errors: g.standard_errors.map(Vec::from).unwrap_or_default(),
         }),
         penalizer_coef: doc.penalizer_coef,
+        holdout: doc.holdout.as_ref().map(holdout_to_proto),
         customers: i64::try_from(doc.customers).unwrap_or(i64::MAX),
         horizon_months: i32::try_from(doc.horizon_months).unwrap_or(i32::MAX),
         monthly_discount_rate: doc.monthly_discount_rate,

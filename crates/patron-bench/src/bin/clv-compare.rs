@@ -956,6 +956,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
     let p = bg.params;
     let doc = ModelDoc {
         calibration_end: now.as_micros(),
+        holdout: None,
         time_unit: TimeUnitKind::Days,
         purchase_model: PurchaseModel::BgNbd,
         mbg_nbd: None,
