@@ -174,6 +174,7 @@ async fn generated_data_is_deterministic_complete_and_fits() {
                 monthly_discount_rate: 0.01,
                 purchase_model: PurchaseModel::DEFAULT,
                 penalizer_coef: 0.0,
+                holdout_end: now,
             },
             true,
             now,

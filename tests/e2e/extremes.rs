@@ -853,6 +853,7 @@ fn baseline(method: &str, pattern: &str, n: usize) -> Vec<u8> {
             activate: false,
             purchase_model: spb::PurchaseModel::BgNbd as i32,
             penalizer_coef: Some(0.01),
+            holdout_end: None,
         }
         .encode_to_vec(),
         "GetValueModel" => spb::GetValueModelRequest { version: 1 }.encode_to_vec(),

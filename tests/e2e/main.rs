@@ -13,6 +13,7 @@ mod durability;
 mod erasure;
 mod events;
 mod extremes;
+mod holdout;
 mod import;
 mod loyalty;
 mod operations;

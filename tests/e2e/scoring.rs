@@ -910,6 +910,24 @@ async fn bad_fit_requests_change_nothing(backend: Backend) {
             },
             "calibration_end",
         ),
+        (
+            pb::FitValueModelRequest {
+                holdout_end: Some(prost_types::Timestamp {
+                    seconds: now_secs() + 86_400,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            "holdout_end",
+        ),
+        (
+            pb::FitValueModelRequest {
+                calibration_end: Some(ago(30)),
+                holdout_end: Some(ago(40)),
+                ..Default::default()
+            },
+            "holdout_end",
+        ),
     ];
     for (request, field) in bad {
         let err = client.fit_value_model(request).await.expect_err(field);

@@ -362,6 +362,7 @@ impl Engine {
     ) -> Result<(StoredModel, ModelDoc), FitError> {
         let calibration_end = request.calibration_end;
         let calibration_day = calibration_end.day();
+        let holdout_end = request.holdout_end;
         let rows = self.rows_as_of(calibration_end).await?;
         // Purchase days after the calibration end, from today's active orders: the hold-out.
         let holdout: Vec<u64> = rows
@@ -372,13 +373,14 @@ impl Engine {
                     .orders
                     .iter()
                     .map(|o| o.day)
-                    .filter(|d| *d > calibration_day && *d <= now.day())
+                    .filter(|d| *d > calibration_day && *d <= holdout_end.day())
                     .collect();
                 days.dedup();
                 days.len() as u64
             })
             .collect();
-        let holdout_days = u32::try_from(now.day().as_days() - calibration_day.as_days()).ok();
+        let holdout_days =
+            u32::try_from(holdout_end.day().as_days() - calibration_day.as_days()).ok();
         let doc = tokio::task::spawn_blocking(move || {
             let mut population = Vec::with_capacity(rows.len());
             let mut revenues = Vec::with_capacity(rows.len());
@@ -398,7 +400,12 @@ impl Engine {
             // Only when the data go past the calibration end.
             if let Some(days) = holdout_days.filter(|d| *d > 0) {
                 let model = model::ActiveModel::from_doc(0, calibration_end, doc.clone())?;
-                doc.holdout = Some(model::HoldoutReport::compute(&model, now, days, &compared));
+                doc.holdout = Some(model::HoldoutReport::compute(
+                    &model,
+                    holdout_end,
+                    days,
+                    &compared,
+                ));
             }
             Ok(doc)
         })

@@ -561,6 +561,8 @@ pub struct FitRequest {
     /// L2 penalty coefficient of the purchase-model fits (not Gamma-Gamma), `lifetimes`'
     /// `penalizer_coef` semantics; 0 = none.
     pub penalizer_coef: f64,
+    /// End of the hold-out period the report covers (after `calibration_end`).
+    pub holdout_end: Timestamp,
 }
 
 /// Fits both models on `population` (customers with at least one purchase by the calibration end)
@@ -903,6 +905,7 @@ mod tests {
             monthly_discount_rate: 0.01,
             purchase_model: PurchaseModel::BgNbd,
             penalizer_coef: 0.0,
+            holdout_end: Timestamp::from_micros(0),
         };
         let doc = fit(request, &population, &revenues, vec![50.0, 75.0]).expect("fit");
         assert!(doc.bg_nbd.converged);
@@ -1046,6 +1049,7 @@ mod tests {
                     monthly_discount_rate: 0.01,
                     purchase_model,
                     penalizer_coef: 0.0,
+                    holdout_end: Timestamp::from_micros(0),
                 };
                 let doc = fit(request, &population, &revenues, vec![]).expect("fit");
                 let name = purchase_model.name();
@@ -1104,6 +1108,7 @@ mod tests {
             monthly_discount_rate: 0.01,
             purchase_model: PurchaseModel::BgNbd,
             penalizer_coef: 0.0,
+            holdout_end: Timestamp::from_micros(0),
         };
         let doc = fit(request, &population, &revenues, vec![]).expect("fit");
         let mut json: serde_json::Value = serde_json::to_value(&doc).expect("encode");

@@ -608,6 +608,7 @@ impl ScoringService for ScoringApi {
             activate,
             purchase_model,
             penalizer_coef,
+            holdout_end,
         } = request.into_inner();
         let now = patron_grpc::time::now();
         let mut v = Violations::new();
@@ -639,12 +640,43 @@ impl ScoringService for ScoringApi {
         if !(0.0..1.0).contains(&rate) {
             v.add("monthly_discount_rate", "must be at least 0 and below 1");
         }
+        let holdout_end = match holdout_end {
+            None => Some(now),
+            Some(t) => match from_proto(&t) {
+                Ok(t) if t > now => {
+                    v.add("holdout_end", "must not be in the future");
+                    None
+                }
+                Ok(t) if calibration_end.is_some_and(|c| t <= c) => {
+                    v.add("holdout_end", "must be after calibration_end");
+                    None
+                }
+                Ok(t) => Some(t),
+                Err(e) => {
+                    v.add("holdout_end", e.to_string());
+                    None
+                }
+            },
+        };
         let penalizer_coef = penalizer_coef.unwrap_or(0.0);
         if !(0.0..=10.0).contains(&penalizer_coef) {
             v.add("penalizer_coef", "must be between 0 and 10");
         }
-        let (Some(calibration_end), Some(unit), Some(horizon), Some(purchase_model), true) =
-            (calibration_end, unit, horizon, purchase_model, v.is_empty())
+        let (
+            Some(calibration_end),
+            Some(holdout_end),
+            Some(unit),
+            Some(horizon),
+            Some(purchase_model),
+            true,
+        ) = (
+            calibration_end,
+            holdout_end,
+            unit,
+            horizon,
+            purchase_model,
+            v.is_empty(),
+        )
         else {
             return Err(ApiError::invalid(v).into());
         };
@@ -655,6 +687,7 @@ impl ScoringService for ScoringApi {
             monthly_discount_rate: rate,
             purchase_model,
             penalizer_coef,
+            holdout_end,
         };
         let (stored, doc) = self
             .engine

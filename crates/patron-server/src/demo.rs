@@ -703,6 +703,7 @@ pub async fn run(settings: Settings, customers: usize, seed: u64) -> Result<(), 
         monthly_discount_rate: 0.01,
         purchase_model: PurchaseModel::DEFAULT,
         penalizer_coef: 0.0,
+        holdout_end: now,
     };
     match engine.fit(request, true, now).await {
         Ok((stored, doc)) => {

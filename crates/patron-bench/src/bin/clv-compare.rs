@@ -1018,6 +1018,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
                 // The comparison is with lifetimes' BetaGeoFitter.
                 purchase_model: PurchaseModel::BgNbd,
                 penalizer_coef: 0.0,
+                holdout_end: now,
             },
             &population,
             &revenues,

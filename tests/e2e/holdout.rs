@@ -1,0 +1,174 @@
+//! Hold-out validation against lifetimes 0.11.3: its CDNOW_sample transactions loaded over gRPC,
+//! FitValueModel with a calibration end and a hold-out end, the report compared with
+//! `calibration_and_holdout_data` and `BetaGeoFitter` (tests/fixtures/generate_cdnow_holdout.py).
+
+use patron_proto::scoring::v1 as pb;
+use patron_proto::scoring::v1::scoring_service_client::ScoringServiceClient;
+
+use crate::support::{Backend, purchase, spawn_app};
+
+const TRANSACTIONS: &str = include_str!("../fixtures/cdnow_sample_transactions.csv");
+const REFERENCE: &str = include_str!("../fixtures/cdnow_holdout_reference.csv");
+
+/// Midnight UTC of an ISO date.
+fn midnight(date: &str) -> prost_types::Timestamp {
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().expect("date"));
+    let (y, m, d) = (
+        parts.next().expect("y"),
+        parts.next().expect("m"),
+        parts.next().expect("d"),
+    );
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    prost_types::Timestamp {
+        seconds: (era * 146_097 + doe - 719_468) * 86_400,
+        nanos: 0,
+    }
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs().max(1e-12)
+}
+
+struct Reference {
+    params: [f64; 4],
+    /// (frequency_cal, frequency_holdout, predicted) per customer.
+    customers: Vec<(u32, u32, f64)>,
+}
+
+fn reference() -> Reference {
+    let mut lines = REFERENCE.lines();
+    let header = lines.next().expect("parameters");
+    let params: Vec<f64> = header
+        .trim_start_matches("# ")
+        .split(' ')
+        .map(|kv| {
+            kv.split('=')
+                .nth(1)
+                .expect("value")
+                .parse()
+                .expect("number")
+        })
+        .collect();
+    lines.next().expect("column names");
+    let customers = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[1].parse().expect("frequency_cal"),
+                f[4].parse().expect("frequency_holdout"),
+                f[6].parse().expect("predicted"),
+            )
+        })
+        .collect();
+    Reference {
+        params: [params[0], params[1], params[2], params[3]],
+        customers,
+    }
+}
+
+async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let events: Vec<_> = TRANSACTIONS
+        .lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(',').collect();
+            purchase(
+                &format!("cdnow-{}", f[0]),
+                &format!("t{i}"),
+                midnight(f[1]),
+                &format!("o{i}"),
+                f[2].parse().expect("cents"),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(1_000) {
+        app.record(chunk.to_vec()).await.expect("record");
+    }
+    let model = ScoringServiceClient::new(app.channel.clone())
+        .fit_value_model(pb::FitValueModelRequest {
+            calibration_end: Some(midnight("1997-09-30")),
+            holdout_end: Some(midnight("1998-06-30")),
+            ..Default::default()
+        })
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    let want = reference();
+    let bg = model.bg_nbd.expect("bg/nbd");
+    for (got, want) in [bg.r, bg.alpha, bg.a, bg.b].into_iter().zip(want.params) {
+        assert!(
+            close(got, want, 1e-4),
+            "parameter {got} against lifetimes' {want}"
+        );
+    }
+    let h = model.holdout.expect("hold-out report");
+    let n = want.customers.len();
+    assert_eq!((h.customers as usize, h.holdout_days), (n, 273));
+    let actual: u32 = want.customers.iter().map(|c| c.1).sum();
+    assert_eq!(h.actual_purchases, i64::from(actual));
+    let predicted: f64 = want.customers.iter().map(|c| c.2).sum();
+    assert!(
+        close(h.predicted_purchases, predicted, 1e-4),
+        "{} against {predicted}",
+        h.predicted_purchases
+    );
+    let mae = want
+        .customers
+        .iter()
+        .map(|c| (c.2 - f64::from(c.1)).abs())
+        .sum::<f64>()
+        / n as f64;
+    let rmse = (want
+        .customers
+        .iter()
+        .map(|c| (c.2 - f64::from(c.1)).powi(2))
+        .sum::<f64>()
+        / n as f64)
+        .sqrt();
+    assert!(
+        close(h.mean_absolute_error, mae, 1e-4),
+        "{} {mae}",
+        h.mean_absolute_error
+    );
+    assert!(
+        close(h.root_mean_squared_error, rmse, 1e-4),
+        "{} {rmse}",
+        h.root_mean_squared_error
+    );
+    for row in &h.by_frequency {
+        let f = row.calibration_frequency as u32;
+        let members: Vec<&(u32, u32, f64)> = want
+            .customers
+            .iter()
+            .filter(|c| if row.or_more { c.0 >= f } else { c.0 == f })
+            .collect();
+        assert_eq!(row.customers as usize, members.len(), "frequency {f}");
+        let k = members.len() as f64;
+        let mean_actual = members.iter().map(|c| f64::from(c.1)).sum::<f64>() / k;
+        let mean_predicted = members.iter().map(|c| c.2).sum::<f64>() / k;
+        assert!(
+            close(row.mean_actual_purchases, mean_actual, 1e-12),
+            "frequency {f}"
+        );
+        assert!(
+            close(row.mean_predicted_purchases, mean_predicted, 1e-4),
+            "frequency {f}: {} against {mean_predicted}",
+            row.mean_predicted_purchases
+        );
+    }
+    assert_eq!(
+        h.by_frequency.iter().map(|r| r.customers).sum::<i64>(),
+        n as i64
+    );
+}
+
+crate::both_backends!(holdout_matches_lifetimes_on_cdnow);
