@@ -175,6 +175,7 @@ async fn generated_data_is_deterministic_complete_and_fits() {
                 purchase_model: PurchaseModel::DEFAULT,
                 penalizer_coef: 0.0,
                 holdout_end: now,
+                choose_by_holdout: false,
             },
             true,
             now,

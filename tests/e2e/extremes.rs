@@ -854,6 +854,7 @@ fn baseline(method: &str, pattern: &str, n: usize) -> Vec<u8> {
             purchase_model: spb::PurchaseModel::BgNbd as i32,
             penalizer_coef: Some(0.01),
             holdout_end: None,
+            choose_by_holdout: false,
         }
         .encode_to_vec(),
         "GetValueModel" => spb::GetValueModelRequest { version: 1 }.encode_to_vec(),

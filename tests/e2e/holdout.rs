@@ -91,7 +91,8 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
     for chunk in events.chunks(1_000) {
         app.record(chunk.to_vec()).await.expect("record");
     }
-    let model = ScoringServiceClient::new(app.channel.clone())
+    let mut client = ScoringServiceClient::new(app.channel.clone());
+    let model = client
         .fit_value_model(pb::FitValueModelRequest {
             calibration_end: Some(midnight("1997-09-30")),
             holdout_end: Some(midnight("1998-06-30")),
@@ -102,6 +103,7 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
         .into_inner()
         .model
         .expect("model");
+    let bg_report = model.holdout.clone();
     let want = reference();
     let bg = model.bg_nbd.expect("bg/nbd");
     for (got, want) in [bg.r, bg.alpha, bg.a, bg.b].into_iter().zip(want.params) {
@@ -169,6 +171,76 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
         h.by_frequency.iter().map(|r| r.customers).sum::<i64>(),
         n as i64
     );
+
+    // Every model fitted, the one of lowest hold-out RMSE scoring, every model's errors kept.
+    let chosen = client
+        .fit_value_model(pb::FitValueModelRequest {
+            calibration_end: Some(midnight("1997-09-30")),
+            holdout_end: Some(midnight("1998-06-30")),
+            choose_by_holdout: true,
+            activate: true,
+            ..Default::default()
+        })
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    let c = &chosen.holdout_comparison;
+    let models: Vec<i32> = c.iter().map(|m| m.purchase_model).collect();
+    assert_eq!(
+        models,
+        [
+            pb::PurchaseModel::BgNbd as i32,
+            pb::PurchaseModel::MbgNbd as i32,
+            pb::PurchaseModel::ParetoNbd as i32
+        ]
+    );
+    assert_eq!(c.iter().filter(|m| m.chosen).count(), 1);
+    let best = c.iter().find(|m| m.chosen).expect("chosen");
+    assert!(
+        c.iter()
+            .all(|m| best.root_mean_squared_error <= m.root_mean_squared_error)
+    );
+    assert_eq!(chosen.purchase_model, best.purchase_model);
+    let report = chosen.holdout.as_ref().expect("report");
+    assert_eq!(report.root_mean_squared_error, best.root_mean_squared_error);
+    assert!(chosen.mbg_nbd.is_some() && chosen.pareto_nbd.is_some());
+    // BG/NBD's row is the plain BG/NBD fit's report.
+    let bg = bg_report.expect("bg report");
+    assert_eq!(c[0].root_mean_squared_error, bg.root_mean_squared_error);
+    assert_eq!(c[0].mean_absolute_error, bg.mean_absolute_error);
+    assert!(
+        c.iter()
+            .all(|m| m.root_mean_squared_error.is_finite() && m.root_mean_squared_error > 0.0)
+    );
+    // No hold-out, or a model named as well: refused.
+    for (request, field) in [
+        (
+            pb::FitValueModelRequest {
+                choose_by_holdout: true,
+                ..Default::default()
+            },
+            "choose_by_holdout",
+        ),
+        (
+            pb::FitValueModelRequest {
+                calibration_end: Some(midnight("1997-09-30")),
+                choose_by_holdout: true,
+                purchase_model: pb::PurchaseModel::ParetoNbd as i32,
+                ..Default::default()
+            },
+            "purchase_model",
+        ),
+    ] {
+        let err = client.fit_value_model(request).await.expect_err(field);
+        crate::support::assert_status(
+            &err,
+            tonic::Code::InvalidArgument,
+            "INVALID_FIELD",
+            Some(field),
+        );
+    }
 }
 
 crate::both_backends!(holdout_matches_lifetimes_on_cdnow);

@@ -396,16 +396,29 @@ impl Engine {
                     value_indexes.push(vi);
                 }
             }
-            let mut doc = model::fit(request, &population, &revenues, value_indexes)?;
             // Only when the data go past the calibration end.
-            if let Some(days) = holdout_days.filter(|d| *d > 0) {
+            let holdout_days = holdout_days.filter(|d| *d > 0);
+            let evaluate = |doc: &ModelDoc| -> Result<model::HoldoutReport, ModelError> {
                 let model = model::ActiveModel::from_doc(0, calibration_end, doc.clone())?;
-                doc.holdout = Some(model::HoldoutReport::compute(
+                Ok(model::HoldoutReport::compute(
                     &model,
                     holdout_end,
-                    days,
+                    holdout_days.unwrap_or(0),
                     &compared,
-                ));
+                ))
+            };
+            if request.choose_by_holdout && holdout_days.is_some() {
+                return model::choose_by_holdout(
+                    request,
+                    &population,
+                    &revenues,
+                    &value_indexes,
+                    evaluate,
+                );
+            }
+            let mut doc = model::fit(request, &population, &revenues, value_indexes)?;
+            if holdout_days.is_some() {
+                doc.holdout = Some(evaluate(&doc)?);
             }
             Ok(doc)
         })

@@ -148,6 +148,9 @@ pub struct ModelDoc {
     /// Predicted against actual purchases after the calibration end, when the data go past it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdout: Option<HoldoutReport>,
+    /// With `choose_by_holdout`: every purchase model's hold-out errors and which was chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holdout_comparison: Vec<HoldoutChoice>,
     pub horizon_months: u32,
     pub monthly_discount_rate: f64,
     pub fit_millis: u64,
@@ -563,6 +566,9 @@ pub struct FitRequest {
     pub penalizer_coef: f64,
     /// End of the hold-out period the report covers (after `calibration_end`).
     pub holdout_end: Timestamp,
+    /// Fit every purchase model and score with the one of lowest hold-out RMSE (needs a
+    /// hold-out; `purchase_model` is then ignored).
+    pub choose_by_holdout: bool,
 }
 
 /// Fits both models on `population` (customers with at least one purchase by the calibration end)
@@ -596,6 +602,7 @@ pub fn fit(
         penalizer_coef: request.penalizer_coef,
         customers: population.len() as u64,
         holdout: None,
+        holdout_comparison: Vec::new(),
         horizon_months: request.horizon_months,
         monthly_discount_rate: request.monthly_discount_rate,
         fit_millis: 0,
@@ -649,6 +656,70 @@ pub struct HoldoutReport {
     /// By calibration frequency (repeat purchase days) 0, 1, …; the last row holds
     /// [`HOLDOUT_FREQUENCIES`] and more.
     pub by_frequency: Vec<HoldoutRow>,
+}
+
+/// One purchase model's hold-out errors, when FitValueModel chose between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutChoice {
+    pub purchase_model: PurchaseModel,
+    pub mean_absolute_error: f64,
+    pub root_mean_squared_error: f64,
+    pub aggregate_error_percent: Option<f64>,
+    /// The lowest RMSE (the first in BG/NBD, MBG/NBD, Pareto/NBD order on a tie).
+    pub chosen: bool,
+}
+
+/// Fits every purchase model on the same data and keeps the one whose hold-out RMSE is lowest:
+/// its document, with the other models' fits and every model's errors beside it. `evaluate`
+/// gives a fitted document's hold-out report.
+pub fn choose_by_holdout(
+    request: FitRequest,
+    population: &[DayRfm],
+    revenues: &[f64],
+    value_indexes: &[f64],
+    evaluate: impl Fn(&ModelDoc) -> Result<HoldoutReport, ModelError>,
+) -> Result<ModelDoc, ModelError> {
+    let mut fitted = Vec::new();
+    for purchase_model in [
+        PurchaseModel::BgNbd,
+        PurchaseModel::MbgNbd,
+        PurchaseModel::ParetoNbd,
+    ] {
+        let request = FitRequest {
+            purchase_model,
+            ..request
+        };
+        let doc = fit(request, population, revenues, value_indexes.to_vec())?;
+        let report = evaluate(&doc)?;
+        fitted.push((doc, report));
+    }
+    let best = fitted
+        .iter()
+        .enumerate()
+        .min_by(|(_, a), (_, b)| {
+            a.1.root_mean_squared_error
+                .total_cmp(&b.1.root_mean_squared_error)
+        })
+        .map_or(0, |(i, _)| i);
+    let comparison = fitted
+        .iter()
+        .enumerate()
+        .map(|(i, (doc, r))| HoldoutChoice {
+            purchase_model: doc.purchase_model,
+            mean_absolute_error: r.mean_absolute_error,
+            root_mean_squared_error: r.root_mean_squared_error,
+            aggregate_error_percent: r.aggregate_error_percent,
+            chosen: i == best,
+        })
+        .collect();
+    let mbg_nbd = fitted[1].0.mbg_nbd.clone();
+    let pareto_nbd = fitted[2].0.pareto_nbd.clone();
+    let (mut doc, report) = fitted.swap_remove(best);
+    doc.mbg_nbd = mbg_nbd;
+    doc.pareto_nbd = pareto_nbd;
+    doc.holdout = Some(report);
+    doc.holdout_comparison = comparison;
+    Ok(doc)
 }
 
 /// One calibration frequency of a [`HoldoutReport`].
@@ -906,6 +977,7 @@ mod tests {
             purchase_model: PurchaseModel::BgNbd,
             penalizer_coef: 0.0,
             holdout_end: Timestamp::from_micros(0),
+            choose_by_holdout: false,
         };
         let doc = fit(request, &population, &revenues, vec![50.0, 75.0]).expect("fit");
         assert!(doc.bg_nbd.converged);
@@ -1050,6 +1122,7 @@ mod tests {
                     purchase_model,
                     penalizer_coef: 0.0,
                     holdout_end: Timestamp::from_micros(0),
+                    choose_by_holdout: false,
                 };
                 let doc = fit(request, &population, &revenues, vec![]).expect("fit");
                 let name = purchase_model.name();
@@ -1109,6 +1182,7 @@ mod tests {
             purchase_model: PurchaseModel::BgNbd,
             penalizer_coef: 0.0,
             holdout_end: Timestamp::from_micros(0),
+            choose_by_holdout: false,
         };
         let doc = fit(request, &population, &revenues, vec![]).expect("fit");
         let mut json: serde_json::Value = serde_json::to_value(&doc).expect("encode");

@@ -180,6 +180,17 @@ pub fn model_to_proto(
         }),
         penalizer_coef: doc.penalizer_coef,
         holdout: doc.holdout.as_ref().map(holdout_to_proto),
+        holdout_comparison: doc
+            .holdout_comparison
+            .iter()
+            .map(|c| pb::HoldoutComparison {
+                purchase_model: purchase_model_to_proto(c.purchase_model).into(),
+                mean_absolute_error: c.mean_absolute_error,
+                root_mean_squared_error: c.root_mean_squared_error,
+                aggregate_error_percent: c.aggregate_error_percent,
+                chosen: c.chosen,
+            })
+            .collect(),
         customers: i64::try_from(doc.customers).unwrap_or(i64::MAX),
         horizon_months: i32::try_from(doc.horizon_months).unwrap_or(i32::MAX),
         monthly_discount_rate: doc.monthly_discount_rate,
@@ -609,6 +620,7 @@ impl ScoringService for ScoringApi {
             purchase_model,
             penalizer_coef,
             holdout_end,
+            choose_by_holdout,
         } = request.into_inner();
         let now = patron_grpc::time::now();
         let mut v = Violations::new();
@@ -627,6 +639,7 @@ impl ScoringService for ScoringApi {
             },
         };
         let unit = v.check("time_unit", unit_from_proto(time_unit));
+        let purchase_model_given = purchase_model != 0;
         let purchase_model = v.check("purchase_model", purchase_model_from_proto(purchase_model));
         let horizon = match horizon_months {
             0 => Some(12),
@@ -658,6 +671,22 @@ impl ScoringService for ScoringApi {
                 }
             },
         };
+        if choose_by_holdout {
+            if purchase_model_given {
+                v.add(
+                    "purchase_model",
+                    "leave unspecified with choose_by_holdout: every model is fitted",
+                );
+            }
+            if let (Some(c), Some(h)) = (calibration_end, holdout_end)
+                && c.day() >= h.day()
+            {
+                v.add(
+                    "choose_by_holdout",
+                    "needs a hold-out: a calibration_end before the day of holdout_end (or of now)",
+                );
+            }
+        }
         let penalizer_coef = penalizer_coef.unwrap_or(0.0);
         if !(0.0..=10.0).contains(&penalizer_coef) {
             v.add("penalizer_coef", "must be between 0 and 10");
@@ -688,6 +717,7 @@ impl ScoringService for ScoringApi {
             purchase_model,
             penalizer_coef,
             holdout_end,
+            choose_by_holdout,
         };
         let (stored, doc) = self
             .engine

@@ -704,6 +704,7 @@ pub async fn run(settings: Settings, customers: usize, seed: u64) -> Result<(), 
         purchase_model: PurchaseModel::DEFAULT,
         penalizer_coef: 0.0,
         holdout_end: now,
+        choose_by_holdout: false,
     };
     match engine.fit(request, true, now).await {
         Ok((stored, doc)) => {

@@ -957,6 +957,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
     let doc = ModelDoc {
         calibration_end: now.as_micros(),
         holdout: None,
+        holdout_comparison: Vec::new(),
         time_unit: TimeUnitKind::Days,
         purchase_model: PurchaseModel::BgNbd,
         mbg_nbd: None,
@@ -1019,6 +1020,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
                 purchase_model: PurchaseModel::BgNbd,
                 penalizer_coef: 0.0,
                 holdout_end: now,
+                choose_by_holdout: false,
             },
             &population,
             &revenues,
