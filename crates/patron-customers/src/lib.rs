@@ -329,7 +329,7 @@ impl CustomerService for CustomerApi {
         drop(tx);
         let written = writer
             .await
-            .map_err(|e| Status::internal(format!("stream writer failed: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("stream writer failed: {e}")))?;
         if let Some(status) = failure {
             tracing::warn!(%status, received = index, "event stream broke; committed batches stay");
             return Err(status);

@@ -52,6 +52,10 @@ pub enum ApiError {
     DeadlineExceeded,
     /// A storage failure.
     Store(StoreError),
+    /// A failure that is neither the caller's nor storage's: stored data that does not parse, an
+    /// encoder that failed, a task that panicked, a broken invariant. The detail is logged; the
+    /// client gets INTERNAL with a clean message.
+    Internal(String),
 }
 
 /// Handlers return this.
@@ -68,6 +72,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Refused { message, .. } => f.write_str(message),
             ApiError::DeadlineExceeded => f.write_str("deadline exceeded"),
             ApiError::Store(e) => write!(f, "{e}"),
+            ApiError::Internal(detail) => write!(f, "internal error: {detail}"),
         }
     }
 }
@@ -110,6 +115,11 @@ impl ApiError {
         let mut v = Violations::new();
         v.add(field, description);
         Self::invalid_with_reason(reason, v)
+    }
+
+    /// An internal failure; `detail` goes to the log only.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::Internal(detail.into())
     }
 
     pub fn not_found(reason: &'static str, resource: &'static str, id: impl Into<String>) -> Self {
@@ -243,9 +253,21 @@ impl From<ApiError> for Status {
                 info("DEADLINE_EXCEEDED", HashMap::new()),
             ),
             ApiError::Store(err) => store_status(&err),
+            ApiError::Internal(detail) => {
+                // The detail may name stored values or code paths: the log has it, not the client.
+                tracing::error!(error = %detail, "internal error");
+                Status::with_error_details(
+                    Code::Internal,
+                    INTERNAL_MESSAGE,
+                    info("INTERNAL", HashMap::new()),
+                )
+            }
         }
     }
 }
+
+/// The message of every INTERNAL status.
+const INTERNAL_MESSAGE: &str = "internal error; see the server log";
 
 fn store_status(err: &StoreError) -> Status {
     // Errors about the caller's own named records say which ones.
@@ -383,6 +405,62 @@ mod tests {
                         .contains("(and events[4].customer_id: must not be empty)")
                 );
             }
+        }
+    }
+
+    /// A `MakeWriter` that keeps what the log wrote.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    }
+
+    #[test]
+    fn internal_details_reach_the_log_and_never_the_client() {
+        let secret =
+            "stored program p1: expected value at line 1 column 7 (table loyalty_programs)";
+        for err in [
+            ApiError::internal(secret),
+            ApiError::Store(StoreError::Internal(secret.into())),
+        ] {
+            let log = Captured::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            let status = tracing::subscriber::with_default(subscriber, || Status::from(err));
+            assert_eq!(status.code(), Code::Internal);
+            assert!(status.message().starts_with("internal error"));
+            for part in ["p1", "loyalty_programs", "column"] {
+                assert!(!status.message().contains(part), "{status:?}");
+                assert!(
+                    !String::from_utf8_lossy(status.details()).contains(part),
+                    "{status:?}"
+                );
+            }
+            let details = status.get_error_details();
+            let info = details.error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, "INTERNAL");
+            assert!(info.metadata.is_empty());
+            assert!(log.text().contains(secret), "logged: {}", log.text());
         }
     }
 

@@ -76,26 +76,17 @@ fn reward_not_found(id: &str) -> ApiError {
 }
 
 fn parse_program(record: &ProgramRecord) -> ApiResult<ProgramDef> {
-    serde_json::from_str(&record.body).map_err(|e| {
-        ApiError::Store(StoreError::Internal(format!(
-            "stored program {}: {e}",
-            record.program_id
-        )))
-    })
+    serde_json::from_str(&record.body)
+        .map_err(|e| ApiError::internal(format!("stored program {}: {e}", record.program_id)))
 }
 
 fn parse_reward(record: &RewardRecord) -> ApiResult<RewardDef> {
-    serde_json::from_str(&record.body).map_err(|e| {
-        ApiError::Store(StoreError::Internal(format!(
-            "stored reward {}: {e}",
-            record.reward_id
-        )))
-    })
+    serde_json::from_str(&record.body)
+        .map_err(|e| ApiError::internal(format!("stored reward {}: {e}", record.reward_id)))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> ApiResult<String> {
-    serde_json::to_string(v)
-        .map_err(|e| ApiError::Store(StoreError::Internal(format!("encode: {e}"))))
+    serde_json::to_string(v).map_err(|e| ApiError::internal(format!("encode: {e}")))
 }
 
 fn id_field(id: &str, field: &str) -> ApiResult<()> {
@@ -120,7 +111,7 @@ fn refusal(reason: &str) -> ApiError {
         ops::REDEMPTION_NOT_FOUND => ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", ""),
         ops::REWARD_NOT_FOUND => reward_not_found(""),
         ops::OVERFLOW => ApiError::Store(StoreError::Overflow("points".into())),
-        other => ApiError::Store(StoreError::Internal(format!("refused: {other}"))),
+        other => ApiError::internal(format!("refused: {other}")),
     }
 }
 
@@ -603,12 +594,13 @@ impl LoyaltyService for LoyaltyApi {
             .mutate(&program_id, &customer, now, &ops::Enroll)
             .await?;
         let MutateOutcome::Applied { loaded, changes } = outcome else {
-            return Err(ApiError::Store(StoreError::Internal("enrolment refused".into())).into());
+            return Err(ApiError::internal("enrolment refused").into());
         };
         let created = changes.member.is_some();
-        let member = changes.member.or(loaded.member).ok_or_else(|| {
-            ApiError::Store(StoreError::Internal("enrolment left no member".into()))
-        })?;
+        let member = changes
+            .member
+            .or(loaded.member)
+            .ok_or_else(|| ApiError::internal("enrolment left no member"))?;
         Ok(Response::new(pb::EnrollResponse {
             membership: Some(self.membership(
                 &program_id,
@@ -764,9 +756,7 @@ impl LoyaltyService for LoyaltyApi {
                 }))
             }
             MutateOutcome::Refused(r) => Err(refusal(&r).into()),
-            MutateOutcome::OutOfStock => {
-                Err(ApiError::Store(StoreError::Internal("stock in adjust".into())).into())
-            }
+            MutateOutcome::OutOfStock => Err(ApiError::internal("stock in adjust").into()),
         }
     }
 
@@ -1137,10 +1127,7 @@ impl LoyaltyService for LoyaltyApi {
                     (Some(r), _) => (r, false),
                     (None, Some(previous)) => (previous, true),
                     (None, None) => {
-                        return Err(ApiError::Store(StoreError::Internal(
-                            "redemption without record".into(),
-                        ))
-                        .into());
+                        return Err(ApiError::internal("redemption without record").into());
                     }
                 }
             }
@@ -1233,7 +1220,7 @@ impl LoyaltyService for LoyaltyApi {
             }
             MutateOutcome::Refused(r) => return Err(refusal(&r).into()),
             MutateOutcome::OutOfStock => {
-                return Err(ApiError::Store(StoreError::Internal("stock in cancel".into())).into());
+                return Err(ApiError::internal("stock in cancel").into());
             }
         };
         let balances = self.balances_now(&program_id, &customer).await?;

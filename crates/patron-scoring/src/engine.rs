@@ -330,6 +330,8 @@ pub enum FitError {
     CalibrationBeforeLatestPurchase,
     Model(ModelError),
     Store(StoreError),
+    /// Not the caller's, not storage's: e.g. the model did not encode.
+    Internal(String),
 }
 
 impl Engine {
@@ -373,7 +375,7 @@ impl Engine {
         .map_err(|e| FitError::Model(ModelError::Math(format!("fit task failed: {e}"))))?
         .map_err(FitError::Model)?;
         let body = serde_json::to_string(&doc)
-            .map_err(|e| FitError::Store(StoreError::Internal(format!("encode model: {e}"))))?;
+            .map_err(|e| FitError::Internal(format!("encode model: {e}")))?;
         let stored = self
             .store
             .insert_value_model(&body, now, doc.activation(activate))

@@ -23,7 +23,7 @@ pub async fn row_as_of(
     let mut cursor = EventCursor {
         occurred_at: Timestamp::from_micros(as_of.as_micros().saturating_add(1)),
         event_id: EventId::parse(" ")
-            .map_err(|e| ApiError::Store(patron_store::StoreError::Internal(e.to_string())))?,
+            .map_err(|e| ApiError::internal(format!("the smallest event id: {e}")))?,
     };
     loop {
         let page = store

@@ -628,6 +628,7 @@ impl ScoringService for ScoringApi {
             }
             FitError::Model(model::ModelError::Math(m)) => ApiError::FailedPrecondition { reason: "FIT_FAILED", message: m },
             FitError::Store(e) => ApiError::from(e),
+            FitError::Internal(detail) => ApiError::Internal(detail),
         })?;
         tracing::info!(
             version = stored.version,
@@ -804,7 +805,7 @@ impl ScoringService for ScoringApi {
             return Err(ApiError::invalid(v).into());
         }
         let body = serde_json::to_string(&next)
-            .map_err(|e| Status::internal(format!("encode policy: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("encode policy: {e}")))?;
         let expected = (policy.revision != 0).then_some(policy.revision);
         let stored = self
             .engine
@@ -1037,7 +1038,9 @@ impl Walk {
                     self.exhausted = true;
                     self.ahead = None;
                     self.out = Vec::new();
-                    return Some(Err(Status::internal("computing customer values failed")));
+                    return Some(Err(
+                        ApiError::internal("computing customer values failed").into()
+                    ));
                 }
             }
             if self.out.len() >= self.chunk {

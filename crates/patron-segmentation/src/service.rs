@@ -365,9 +365,7 @@ impl SegmentationService for SegmentationApi {
         let stored =
             registry::compile_stored(record.clone(), &|s: &str| snapshot.exists(s) || s == id)
                 .ok_or_else(|| {
-                    ApiError::Store(StoreError::Internal(format!(
-                        "stored segment {id} does not compile"
-                    )))
+                    ApiError::internal(format!("stored segment {id} does not compile"))
                 })?;
         Ok(Response::new(pb::GetSegmentResponse {
             segment: Some(stored_to_proto(&stored)),
@@ -732,7 +730,7 @@ impl SegmentationService for SegmentationApi {
             )
         })
         .await
-        .map_err(|e| ApiError::Store(StoreError::Internal(format!("member scan failed: {e}"))))?;
+        .map_err(|e| ApiError::internal(format!("member scan failed: {e}")))?;
         let next_page_token = match (full, ids.last()) {
             (true, Some(last)) => PageToken::encode(&scope, &[last.as_str()]),
             _ => String::new(),
@@ -817,7 +815,7 @@ impl SegmentationApi {
             membership::count(&rows, &program, &state, &snapshot, now, sample)
         })
         .await
-        .map_err(|e| ApiError::Store(StoreError::Internal(format!("segment scan failed: {e}"))))
+        .map_err(|e| ApiError::internal(format!("segment scan failed: {e}")))
     }
 
     pub(crate) fn engine(&self) -> &Arc<Engine> {
