@@ -174,10 +174,7 @@ impl LoyaltyApi {
         let row = self.engine.get_or_load(customer).await?.ok_or_else(|| {
             ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", customer.as_str())
         })?;
-        let since = row
-            .signed_up_at
-            .or(row.summary.totals.first_event_at)
-            .unwrap_or(row.create_time);
+        let since = row.since();
         let now = patron_grpc::time::now();
         Ok(MemberContext {
             tenure_start: since.day(),
@@ -256,11 +253,7 @@ impl LoyaltyApi {
             let Some(row) = self.engine.get(customer) else {
                 continue;
             };
-            let tenure_start = row
-                .signed_up_at
-                .or(row.summary.totals.first_event_at)
-                .unwrap_or(row.create_time)
-                .day();
+            let tenure_start = row.since().day();
             for (program_id, def) in &programs {
                 let def: &ProgramDef = def;
                 let member = enrolled.contains(program_id);

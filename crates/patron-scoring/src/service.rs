@@ -40,10 +40,7 @@ fn subject_of(row: &SummaryRow) -> Subject<'_> {
     Subject {
         customer_id: row.customer_id.as_str(),
         summary: &row.summary,
-        since: row
-            .signed_up_at
-            .or(row.summary.totals.first_event_at)
-            .or(Some(row.create_time)),
+        since: Some(row.since()),
     }
 }
 
