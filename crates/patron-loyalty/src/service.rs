@@ -1,7 +1,7 @@
 //! The LoyaltyService handlers, the earner (points from recorded events) and the expiry task.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use patron_domain::loyalty::program::ProgramDef;
@@ -15,7 +15,7 @@ use patron_proto::loyalty::v1::loyalty_service_server::LoyaltyService;
 use patron_scoring::engine::Engine;
 use patron_segmentation::SegmentationApi;
 use patron_store::loyalty::{
-    MemberOp, MemberRow, MutateOutcome, ProgramRecord, RedemptionRecord, RewardRecord,
+    MemberOp, MemberRow, MutateOutcome, ProgramRecord, RedemptionRecord, Refusal, RewardRecord,
 };
 use patron_store::{Store, StoreError};
 use tonic::{Request, Response, Status};
@@ -93,25 +93,39 @@ fn id_field(id: &str, field: &str) -> ApiResult<()> {
     check_id(id).map_err(|m| ApiError::invalid_field("INVALID_FIELD", field, m))
 }
 
-fn refusal(reason: &str) -> ApiError {
-    match reason {
-        ops::NOT_ENROLLED => ApiError::FailedPrecondition {
+fn refusal(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NotEnrolled => ApiError::FailedPrecondition {
             reason: "NOT_ENROLLED",
             message: "the customer is not a member of the program; enrol first".into(),
         },
-        ops::REQUEST_ID_REUSED => ApiError::FailedPrecondition {
+        Refusal::RequestIdReused => ApiError::FailedPrecondition {
             reason: "REQUEST_ID_REUSED",
             message: "this request_id was used for a different request; use a new request_id"
                 .into(),
         },
-        ops::INSUFFICIENT_POINTS => ApiError::FailedPrecondition {
+        Refusal::InsufficientPoints => ApiError::FailedPrecondition {
             reason: "INSUFFICIENT_POINTS",
             message: "not enough available points; nothing was changed".into(),
         },
-        ops::REDEMPTION_NOT_FOUND => ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", ""),
-        ops::REWARD_NOT_FOUND => reward_not_found(""),
-        ops::OVERFLOW => ApiError::Store(StoreError::Overflow("points".into())),
-        other => ApiError::internal(format!("refused: {other}")),
+        Refusal::RedemptionNotFound => {
+            ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", "")
+        }
+        Refusal::RewardNotFound => reward_not_found(""),
+        Refusal::Overflow => ApiError::Store(StoreError::Overflow("points".into())),
+        Refusal::NotEligible(unmet) => {
+            let reasons: Vec<&str> = unmet.iter().map(|u| u.reason.name()).collect();
+            let details: Vec<String> = unmet
+                .iter()
+                .map(|u| format!("{}: {}", u.reason.name(), u.detail))
+                .collect();
+            ApiError::Refused {
+                reason: "NOT_ELIGIBLE",
+                message: format!("not eligible: {}; nothing was changed", details.join("; ")),
+                metadata: vec![("reasons".into(), reasons.join(","))],
+            }
+        }
+        Refusal::Internal(detail) => ApiError::internal(format!("refused: {detail}")),
     }
 }
 
@@ -279,7 +293,7 @@ impl LoyaltyApi {
                     let now = patron_grpc::time::now();
                     match self.apply(program_id, customer, now, &op).await? {
                         MutateOutcome::Applied { .. } => {}
-                        MutateOutcome::Refused(r) if r == ops::NOT_ENROLLED => {}
+                        MutateOutcome::Refused(Refusal::NotEnrolled) => {}
                         other => {
                             tracing::warn!(?other, program = %program_id, "loyalty: event not applied")
                         }
@@ -748,7 +762,7 @@ impl LoyaltyService for LoyaltyApi {
                     replayed,
                 }))
             }
-            MutateOutcome::Refused(r) => Err(refusal(&r).into()),
+            MutateOutcome::Refused(r) => Err(refusal(r).into()),
             MutateOutcome::OutOfStock => Err(ApiError::internal("stock in adjust").into()),
         }
     }
@@ -1110,7 +1124,6 @@ impl LoyaltyService for LoyaltyApi {
             ctx,
             redemption_id: new_redemption_id(),
             issuer: caller.unwrap_or_else(|| "system".into()),
-            unmet: Mutex::new(Vec::new()),
         };
         let now = patron_grpc::time::now();
         let outcome = self.mutate(&program_id, &customer, now, &op).await?;
@@ -1132,21 +1145,7 @@ impl LoyaltyService for LoyaltyApi {
                 }
                 .into());
             }
-            MutateOutcome::Refused(r) if r == ops::NOT_ELIGIBLE => {
-                let unmet = op.unmet.lock().map(|u| u.clone()).unwrap_or_default();
-                let reasons: Vec<&str> = unmet.iter().map(|u| u.reason.name()).collect();
-                let details: Vec<String> = unmet
-                    .iter()
-                    .map(|u| format!("{}: {}", u.reason.name(), u.detail))
-                    .collect();
-                return Err(ApiError::Refused {
-                    reason: "NOT_ELIGIBLE",
-                    message: format!("not eligible: {}; nothing was changed", details.join("; ")),
-                    metadata: vec![("reasons".into(), reasons.join(","))],
-                }
-                .into());
-            }
-            MutateOutcome::Refused(r) => return Err(refusal(&r).into()),
+            MutateOutcome::Refused(r) => return Err(refusal(r).into()),
         };
         let balances = self.balances_now(&program_id, &customer).await?;
         Ok(Response::new(pb::RedeemRewardResponse {
@@ -1203,7 +1202,7 @@ impl LoyaltyService for LoyaltyApi {
                     ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", &redemption_id)
                 })?
             }
-            MutateOutcome::Refused(r) if r == ops::REDEMPTION_NOT_FOUND => {
+            MutateOutcome::Refused(Refusal::RedemptionNotFound) => {
                 return Err(ApiError::not_found(
                     "REDEMPTION_NOT_FOUND",
                     "redemption",
@@ -1211,7 +1210,7 @@ impl LoyaltyService for LoyaltyApi {
                 )
                 .into());
             }
-            MutateOutcome::Refused(r) => return Err(refusal(&r).into()),
+            MutateOutcome::Refused(r) => return Err(refusal(r).into()),
             MutateOutcome::OutOfStock => {
                 return Err(ApiError::internal("stock in cancel").into());
             }
