@@ -21,30 +21,115 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of every Patron error.
 pub const ERROR_DOMAIN: &str = "patron.dev";
 
+/// The `ErrorInfo.reason` of a handler's error. The strings are part of the API: clients match
+/// on them, so a variant's string never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A request field is invalid (the default of validation errors).
+    InvalidField,
+    /// A batch request names nothing.
+    EmptyBatch,
+    /// A batch request names more than its limit.
+    BatchTooLarge,
+    /// `page_size` is negative.
+    InvalidPageSize,
+    /// A page token is not one this server issued for this request.
+    InvalidPageToken,
+    /// A segment rule does not parse or type-check.
+    InvalidRule,
+    /// A segment rule is over its size limit.
+    RuleTooLarge,
+    /// Segments would depend on each other in a circle.
+    SegmentCycle,
+    /// The consistency-token metadata does not parse.
+    InvalidConsistencyToken,
+    CustomerNotFound,
+    ProgramNotFound,
+    RewardNotFound,
+    MemberNotFound,
+    RedemptionNotFound,
+    ModelNotFound,
+    SegmentNotFound,
+    NotEnrolled,
+    NotEligible,
+    NotInTargetSegment,
+    RequestIdReused,
+    InsufficientPoints,
+    AsOfBeforeFirstEvent,
+    CalibrationBeforeLatestPurchase,
+    NotEnoughData,
+    FitFailed,
+    SegmentInUse,
+    BuiltInSegment,
+    /// Used by tests of the error mapping.
+    #[cfg(test)]
+    Test,
+}
+
+impl Reason {
+    /// The wire string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidField => "INVALID_FIELD",
+            Reason::EmptyBatch => "EMPTY_BATCH",
+            Reason::BatchTooLarge => "BATCH_TOO_LARGE",
+            Reason::InvalidPageSize => "INVALID_PAGE_SIZE",
+            Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Reason::InvalidRule => "INVALID_RULE",
+            Reason::RuleTooLarge => "RULE_TOO_LARGE",
+            Reason::SegmentCycle => "SEGMENT_CYCLE",
+            Reason::InvalidConsistencyToken => "INVALID_CONSISTENCY_TOKEN",
+            Reason::CustomerNotFound => "CUSTOMER_NOT_FOUND",
+            Reason::ProgramNotFound => "PROGRAM_NOT_FOUND",
+            Reason::RewardNotFound => "REWARD_NOT_FOUND",
+            Reason::MemberNotFound => "MEMBER_NOT_FOUND",
+            Reason::RedemptionNotFound => "REDEMPTION_NOT_FOUND",
+            Reason::ModelNotFound => "MODEL_NOT_FOUND",
+            Reason::SegmentNotFound => "SEGMENT_NOT_FOUND",
+            Reason::NotEnrolled => "NOT_ENROLLED",
+            Reason::NotEligible => "NOT_ELIGIBLE",
+            Reason::NotInTargetSegment => "NOT_IN_TARGET_SEGMENT",
+            Reason::RequestIdReused => "REQUEST_ID_REUSED",
+            Reason::InsufficientPoints => "INSUFFICIENT_POINTS",
+            Reason::AsOfBeforeFirstEvent => "AS_OF_BEFORE_FIRST_EVENT",
+            Reason::CalibrationBeforeLatestPurchase => "CALIBRATION_BEFORE_LATEST_PURCHASE",
+            Reason::NotEnoughData => "NOT_ENOUGH_DATA",
+            Reason::FitFailed => "FIT_FAILED",
+            Reason::SegmentInUse => "SEGMENT_IN_USE",
+            Reason::BuiltInSegment => "BUILT_IN_SEGMENT",
+            #[cfg(test)]
+            Reason::Test => "X",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a handler can fail with.
 #[derive(Debug)]
 pub enum ApiError {
     /// Bad request fields. Reason `INVALID_FIELD` unless more specific (e.g. `BATCH_TOO_LARGE`).
     InvalidArgument {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         violations: Vec<FieldViolation>,
     },
     /// A named resource does not exist. Reason e.g. `CUSTOMER_NOT_FOUND`.
     NotFound {
-        reason: &'static str,
+        reason: Reason,
         resource: &'static str,
         id: String,
     },
     /// The request is valid but the system is not in a state to run it.
-    FailedPrecondition {
-        reason: &'static str,
-        message: String,
-    },
+    FailedPrecondition { reason: Reason, message: String },
     /// Like `FailedPrecondition`, with ErrorInfo metadata (e.g. the unmet conditions of a
     /// redemption).
     Refused {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         metadata: Vec<(String, String)>,
     },
@@ -82,11 +167,11 @@ impl std::error::Error for ApiError {}
 impl ApiError {
     /// A validation failure naming every bad field.
     pub fn invalid(violations: Violations) -> Self {
-        Self::invalid_with_reason("INVALID_FIELD", violations)
+        Self::invalid_with_reason(Reason::InvalidField, violations)
     }
 
     /// A validation failure with a specific reason.
-    pub fn invalid_with_reason(reason: &'static str, violations: Violations) -> Self {
+    pub fn invalid_with_reason(reason: Reason, violations: Violations) -> Self {
         let violations = violations.into_vec();
         let message = match violations.as_slice() {
             [] => "invalid request".to_owned(),
@@ -108,7 +193,7 @@ impl ApiError {
 
     /// One bad field.
     pub fn invalid_field(
-        reason: &'static str,
+        reason: Reason,
         field: impl Into<String>,
         description: impl Into<String>,
     ) -> Self {
@@ -122,7 +207,7 @@ impl ApiError {
         Self::Internal(detail.into())
     }
 
-    pub fn not_found(reason: &'static str, resource: &'static str, id: impl Into<String>) -> Self {
+    pub fn not_found(reason: Reason, resource: &'static str, id: impl Into<String>) -> Self {
         Self::NotFound {
             reason,
             resource,
@@ -152,7 +237,7 @@ pub fn check_resource_id(id: &str) -> Result<(), String> {
 /// Parses a customer id from the request field `field`; INVALID_ARGUMENT naming it otherwise.
 pub fn parse_customer_id(s: &str, field: &str) -> ApiResult<patron_domain::CustomerId> {
     patron_domain::CustomerId::parse(s)
-        .map_err(|e| ApiError::invalid_field("INVALID_FIELD", field, e.to_string()))
+        .map_err(|e| ApiError::invalid_field(Reason::InvalidField, field, e.to_string()))
 }
 
 impl From<StoreError> for ApiError {
@@ -212,7 +297,7 @@ impl From<ApiError> for Status {
                 if omitted > 0 {
                     meta.insert("omitted_violations".to_owned(), omitted.to_string());
                 }
-                let mut details = info(reason, meta);
+                let mut details = info(reason.as_str(), meta);
                 for (field, description) in listed {
                     details.add_bad_request_violation(field, description);
                 }
@@ -227,12 +312,12 @@ impl From<ApiError> for Status {
                     ("resource".to_owned(), resource.to_owned()),
                     ("id".to_owned(), capped(id, MAX_VIOLATION_PART_BYTES)),
                 ]);
-                Status::with_error_details(Code::NotFound, message, info(reason, meta))
+                Status::with_error_details(Code::NotFound, message, info(reason.as_str(), meta))
             }
             ApiError::FailedPrecondition { reason, .. } => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,
-                info(reason, HashMap::new()),
+                info(reason.as_str(), HashMap::new()),
             ),
             ApiError::Refused {
                 reason, metadata, ..
@@ -240,7 +325,7 @@ impl From<ApiError> for Status {
                 Code::FailedPrecondition,
                 message,
                 info(
-                    reason,
+                    reason.as_str(),
                     metadata
                         .into_iter()
                         .map(|(k, v)| (k, capped(v, MAX_VIOLATION_PART_BYTES)))
@@ -347,7 +432,7 @@ mod tests {
         let cases: Vec<(ApiError, Code, &str)> = vec![
             (ApiError::invalid(v), Code::InvalidArgument, "INVALID_FIELD"),
             (
-                ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", "c1"),
+                ApiError::not_found(Reason::CustomerNotFound, "customer", "c1"),
                 Code::NotFound,
                 "CUSTOMER_NOT_FOUND",
             ),
@@ -501,13 +586,13 @@ mod tests {
         assert_eq!(omitted + bad.field_violations.len(), 10_001);
 
         for err in [
-            ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", huge.clone()),
+            ApiError::not_found(Reason::CustomerNotFound, "customer", huge.clone()),
             ApiError::FailedPrecondition {
-                reason: "X",
+                reason: Reason::Test,
                 message: huge.clone(),
             },
             ApiError::Refused {
-                reason: "X",
+                reason: Reason::Test,
                 message: huge.clone(),
                 metadata: vec![("why".into(), huge.clone())],
             },

@@ -9,7 +9,7 @@ use patron_domain::loyalty::reward::RewardDef;
 use patron_domain::loyalty::tier;
 use patron_domain::{Currency, CustomerId, Day, Event, EventId, Timestamp, Violations};
 use patron_grpc::time::to_proto;
-use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
 use patron_proto::loyalty::v1 as pb;
 use patron_proto::loyalty::v1::loyalty_service_server::LoyaltyService;
 use patron_scoring::engine::Engine;
@@ -68,11 +68,11 @@ pub struct LoyaltyApi {
 }
 
 fn program_not_found(id: &str) -> ApiError {
-    ApiError::not_found("PROGRAM_NOT_FOUND", "program", id)
+    ApiError::not_found(Reason::ProgramNotFound, "program", id)
 }
 
 fn reward_not_found(id: &str) -> ApiError {
-    ApiError::not_found("REWARD_NOT_FOUND", "reward", id)
+    ApiError::not_found(Reason::RewardNotFound, "reward", id)
 }
 
 fn parse_program(record: &ProgramRecord) -> ApiResult<ProgramDef> {
@@ -90,26 +90,26 @@ fn encode<T: serde::Serialize>(v: &T) -> ApiResult<String> {
 }
 
 fn id_field(id: &str, field: &str) -> ApiResult<()> {
-    check_id(id).map_err(|m| ApiError::invalid_field("INVALID_FIELD", field, m))
+    check_id(id).map_err(|m| ApiError::invalid_field(Reason::InvalidField, field, m))
 }
 
 fn refusal(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::NotEnrolled => ApiError::FailedPrecondition {
-            reason: "NOT_ENROLLED",
+            reason: Reason::NotEnrolled,
             message: "the customer is not a member of the program; enrol first".into(),
         },
         Refusal::RequestIdReused => ApiError::FailedPrecondition {
-            reason: "REQUEST_ID_REUSED",
+            reason: Reason::RequestIdReused,
             message: "this request_id was used for a different request; use a new request_id"
                 .into(),
         },
         Refusal::InsufficientPoints => ApiError::FailedPrecondition {
-            reason: "INSUFFICIENT_POINTS",
+            reason: Reason::InsufficientPoints,
             message: "not enough available points; nothing was changed".into(),
         },
         Refusal::RedemptionNotFound => {
-            ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", "")
+            ApiError::not_found(Reason::RedemptionNotFound, "redemption", "")
         }
         Refusal::RewardNotFound => reward_not_found(""),
         Refusal::Overflow => ApiError::Store(StoreError::Overflow("points".into())),
@@ -120,7 +120,7 @@ fn refusal(refusal: Refusal) -> ApiError {
                 .map(|u| format!("{}: {}", u.reason.name(), u.detail))
                 .collect();
             ApiError::Refused {
-                reason: "NOT_ELIGIBLE",
+                reason: Reason::NotEligible,
                 message: format!("not eligible: {}; nothing was changed", details.join("; ")),
                 metadata: vec![("reasons".into(), reasons.join(","))],
             }
@@ -186,7 +186,7 @@ impl LoyaltyApi {
     ) -> ApiResult<MemberContext> {
         // Read through: a customer created through another server process is loaded on demand.
         let row = self.engine.get_or_load(customer).await?.ok_or_else(|| {
-            ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", customer.as_str())
+            ApiError::not_found(Reason::CustomerNotFound, "customer", customer.as_str())
         })?;
         let since = row.since();
         let now = patron_grpc::time::now();
@@ -238,7 +238,9 @@ impl LoyaltyApi {
             .store
             .get_member(program_id, customer)
             .await?
-            .ok_or_else(|| ApiError::not_found("MEMBER_NOT_FOUND", "member", customer.as_str()))?;
+            .ok_or_else(|| {
+                ApiError::not_found(Reason::MemberNotFound, "member", customer.as_str())
+            })?;
         Ok(convert::balances_to_proto(
             &member
                 .wallet
@@ -394,7 +396,9 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::CreateProgramRequest>,
     ) -> Result<Response<pb::CreateProgramResponse>, Status> {
         let Some(p) = request.into_inner().program else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "program", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "program", "is required").into(),
+            );
         };
         let mut v = Violations::new();
         if let Err(m) = check_id(&p.program_id) {
@@ -491,7 +495,9 @@ impl LoyaltyService for LoyaltyApi {
             expected_revision,
         } = request.into_inner();
         let Some(p) = program else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "program", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "program", "is required").into(),
+            );
         };
         id_field(&p.program_id, "program.program_id")?;
         let (_, current) = self.program(&p.program_id).await?;
@@ -588,7 +594,7 @@ impl LoyaltyService for LoyaltyApi {
             .await?;
         if ctx.in_segment == Some(false) {
             return Err(ApiError::FailedPrecondition {
-                reason: "NOT_IN_TARGET_SEGMENT",
+                reason: Reason::NotInTargetSegment,
                 message: format!(
                     "the program is for segment {:?}, which the customer is not in",
                     def.target_segment.as_deref().unwrap_or("")
@@ -638,7 +644,9 @@ impl LoyaltyService for LoyaltyApi {
             .get_member(&program_id, &customer)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("MEMBER_NOT_FOUND", "member", customer.as_str()))?;
+            .ok_or_else(|| {
+                ApiError::not_found(Reason::MemberNotFound, "member", customer.as_str())
+            })?;
         let now = patron_grpc::time::now();
         Ok(Response::new(pb::GetMembershipResponse {
             membership: Some(self.membership(
@@ -670,7 +678,7 @@ impl LoyaltyService for LoyaltyApi {
             None => None,
             Some(t) => Some(t.position[0].parse::<i64>().map_err(|_| {
                 ApiError::invalid_field(
-                    "INVALID_PAGE_TOKEN",
+                    Reason::InvalidPageToken,
                     "page_token",
                     "is not a page token issued for this request",
                 )
@@ -730,8 +738,9 @@ impl LoyaltyService for LoyaltyApi {
             return Err(ApiError::invalid(v).into());
         }
         let customer = parse_customer(&customer_id)?;
-        let key =
-            key.map_err(|e| ApiError::invalid_field("INVALID_FIELD", "request_id", e.to_string()))?;
+        let key = key.map_err(|e| {
+            ApiError::invalid_field(Reason::InvalidField, "request_id", e.to_string())
+        })?;
         let (_, def) = self.program(&program_id).await?;
         let now = patron_grpc::time::now();
         let issuer = match (&caller, issuer.trim()) {
@@ -772,7 +781,9 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::CreateRewardRequest>,
     ) -> Result<Response<pb::CreateRewardResponse>, Status> {
         let Some(r) = request.into_inner().reward else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "reward", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "reward", "is required").into(),
+            );
         };
         let mut v = Violations::new();
         if let Err(m) = check_id(&r.reward_id) {
@@ -889,7 +900,9 @@ impl LoyaltyService for LoyaltyApi {
             expected_revision,
         } = request.into_inner();
         let Some(r) = reward else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "reward", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "reward", "is required").into(),
+            );
         };
         id_field(&r.reward_id, "reward.reward_id")?;
         let current_record = self
@@ -975,7 +988,7 @@ impl LoyaltyService for LoyaltyApi {
         let customer = parse_customer(&customer_id)?;
         if reward_ids.len() > MAX_ELIGIBILITY_IDS {
             return Err(ApiError::invalid_field(
-                "BATCH_TOO_LARGE",
+                Reason::BatchTooLarge,
                 "reward_ids",
                 format!("at most {MAX_ELIGIBILITY_IDS}"),
             )
@@ -1139,7 +1152,7 @@ impl LoyaltyService for LoyaltyApi {
             }
             MutateOutcome::OutOfStock => {
                 return Err(ApiError::Refused {
-                    reason: "NOT_ELIGIBLE",
+                    reason: Reason::NotEligible,
                     message: "the reward is out of stock; nothing was changed".into(),
                     metadata: vec![("reasons".into(), "OUT_OF_STOCK".into())],
                 }
@@ -1187,7 +1200,7 @@ impl LoyaltyService for LoyaltyApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| {
-                ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", &redemption_id)
+                ApiError::not_found(Reason::RedemptionNotFound, "redemption", &redemption_id)
             })?;
         let op = ops::Cancel {
             redemption_id: &redemption_id,
@@ -1199,12 +1212,12 @@ impl LoyaltyService for LoyaltyApi {
         let redemption = match self.mutate(&program_id, &customer, now, &op).await? {
             MutateOutcome::Applied { loaded, changes } => {
                 changes.redemption.or(loaded.redemption).ok_or_else(|| {
-                    ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", &redemption_id)
+                    ApiError::not_found(Reason::RedemptionNotFound, "redemption", &redemption_id)
                 })?
             }
             MutateOutcome::Refused(Refusal::RedemptionNotFound) => {
                 return Err(ApiError::not_found(
-                    "REDEMPTION_NOT_FOUND",
+                    Reason::RedemptionNotFound,
                     "redemption",
                     &redemption_id,
                 )

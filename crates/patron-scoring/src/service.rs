@@ -8,7 +8,7 @@ use patron_domain::{
     CustomerId, CustomerSummary, Day, RatingTotal, Timestamp, Violations, clv::TimeUnitKind,
 };
 use patron_grpc::time::{from_proto, to_proto};
-use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
 use patron_proto::scoring::v1 as pb;
 use patron_proto::scoring::v1::scoring_service_server::ScoringService;
 use patron_store::{StoredModel, SummaryRow};
@@ -402,11 +402,11 @@ impl ScoringService for ScoringApi {
             None => now,
             Some(t) => {
                 let t = from_proto(&t).map_err(|e| {
-                    ApiError::invalid_field("INVALID_FIELD", "as_of", e.to_string())
+                    ApiError::invalid_field(Reason::InvalidField, "as_of", e.to_string())
                 })?;
                 if t > now {
                     return Err(ApiError::invalid_field(
-                        "INVALID_FIELD",
+                        Reason::InvalidField,
                         "as_of",
                         "must not be in the future",
                     )
@@ -415,15 +415,14 @@ impl ScoringService for ScoringApi {
                 t
             }
         };
-        let row = self
-            .engine
-            .get(&id)
-            .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))?;
+        let row = self.engine.get(&id).ok_or_else(|| {
+            ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str())
+        })?;
         let state = self.engine.state();
         let totals = &row.summary.totals;
         if totals.first_event_at.is_some_and(|first| as_of < first) {
             return Err(ApiError::invalid_field(
-                "AS_OF_BEFORE_FIRST_EVENT",
+                Reason::AsOfBeforeFirstEvent,
                 "as_of",
                 "is before the customer's first event; there is nothing to describe",
             )
@@ -450,7 +449,7 @@ impl ScoringService for ScoringApi {
         let pb::BatchGetCustomerValuesRequest { customer_ids } = request.into_inner();
         if customer_ids.is_empty() {
             return Err(ApiError::invalid_field(
-                "EMPTY_BATCH",
+                Reason::EmptyBatch,
                 "customer_ids",
                 "must contain 1 to 1000 ids",
             )
@@ -458,7 +457,7 @@ impl ScoringService for ScoringApi {
         }
         if customer_ids.len() > MAX_BATCH_IDS {
             return Err(ApiError::invalid_field(
-                "BATCH_TOO_LARGE",
+                Reason::BatchTooLarge,
                 "customer_ids",
                 format!(
                     "has {} ids; at most {MAX_BATCH_IDS} are allowed per call",
@@ -515,7 +514,7 @@ impl ScoringService for ScoringApi {
             Ok(pb::CustomerValueView::Basic) => false,
             Err(_) => {
                 return Err(ApiError::invalid_field(
-                    "INVALID_FIELD",
+                    Reason::InvalidField,
                     "view",
                     format!("{view} is not a CustomerValueView value"),
                 )
@@ -526,7 +525,7 @@ impl ScoringService for ScoringApi {
             0 => DEFAULT_CHUNK,
             n if n < 0 || n as usize > MAX_CHUNK => {
                 return Err(ApiError::invalid_field(
-                    "INVALID_FIELD",
+                    Reason::InvalidField,
                     "chunk_size",
                     format!("must be between 0 and {MAX_CHUNK}"),
                 )
@@ -617,13 +616,13 @@ impl ScoringService for ScoringApi {
         };
         let (stored, doc) = self.engine.fit(request, activate, now).await.map_err(|e| match e {
             FitError::CalibrationBeforeLatestPurchase => ApiError::FailedPrecondition {
-                reason: "CALIBRATION_BEFORE_LATEST_PURCHASE",
+                reason: Reason::CalibrationBeforeLatestPurchase,
                 message: "calibration_end is before the day of the latest stored purchase; fit with a later calibration_end (or leave it unset for now)".into(),
             },
             FitError::Model(model::ModelError::NotEnoughData(m)) => {
-                ApiError::FailedPrecondition { reason: "NOT_ENOUGH_DATA", message: m }
+                ApiError::FailedPrecondition { reason: Reason::NotEnoughData, message: m }
             }
-            FitError::Model(model::ModelError::Math(m)) => ApiError::FailedPrecondition { reason: "FIT_FAILED", message: m },
+            FitError::Model(model::ModelError::Math(m)) => ApiError::FailedPrecondition { reason: Reason::FitFailed, message: m },
             FitError::Store(e) => ApiError::from(e),
             FitError::Internal(detail) => ApiError::Internal(detail),
         })?;
@@ -650,7 +649,7 @@ impl ScoringService for ScoringApi {
         let pb::GetValueModelRequest { version } = request.into_inner();
         if version < 0 {
             return Err(ApiError::invalid_field(
-                "INVALID_FIELD",
+                Reason::InvalidField,
                 "version",
                 "must not be negative (0 means the active model)",
             )
@@ -664,7 +663,7 @@ impl ScoringService for ScoringApi {
         }
         .map_err(ApiError::from)?
         .ok_or_else(|| {
-            ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+            ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
         })?;
         Ok(Response::new(pb::GetValueModelResponse {
             model: Some(stored_to_proto(&stored)?),
@@ -685,7 +684,7 @@ impl ScoringService for ScoringApi {
             None => None,
             Some(t) => Some(t.position[0].parse::<i64>().map_err(|_| {
                 ApiError::invalid_field(
-                    "INVALID_PAGE_TOKEN",
+                    Reason::InvalidPageToken,
                     "page_token",
                     "is not a valid page token",
                 )
@@ -720,7 +719,7 @@ impl ScoringService for ScoringApi {
         let pb::ActivateValueModelRequest { version } = request.into_inner();
         if version <= 0 {
             return Err(ApiError::invalid_field(
-                "INVALID_FIELD",
+                Reason::InvalidField,
                 "version",
                 "must be a model version (1 or more)",
             )
@@ -734,7 +733,7 @@ impl ScoringService for ScoringApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| {
-                ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+                ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
             })?;
         load_model(&stored).map_err(ApiError::from)?;
         let activated = self
@@ -744,7 +743,7 @@ impl ScoringService for ScoringApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| {
-                ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+                ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
             })?;
         // Every process (this one too) switches to it through the change feed.
         Ok(Response::new(pb::ActivateValueModelResponse {
@@ -770,7 +769,9 @@ impl ScoringService for ScoringApi {
             update_mask,
         } = request.into_inner();
         let Some(policy) = policy else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "policy", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "policy", "is required").into(),
+            );
         };
         let mut v = Violations::new();
         let paths = update_mask.map(|m| m.paths).unwrap_or_default();
