@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use patron_domain::event::MAX_EVENTS_PER_CALL;
 use patron_domain::{Currency, CustomerId, Event, EventId, Timestamp, Violations};
-use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
 use patron_proto::customers::v1 as pb;
 use patron_proto::customers::v1::customer_service_server::CustomerService;
 use patron_store::{EventCursor, Store};
@@ -57,7 +57,7 @@ impl CustomerApi {
         self.store
             .get_customer(id)
             .await?
-            .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))
+            .ok_or_else(|| ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str()))
     }
 }
 
@@ -65,14 +65,14 @@ impl CustomerApi {
 fn check_batch_len(len: usize, max: usize, field: &str) -> ApiResult<()> {
     if len == 0 {
         return Err(ApiError::invalid_field(
-            "EMPTY_BATCH",
+            Reason::EmptyBatch,
             field,
             format!("must contain 1 to {max} items"),
         ));
     }
     if len > max {
         return Err(ApiError::invalid_field(
-            "BATCH_TOO_LARGE",
+            Reason::BatchTooLarge,
             field,
             format!("has {len} items; at most {max} are allowed per call"),
         ));
@@ -170,7 +170,7 @@ impl CustomerService for CustomerApi {
             None => None,
             Some(t) => Some(CustomerId::parse(t.position[0].clone()).map_err(|_| {
                 ApiError::invalid_field(
-                    "INVALID_PAGE_TOKEN",
+                    Reason::InvalidPageToken,
                     "page_token",
                     "is not a valid page token",
                 )
@@ -213,7 +213,9 @@ impl CustomerService for CustomerApi {
             Some(n) => Ok(Response::new(pb::DeleteCustomerResponse {
                 deleted_event_count: i64::try_from(n).unwrap_or(i64::MAX),
             })),
-            None => Err(ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", customer_id).into()),
+            None => {
+                Err(ApiError::not_found(Reason::CustomerNotFound, "customer", customer_id).into())
+            }
         }
     }
 
@@ -329,7 +331,7 @@ impl CustomerService for CustomerApi {
         drop(tx);
         let written = writer
             .await
-            .map_err(|e| Status::internal(format!("stream writer failed: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("stream writer failed: {e}")))?;
         if let Some(status) = failure {
             tracing::warn!(%status, received = index, "event stream broke; committed batches stay");
             return Err(status);
@@ -389,7 +391,7 @@ impl CustomerService for CustomerApi {
             Some(t) => {
                 let bad = || {
                     ApiError::invalid_field(
-                        "INVALID_PAGE_TOKEN",
+                        Reason::InvalidPageToken,
                         "page_token",
                         "is not a valid page token",
                     )

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use patron_grpc::ApiError;
 use patron_grpc::methods::{Access, access};
+use patron_grpc::{ApiError, Reason};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
@@ -139,7 +139,7 @@ where
                 Ok(p) => Some(p),
                 Err(e) => {
                     let status: Status = ApiError::invalid_field(
-                        "INVALID_CONSISTENCY_TOKEN",
+                        Reason::InvalidConsistencyToken,
                         METADATA_KEY,
                         e.to_string(),
                     )

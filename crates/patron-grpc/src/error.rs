@@ -21,30 +21,113 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of every Patron error.
 pub const ERROR_DOMAIN: &str = "patron.dev";
 
+/// The `ErrorInfo.reason` of a handler's error. The strings are part of the API: clients match
+/// on them, so a variant's string never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A request field is invalid (the default of validation errors).
+    InvalidField,
+    /// A batch request names nothing.
+    EmptyBatch,
+    /// A batch request names more than its limit.
+    BatchTooLarge,
+    /// `page_size` is negative.
+    InvalidPageSize,
+    /// A page token is not one this server issued for this request.
+    InvalidPageToken,
+    /// A segment rule does not parse or type-check.
+    InvalidRule,
+    /// A segment rule is over its size limit.
+    RuleTooLarge,
+    /// Segments would depend on each other in a circle.
+    SegmentCycle,
+    /// The consistency-token metadata does not parse.
+    InvalidConsistencyToken,
+    CustomerNotFound,
+    ProgramNotFound,
+    RewardNotFound,
+    MemberNotFound,
+    RedemptionNotFound,
+    ModelNotFound,
+    SegmentNotFound,
+    NotEnrolled,
+    NotEligible,
+    NotInTargetSegment,
+    RequestIdReused,
+    InsufficientPoints,
+    AsOfBeforeFirstEvent,
+    NotEnoughData,
+    FitFailed,
+    SegmentInUse,
+    BuiltInSegment,
+    /// Used by tests of the error mapping.
+    #[cfg(test)]
+    Test,
+}
+
+impl Reason {
+    /// The wire string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidField => "INVALID_FIELD",
+            Reason::EmptyBatch => "EMPTY_BATCH",
+            Reason::BatchTooLarge => "BATCH_TOO_LARGE",
+            Reason::InvalidPageSize => "INVALID_PAGE_SIZE",
+            Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Reason::InvalidRule => "INVALID_RULE",
+            Reason::RuleTooLarge => "RULE_TOO_LARGE",
+            Reason::SegmentCycle => "SEGMENT_CYCLE",
+            Reason::InvalidConsistencyToken => "INVALID_CONSISTENCY_TOKEN",
+            Reason::CustomerNotFound => "CUSTOMER_NOT_FOUND",
+            Reason::ProgramNotFound => "PROGRAM_NOT_FOUND",
+            Reason::RewardNotFound => "REWARD_NOT_FOUND",
+            Reason::MemberNotFound => "MEMBER_NOT_FOUND",
+            Reason::RedemptionNotFound => "REDEMPTION_NOT_FOUND",
+            Reason::ModelNotFound => "MODEL_NOT_FOUND",
+            Reason::SegmentNotFound => "SEGMENT_NOT_FOUND",
+            Reason::NotEnrolled => "NOT_ENROLLED",
+            Reason::NotEligible => "NOT_ELIGIBLE",
+            Reason::NotInTargetSegment => "NOT_IN_TARGET_SEGMENT",
+            Reason::RequestIdReused => "REQUEST_ID_REUSED",
+            Reason::InsufficientPoints => "INSUFFICIENT_POINTS",
+            Reason::AsOfBeforeFirstEvent => "AS_OF_BEFORE_FIRST_EVENT",
+            Reason::NotEnoughData => "NOT_ENOUGH_DATA",
+            Reason::FitFailed => "FIT_FAILED",
+            Reason::SegmentInUse => "SEGMENT_IN_USE",
+            Reason::BuiltInSegment => "BUILT_IN_SEGMENT",
+            #[cfg(test)]
+            Reason::Test => "X",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a handler can fail with.
 #[derive(Debug)]
 pub enum ApiError {
     /// Bad request fields. Reason `INVALID_FIELD` unless more specific (e.g. `BATCH_TOO_LARGE`).
     InvalidArgument {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         violations: Vec<FieldViolation>,
     },
     /// A named resource does not exist. Reason e.g. `CUSTOMER_NOT_FOUND`.
     NotFound {
-        reason: &'static str,
+        reason: Reason,
         resource: &'static str,
         id: String,
     },
     /// The request is valid but the system is not in a state to run it.
-    FailedPrecondition {
-        reason: &'static str,
-        message: String,
-    },
+    FailedPrecondition { reason: Reason, message: String },
     /// Like `FailedPrecondition`, with ErrorInfo metadata (e.g. the unmet conditions of a
     /// redemption).
     Refused {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         metadata: Vec<(String, String)>,
     },
@@ -52,6 +135,10 @@ pub enum ApiError {
     DeadlineExceeded,
     /// A storage failure.
     Store(StoreError),
+    /// A failure that is neither the caller's nor storage's: stored data that does not parse, an
+    /// encoder that failed, a task that panicked, a broken invariant. The detail is logged; the
+    /// client gets INTERNAL with a clean message.
+    Internal(String),
 }
 
 /// Handlers return this.
@@ -68,6 +155,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Refused { message, .. } => f.write_str(message),
             ApiError::DeadlineExceeded => f.write_str("deadline exceeded"),
             ApiError::Store(e) => write!(f, "{e}"),
+            ApiError::Internal(detail) => write!(f, "internal error: {detail}"),
         }
     }
 }
@@ -77,11 +165,11 @@ impl std::error::Error for ApiError {}
 impl ApiError {
     /// A validation failure naming every bad field.
     pub fn invalid(violations: Violations) -> Self {
-        Self::invalid_with_reason("INVALID_FIELD", violations)
+        Self::invalid_with_reason(Reason::InvalidField, violations)
     }
 
     /// A validation failure with a specific reason.
-    pub fn invalid_with_reason(reason: &'static str, violations: Violations) -> Self {
+    pub fn invalid_with_reason(reason: Reason, violations: Violations) -> Self {
         let violations = violations.into_vec();
         let message = match violations.as_slice() {
             [] => "invalid request".to_owned(),
@@ -103,7 +191,7 @@ impl ApiError {
 
     /// One bad field.
     pub fn invalid_field(
-        reason: &'static str,
+        reason: Reason,
         field: impl Into<String>,
         description: impl Into<String>,
     ) -> Self {
@@ -112,7 +200,12 @@ impl ApiError {
         Self::invalid_with_reason(reason, v)
     }
 
-    pub fn not_found(reason: &'static str, resource: &'static str, id: impl Into<String>) -> Self {
+    /// An internal failure; `detail` goes to the log only.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::Internal(detail.into())
+    }
+
+    pub fn not_found(reason: Reason, resource: &'static str, id: impl Into<String>) -> Self {
         Self::NotFound {
             reason,
             resource,
@@ -142,7 +235,7 @@ pub fn check_resource_id(id: &str) -> Result<(), String> {
 /// Parses a customer id from the request field `field`; INVALID_ARGUMENT naming it otherwise.
 pub fn parse_customer_id(s: &str, field: &str) -> ApiResult<patron_domain::CustomerId> {
     patron_domain::CustomerId::parse(s)
-        .map_err(|e| ApiError::invalid_field("INVALID_FIELD", field, e.to_string()))
+        .map_err(|e| ApiError::invalid_field(Reason::InvalidField, field, e.to_string()))
 }
 
 impl From<StoreError> for ApiError {
@@ -202,7 +295,7 @@ impl From<ApiError> for Status {
                 if omitted > 0 {
                     meta.insert("omitted_violations".to_owned(), omitted.to_string());
                 }
-                let mut details = info(reason, meta);
+                let mut details = info(reason.as_str(), meta);
                 for (field, description) in listed {
                     details.add_bad_request_violation(field, description);
                 }
@@ -217,12 +310,12 @@ impl From<ApiError> for Status {
                     ("resource".to_owned(), resource.to_owned()),
                     ("id".to_owned(), capped(id, MAX_VIOLATION_PART_BYTES)),
                 ]);
-                Status::with_error_details(Code::NotFound, message, info(reason, meta))
+                Status::with_error_details(Code::NotFound, message, info(reason.as_str(), meta))
             }
             ApiError::FailedPrecondition { reason, .. } => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,
-                info(reason, HashMap::new()),
+                info(reason.as_str(), HashMap::new()),
             ),
             ApiError::Refused {
                 reason, metadata, ..
@@ -230,7 +323,7 @@ impl From<ApiError> for Status {
                 Code::FailedPrecondition,
                 message,
                 info(
-                    reason,
+                    reason.as_str(),
                     metadata
                         .into_iter()
                         .map(|(k, v)| (k, capped(v, MAX_VIOLATION_PART_BYTES)))
@@ -243,9 +336,21 @@ impl From<ApiError> for Status {
                 info("DEADLINE_EXCEEDED", HashMap::new()),
             ),
             ApiError::Store(err) => store_status(&err),
+            ApiError::Internal(detail) => {
+                // The detail may name stored values or code paths: the log has it, not the client.
+                tracing::error!(error = %detail, "internal error");
+                Status::with_error_details(
+                    Code::Internal,
+                    INTERNAL_MESSAGE,
+                    info("INTERNAL", HashMap::new()),
+                )
+            }
         }
     }
 }
+
+/// The message of every INTERNAL status.
+const INTERNAL_MESSAGE: &str = "internal error; see the server log";
 
 fn store_status(err: &StoreError) -> Status {
     // Errors about the caller's own named records say which ones.
@@ -325,7 +430,7 @@ mod tests {
         let cases: Vec<(ApiError, Code, &str)> = vec![
             (ApiError::invalid(v), Code::InvalidArgument, "INVALID_FIELD"),
             (
-                ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", "c1"),
+                ApiError::not_found(Reason::CustomerNotFound, "customer", "c1"),
                 Code::NotFound,
                 "CUSTOMER_NOT_FOUND",
             ),
@@ -386,6 +491,62 @@ mod tests {
         }
     }
 
+    /// A `MakeWriter` that keeps what the log wrote.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    }
+
+    #[test]
+    fn internal_details_reach_the_log_and_never_the_client() {
+        let secret =
+            "stored program p1: expected value at line 1 column 7 (table loyalty_programs)";
+        for err in [
+            ApiError::internal(secret),
+            ApiError::Store(StoreError::Internal(secret.into())),
+        ] {
+            let log = Captured::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            let status = tracing::subscriber::with_default(subscriber, || Status::from(err));
+            assert_eq!(status.code(), Code::Internal);
+            assert!(status.message().starts_with("internal error"));
+            for part in ["p1", "loyalty_programs", "column"] {
+                assert!(!status.message().contains(part), "{status:?}");
+                assert!(
+                    !String::from_utf8_lossy(status.details()).contains(part),
+                    "{status:?}"
+                );
+            }
+            let details = status.get_error_details();
+            let info = details.error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, "INTERNAL");
+            assert!(info.metadata.is_empty());
+            assert!(log.text().contains(secret), "logged: {}", log.text());
+        }
+    }
+
     /// The bytes a status puts in HTTP/2 headers: `grpc-message` and `grpc-status-details-bin`.
     fn header_bytes(status: &Status) -> usize {
         let mut headers = http::HeaderMap::new();
@@ -423,13 +584,13 @@ mod tests {
         assert_eq!(omitted + bad.field_violations.len(), 10_001);
 
         for err in [
-            ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", huge.clone()),
+            ApiError::not_found(Reason::CustomerNotFound, "customer", huge.clone()),
             ApiError::FailedPrecondition {
-                reason: "X",
+                reason: Reason::Test,
                 message: huge.clone(),
             },
             ApiError::Refused {
-                reason: "X",
+                reason: Reason::Test,
                 message: huge.clone(),
                 metadata: vec![("why".into(), huge.clone())],
             },

@@ -7,7 +7,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::ApiError;
+use crate::{ApiError, Reason};
 
 /// Page size when the caller sends 0.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -21,7 +21,7 @@ const VERSION: &str = "p1";
 pub fn page_size(requested: i32) -> Result<usize, ApiError> {
     match requested {
         n if n < 0 => Err(ApiError::invalid_field(
-            "INVALID_PAGE_SIZE",
+            Reason::InvalidPageSize,
             "page_size",
             "must not be negative",
         )),
@@ -60,7 +60,7 @@ impl PageToken {
         }
         let bad = || {
             ApiError::invalid_field(
-                "INVALID_PAGE_TOKEN",
+                Reason::InvalidPageToken,
                 "page_token",
                 "is not a page token issued for this request; start again with an empty token",
             )

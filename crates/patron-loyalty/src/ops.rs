@@ -2,25 +2,15 @@
 //! ([`patron_store::loyalty::LoyaltyStore::mutate_member`]) and is pure: what it decides is a
 //! function of what the store loaded, the program, the event or request, and the instant.
 
-use std::sync::Mutex;
-
 use patron_domain::loyalty::program::{Expiry, ProgramDef, period_start};
-use patron_domain::loyalty::reward::{self, RewardDef, Unmet};
+use patron_domain::loyalty::reward::{self, RewardDef};
 use patron_domain::loyalty::tier::{self, DayActivity};
 use patron_domain::loyalty::{EntryKind, LedgerError, Meta, Points, Source, Wallet, ledger};
 use patron_domain::{Day, Event, EventData, EventId, OrderId, Timestamp};
 use patron_store::loyalty::{
     Changes, Loaded, LoyaltyOrder, MemberOp, MemberRow, Needs, RedemptionRecord, RedemptionStatus,
+    Refusal,
 };
-
-/// Refusal reasons (the `String` of [`patron_store::loyalty::MutateOutcome::Refused`]).
-pub const NOT_ENROLLED: &str = "NOT_ENROLLED";
-pub const NOT_ELIGIBLE: &str = "NOT_ELIGIBLE";
-pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
-pub const INSUFFICIENT_POINTS: &str = "INSUFFICIENT_POINTS";
-pub const REDEMPTION_NOT_FOUND: &str = "REDEMPTION_NOT_FOUND";
-pub const REWARD_NOT_FOUND: &str = "REWARD_NOT_FOUND";
-pub const OVERFLOW: &str = "OVERFLOW";
 
 /// How far ahead "expiring soon" looks, in days.
 pub const EXPIRING_HORIZON_DAYS: i64 = 30;
@@ -62,11 +52,12 @@ fn merge_activity(member: &mut MemberRow, delta: &[DayActivity]) {
     member.activity.sort_by_key(|a| a.day);
 }
 
-fn ledger_refusal(e: &LedgerError) -> String {
+fn ledger_refusal(e: &LedgerError) -> Refusal {
     match e {
-        LedgerError::InsufficientPoints { .. } => INSUFFICIENT_POINTS.to_owned(),
-        LedgerError::Overflow => OVERFLOW.to_owned(),
-        LedgerError::NonPositive => "NON_POSITIVE".to_owned(),
+        LedgerError::InsufficientPoints { .. } => Refusal::InsufficientPoints,
+        LedgerError::Overflow => Refusal::Overflow,
+        // Requests are checked before an operation runs; a zero amount here is a bug.
+        LedgerError::NonPositive => Refusal::Internal(format!("ledger: {e}")),
     }
 }
 
@@ -79,7 +70,7 @@ impl MemberOp for Enroll {
         Needs::default()
     }
 
-    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, String> {
+    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, Refusal> {
         if loaded.member.is_some() {
             return Ok(Changes::default());
         }
@@ -134,7 +125,7 @@ impl Earn<'_> {
         order: &mut LoyaltyOrder,
         activity: &mut Vec<DayActivity>,
         now: Timestamp,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let target = if order.purchased {
             self.def
                 .purchase_points(order.amount - order.refunded, order.multiplier_percent)
@@ -198,14 +189,14 @@ impl MemberOp for Earn<'_> {
         }
     }
 
-    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, String> {
+    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, Refusal> {
         if loaded.event_applied {
             return Ok(Changes::default());
         }
         let mut member = match &loaded.member {
             Some(m) => m.clone(),
             None if self.may_enroll => new_member(now),
-            None => return Err(NOT_ENROLLED.to_owned()),
+            None => return Err(Refusal::NotEnrolled),
         };
         let mut changes = Changes {
             mark_event_applied: true,
@@ -363,8 +354,6 @@ pub struct Redeem<'a> {
     pub redemption_id: String,
     /// Who redeems, as recorded on the REDEEM entry: the authenticated principal, or "system".
     pub issuer: String,
-    /// Set when the op refuses with [`NOT_ELIGIBLE`].
-    pub unmet: Mutex<Vec<Unmet>>,
 }
 
 /// The fingerprint of a redemption request: what must match for a replay.
@@ -381,19 +370,19 @@ impl MemberOp for Redeem<'_> {
         }
     }
 
-    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, String> {
+    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, Refusal> {
         if let Some(previous) = &loaded.redemption {
             return if previous.fingerprint == fingerprint(self.reward_id) {
                 Ok(Changes::default())
             } else {
-                Err(REQUEST_ID_REUSED.to_owned())
+                Err(Refusal::RequestIdReused)
             };
         }
         let Some(reward_record) = &loaded.reward else {
-            return Err(REWARD_NOT_FOUND.to_owned());
+            return Err(Refusal::RewardNotFound);
         };
-        let reward: RewardDef =
-            serde_json::from_str(&reward_record.body).map_err(|e| format!("stored reward: {e}"))?;
+        let reward: RewardDef = serde_json::from_str(&reward_record.body)
+            .map_err(|e| Refusal::Internal(format!("stored reward: {e}")))?;
         let tier_names: Vec<String> = self.def.tiers.iter().map(|t| t.name.clone()).collect();
         let facts = eligibility_facts(
             self.def,
@@ -406,13 +395,10 @@ impl MemberOp for Redeem<'_> {
         );
         let unmet = reward::check(&reward, &facts);
         if !unmet.is_empty() {
-            if let Ok(mut slot) = self.unmet.lock() {
-                *slot = unmet;
-            }
-            return Err(NOT_ELIGIBLE.to_owned());
+            return Err(Refusal::NotEligible(unmet));
         }
         let Some(member) = &loaded.member else {
-            return Err(NOT_ENROLLED.to_owned());
+            return Err(Refusal::NotEnrolled);
         };
         let mut member = member.clone();
         let used = member
@@ -472,15 +458,15 @@ impl MemberOp for Cancel<'_> {
         }
     }
 
-    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, String> {
+    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, Refusal> {
         let Some(r) = &loaded.redemption else {
-            return Err(REDEMPTION_NOT_FOUND.to_owned());
+            return Err(Refusal::RedemptionNotFound);
         };
         if r.status == RedemptionStatus::Cancelled || r.reward_id != self.reward_id {
             return Ok(Changes::default());
         }
         let Some(member) = &loaded.member else {
-            return Err(NOT_ENROLLED.to_owned());
+            return Err(Refusal::NotEnrolled);
         };
         let mut member = member.clone();
         member.wallet.restore(
@@ -533,12 +519,12 @@ impl MemberOp for Adjust<'_> {
         }
     }
 
-    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, String> {
+    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, Refusal> {
         if loaded.event_applied {
             return Ok(Changes::default());
         }
         let Some(member) = &loaded.member else {
-            return Err(NOT_ENROLLED.to_owned());
+            return Err(Refusal::NotEnrolled);
         };
         let mut member = member.clone();
         let meta = Meta {
@@ -581,7 +567,7 @@ impl MemberOp for Settle {
         Needs::default()
     }
 
-    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, String> {
+    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, Refusal> {
         let Some(member) = &loaded.member else {
             return Ok(Changes::default());
         };

@@ -1,7 +1,7 @@
 //! The LoyaltyService handlers, the earner (points from recorded events) and the expiry task.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use patron_domain::loyalty::program::ProgramDef;
@@ -9,13 +9,13 @@ use patron_domain::loyalty::reward::RewardDef;
 use patron_domain::loyalty::tier;
 use patron_domain::{Currency, CustomerId, Day, Event, EventId, Timestamp, Violations};
 use patron_grpc::time::to_proto;
-use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
 use patron_proto::loyalty::v1 as pb;
 use patron_proto::loyalty::v1::loyalty_service_server::LoyaltyService;
 use patron_scoring::engine::Engine;
 use patron_segmentation::SegmentationApi;
 use patron_store::loyalty::{
-    MemberOp, MemberRow, MutateOutcome, ProgramRecord, RedemptionRecord, RewardRecord,
+    MemberOp, MemberRow, MutateOutcome, ProgramRecord, RedemptionRecord, Refusal, RewardRecord,
 };
 use patron_store::{Store, StoreError};
 use tonic::{Request, Response, Status};
@@ -68,59 +68,64 @@ pub struct LoyaltyApi {
 }
 
 fn program_not_found(id: &str) -> ApiError {
-    ApiError::not_found("PROGRAM_NOT_FOUND", "program", id)
+    ApiError::not_found(Reason::ProgramNotFound, "program", id)
 }
 
 fn reward_not_found(id: &str) -> ApiError {
-    ApiError::not_found("REWARD_NOT_FOUND", "reward", id)
+    ApiError::not_found(Reason::RewardNotFound, "reward", id)
 }
 
 fn parse_program(record: &ProgramRecord) -> ApiResult<ProgramDef> {
-    serde_json::from_str(&record.body).map_err(|e| {
-        ApiError::Store(StoreError::Internal(format!(
-            "stored program {}: {e}",
-            record.program_id
-        )))
-    })
+    serde_json::from_str(&record.body)
+        .map_err(|e| ApiError::internal(format!("stored program {}: {e}", record.program_id)))
 }
 
 fn parse_reward(record: &RewardRecord) -> ApiResult<RewardDef> {
-    serde_json::from_str(&record.body).map_err(|e| {
-        ApiError::Store(StoreError::Internal(format!(
-            "stored reward {}: {e}",
-            record.reward_id
-        )))
-    })
+    serde_json::from_str(&record.body)
+        .map_err(|e| ApiError::internal(format!("stored reward {}: {e}", record.reward_id)))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> ApiResult<String> {
-    serde_json::to_string(v)
-        .map_err(|e| ApiError::Store(StoreError::Internal(format!("encode: {e}"))))
+    serde_json::to_string(v).map_err(|e| ApiError::internal(format!("encode: {e}")))
 }
 
 fn id_field(id: &str, field: &str) -> ApiResult<()> {
-    check_id(id).map_err(|m| ApiError::invalid_field("INVALID_FIELD", field, m))
+    check_id(id).map_err(|m| ApiError::invalid_field(Reason::InvalidField, field, m))
 }
 
-fn refusal(reason: &str) -> ApiError {
-    match reason {
-        ops::NOT_ENROLLED => ApiError::FailedPrecondition {
-            reason: "NOT_ENROLLED",
+fn refusal(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NotEnrolled => ApiError::FailedPrecondition {
+            reason: Reason::NotEnrolled,
             message: "the customer is not a member of the program; enrol first".into(),
         },
-        ops::REQUEST_ID_REUSED => ApiError::FailedPrecondition {
-            reason: "REQUEST_ID_REUSED",
+        Refusal::RequestIdReused => ApiError::FailedPrecondition {
+            reason: Reason::RequestIdReused,
             message: "this request_id was used for a different request; use a new request_id"
                 .into(),
         },
-        ops::INSUFFICIENT_POINTS => ApiError::FailedPrecondition {
-            reason: "INSUFFICIENT_POINTS",
+        Refusal::InsufficientPoints => ApiError::FailedPrecondition {
+            reason: Reason::InsufficientPoints,
             message: "not enough available points; nothing was changed".into(),
         },
-        ops::REDEMPTION_NOT_FOUND => ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", ""),
-        ops::REWARD_NOT_FOUND => reward_not_found(""),
-        ops::OVERFLOW => ApiError::Store(StoreError::Overflow("points".into())),
-        other => ApiError::Store(StoreError::Internal(format!("refused: {other}"))),
+        Refusal::RedemptionNotFound => {
+            ApiError::not_found(Reason::RedemptionNotFound, "redemption", "")
+        }
+        Refusal::RewardNotFound => reward_not_found(""),
+        Refusal::Overflow => ApiError::Store(StoreError::Overflow("points".into())),
+        Refusal::NotEligible(unmet) => {
+            let reasons: Vec<&str> = unmet.iter().map(|u| u.reason.name()).collect();
+            let details: Vec<String> = unmet
+                .iter()
+                .map(|u| format!("{}: {}", u.reason.name(), u.detail))
+                .collect();
+            ApiError::Refused {
+                reason: Reason::NotEligible,
+                message: format!("not eligible: {}; nothing was changed", details.join("; ")),
+                metadata: vec![("reasons".into(), reasons.join(","))],
+            }
+        }
+        Refusal::Internal(detail) => ApiError::internal(format!("refused: {detail}")),
     }
 }
 
@@ -181,12 +186,9 @@ impl LoyaltyApi {
     ) -> ApiResult<MemberContext> {
         // Read through: a customer created through another server process is loaded on demand.
         let row = self.engine.get_or_load(customer).await?.ok_or_else(|| {
-            ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", customer.as_str())
+            ApiError::not_found(Reason::CustomerNotFound, "customer", customer.as_str())
         })?;
-        let since = row
-            .signed_up_at
-            .or(row.summary.totals.first_event_at)
-            .unwrap_or(row.create_time);
+        let since = row.since();
         let now = patron_grpc::time::now();
         Ok(MemberContext {
             tenure_start: since.day(),
@@ -236,7 +238,9 @@ impl LoyaltyApi {
             .store
             .get_member(program_id, customer)
             .await?
-            .ok_or_else(|| ApiError::not_found("MEMBER_NOT_FOUND", "member", customer.as_str()))?;
+            .ok_or_else(|| {
+                ApiError::not_found(Reason::MemberNotFound, "member", customer.as_str())
+            })?;
         Ok(convert::balances_to_proto(
             &member
                 .wallet
@@ -265,11 +269,7 @@ impl LoyaltyApi {
             let Some(row) = self.engine.get(customer) else {
                 continue;
             };
-            let tenure_start = row
-                .signed_up_at
-                .or(row.summary.totals.first_event_at)
-                .unwrap_or(row.create_time)
-                .day();
+            let tenure_start = row.since().day();
             for (program_id, def) in &programs {
                 let def: &ProgramDef = def;
                 let member = enrolled.contains(program_id);
@@ -295,7 +295,7 @@ impl LoyaltyApi {
                     let now = patron_grpc::time::now();
                     match self.apply(program_id, customer, now, &op).await? {
                         MutateOutcome::Applied { .. } => {}
-                        MutateOutcome::Refused(r) if r == ops::NOT_ENROLLED => {}
+                        MutateOutcome::Refused(Refusal::NotEnrolled) => {}
                         other => {
                             tracing::warn!(?other, program = %program_id, "loyalty: event not applied")
                         }
@@ -396,7 +396,9 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::CreateProgramRequest>,
     ) -> Result<Response<pb::CreateProgramResponse>, Status> {
         let Some(p) = request.into_inner().program else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "program", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "program", "is required").into(),
+            );
         };
         let mut v = Violations::new();
         if let Err(m) = check_id(&p.program_id) {
@@ -493,7 +495,9 @@ impl LoyaltyService for LoyaltyApi {
             expected_revision,
         } = request.into_inner();
         let Some(p) = program else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "program", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "program", "is required").into(),
+            );
         };
         id_field(&p.program_id, "program.program_id")?;
         let (_, current) = self.program(&p.program_id).await?;
@@ -590,7 +594,7 @@ impl LoyaltyService for LoyaltyApi {
             .await?;
         if ctx.in_segment == Some(false) {
             return Err(ApiError::FailedPrecondition {
-                reason: "NOT_IN_TARGET_SEGMENT",
+                reason: Reason::NotInTargetSegment,
                 message: format!(
                     "the program is for segment {:?}, which the customer is not in",
                     def.target_segment.as_deref().unwrap_or("")
@@ -603,12 +607,13 @@ impl LoyaltyService for LoyaltyApi {
             .mutate(&program_id, &customer, now, &ops::Enroll)
             .await?;
         let MutateOutcome::Applied { loaded, changes } = outcome else {
-            return Err(ApiError::Store(StoreError::Internal("enrolment refused".into())).into());
+            return Err(ApiError::internal("enrolment refused").into());
         };
         let created = changes.member.is_some();
-        let member = changes.member.or(loaded.member).ok_or_else(|| {
-            ApiError::Store(StoreError::Internal("enrolment left no member".into()))
-        })?;
+        let member = changes
+            .member
+            .or(loaded.member)
+            .ok_or_else(|| ApiError::internal("enrolment left no member"))?;
         Ok(Response::new(pb::EnrollResponse {
             membership: Some(self.membership(
                 &program_id,
@@ -639,7 +644,9 @@ impl LoyaltyService for LoyaltyApi {
             .get_member(&program_id, &customer)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("MEMBER_NOT_FOUND", "member", customer.as_str()))?;
+            .ok_or_else(|| {
+                ApiError::not_found(Reason::MemberNotFound, "member", customer.as_str())
+            })?;
         let now = patron_grpc::time::now();
         Ok(Response::new(pb::GetMembershipResponse {
             membership: Some(self.membership(
@@ -671,7 +678,7 @@ impl LoyaltyService for LoyaltyApi {
             None => None,
             Some(t) => Some(t.position[0].parse::<i64>().map_err(|_| {
                 ApiError::invalid_field(
-                    "INVALID_PAGE_TOKEN",
+                    Reason::InvalidPageToken,
                     "page_token",
                     "is not a page token issued for this request",
                 )
@@ -731,8 +738,9 @@ impl LoyaltyService for LoyaltyApi {
             return Err(ApiError::invalid(v).into());
         }
         let customer = parse_customer(&customer_id)?;
-        let key =
-            key.map_err(|e| ApiError::invalid_field("INVALID_FIELD", "request_id", e.to_string()))?;
+        let key = key.map_err(|e| {
+            ApiError::invalid_field(Reason::InvalidField, "request_id", e.to_string())
+        })?;
         let (_, def) = self.program(&program_id).await?;
         let now = patron_grpc::time::now();
         let issuer = match (&caller, issuer.trim()) {
@@ -763,10 +771,8 @@ impl LoyaltyService for LoyaltyApi {
                     replayed,
                 }))
             }
-            MutateOutcome::Refused(r) => Err(refusal(&r).into()),
-            MutateOutcome::OutOfStock => {
-                Err(ApiError::Store(StoreError::Internal("stock in adjust".into())).into())
-            }
+            MutateOutcome::Refused(r) => Err(refusal(r).into()),
+            MutateOutcome::OutOfStock => Err(ApiError::internal("stock in adjust").into()),
         }
     }
 
@@ -775,7 +781,9 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::CreateRewardRequest>,
     ) -> Result<Response<pb::CreateRewardResponse>, Status> {
         let Some(r) = request.into_inner().reward else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "reward", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "reward", "is required").into(),
+            );
         };
         let mut v = Violations::new();
         if let Err(m) = check_id(&r.reward_id) {
@@ -892,7 +900,9 @@ impl LoyaltyService for LoyaltyApi {
             expected_revision,
         } = request.into_inner();
         let Some(r) = reward else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "reward", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "reward", "is required").into(),
+            );
         };
         id_field(&r.reward_id, "reward.reward_id")?;
         let current_record = self
@@ -978,7 +988,7 @@ impl LoyaltyService for LoyaltyApi {
         let customer = parse_customer(&customer_id)?;
         if reward_ids.len() > MAX_ELIGIBILITY_IDS {
             return Err(ApiError::invalid_field(
-                "BATCH_TOO_LARGE",
+                Reason::BatchTooLarge,
                 "reward_ids",
                 format!("at most {MAX_ELIGIBILITY_IDS}"),
             )
@@ -1127,7 +1137,6 @@ impl LoyaltyService for LoyaltyApi {
             ctx,
             redemption_id: new_redemption_id(),
             issuer: caller.unwrap_or_else(|| "system".into()),
-            unmet: Mutex::new(Vec::new()),
         };
         let now = patron_grpc::time::now();
         let outcome = self.mutate(&program_id, &customer, now, &op).await?;
@@ -1137,36 +1146,19 @@ impl LoyaltyService for LoyaltyApi {
                     (Some(r), _) => (r, false),
                     (None, Some(previous)) => (previous, true),
                     (None, None) => {
-                        return Err(ApiError::Store(StoreError::Internal(
-                            "redemption without record".into(),
-                        ))
-                        .into());
+                        return Err(ApiError::internal("redemption without record").into());
                     }
                 }
             }
             MutateOutcome::OutOfStock => {
                 return Err(ApiError::Refused {
-                    reason: "NOT_ELIGIBLE",
+                    reason: Reason::NotEligible,
                     message: "the reward is out of stock; nothing was changed".into(),
                     metadata: vec![("reasons".into(), "OUT_OF_STOCK".into())],
                 }
                 .into());
             }
-            MutateOutcome::Refused(r) if r == ops::NOT_ELIGIBLE => {
-                let unmet = op.unmet.lock().map(|u| u.clone()).unwrap_or_default();
-                let reasons: Vec<&str> = unmet.iter().map(|u| u.reason.name()).collect();
-                let details: Vec<String> = unmet
-                    .iter()
-                    .map(|u| format!("{}: {}", u.reason.name(), u.detail))
-                    .collect();
-                return Err(ApiError::Refused {
-                    reason: "NOT_ELIGIBLE",
-                    message: format!("not eligible: {}; nothing was changed", details.join("; ")),
-                    metadata: vec![("reasons".into(), reasons.join(","))],
-                }
-                .into());
-            }
-            MutateOutcome::Refused(r) => return Err(refusal(&r).into()),
+            MutateOutcome::Refused(r) => return Err(refusal(r).into()),
         };
         let balances = self.balances_now(&program_id, &customer).await?;
         Ok(Response::new(pb::RedeemRewardResponse {
@@ -1208,7 +1200,7 @@ impl LoyaltyService for LoyaltyApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| {
-                ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", &redemption_id)
+                ApiError::not_found(Reason::RedemptionNotFound, "redemption", &redemption_id)
             })?;
         let op = ops::Cancel {
             redemption_id: &redemption_id,
@@ -1220,20 +1212,20 @@ impl LoyaltyService for LoyaltyApi {
         let redemption = match self.mutate(&program_id, &customer, now, &op).await? {
             MutateOutcome::Applied { loaded, changes } => {
                 changes.redemption.or(loaded.redemption).ok_or_else(|| {
-                    ApiError::not_found("REDEMPTION_NOT_FOUND", "redemption", &redemption_id)
+                    ApiError::not_found(Reason::RedemptionNotFound, "redemption", &redemption_id)
                 })?
             }
-            MutateOutcome::Refused(r) if r == ops::REDEMPTION_NOT_FOUND => {
+            MutateOutcome::Refused(Refusal::RedemptionNotFound) => {
                 return Err(ApiError::not_found(
-                    "REDEMPTION_NOT_FOUND",
+                    Reason::RedemptionNotFound,
                     "redemption",
                     &redemption_id,
                 )
                 .into());
             }
-            MutateOutcome::Refused(r) => return Err(refusal(&r).into()),
+            MutateOutcome::Refused(r) => return Err(refusal(r).into()),
             MutateOutcome::OutOfStock => {
-                return Err(ApiError::Store(StoreError::Internal("stock in cancel".into())).into());
+                return Err(ApiError::internal("stock in cancel").into());
             }
         };
         let balances = self.balances_now(&program_id, &customer).await?;

@@ -218,11 +218,7 @@ impl LoyaltyFacts for LoyaltyView {
         let since = self
             .engine
             .get(customer)
-            .map(|row| {
-                row.signed_up_at
-                    .or(row.summary.totals.first_event_at)
-                    .unwrap_or(row.create_time)
-            })
+            .map(|row| row.since())
             .unwrap_or(member.enrolled_at);
         let status = tier::evaluate(&def, &member.activity, since.day(), now.day());
         let tier_name = status

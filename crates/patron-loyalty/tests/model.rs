@@ -4,7 +4,7 @@
 //! step the stored member is compared with a deliberately simple reference model.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use patron_domain::loyalty::program::{Expiry, ProgramDef};
 use patron_domain::loyalty::reward::RewardDef;
@@ -293,7 +293,6 @@ async fn run(store: Arc<dyn Store>, seed: u64, steps: usize) {
                 ctx: ctx(),
                 redemption_id: format!("rd{step}"),
                 issuer: "system".into(),
-                unmet: Mutex::new(Vec::new()),
             };
             let out = h.apply(&op).await;
             let can = model.available(h.now) >= COST;

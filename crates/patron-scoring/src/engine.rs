@@ -336,7 +336,7 @@ impl Engine {
                 .await
                 .map_err(|e| match e {
                     patron_grpc::ApiError::Store(e) => FitError::Store(e),
-                    other => FitError::Store(StoreError::Internal(other.to_string())),
+                    other => FitError::Internal(other.to_string()),
                 })?;
             out.extend(then.rows);
         }
@@ -349,6 +349,8 @@ impl Engine {
 pub enum FitError {
     Model(ModelError),
     Store(StoreError),
+    /// Not the caller's, not storage's: e.g. the model did not encode.
+    Internal(String),
 }
 
 impl Engine {
@@ -426,7 +428,7 @@ impl Engine {
         .map_err(|e| FitError::Model(ModelError::Math(format!("fit task failed: {e}"))))?
         .map_err(FitError::Model)?;
         let body = serde_json::to_string(&doc)
-            .map_err(|e| FitError::Store(StoreError::Internal(format!("encode model: {e}"))))?;
+            .map_err(|e| FitError::Internal(format!("encode model: {e}")))?;
         let stored = self
             .store
             .insert_value_model(&body, now, doc.activation(activate))

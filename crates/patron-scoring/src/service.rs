@@ -8,7 +8,7 @@ use patron_domain::{
     CustomerId, CustomerSummary, Day, RatingTotal, Timestamp, Violations, clv::TimeUnitKind,
 };
 use patron_grpc::time::{from_proto, to_proto};
-use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
 use patron_proto::scoring::v1 as pb;
 use patron_proto::scoring::v1::scoring_service_server::ScoringService;
 use patron_store::{StoredModel, SummaryRow};
@@ -41,10 +41,7 @@ fn subject_of(row: &SummaryRow) -> Subject<'_> {
     Subject {
         customer_id: row.customer_id.as_str(),
         summary: &row.summary,
-        since: row
-            .signed_up_at
-            .or(row.summary.totals.first_event_at)
-            .or(Some(row.create_time)),
+        since: Some(row.since()),
     }
 }
 
@@ -309,10 +306,10 @@ fn parse_as_of(as_of: Option<prost_types::Timestamp>) -> ApiResult<Timestamp> {
         return Ok(now);
     };
     let t = from_proto(&t)
-        .map_err(|e| ApiError::invalid_field("INVALID_FIELD", "as_of", e.to_string()))?;
+        .map_err(|e| ApiError::invalid_field(Reason::InvalidField, "as_of", e.to_string()))?;
     if t > now {
         return Err(ApiError::invalid_field(
-            "INVALID_FIELD",
+            Reason::InvalidField,
             "as_of",
             "must not be in the future",
         ));
@@ -457,15 +454,14 @@ impl ScoringService for ScoringApi {
         let pb::GetCustomerValueRequest { customer_id, as_of } = request.into_inner();
         let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
         let as_of = parse_as_of(as_of)?;
-        let row = self
-            .engine
-            .get(&id)
-            .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))?;
+        let row = self.engine.get(&id).ok_or_else(|| {
+            ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str())
+        })?;
         let state = self.engine.state();
         let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of).await?;
         let Some(row) = then.rows.first() else {
             return Err(ApiError::invalid_field(
-                "AS_OF_BEFORE_FIRST_EVENT",
+                Reason::AsOfBeforeFirstEvent,
                 "as_of",
                 "is before the customer's first event; there is nothing to describe",
             )
@@ -488,7 +484,7 @@ impl ScoringService for ScoringApi {
         let as_of = parse_as_of(as_of)?;
         if customer_ids.is_empty() {
             return Err(ApiError::invalid_field(
-                "EMPTY_BATCH",
+                Reason::EmptyBatch,
                 "customer_ids",
                 "must contain 1 to 1000 ids",
             )
@@ -496,7 +492,7 @@ impl ScoringService for ScoringApi {
         }
         if customer_ids.len() > MAX_BATCH_IDS {
             return Err(ApiError::invalid_field(
-                "BATCH_TOO_LARGE",
+                Reason::BatchTooLarge,
                 "customer_ids",
                 format!(
                     "has {} ids; at most {MAX_BATCH_IDS} are allowed per call",
@@ -566,7 +562,7 @@ impl ScoringService for ScoringApi {
             Ok(pb::CustomerValueView::Basic) => false,
             Err(_) => {
                 return Err(ApiError::invalid_field(
-                    "INVALID_FIELD",
+                    Reason::InvalidField,
                     "view",
                     format!("{view} is not a CustomerValueView value"),
                 )
@@ -577,7 +573,7 @@ impl ScoringService for ScoringApi {
             0 => DEFAULT_CHUNK,
             n if n < 0 || n as usize > MAX_CHUNK => {
                 return Err(ApiError::invalid_field(
-                    "INVALID_FIELD",
+                    Reason::InvalidField,
                     "chunk_size",
                     format!("must be between 0 and {MAX_CHUNK}"),
                 )
@@ -726,15 +722,16 @@ impl ScoringService for ScoringApi {
             .map_err(|e| match e {
                 FitError::Model(model::ModelError::NotEnoughData(m)) => {
                     ApiError::FailedPrecondition {
-                        reason: "NOT_ENOUGH_DATA",
+                        reason: Reason::NotEnoughData,
                         message: m,
                     }
                 }
                 FitError::Model(model::ModelError::Math(m)) => ApiError::FailedPrecondition {
-                    reason: "FIT_FAILED",
+                    reason: Reason::FitFailed,
                     message: m,
                 },
                 FitError::Store(e) => ApiError::from(e),
+                FitError::Internal(detail) => ApiError::Internal(detail),
             })?;
         tracing::info!(
             version = stored.version,
@@ -759,7 +756,7 @@ impl ScoringService for ScoringApi {
         let pb::GetValueModelRequest { version } = request.into_inner();
         if version < 0 {
             return Err(ApiError::invalid_field(
-                "INVALID_FIELD",
+                Reason::InvalidField,
                 "version",
                 "must not be negative (0 means the active model)",
             )
@@ -773,7 +770,7 @@ impl ScoringService for ScoringApi {
         }
         .map_err(ApiError::from)?
         .ok_or_else(|| {
-            ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+            ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
         })?;
         Ok(Response::new(pb::GetValueModelResponse {
             model: Some(stored_to_proto(&stored)?),
@@ -794,7 +791,7 @@ impl ScoringService for ScoringApi {
             None => None,
             Some(t) => Some(t.position[0].parse::<i64>().map_err(|_| {
                 ApiError::invalid_field(
-                    "INVALID_PAGE_TOKEN",
+                    Reason::InvalidPageToken,
                     "page_token",
                     "is not a valid page token",
                 )
@@ -829,7 +826,7 @@ impl ScoringService for ScoringApi {
         let pb::ActivateValueModelRequest { version } = request.into_inner();
         if version <= 0 {
             return Err(ApiError::invalid_field(
-                "INVALID_FIELD",
+                Reason::InvalidField,
                 "version",
                 "must be a model version (1 or more)",
             )
@@ -843,7 +840,7 @@ impl ScoringService for ScoringApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| {
-                ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+                ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
             })?;
         load_model(&stored).map_err(ApiError::from)?;
         let activated = self
@@ -853,7 +850,7 @@ impl ScoringService for ScoringApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| {
-                ApiError::not_found("MODEL_NOT_FOUND", "value model", version.to_string())
+                ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
             })?;
         // Every process (this one too) switches to it through the change feed.
         Ok(Response::new(pb::ActivateValueModelResponse {
@@ -879,7 +876,9 @@ impl ScoringService for ScoringApi {
             update_mask,
         } = request.into_inner();
         let Some(policy) = policy else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "policy", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "policy", "is required").into(),
+            );
         };
         let mut v = Violations::new();
         let paths = update_mask.map(|m| m.paths).unwrap_or_default();
@@ -911,7 +910,7 @@ impl ScoringService for ScoringApi {
             return Err(ApiError::invalid(v).into());
         }
         let body = serde_json::to_string(&next)
-            .map_err(|e| Status::internal(format!("encode policy: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("encode policy: {e}")))?;
         let expected = (policy.revision != 0).then_some(policy.revision);
         let stored = self
             .engine
@@ -1158,7 +1157,9 @@ impl Walk {
                     self.exhausted = true;
                     self.ahead = None;
                     self.out = Vec::new();
-                    return Some(Err(Status::internal("computing customer values failed")));
+                    return Some(Err(
+                        ApiError::internal("computing customer values failed").into()
+                    ));
                 }
             }
             if self.out.len() >= self.chunk {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use patron_domain::{CustomerId, Timestamp, Violations};
 use patron_feed::FeedView;
 use patron_grpc::time::to_proto;
-use patron_grpc::{ApiError, ApiResult, PageToken};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason};
 use patron_proto::segmentation::v1 as pb;
 use patron_proto::segmentation::v1::segmentation_service_server::SegmentationService;
 use patron_scoring::engine::Engine;
@@ -109,10 +109,10 @@ impl FeedView for SegmentationApi {
 
 fn rule_error(field: &str, e: &RuleError) -> ApiError {
     let reason = match e.kind {
-        RuleErrorKind::TooLarge => "RULE_TOO_LARGE",
-        RuleErrorKind::UnknownSegment => "SEGMENT_NOT_FOUND",
-        RuleErrorKind::UnknownProgram => "PROGRAM_NOT_FOUND",
-        _ => "INVALID_RULE",
+        RuleErrorKind::TooLarge => Reason::RuleTooLarge,
+        RuleErrorKind::UnknownSegment => Reason::SegmentNotFound,
+        RuleErrorKind::UnknownProgram => Reason::ProgramNotFound,
+        _ => Reason::InvalidRule,
     };
     ApiError::invalid_field(
         reason,
@@ -122,14 +122,14 @@ fn rule_error(field: &str, e: &RuleError) -> ApiError {
 }
 
 fn segment_not_found(id: &str) -> ApiError {
-    ApiError::not_found("SEGMENT_NOT_FOUND", "segment", id)
+    ApiError::not_found(Reason::SegmentNotFound, "segment", id)
 }
 
 use patron_grpc::check_resource_id as valid_segment_id;
 
 /// Checks an id given to look a segment up (not to create one).
 fn lookup_id(id: &str, field: &str) -> ApiResult<()> {
-    valid_segment_id(id).map_err(|m| ApiError::invalid_field("INVALID_FIELD", field, m))
+    valid_segment_id(id).map_err(|m| ApiError::invalid_field(Reason::InvalidField, field, m))
 }
 
 fn stored_to_proto(s: &StoredSegment) -> pb::Segment {
@@ -246,7 +246,7 @@ impl SegmentationApi {
 fn store_error(e: StoreError, id: &str) -> ApiError {
     match e {
         StoreError::SegmentCycle(path) => ApiError::invalid_field(
-            "SEGMENT_CYCLE",
+            Reason::SegmentCycle,
             "segment.rule",
             format!(
                 "segments would depend on each other in a circle: {}",
@@ -254,7 +254,7 @@ fn store_error(e: StoreError, id: &str) -> ApiError {
             ),
         ),
         StoreError::MissingDependency(dep) => ApiError::invalid_field(
-            "SEGMENT_NOT_FOUND",
+            Reason::SegmentNotFound,
             "segment.rule",
             format!(
                 "refers to segment {}, which does not exist",
@@ -262,7 +262,7 @@ fn store_error(e: StoreError, id: &str) -> ApiError {
             ),
         ),
         StoreError::InUse(users) => ApiError::FailedPrecondition {
-            reason: "SEGMENT_IN_USE",
+            reason: Reason::SegmentInUse,
             message: format!(
                 "segment {id:?} is used by {}; change or delete those first",
                 users.join(", ")
@@ -282,7 +282,9 @@ impl SegmentationService for SegmentationApi {
         request: Request<pb::CreateSegmentRequest>,
     ) -> Result<Response<pb::CreateSegmentResponse>, Status> {
         let Some(seg) = request.into_inner().segment else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "segment", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "segment", "is required").into(),
+            );
         };
         let mut v = Violations::new();
         if let Err(m) = valid_segment_id(&seg.segment_id) {
@@ -365,9 +367,7 @@ impl SegmentationService for SegmentationApi {
         let stored =
             registry::compile_stored(record.clone(), &|s: &str| snapshot.exists(s) || s == id)
                 .ok_or_else(|| {
-                    ApiError::Store(StoreError::Internal(format!(
-                        "stored segment {id} does not compile"
-                    )))
+                    ApiError::internal(format!("stored segment {id} does not compile"))
                 })?;
         Ok(Response::new(pb::GetSegmentResponse {
             segment: Some(stored_to_proto(&stored)),
@@ -395,7 +395,7 @@ impl SegmentationService for SegmentationApi {
             Some(t) if t.position[0] == "b" => {
                 builtin_from = t.position[1].parse().map_err(|_| {
                     ApiError::invalid_field(
-                        "INVALID_PAGE_TOKEN",
+                        Reason::InvalidPageToken,
                         "page_token",
                         "is not a page token issued for this request; start again with an empty token",
                     )
@@ -457,7 +457,9 @@ impl SegmentationService for SegmentationApi {
             expected_revision,
         } = request.into_inner();
         let Some(seg) = segment else {
-            return Err(ApiError::invalid_field("INVALID_FIELD", "segment", "is required").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidField, "segment", "is required").into(),
+            );
         };
         lookup_id(&seg.segment_id, "segment.segment_id")?;
         let paths: Vec<String> = update_mask.map(|m| m.paths).unwrap_or_default();
@@ -486,7 +488,7 @@ impl SegmentationService for SegmentationApi {
         let snapshot = self.snapshot();
         if snapshot.builtin(&seg.segment_id).is_some() {
             return Err(ApiError::FailedPrecondition {
-                reason: "BUILT_IN_SEGMENT",
+                reason: Reason::BuiltInSegment,
                 message: format!("segment {:?} is built in and read-only", seg.segment_id),
             }
             .into());
@@ -543,7 +545,7 @@ impl SegmentationService for SegmentationApi {
         let _serial = self.writes.lock().await;
         if self.snapshot().builtin(&id).is_some() {
             return Err(ApiError::FailedPrecondition {
-                reason: "BUILT_IN_SEGMENT",
+                reason: Reason::BuiltInSegment,
                 message: format!("segment {id:?} is built in and cannot be deleted"),
             }
             .into());
@@ -571,7 +573,7 @@ impl SegmentationService for SegmentationApi {
             0 => DEFAULT_SAMPLE,
             n if n < 0 || n as usize > MAX_SAMPLE => {
                 return Err(ApiError::invalid_field(
-                    "INVALID_FIELD",
+                    Reason::InvalidField,
                     "sample_size",
                     format!("must be between 0 and {MAX_SAMPLE}"),
                 )
@@ -606,10 +608,9 @@ impl SegmentationService for SegmentationApi {
         lookup_id(&segment_id, "segment_id")?;
         let snapshot = self.snapshot();
         let program = self.resolve(&snapshot, &segment_id)?;
-        let row = self
-            .engine
-            .get(&id)
-            .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))?;
+        let row = self.engine.get(&id).ok_or_else(|| {
+            ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str())
+        })?;
         let state = self.engine.state();
         let now = patron_grpc::time::now();
         let facts = rules::Facts::new(&row, &state, now);
@@ -655,10 +656,9 @@ impl SegmentationService for SegmentationApi {
     ) -> Result<Response<pb::ListCustomerSegmentsResponse>, Status> {
         let customer_id = request.into_inner().customer_id;
         let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
-        let row = self
-            .engine
-            .get(&id)
-            .ok_or_else(|| ApiError::not_found("CUSTOMER_NOT_FOUND", "customer", id.as_str()))?;
+        let row = self.engine.get(&id).ok_or_else(|| {
+            ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str())
+        })?;
         let snapshot = self.snapshot();
         let state = self.engine.state();
         let now = patron_grpc::time::now();
@@ -696,7 +696,7 @@ impl SegmentationService for SegmentationApi {
             0 => DEFAULT_MEMBER_PAGE,
             n if n < 0 => {
                 return Err(ApiError::invalid_field(
-                    "INVALID_PAGE_SIZE",
+                    Reason::InvalidPageSize,
                     "page_size",
                     "must not be negative",
                 )
@@ -709,7 +709,7 @@ impl SegmentationService for SegmentationApi {
             None => None,
             Some(t) => Some(CustomerId::parse(t.position[0].clone()).map_err(|_| {
                 ApiError::invalid_field(
-                    "INVALID_PAGE_TOKEN",
+                    Reason::InvalidPageToken,
                     "page_token",
                     "is not a page token issued for this request; start again with an empty token",
                 )
@@ -732,7 +732,7 @@ impl SegmentationService for SegmentationApi {
             )
         })
         .await
-        .map_err(|e| ApiError::Store(StoreError::Internal(format!("member scan failed: {e}"))))?;
+        .map_err(|e| ApiError::internal(format!("member scan failed: {e}")))?;
         let next_page_token = match (full, ids.last()) {
             (true, Some(last)) => PageToken::encode(&scope, &[last.as_str()]),
             _ => String::new(),
@@ -817,7 +817,7 @@ impl SegmentationApi {
             membership::count(&rows, &program, &state, &snapshot, now, sample)
         })
         .await
-        .map_err(|e| ApiError::Store(StoreError::Internal(format!("segment scan failed: {e}"))))
+        .map_err(|e| ApiError::internal(format!("segment scan failed: {e}")))
     }
 
     pub(crate) fn engine(&self) -> &Arc<Engine> {

@@ -38,7 +38,8 @@ fn until_next_day(now: Timestamp) -> std::time::Duration {
 }
 
 fn gone(segment: &str) -> Status {
-    patron_grpc::ApiError::not_found("SEGMENT_NOT_FOUND", "segment", segment).into()
+    patron_grpc::ApiError::not_found(patron_grpc::Reason::SegmentNotFound, "segment", segment)
+        .into()
 }
 
 /// Re-checks everyone and sends the differences. `false` when the client went away or the

@@ -372,14 +372,17 @@ impl patron_store::loyalty::MemberOp for HoldThenCredit {
         &self,
         loaded: &patron_store::loyalty::Loaded,
         now: Timestamp,
-    ) -> Result<patron_store::loyalty::Changes, String> {
+    ) -> Result<patron_store::loyalty::Changes, patron_store::loyalty::Refusal> {
         let _ = self.holding.send(());
         let _ = self
             .release
             .lock()
-            .map_err(|_| "poisoned".to_owned())?
+            .map_err(|_| patron_store::loyalty::Refusal::Internal("poisoned".to_owned()))?
             .recv();
-        let mut member = loaded.member.clone().ok_or("not a member")?;
+        let mut member = loaded
+            .member
+            .clone()
+            .ok_or(patron_store::loyalty::Refusal::NotEnrolled)?;
         member
             .wallet
             .credit(
@@ -389,7 +392,7 @@ impl patron_store::loyalty::MemberOp for HoldThenCredit {
                 None,
                 patron_domain::loyalty::Meta::system(now, Default::default(), "held"),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| patron_store::loyalty::Refusal::Internal(e.to_string()))?;
         Ok(patron_store::loyalty::Changes {
             member: Some(member),
             ..Default::default()
@@ -410,7 +413,7 @@ impl patron_store::loyalty::MemberOp for Enrol {
         &self,
         loaded: &patron_store::loyalty::Loaded,
         now: Timestamp,
-    ) -> Result<patron_store::loyalty::Changes, String> {
+    ) -> Result<patron_store::loyalty::Changes, patron_store::loyalty::Refusal> {
         Ok(patron_store::loyalty::Changes {
             member: loaded
                 .member

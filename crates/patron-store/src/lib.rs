@@ -125,6 +125,16 @@ pub struct SummaryRow {
     pub engagement: Vec<EngagementDay>,
 }
 
+impl SummaryRow {
+    /// When the customer became one: signed up, else the first event, else when the record was
+    /// created. Tenure, `customer.since` in rules and scoring's "customer since" all start here.
+    pub fn since(&self) -> Timestamp {
+        self.signed_up_at
+            .or(self.summary.totals.first_event_at)
+            .unwrap_or(self.create_time)
+    }
+}
+
 /// One active order: the UTC day of its purchase and its amount net of refunds (minor units,
 /// >= 0: a zero-value order counts as a purchase).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,6 +7,7 @@
 //! both backends serialize concurrent changes of one balance the same way.
 
 use async_trait::async_trait;
+use patron_domain::loyalty::reward::Unmet;
 use patron_domain::loyalty::tier::DayActivity;
 use patron_domain::loyalty::{Entry, Points, Wallet};
 use patron_domain::{CustomerId, Day, EventId, OrderId, Timestamp};
@@ -151,12 +152,34 @@ pub struct Changes {
     pub mark_event_applied: bool,
 }
 
+/// Why a [`MemberOp`] refused; nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The customer is not a member of the program.
+    NotEnrolled,
+    /// The member does not meet the reward's conditions; these are the unmet ones.
+    NotEligible(Vec<Unmet>),
+    /// The request id was used before for a different request.
+    RequestIdReused,
+    /// Fewer points available than the operation takes.
+    InsufficientPoints,
+    /// The asked redemption is not stored.
+    RedemptionNotFound,
+    /// The asked reward is not stored.
+    RewardNotFound,
+    /// A points total would overflow.
+    Overflow,
+    /// Neither the caller's nor the member's doing (stored data that does not parse, a ledger
+    /// call the operation should not have made): logged, never shown to a client.
+    Internal(String),
+}
+
 /// An operation on one member's points.
 pub trait MemberOp: Send + Sync {
     fn needs(&self) -> Needs;
-    /// Decides the changes from what was loaded; `Err` refuses (nothing is written) with a reason
-    /// the caller understands.
-    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, String>;
+    /// Decides the changes from what was loaded; `Err` refuses (nothing is written), and the
+    /// store hands the refusal back as [`MutateOutcome::Refused`].
+    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, Refusal>;
 }
 
 /// The result of [`LoyaltyStore::mutate_member`]. (Returned once per mutation and consumed at
@@ -167,7 +190,7 @@ pub enum MutateOutcome {
     /// Written (or nothing to write); the changes and what was loaded.
     Applied { loaded: Loaded, changes: Changes },
     /// The operation refused; nothing written.
-    Refused(String),
+    Refused(Refusal),
     /// `take_stock` found no stock left; nothing written.
     OutOfStock,
 }

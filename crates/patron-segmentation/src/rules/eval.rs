@@ -216,10 +216,7 @@ impl<'a> Facts<'a> {
     }
 
     fn since(&self) -> Timestamp {
-        self.row
-            .signed_up_at
-            .or(self.row.summary.totals.first_event_at)
-            .unwrap_or(self.row.create_time)
+        self.row.since()
     }
 
     fn days_to_today(&self, day: Day) -> i64 {

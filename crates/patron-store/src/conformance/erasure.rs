@@ -16,7 +16,9 @@ use super::loyalty::{
 use super::{RawTables, at, cid, now, profile_customer, purchase};
 use crate::Store;
 use crate::feed::ChangeKind;
-use crate::loyalty::{Changes, Loaded, LoyaltyOrder, MutateOutcome, Needs, RedemptionStatus};
+use crate::loyalty::{
+    Changes, Loaded, LoyaltyOrder, MutateOutcome, Needs, RedemptionStatus, Refusal,
+};
 
 pub async fn delete_erases_everything(store: &impl Store) {
     store
@@ -338,7 +340,7 @@ fn earn_from(customer: &str, event: &str, order: &str, points: Points) -> Op {
     };
     op(needs, move |loaded, now| {
         if loaded.event_applied {
-            return Err("applied".into());
+            return Err(Refusal::Internal("applied".into()));
         }
         let mut m = member_of(loaded)?;
         let meta = Meta {
@@ -359,7 +361,7 @@ fn earn_from(customer: &str, event: &str, order: &str, points: Points) -> Op {
                 Some(days_after(now, 30)),
                 meta,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         Ok(Changes {
             member: Some(m),
             order: Some(LoyaltyOrder {
@@ -704,7 +706,7 @@ pub async fn erasure_and_member_changes_serialize(store: &(impl Store + RawTable
     for r in results {
         match r.expect("concurrent mutate_member") {
             MutateOutcome::Applied { .. } => landed += 1,
-            MutateOutcome::Refused(reason) => assert_eq!(reason, "not a member"),
+            MutateOutcome::Refused(reason) => assert_eq!(reason, Refusal::NotEnrolled),
             MutateOutcome::OutOfStock => panic!("no stock was taken"),
         }
     }

@@ -10,12 +10,12 @@ use super::segments::segment;
 use super::{cid, now};
 use crate::loyalty::{
     Changes, Loaded, LoyaltyOrder, MemberOp, MemberRow, MutateOutcome, Needs, ProgramRecord,
-    RedemptionRecord, RedemptionStatus, RewardRecord,
+    RedemptionRecord, RedemptionStatus, Refusal, RewardRecord,
 };
 use crate::{Store, StoreError};
 
 /// What a suite operation decides from what was loaded.
-type Decide = dyn Fn(&Loaded, Timestamp) -> Result<Changes, String> + Send + Sync;
+type Decide = dyn Fn(&Loaded, Timestamp) -> Result<Changes, Refusal> + Send + Sync;
 /// A [`MemberOp`] made of its needs and a closure: the suite's stand-in for patron-loyalty's
 /// operations.
 pub(super) struct Op {
@@ -32,13 +32,13 @@ impl MemberOp for Op {
         self.needs.clone()
     }
 
-    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, String> {
+    fn apply(&self, loaded: &Loaded, now: Timestamp) -> Result<Changes, Refusal> {
         (self.decide)(loaded, now)
     }
 }
 pub(super) fn op(
     needs: Needs,
-    decide: impl Fn(&Loaded, Timestamp) -> Result<Changes, String> + Send + Sync + 'static,
+    decide: impl Fn(&Loaded, Timestamp) -> Result<Changes, Refusal> + Send + Sync + 'static,
 ) -> Op {
     Op {
         needs,
@@ -50,11 +50,8 @@ pub(super) fn later(days: i64) -> Timestamp {
     days_after(now(), days)
 }
 /// The loaded member, to change; refused when not a member.
-pub(super) fn member_of(loaded: &Loaded) -> Result<MemberRow, String> {
-    loaded
-        .member
-        .clone()
-        .ok_or_else(|| "not a member".to_owned())
+pub(super) fn member_of(loaded: &Loaded) -> Result<MemberRow, Refusal> {
+    loaded.member.clone().ok_or(Refusal::NotEnrolled)
 }
 fn meta(now: Timestamp, source: Source) -> Meta {
     Meta::system(now, source, "conformance")
@@ -63,7 +60,7 @@ fn meta(now: Timestamp, source: Source) -> Meta {
 pub(super) fn enrol() -> Op {
     op(Needs::default(), |loaded, now| {
         if loaded.member.is_some() {
-            return Err("already a member".into());
+            return Err(Refusal::Internal("already a member".into()));
         }
         Ok(Changes {
             member: Some(MemberRow {
@@ -94,7 +91,7 @@ pub(super) fn credit(points: Points, pending_days: i64, expiry_days: Option<i64>
                 expiry_days.map(|d| days_after(now, d)),
                 meta(now, Source::default()),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         Ok(Changes {
             member: Some(m),
             ..Changes::default()
@@ -107,7 +104,7 @@ pub(super) fn debit(points: Points) -> Op {
         let mut m = member_of(loaded)?;
         m.wallet
             .debit(EntryKind::Adjust, points, meta(now, Source::default()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         Ok(Changes {
             member: Some(m),
             ..Changes::default()
@@ -137,7 +134,7 @@ pub(super) fn redeem(reward: &str, request: &str, redemption: &str, cost: Points
     };
     op(needs, move |loaded, now| {
         if loaded.redemption.is_some() {
-            return Err("request already seen".into());
+            return Err(Refusal::RequestIdReused);
         }
         let mut m = member_of(loaded)?;
         let source = Source {
@@ -147,7 +144,7 @@ pub(super) fn redeem(reward: &str, request: &str, redemption: &str, cost: Points
         let lots = m
             .wallet
             .debit(EntryKind::Redeem, cost, meta(now, source))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         Ok(Changes {
             member: Some(m),
             redemption: Some(RedemptionRecord {
@@ -174,9 +171,12 @@ pub(super) fn cancel(reward: &str, redemption: &str) -> Op {
         ..Needs::default()
     };
     op(needs, |loaded, now| {
-        let r = loaded.redemption.clone().ok_or("no such redemption")?;
+        let r = loaded
+            .redemption
+            .clone()
+            .ok_or(Refusal::RedemptionNotFound)?;
         if r.status != RedemptionStatus::Completed {
-            return Err("not completed".into());
+            return Err(Refusal::RedemptionNotFound);
         }
         let mut m = member_of(loaded)?;
         let source = Source {
@@ -509,7 +509,7 @@ pub async fn member_changes_round_trip(store: &impl Store) {
     assert_eq!(member(store, P, c).await, Some(enrolled.clone()));
     assert_eq!(
         mutate(store, P, c, now(), &enrol()).await,
-        MutateOutcome::Refused("already a member".into())
+        MutateOutcome::Refused(Refusal::Internal("already a member".into()))
     );
 
     // One operation writing everything there is to write.
@@ -537,16 +537,16 @@ pub async fn member_changes_round_trip(store: &impl Store) {
             Some(days_after(now, 365)),
             meta(now, purchase),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal::Internal(e.to_string()))?;
         w.credit(EntryKind::Earn, 50, now, None, meta(now, Source::default()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         let source = Source {
             redemption_id: Some("red1".into()),
             ..Source::default()
         };
         let lots = w
             .debit(EntryKind::Redeem, 30, meta(now, source))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         m.first_purchase_done = true;
         Ok(Changes {
             member: Some(m),
@@ -763,13 +763,13 @@ pub async fn refused_member_changes_write_nothing(store: &impl Store) {
         op(needs, move |loaded, now| {
             // Decide everything, then refuse.
             inner.apply(loaded, now)?;
-            Err("changed my mind".into())
+            Err(Refusal::Internal("changed my mind".into()))
         })
     };
     // Not a member: nothing is created.
     assert_eq!(
         mutate(store, P, c, now(), &refuse_after(Needs::default(), enrol())).await,
-        MutateOutcome::Refused("changed my mind".into())
+        MutateOutcome::Refused(Refusal::Internal("changed my mind".into()))
     );
     assert_eq!(member(store, P, c).await, None);
     assert!(
@@ -794,7 +794,7 @@ pub async fn refused_member_changes_write_nothing(store: &impl Store) {
         let mut m = member_of(loaded)?;
         m.wallet
             .debit(EntryKind::Adjust, 60, meta(now, Source::default()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         Ok(Changes {
             member: Some(m),
             order: Some(LoyaltyOrder {
@@ -814,7 +814,7 @@ pub async fn refused_member_changes_write_nothing(store: &impl Store) {
     });
     assert_eq!(
         mutate(store, P, c, now(), &refuse_after(needs.clone(), everything)).await,
-        MutateOutcome::Refused("changed my mind".into())
+        MutateOutcome::Refused(Refusal::Internal("changed my mind".into()))
     );
     // A debit beyond the balance is refused by the ledger.
     assert!(matches!(
@@ -846,7 +846,7 @@ pub async fn refused_member_changes_write_nothing(store: &impl Store) {
         let lots = m
             .wallet
             .debit(EntryKind::Redeem, 10, meta(now, Source::default()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         Ok(Changes {
             member: Some(m),
             redemption: Some(RedemptionRecord {
@@ -984,7 +984,7 @@ pub async fn events_are_applied_once(store: &impl Store) {
         };
         op(needs, |loaded, _| {
             if loaded.event_applied {
-                return Err("already applied".into());
+                return Err(Refusal::Internal("already applied".into()));
             }
             Ok(Changes {
                 mark_event_applied: true,
@@ -996,7 +996,7 @@ pub async fn events_are_applied_once(store: &impl Store) {
     assert!(!loaded.event_applied);
     assert_eq!(
         mutate(store, "p", "c1", now(), &mark("e1")).await,
-        MutateOutcome::Refused("already applied".into())
+        MutateOutcome::Refused(Refusal::Internal("already applied".into()))
     );
     // Per event, per customer, per program.
     applied(mutate(store, "p", "c1", now(), &mark("e2")).await);
@@ -1004,7 +1004,7 @@ pub async fn events_are_applied_once(store: &impl Store) {
     applied(mutate(store, "q", "c1", now(), &mark("e1")).await);
     assert_eq!(
         mutate(store, "q", "c1", now(), &mark("e1")).await,
-        MutateOutcome::Refused("already applied".into())
+        MutateOutcome::Refused(Refusal::Internal("already applied".into()))
     );
 }
 pub async fn members_to_settle_finds_expired_and_matured_lots(store: &impl Store) {
@@ -1301,7 +1301,9 @@ pub async fn concurrent_member_changes_are_serialized(store: &impl Store) {
     for r in results {
         match r.expect("concurrent enrolment") {
             MutateOutcome::Applied { .. } => enrolled += 1,
-            MutateOutcome::Refused(reason) => assert_eq!(reason, "already a member"),
+            MutateOutcome::Refused(reason) => {
+                assert_eq!(reason, Refusal::Internal("already a member".into()))
+            }
             MutateOutcome::OutOfStock => panic!("no stock was taken"),
         }
     }
