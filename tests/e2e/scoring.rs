@@ -731,9 +731,20 @@ async fn models_are_versioned_listed_and_activated(backend: Backend) {
 // A fit at an earlier calibration end is the fit of a database that holds only the events up
 // to it: the same parameters, bit for bit.
 async fn fits_at_an_earlier_calibration_end_use_the_history_of_then(backend: Backend) {
-    let events = population(150);
+    let mut events = population(150);
     let calibration_end = ago(100);
     let until = calibration_end.seconds;
+    // A purchase one second after the calibration end, on its day: it belongs to the hold-out.
+    events.push(purchase(
+        "c000",
+        "late",
+        prost_types::Timestamp {
+            seconds: until + 1,
+            nanos: 0,
+        },
+        "o-late",
+        1_000,
+    ));
     let then: Vec<cpb::Event> = events
         .iter()
         .filter(|e| e.occurred_at.as_ref().is_some_and(|t| t.seconds <= until))
@@ -767,15 +778,14 @@ async fn fits_at_an_earlier_calibration_end_use_the_history_of_then(backend: Bac
     // The hold-out report: the purchase days after the calibration end's day of each customer
     // who had bought by then, against the model's expectation for those 100 days.
     let day = |t: &prost_types::Timestamp| t.seconds.div_euclid(86_400);
-    let end_day = day(&calibration_end);
     let mut days: std::collections::BTreeMap<&str, (bool, std::collections::BTreeSet<i64>)> =
         Default::default();
     for e in &events {
         let t = e.occurred_at.as_ref().expect("time");
         if matches!(e.kind, Some(cpb::event::Kind::Purchase(_))) {
             let entry = days.entry(e.customer_id.as_str()).or_default();
-            entry.0 |= day(t) <= end_day;
-            if day(t) > end_day {
+            entry.0 |= t.seconds <= until;
+            if t.seconds > until {
                 entry.1.insert(day(t));
             }
         }

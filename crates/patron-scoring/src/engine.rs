@@ -367,10 +367,18 @@ impl Engine {
         let holdout_end = request.holdout_end;
         let rows = self.rows_as_of(calibration_end).await?;
         // Purchase days after the calibration end, from today's active orders: the hold-out.
+        // The calibration end's own day counts when an order of that day came after the
+        // instant (today's row has more orders that day than the row as of then).
         let holdout: Vec<u64> = rows
             .iter()
             .map(|r| {
                 let today = self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r));
+                let on_end_day = |row: &SummaryRow| {
+                    row.orders
+                        .iter()
+                        .filter(|o| o.day == calibration_day)
+                        .count()
+                };
                 let mut days: Vec<_> = today
                     .orders
                     .iter()
@@ -378,7 +386,8 @@ impl Engine {
                     .filter(|d| *d > calibration_day && *d <= holdout_end.day())
                     .collect();
                 days.dedup();
-                days.len() as u64
+                let end_day_later = on_end_day(&today) > on_end_day(r);
+                days.len() as u64 + u64::from(end_day_later)
             })
             .collect();
         let holdout_days =
