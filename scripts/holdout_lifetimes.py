@@ -28,10 +28,10 @@ and shorten every T by a day.)
 Then, untimed (unless --no-check), the same figures under Patron's rules, to check agreement:
   - orders wholly refunded are not purchases (Patron's "active orders"): in the calibration,
     by the refunds made by the calibration end; in the hold-out, by every refund;
-  - the hold-out counts purchase days after the calibration end's day, up to the hold-out end's
-    day (Patron: `day > calibration_day && day <= holdout_end.day()`); lifetimes counts every
-    purchase after the calibration instant, so purchases made during 3 August count in its
-    hold-out but in neither of Patron's periods;
+  - the hold-out counts the purchase days of orders after the calibration instant, up to the
+    hold-out end's day (as lifetimes does; before commit "Hold-out: a purchase on the calibration
+    end's day after the instant counts in the hold-out" Patron skipped the calibration end's own
+    day, so purchases made during 3 August fell in neither of its periods);
 and, with lifetimes' own fit, a hold-out report under those rules (fit again on the adjusted
 calibration summary).
 
@@ -198,9 +198,8 @@ def check(args, tx, summary, bgf, calibration_and_holdout_data, BetaGeoFitter):
     cal = active(cal_us)
     cal = cal[cal["occurred_at"] <= cal_us]
     now = active(None)
-    cal_day = cal_us // DAY_US
     now_day = now["occurred_at"] // DAY_US
-    hold = now[(now_day > cal_day) & (now_day <= end_us // DAY_US)]
+    hold = now[(now["occurred_at"] > cal_us) & (now_day <= end_us // DAY_US)]
     # Calibration summary from the calibration's active orders (its hold-out part is unused).
     cal_tx = pd.DataFrame(
         {"customer_id": cal["customer_id"].to_numpy(), "date": pd.to_datetime(cal["occurred_at"].to_numpy(), unit="us")}
