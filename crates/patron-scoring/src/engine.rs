@@ -366,40 +366,48 @@ impl Engine {
         let calibration_day = calibration_end.day();
         let holdout_end = request.holdout_end;
         let rows = self.rows_as_of(calibration_end).await?;
-        // Purchase days after the calibration end, from today's active orders: the hold-out.
-        // The calibration end's own day counts when an order of that day came after the
-        // instant (today's row has more orders that day than the row as of then).
-        let holdout: Vec<u64> = rows
-            .iter()
-            .map(|r| {
-                let today = self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r));
-                let on_end_day = |row: &SummaryRow| {
-                    row.orders
+        // Only when the data go past the calibration end.
+        let holdout_days = u32::try_from(holdout_end.day().as_days() - calibration_day.as_days())
+            .ok()
+            .filter(|d| *d > 0);
+        // Purchase days after the calibration end, from today's active orders: the hold-out
+        // (counted only if there is one). The calibration end's own day counts when an order of
+        // that day came after the instant (today's row has more orders that day than the row as
+        // of then).
+        let holdout: Vec<u64> = match holdout_days {
+            None => Vec::new(),
+            Some(_) => rows
+                .iter()
+                .map(|r| {
+                    let today = self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r));
+                    let on_end_day = |row: &SummaryRow| {
+                        row.orders
+                            .iter()
+                            .filter(|o| o.day == calibration_day)
+                            .count()
+                    };
+                    let mut days: Vec<_> = today
+                        .orders
                         .iter()
-                        .filter(|o| o.day == calibration_day)
-                        .count()
-                };
-                let mut days: Vec<_> = today
-                    .orders
-                    .iter()
-                    .map(|o| o.day)
-                    .filter(|d| *d > calibration_day && *d <= holdout_end.day())
-                    .collect();
-                days.dedup();
-                let end_day_later = on_end_day(&today) > on_end_day(r);
-                days.len() as u64 + u64::from(end_day_later)
-            })
-            .collect();
-        let holdout_days =
-            u32::try_from(holdout_end.day().as_days() - calibration_day.as_days()).ok();
+                        .map(|o| o.day)
+                        .filter(|d| *d > calibration_day && *d <= holdout_end.day())
+                        .collect();
+                    days.dedup();
+                    let end_day_later = on_end_day(&today) > on_end_day(r);
+                    days.len() as u64 + u64::from(end_day_later)
+                })
+                .collect(),
+        };
         let doc = tokio::task::spawn_blocking(move || {
             let mut population = Vec::with_capacity(rows.len());
             let mut revenues = Vec::with_capacity(rows.len());
             let mut value_indexes = Vec::new();
             let mut compared = Vec::new();
-            for (r, actual) in rows.iter().zip(&holdout) {
+            for (i, r) in rows.iter().enumerate() {
                 if let Some(c) = DayRfm::from_summary(&r.summary, calibration_end) {
-                    compared.push((c, *actual));
+                    if let Some(actual) = holdout.get(i) {
+                        compared.push((c, *actual));
+                    }
                     population.push(c);
                     revenues.push(r.summary.purchases.net_revenue as f64);
                 }
@@ -407,8 +415,6 @@ impl Engine {
                     value_indexes.push(vi);
                 }
             }
-            // Only when the data go past the calibration end.
-            let holdout_days = holdout_days.filter(|d| *d > 0);
             let evaluate = |doc: &ModelDoc| -> Result<model::HoldoutReport, ModelError> {
                 let model = model::ActiveModel::from_doc(0, calibration_end, doc.clone())?;
                 Ok(model::HoldoutReport::compute(
