@@ -214,7 +214,20 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
         c.iter()
             .all(|m| m.root_mean_squared_error.is_finite() && m.root_mean_squared_error > 0.0)
     );
-    // No hold-out, or a model named as well: refused.
+    // No hold-out, or a model named as well: refused, and nothing stored or activated.
+    let models = |client: &mut ScoringServiceClient<tonic::transport::Channel>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_value_models(pb::ListValueModelsRequest::default())
+                .await
+                .expect("list")
+                .into_inner()
+                .models
+        }
+    };
+    let before = models(&mut client).await;
+    assert_eq!(before.len(), 2);
     for (request, field) in [
         (
             pb::FitValueModelRequest {
@@ -241,6 +254,7 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
             Some(field),
         );
     }
+    assert_eq!(models(&mut client).await, before);
 }
 
 crate::both_backends!(holdout_matches_lifetimes_on_cdnow);
