@@ -9,6 +9,7 @@ use crate::support::{Backend, purchase, spawn_app};
 
 const TRANSACTIONS: &str = include_str!("../fixtures/cdnow_sample_transactions.csv");
 const REFERENCE: &str = include_str!("../fixtures/cdnow_holdout_reference.csv");
+const WEEKLY_REFERENCE: &str = include_str!("../fixtures/cdnow_holdout_weekly_reference.csv");
 
 /// Midnight UTC of an ISO date.
 fn midnight(date: &str) -> prost_types::Timestamp {
@@ -35,13 +36,16 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 }
 
 struct Reference {
-    params: [f64; 4],
+    /// The named parameters of the first line, in order.
+    params: Vec<f64>,
     /// (frequency_cal, frequency_holdout, predicted) per customer.
     customers: Vec<(u32, u32, f64)>,
 }
 
-fn reference() -> Reference {
-    let mut lines = REFERENCE.lines();
+/// A reference file of tests/fixtures/generate_cdnow_holdout.py: parameters on the first line,
+/// then a CSV read by column name.
+fn reference(text: &str) -> Reference {
+    let mut lines = text.lines();
     let header = lines.next().expect("parameters");
     let params: Vec<f64> = header
         .trim_start_matches("# ")
@@ -54,67 +58,31 @@ fn reference() -> Reference {
                 .expect("number")
         })
         .collect();
-    lines.next().expect("column names");
+    let columns: Vec<&str> = lines.next().expect("column names").split(',').collect();
+    let at = |name: &str| columns.iter().position(|c| *c == name).expect(name);
+    let (f, h, p) = (
+        at("frequency_cal"),
+        at("frequency_holdout"),
+        at("predicted"),
+    );
     let customers = lines
         .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
+            let v: Vec<&str> = l.split(',').collect();
             (
-                f[1].parse().expect("frequency_cal"),
-                f[4].parse().expect("frequency_holdout"),
-                f[6].parse().expect("predicted"),
+                v[f].parse().expect("frequency_cal"),
+                v[h].parse().expect("frequency_holdout"),
+                v[p].parse().expect("predicted"),
             )
         })
         .collect();
-    Reference {
-        params: [params[0], params[1], params[2], params[3]],
-        customers,
-    }
+    Reference { params, customers }
 }
 
-async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let events: Vec<_> = TRANSACTIONS
-        .lines()
-        .skip(1)
-        .enumerate()
-        .map(|(i, l)| {
-            let f: Vec<&str> = l.split(',').collect();
-            purchase(
-                &format!("cdnow-{}", f[0]),
-                &format!("t{i}"),
-                midnight(f[1]),
-                &format!("o{i}"),
-                f[2].parse().expect("cents"),
-            )
-        })
-        .collect();
-    for chunk in events.chunks(1_000) {
-        app.record(chunk.to_vec()).await.expect("record");
-    }
-    let mut client = ScoringServiceClient::new(app.channel.clone());
-    let model = client
-        .fit_value_model(pb::FitValueModelRequest {
-            calibration_end: Some(midnight("1997-09-30")),
-            holdout_end: Some(midnight("1998-06-30")),
-            ..Default::default()
-        })
-        .await
-        .expect("fit")
-        .into_inner()
-        .model
-        .expect("model");
-    let bg_report = model.holdout.clone();
-    let want = reference();
-    let bg = model.bg_nbd.expect("bg/nbd");
-    for (got, want) in [bg.r, bg.alpha, bg.a, bg.b].into_iter().zip(want.params) {
-        assert!(
-            close(got, want, 1e-4),
-            "parameter {got} against lifetimes' {want}"
-        );
-    }
-    let h = model.holdout.expect("hold-out report");
+/// The report's figures against the reference's customers: counts exact, predictions and errors
+/// within 1e-4.
+fn assert_report_matches(h: &pb::HoldoutReport, want: &Reference) {
     let n = want.customers.len();
-    assert_eq!((h.customers as usize, h.holdout_days), (n, 273));
+    assert_eq!(h.customers as usize, n);
     let actual: u32 = want.customers.iter().map(|c| c.1).sum();
     assert_eq!(h.actual_purchases, i64::from(actual));
     let predicted: f64 = want.customers.iter().map(|c| c.2).sum();
@@ -171,6 +139,82 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
         h.by_frequency.iter().map(|r| r.customers).sum::<i64>(),
         n as i64
     );
+}
+
+async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let events: Vec<_> = TRANSACTIONS
+        .lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(',').collect();
+            purchase(
+                &format!("cdnow-{}", f[0]),
+                &format!("t{i}"),
+                midnight(f[1]),
+                &format!("o{i}"),
+                f[2].parse().expect("cents"),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(1_000) {
+        app.record(chunk.to_vec()).await.expect("record");
+    }
+    let mut client = ScoringServiceClient::new(app.channel.clone());
+    let model = client
+        .fit_value_model(pb::FitValueModelRequest {
+            calibration_end: Some(midnight("1997-09-30")),
+            holdout_end: Some(midnight("1998-06-30")),
+            ..Default::default()
+        })
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    let bg_report = model.holdout.clone();
+    let want = reference(REFERENCE);
+    let bg = model.bg_nbd.expect("bg/nbd");
+    for (got, want) in [bg.r, bg.alpha, bg.a, bg.b].into_iter().zip(&want.params) {
+        assert!(
+            close(got, *want, 1e-4),
+            "parameter {got} against lifetimes' {want}"
+        );
+    }
+    let h = model.holdout.expect("hold-out report");
+    assert_eq!((h.holdout_days, h.holdout_periods), (273, 273));
+    assert_report_matches(&h, &want);
+
+    // Calendar weeks: lifetimes' freq='W' with spend, BG/NBD and Gamma-Gamma.
+    let weekly = client
+        .fit_value_model(pb::FitValueModelRequest {
+            calibration_end: Some(midnight("1997-09-30")),
+            holdout_end: Some(midnight("1998-06-30")),
+            time_unit: pb::TimeUnit::Week as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("weekly fit")
+        .into_inner()
+        .model
+        .expect("model");
+    assert!(weekly.calendar_weeks);
+    let want_weekly = reference(WEEKLY_REFERENCE);
+    let bg = weekly.bg_nbd.expect("bg/nbd");
+    let gg = weekly.gamma_gamma.expect("gamma-gamma");
+    for (got, want) in [bg.r, bg.alpha, bg.a, bg.b, gg.p, gg.q, gg.v]
+        .into_iter()
+        .zip(&want_weekly.params)
+    {
+        assert!(
+            close(got, *want, 1e-4),
+            "weekly parameter {got} against lifetimes' {want}"
+        );
+    }
+    let h = weekly.holdout.expect("weekly hold-out report");
+    assert_eq!((h.holdout_days, h.holdout_periods), (273, 39));
+    assert_report_matches(&h, &want_weekly);
 
     // Every model fitted, the one of lowest hold-out RMSE scoring, every model's errors kept.
     let chosen = client
@@ -227,7 +271,7 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
         }
     };
     let before = models(&mut client).await;
-    assert_eq!(before.len(), 2);
+    assert_eq!(before.len(), 3);
     for (request, field) in [
         (
             pb::FitValueModelRequest {

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use patron_domain::clv::TimeUnitKind;
 use patron_domain::value::PerceivedValue;
 use patron_domain::value::TierPolicy;
-use patron_domain::{Currency, CustomerId, Timestamp};
+use patron_domain::{Currency, CustomerId, Day, Timestamp};
 use patron_feed::FeedView;
 use patron_store::feed::{Change, ChangeKind};
 use patron_store::{Store, StoreError, StoreResult, StoredModel, SummaryRow};
@@ -370,7 +371,16 @@ impl Engine {
         let holdout_days = u32::try_from(holdout_end.day().as_days() - calibration_day.as_days())
             .ok()
             .filter(|d| *d > 0);
-        // Purchase days after the calibration end, from today's active orders: the hold-out
+        // The model's periods: days, or calendar weeks (`lifetimes`' `freq='W'`).
+        let period = |d: Day| match request.time_unit {
+            TimeUnitKind::Days => d.as_days(),
+            TimeUnitKind::Weeks => model::week_of(d),
+        };
+        // `lifetimes`' `duration_holdout`: the hold-out end's period minus the calibration end's.
+        let holdout_periods = holdout_days.map(|_| {
+            u32::try_from(period(holdout_end.day()) - period(calibration_day)).unwrap_or(0)
+        });
+        // Purchase periods after the calibration end, from today's active orders: the hold-out
         // (counted only if there is one). The calibration end's own day counts when an order of
         // that day came after the instant (today's row has more orders that day than the row as
         // of then).
@@ -386,15 +396,19 @@ impl Engine {
                             .filter(|o| o.day == calibration_day)
                             .count()
                     };
-                    let mut days: Vec<_> = today
+                    let mut periods: Vec<i32> = today
                         .orders
                         .iter()
                         .map(|o| o.day)
                         .filter(|d| *d > calibration_day && *d <= holdout_end.day())
+                        .map(period)
                         .collect();
-                    days.dedup();
-                    let end_day_later = on_end_day(&today) > on_end_day(r);
-                    days.len() as u64 + u64::from(end_day_later)
+                    if on_end_day(&today) > on_end_day(r) {
+                        periods.push(period(calibration_day));
+                    }
+                    periods.sort_unstable();
+                    periods.dedup();
+                    periods.len() as u64
                 })
                 .collect(),
         };
@@ -404,7 +418,7 @@ impl Engine {
             let mut value_indexes = Vec::new();
             let mut compared = Vec::new();
             for (i, r) in rows.iter().enumerate() {
-                if let Some(c) = DayRfm::from_summary(&r.summary, calibration_end) {
+                if let Some(c) = DayRfm::from_row(&r.summary, &r.orders, calibration_end) {
                     if let Some(actual) = holdout.get(i) {
                         compared.push((c, *actual));
                     }
@@ -420,7 +434,7 @@ impl Engine {
                 Ok(model::HoldoutReport::compute(
                     &model,
                     holdout_end,
-                    holdout_days.unwrap_or(0),
+                    (holdout_days.unwrap_or(0), holdout_periods.unwrap_or(0)),
                     &compared,
                 ))
             };

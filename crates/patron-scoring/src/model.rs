@@ -11,6 +11,7 @@ use patron_domain::clv::{
 };
 use patron_domain::value::{ChurnRisk, churn_risk};
 use patron_domain::{CustomerSummary, Day, Timestamp};
+use patron_store::OrderDay;
 use serde::{Deserialize, Serialize};
 
 use crate::cdf::Cdf;
@@ -127,6 +128,11 @@ pub struct ModelDoc {
     /// As-of instant of the fitted summaries (micros).
     pub calibration_end: i64,
     pub time_unit: TimeUnitKind,
+    /// A weekly model counts calendar weeks (`lifetimes`' `freq='W'`): true for every weekly
+    /// fit since they were introduced. Older weekly documents (false) were fitted on the day
+    /// statistics divided by 7 and keep being scored that way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub calendar_weeks: bool,
     /// The model the scores come from.
     #[serde(default)]
     pub purchase_model: PurchaseModel,
@@ -189,7 +195,8 @@ impl ModelDoc {
     }
 }
 
-/// A customer's purchase statistics as of an instant, in days (the `lifetimes` convention).
+/// A customer's purchase statistics as of an instant, in days (the `lifetimes` convention), and
+/// in calendar weeks when built from the customer's orders.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DayRfm {
     /// Repeat purchase days.
@@ -202,11 +209,14 @@ pub struct DayRfm {
     pub monetary: f64,
     /// Days from the last purchase day to the as-of instant.
     pub days_since_last: f64,
+    /// The same statistics in calendar weeks (`lifetimes`' `freq='W'`); `None` when built from
+    /// a summary alone.
+    pub weeks: Option<PeriodRfm>,
 }
 
 impl DayRfm {
     /// From a summary, as of `as_of`. `None` without purchases or if `as_of` precedes the first
-    /// purchase day.
+    /// purchase day. Without the orders there are no weekly statistics: see [`DayRfm::from_row`].
     pub fn from_summary(s: &CustomerSummary, as_of: Timestamp) -> Option<Self> {
         let first = s.purchases.first_purchase_day?;
         let last = s.purchases.last_purchase_day?;
@@ -223,8 +233,117 @@ impl DayRfm {
             age: age.max(f64::from(last.as_days() - first.as_days())),
             monetary: monetary.max(0.0),
             days_since_last: days_between(last, as_of).unwrap_or(0.0).max(0.0),
+            weeks: None,
         })
     }
+
+    /// From a customer's summary and active orders, as of `as_of`: [`DayRfm::from_summary`]
+    /// plus the weekly statistics.
+    pub fn from_row(s: &CustomerSummary, orders: &[OrderDay], as_of: Timestamp) -> Option<Self> {
+        let mut rfm = Self::from_summary(s, as_of)?;
+        rfm.weeks = PeriodRfm::weeks(orders, as_of);
+        Some(rfm)
+    }
+
+    /// What `model` predicts from: [`DayRfm::from_row`] if it counts calendar weeks, else
+    /// [`DayRfm::from_summary`] (the orders are not walked).
+    pub fn for_model(
+        s: &CustomerSummary,
+        orders: &[OrderDay],
+        as_of: Timestamp,
+        model: Option<&ActiveModel>,
+    ) -> Option<Self> {
+        if model.is_some_and(ActiveModel::counts_calendar_weeks) {
+            Self::from_row(s, orders, as_of)
+        } else {
+            Self::from_summary(s, as_of)
+        }
+    }
+
+    /// The day statistics as `lifetimes` inputs.
+    pub fn in_days(&self) -> PeriodRfm {
+        PeriodRfm {
+            frequency: self.frequency,
+            recency: self.recency,
+            age: self.age,
+            monetary: self.monetary,
+        }
+    }
+}
+
+/// A customer's `lifetimes` inputs (frequency, recency, T, monetary_value) in one time unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeriodRfm {
+    /// Repeat purchase periods.
+    pub frequency: u32,
+    /// Periods between the first and the last purchase period.
+    pub recency: f64,
+    /// Periods between the first purchase period and the as-of instant's (T).
+    pub age: f64,
+    /// Mean net revenue of the repeat purchase periods (minor units).
+    pub monetary: f64,
+}
+
+impl PeriodRfm {
+    /// `lifetimes`' `summary_data_from_transaction_data(..., freq='W')` for one customer: each
+    /// order's day and `as_of`'s day floored to the Monday of its ISO week (pandas' `W-SUN`
+    /// periods); frequency counts distinct purchase weeks after the first, recency and T are
+    /// whole weeks, monetary the mean of the repeat weeks' summed net amounts. Orders after
+    /// `as_of`'s day are ignored. `None` without orders by then.
+    pub fn weeks(orders: &[OrderDay], as_of: Timestamp) -> Option<Self> {
+        let end = week_of(as_of.day());
+        let mut it = orders.iter().filter(|o| o.day <= as_of.day());
+        let first = it.next()?;
+        let first_week = week_of(first.day);
+        let (mut last_week, mut weeks, mut total, mut first_total) =
+            (first_week, 0u32, first.net_amount, first.net_amount);
+        for o in it {
+            let w = week_of(o.day);
+            if w != last_week {
+                weeks += 1;
+                last_week = w;
+            }
+            if w == first_week {
+                first_total += o.net_amount;
+            }
+            total += o.net_amount;
+        }
+        let monetary = if weeks > 0 {
+            ((total - first_total) as f64 / f64::from(weeks)).max(0.0)
+        } else {
+            0.0
+        };
+        Some(Self {
+            frequency: weeks,
+            recency: f64::from(last_week - first_week),
+            age: f64::from(end - first_week),
+            monetary,
+        })
+    }
+
+    fn to<U: TimeUnit>(self) -> Option<CustomerRfm<U>> {
+        CustomerRfm::<U>::new(self.frequency, self.recency, self.age, self.monetary).ok()
+    }
+}
+
+/// `c`'s `lifetimes` inputs in `unit`; weeks are calendar weeks unless `calendar_weeks` is false
+/// (documents older than calendar weeks: the day statistics divided by 7).
+fn inputs(unit: TimeUnitKind, calendar_weeks: bool, c: &DayRfm) -> Option<PeriodRfm> {
+    match (unit, calendar_weeks) {
+        (TimeUnitKind::Days, _) => Some(c.in_days()),
+        (TimeUnitKind::Weeks, true) => c.weeks,
+        (TimeUnitKind::Weeks, false) => Some(PeriodRfm {
+            recency: c.recency / 7.0,
+            age: c.age / 7.0,
+            ..c.in_days()
+        }),
+    }
+}
+
+/// Index of the ISO week (Monday to Sunday) holding `day`: 1970-01-01 was a Thursday, so the
+/// week of day 0 starts on day −3.
+pub fn week_of(day: Day) -> i32 {
+    (day.as_days() + 3).div_euclid(7)
 }
 
 /// Whole days from the start of `day` to `to`; `None` if `to` is before the day starts.
@@ -397,33 +516,45 @@ impl ActiveModel {
         })
     }
 
-    /// E[X(t) | customer]: expected purchase days in the next `days` days (any length, unlike
+    /// E[X(t) | customer]: expected purchase periods in the next `periods` of the model's unit
+    /// (any length, unlike
     /// [`ActiveModel::predict`]'s horizon); `None` out of the model's domain.
-    pub fn expected_purchases_over(&self, c: &DayRfm, days: f64) -> Option<f64> {
+    pub fn expected_purchases_over(&self, c: &DayRfm, periods: f64) -> Option<f64> {
         fn e<U: TimeUnit>(
             m: &(dyn TransactionModel<U> + Send + Sync),
-            c: &DayRfm,
-            days: f64,
-            per: f64,
+            c: PeriodRfm,
+            periods: f64,
         ) -> Option<f64> {
-            let rfm = CustomerRfm::<U>::new(c.frequency, c.recency / per, c.age / per, c.monetary)
-                .ok()?;
-            let t = patron_domain::clv::Periods::<U>::new(days / per).ok()?;
-            m.conditional_expected_purchases(t, &rfm)
+            let t = patron_domain::clv::Periods::<U>::new(periods).ok()?;
+            m.conditional_expected_purchases(t, &c.to::<U>()?)
                 .ok()
                 .filter(|x| x.is_finite())
         }
+        let c = self.inputs(c)?;
         match &self.bg {
-            Bg::Days(m) => e(m.as_ref(), c, days, 1.0),
-            Bg::Weeks(m) => e(m.as_ref(), c, days, 7.0),
+            Bg::Days(m) => e(m.as_ref(), c, periods),
+            Bg::Weeks(m) => e(m.as_ref(), c, periods),
         }
+    }
+
+    /// Whether this model predicts from calendar weeks (needs [`DayRfm::weeks`]).
+    pub fn counts_calendar_weeks(&self) -> bool {
+        self.doc.time_unit == TimeUnitKind::Weeks && self.doc.calendar_weeks
+    }
+
+    /// The customer's `lifetimes` inputs in this model's unit: days, calendar weeks, or (for a
+    /// weekly document older than calendar weeks) days divided by 7. `None` for a calendar-week
+    /// model given statistics without weeks.
+    pub fn inputs(&self, c: &DayRfm) -> Option<PeriodRfm> {
+        inputs(self.doc.time_unit, self.doc.calendar_weeks, c)
     }
 
     /// Predictions for one customer; `None` if the inputs are out of the model's domain.
     pub fn predict(&self, c: &DayRfm) -> Option<Prediction> {
+        let c = self.inputs(c)?;
         match &self.bg {
-            Bg::Days(m) => self.predict_in(m.as_ref(), c, 1.0),
-            Bg::Weeks(m) => self.predict_in(m.as_ref(), c, 7.0),
+            Bg::Days(m) => self.predict_in(m.as_ref(), c),
+            Bg::Weeks(m) => self.predict_in(m.as_ref(), c),
         }
     }
 
@@ -436,7 +567,8 @@ impl ActiveModel {
     /// purchase day cannot have dropped out, so P(alive) is 1 by construction however long ago
     /// the purchase was.
     pub fn p_alive_informative(&self, c: &DayRfm) -> bool {
-        self.purchase_model().one_time_buyers_can_drop_out() || c.frequency > 0
+        self.purchase_model().one_time_buyers_can_drop_out()
+            || self.inputs(c).is_some_and(|c| c.frequency > 0)
     }
 
     /// Churn risk from `p_alive` (this model's, for `c`): unknown where P(alive) is not
@@ -454,33 +586,23 @@ impl ActiveModel {
     pub fn probability_alive(&self, c: &DayRfm) -> Option<f64> {
         fn p<U: TimeUnit>(
             m: &(dyn TransactionModel<U> + Send + Sync),
-            c: &DayRfm,
-            days: f64,
+            c: PeriodRfm,
         ) -> Option<f64> {
-            let rfm =
-                CustomerRfm::<U>::new(c.frequency, c.recency / days, c.age / days, c.monetary)
-                    .ok()?;
-            Some(m.probability_alive(&rfm))
+            Some(m.probability_alive(&c.to::<U>()?))
         }
+        let c = self.inputs(c)?;
         match &self.bg {
-            Bg::Days(m) => p(m.as_ref(), c, 1.0),
-            Bg::Weeks(m) => p(m.as_ref(), c, 7.0),
+            Bg::Days(m) => p(m.as_ref(), c),
+            Bg::Weeks(m) => p(m.as_ref(), c),
         }
     }
 
     fn predict_in<U: TimeUnit>(
         &self,
         m: &(dyn TransactionModel<U> + Send + Sync),
-        c: &DayRfm,
-        days_per_period: f64,
+        c: PeriodRfm,
     ) -> Option<Prediction> {
-        let rfm = CustomerRfm::<U>::new(
-            c.frequency,
-            c.recency / days_per_period,
-            c.age / days_per_period,
-            c.monetary,
-        )
-        .ok()?;
+        let rfm = c.to::<U>()?;
         let key = (c.frequency, c.recency.to_bits(), c.age.to_bits());
         let bg = self.memo.get_or_compute(key, || {
             // One horizon for expected purchases and CLV: `horizon_months` months of the unit's
@@ -588,12 +710,13 @@ pub fn fit(
         )));
     }
     let fits = match request.time_unit {
-        TimeUnitKind::Days => fit_in::<Days>(population, 1.0, &request)?,
-        TimeUnitKind::Weeks => fit_in::<Weeks>(population, 7.0, &request)?,
+        TimeUnitKind::Days => fit_in::<Days>(population, &request)?,
+        TimeUnitKind::Weeks => fit_in::<Weeks>(population, &request)?,
     };
     let mut doc = ModelDoc {
         calibration_end: request.calibration_end.as_micros(),
         time_unit: request.time_unit,
+        calendar_weeks: request.time_unit == TimeUnitKind::Weeks,
         purchase_model: request.purchase_model,
         bg_nbd: fits.bg_nbd,
         mbg_nbd: fits.mbg_nbd,
@@ -641,11 +764,17 @@ pub struct HoldoutReport {
     pub end: i64,
     /// Whole days from the calibration end's day to the hold-out end's day.
     pub days: u32,
+    /// The span predicted, in the model's periods (`lifetimes`' `duration_holdout`): `days` for a
+    /// daily model, calendar weeks from the calibration end's week to the hold-out end's for a
+    /// weekly one. `None` in reports stored before it (daily: `days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periods: Option<u32>,
     /// Customers compared (fitted on and given a prediction).
     pub customers: u64,
-    /// Purchase days in the hold-out, summed over the customers.
+    /// Purchase periods (days, or calendar weeks in a weekly model) in the hold-out, summed over
+    /// the customers.
     pub actual_purchases: u64,
-    /// Expected purchase days in the hold-out, summed.
+    /// Expected purchase periods in the hold-out, summed.
     pub predicted_purchases: f64,
     /// Mean over customers of |predicted − actual|.
     pub mean_absolute_error: f64,
@@ -653,7 +782,7 @@ pub struct HoldoutReport {
     pub root_mean_squared_error: f64,
     /// 100 × (predicted − actual) / actual over all customers; `None` without actual purchases.
     pub aggregate_error_percent: Option<f64>,
-    /// By calibration frequency (repeat purchase days) 0, 1, …; the last row holds
+    /// By calibration frequency (repeat purchase periods) 0, 1, …; the last row holds
     /// [`HOLDOUT_FREQUENCIES`] and more.
     pub by_frequency: Vec<HoldoutRow>,
 }
@@ -734,15 +863,23 @@ pub struct HoldoutRow {
 }
 
 impl HoldoutReport {
-    /// The report over `(customer as of the calibration end, purchase days in the hold-out)`,
-    /// predicting `days` days ahead with `model`.
-    pub fn compute(model: &ActiveModel, end: Timestamp, days: u32, rows: &[(DayRfm, u64)]) -> Self {
+    /// The report over `(customer as of the calibration end, purchase periods in the
+    /// hold-out)`, predicting `(days, periods)` ahead with `model` (`periods` of its unit).
+    pub fn compute(
+        model: &ActiveModel,
+        end: Timestamp,
+        (days, periods): (u32, u32),
+        rows: &[(DayRfm, u64)],
+    ) -> Self {
         let n = HOLDOUT_FREQUENCIES as usize;
         let mut buckets = vec![(0u64, 0.0f64, 0.0f64); n + 1];
         let (mut customers, mut actual_sum, mut predicted_sum) = (0u64, 0u64, 0.0f64);
         let (mut abs_sum, mut sq_sum) = (0.0f64, 0.0f64);
         for (c, actual) in rows {
-            let Some(predicted) = model.expected_purchases_over(c, f64::from(days)) else {
+            let (Some(predicted), Some(inputs)) = (
+                model.expected_purchases_over(c, f64::from(periods)),
+                model.inputs(c),
+            ) else {
                 continue;
             };
             customers += 1;
@@ -751,7 +888,7 @@ impl HoldoutReport {
             let diff = predicted - *actual as f64;
             abs_sum += diff.abs();
             sq_sum += diff * diff;
-            let b = &mut buckets[(c.frequency as usize).min(n)];
+            let b = &mut buckets[(inputs.frequency as usize).min(n)];
             b.0 += 1;
             b.1 += *actual as f64;
             b.2 += predicted;
@@ -760,6 +897,7 @@ impl HoldoutReport {
         Self {
             end: end.as_micros(),
             days,
+            periods: Some(periods),
             customers,
             actual_purchases: actual_sum,
             predicted_purchases: predicted_sum,
@@ -791,24 +929,12 @@ struct Fits {
     gamma_gamma: Option<GammaGammaDoc>,
 }
 
-fn fit_in<U: TimeUnit>(
-    population: &[DayRfm],
-    days_per_period: f64,
-    request: &FitRequest,
-) -> Result<Fits, ModelError> {
+fn fit_in<U: TimeUnit>(population: &[DayRfm], request: &FitRequest) -> Result<Fits, ModelError> {
     let (purchase_model, penalizer_coef) = (request.purchase_model, request.penalizer_coef);
     let math = |e: patron_domain::clv::ClvError| ModelError::Math(e.to_string());
     let customers: Vec<CustomerRfm<U>> = population
         .iter()
-        .filter_map(|c| {
-            CustomerRfm::<U>::new(
-                c.frequency,
-                c.recency / days_per_period,
-                c.age / days_per_period,
-                c.monetary,
-            )
-            .ok()
-        })
+        .filter_map(|c| inputs(U::KIND, true, c)?.to::<U>())
         .collect();
     let threads = std::thread::available_parallelism()
         .map(usize::from)
@@ -962,6 +1088,7 @@ mod tests {
                     age,
                     monetary: simulate_mean_spend(&spend, s.frequency, &mut rng),
                     days_since_last: age - recency,
+                    weeks: None,
                 }
             })
             .collect();
@@ -995,6 +1122,7 @@ mod tests {
                 age: 700.0,
                 monetary: 4_000.0,
                 days_since_last: 10.0,
+                weeks: None,
             },
             DayRfm {
                 frequency: 0,
@@ -1002,6 +1130,7 @@ mod tests {
                 age: 0.0,
                 monetary: 0.0,
                 days_since_last: 0.0,
+                weeks: None,
             },
             DayRfm {
                 frequency: 3,
@@ -1009,6 +1138,7 @@ mod tests {
                 age: 400.0,
                 monetary: 0.0,
                 days_since_last: 370.0,
+                weeks: None,
             },
         ] {
             let p = model.predict(&c).expect("prediction");
@@ -1081,6 +1211,71 @@ mod tests {
     /// Issue 16: the chosen purchase model is fitted, stored, served and named; under it a one-time
     /// buyer's P(alive) falls with the time since the purchase, while under BG/NBD it is 1 and
     /// flagged as uninformative (churn risk unknown). Documents from before the choice are BG/NBD.
+    /// Calendar weeks against `lifetimes`' `calibration_and_holdout_data(..., freq='W')` on its
+    /// CDNOW sample (tests/fixtures/generate_cdnow_holdout.py): every customer's frequency,
+    /// recency, T and monetary value as of 1997-09-30.
+    #[test]
+    fn calendar_weeks_match_lifetimes_freq_w() {
+        use patron_domain::Date;
+        let transactions = include_str!("../../../tests/fixtures/cdnow_sample_transactions.csv");
+        let reference = include_str!("../../../tests/fixtures/cdnow_holdout_weekly_reference.csv");
+        let as_of = Date::parse_iso("1997-09-30")
+            .expect("date")
+            .to_day()
+            .start();
+        let mut orders: std::collections::HashMap<&str, Vec<OrderDay>> = Default::default();
+        for line in transactions.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let day = Date::parse_iso(f[1]).expect("date").to_day();
+            if day.start() <= as_of {
+                orders.entry(f[0]).or_default().push(OrderDay {
+                    day,
+                    net_amount: f[2].parse().expect("cents"),
+                });
+            }
+        }
+        let mut checked = 0;
+        for line in reference.lines().skip(2) {
+            let f: Vec<&str> = line.split(',').collect();
+            let mut mine = orders.remove(f[0]).expect("customer");
+            mine.sort();
+            let w = PeriodRfm::weeks(&mine, as_of).expect("weeks");
+            let want_monetary: f64 = f[4].parse().expect("monetary");
+            assert_eq!(
+                (w.frequency, w.recency, w.age),
+                (
+                    f[1].parse().expect("frequency"),
+                    f[2].parse().expect("recency"),
+                    f[3].parse().expect("T"),
+                ),
+                "customer {}",
+                f[0]
+            );
+            assert!(
+                (w.monetary - want_monetary).abs() <= 1e-9 * want_monetary.max(1.0),
+                "customer {}: {} against {want_monetary}",
+                f[0],
+                w.monetary
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 2_357);
+        assert!(orders.is_empty(), "customers lifetimes does not have");
+    }
+
+    /// `c` with weekly statistics as if every purchase day fell in a week of its own.
+    fn with_weeks(c: DayRfm) -> DayRfm {
+        DayRfm {
+            weeks: Some(PeriodRfm {
+                frequency: c.frequency,
+                recency: (c.recency / 7.0).floor(),
+                age: (c.age / 7.0).floor(),
+                monetary: c.monetary,
+            }),
+            ..c
+        }
+    }
+
     #[test]
     fn each_purchase_model_fits_and_one_time_buyers_follow_it() {
         let truth = BgNbdParams::<Days>::new(0.4, 20.0, 0.7, 2.5).expect("params");
@@ -1097,16 +1292,21 @@ mod tests {
                     age,
                     monetary: simulate_mean_spend(&spend, s.frequency, &mut rng),
                     days_since_last: age - recency,
+                    weeks: None,
                 }
             })
             .collect();
+        let population: Vec<DayRfm> = population.into_iter().map(with_weeks).collect();
         let revenues = vec![1_000.0; population.len()];
-        let once = |days: f64| DayRfm {
-            frequency: 0,
-            recency: 0.0,
-            age: days,
-            monetary: 0.0,
-            days_since_last: days,
+        let once = |days: f64| {
+            with_weeks(DayRfm {
+                frequency: 0,
+                recency: 0.0,
+                age: days,
+                monetary: 0.0,
+                days_since_last: days,
+                weeks: None,
+            })
         };
         for purchase_model in [
             PurchaseModel::BgNbd,
@@ -1160,13 +1360,14 @@ mod tests {
                     assert_eq!(model.churn_risk(&old, Some(p[3])), churn_risk(Some(p[3])));
                 }
                 // Repeat buyers are informative under every model.
-                let repeat = DayRfm {
+                let repeat = with_weeks(DayRfm {
                     frequency: 2,
                     recency: 100.0,
                     age: 400.0,
                     monetary: 1_000.0,
                     days_since_last: 300.0,
-                };
+                    weeks: None,
+                });
                 assert!(model.p_alive_informative(&repeat));
                 let json = serde_json::to_string(&doc).expect("encode");
                 let back: ModelDoc = serde_json::from_str(&json).expect("decode");

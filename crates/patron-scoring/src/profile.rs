@@ -9,6 +9,7 @@ use patron_domain::value::{
 use patron_domain::{Currency, CustomerSummary, Timestamp};
 use patron_proto::common::v1::Money;
 use patron_proto::scoring::v1 as pb;
+use patron_store::OrderDay;
 
 use crate::engine::State;
 use crate::model::{ActiveModel, DayRfm, Prediction};
@@ -18,6 +19,8 @@ use crate::model::{ActiveModel, DayRfm, Prediction};
 pub struct Subject<'a> {
     pub customer_id: &'a str,
     pub summary: &'a CustomerSummary,
+    /// The customer's active orders (for a model counting calendar weeks).
+    pub orders: &'a [OrderDay],
     /// Start of the relationship, for tenure: sign-up, else first event, else creation.
     pub since: Option<Timestamp>,
 }
@@ -66,7 +69,7 @@ pub fn rfm_score(
 pub fn compute(subject: &Subject<'_>, as_of: Timestamp, state: &State) -> Scored {
     let s = subject.summary;
     let model: Option<&ActiveModel> = state.model.as_deref();
-    let rfm = DayRfm::from_summary(s, as_of);
+    let rfm = DayRfm::for_model(s, subject.orders, as_of, model);
     let prediction = match (model, &rfm) {
         (Some(m), Some(c)) => m.predict(c),
         _ => None,

@@ -11,7 +11,7 @@ use patron_grpc::time::{from_proto, to_proto};
 use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
 use patron_proto::scoring::v1 as pb;
 use patron_proto::scoring::v1::scoring_service_server::ScoringService;
-use patron_store::{StoredModel, SummaryRow};
+use patron_store::{OrderDay, StoredModel, SummaryRow};
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, FitError, State, load_model, load_policy};
@@ -41,6 +41,7 @@ fn subject_of(row: &SummaryRow) -> Subject<'_> {
     Subject {
         customer_id: row.customer_id.as_str(),
         summary: &row.summary,
+        orders: &row.orders,
         since: Some(row.since()),
     }
 }
@@ -114,6 +115,7 @@ fn holdout_to_proto(h: &model::HoldoutReport) -> pb::HoldoutReport {
     pb::HoldoutReport {
         holdout_end: Some(to_proto(Timestamp::from_micros(h.end))),
         holdout_days: i32::try_from(h.days).unwrap_or(i32::MAX),
+        holdout_periods: i32::try_from(h.periods.unwrap_or(h.days)).unwrap_or(i32::MAX),
         customers: int(h.customers),
         actual_purchases: int(h.actual_purchases),
         predicted_purchases: h.predicted_purchases,
@@ -150,6 +152,7 @@ pub fn model_to_proto(
             TimeUnitKind::Weeks => pb::TimeUnit::Week,
         }
         .into(),
+        calendar_weeks: doc.calendar_weeks,
         bg_nbd: Some(bg_fit_to_proto(&doc.bg_nbd)),
         purchase_model: purchase_model_to_proto(doc.purchase_model).into(),
         mbg_nbd: doc.mbg_nbd.as_ref().map(bg_fit_to_proto),
@@ -1039,12 +1042,31 @@ impl ScoringService for ScoringApi {
         let repeat = mean.saturating_mul(frequency);
         p.net_revenue = revenue.max(repeat);
         p.first_day_revenue = p.net_revenue - repeat;
+        let state = self.engine.state();
+        // A model counting calendar weeks needs the purchase days themselves: the repeat days
+        // are taken as evenly spread from the first to the last purchase day.
+        let orders: Vec<OrderDay> = match state.model.as_deref() {
+            Some(m) if m.counts_calendar_weeks() => {
+                let (f, r) = (frequency.max(0), recency_days.max(0));
+                let first_net = p.first_day_revenue;
+                std::iter::once(OrderDay {
+                    day: first,
+                    net_amount: first_net,
+                })
+                .chain((1..=f).map(|i| OrderDay {
+                    day: Day::from_days(first.as_days() + i32::try_from(i * r / f).unwrap_or(0)),
+                    net_amount: mean,
+                }))
+                .collect()
+            }
+            _ => Vec::new(),
+        };
         let subject = Subject {
             customer_id: "",
             summary: &summary,
+            orders: &orders,
             since: Some(first.start()),
         };
-        let state = self.engine.state();
         let scored = profile::compute(&subject, now, &state);
         let value = profile::to_proto(&subject, now, &state, &scored, currency);
         Ok(Response::new(pb::ScoreProfileResponse {

@@ -959,6 +959,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         holdout: None,
         holdout_comparison: Vec::new(),
         time_unit: TimeUnitKind::Days,
+        calendar_weeks: false,
         purchase_model: PurchaseModel::BgNbd,
         mbg_nbd: None,
         pareto_nbd: None,
@@ -1208,6 +1209,7 @@ mod tests {
                     age: 9.0,
                     monetary: 1_500.0,
                     days_since_last: 2.0,
+                    weeks: None,
                 }),
             ),
             (
@@ -1218,6 +1220,7 @@ mod tests {
                     age: 7.0,
                     monetary: 400.0,
                     days_since_last: 0.0,
+                    weeks: None,
                 }),
             ),
             ("c".to_owned(), None),

@@ -173,7 +173,14 @@ impl<'a> Facts<'a> {
 
     fn day_rfm(&self) -> Option<&DayRfm> {
         self.day_rfm
-            .get_or_init(|| DayRfm::from_summary(&self.row.summary, self.now))
+            .get_or_init(|| {
+                DayRfm::for_model(
+                    &self.row.summary,
+                    &self.row.orders,
+                    self.now,
+                    self.state.model.as_deref(),
+                )
+            })
             .as_ref()
     }
 
@@ -209,6 +216,7 @@ impl<'a> Facts<'a> {
             let subject = Subject {
                 customer_id: self.row.customer_id.as_str(),
                 summary: &self.row.summary,
+                orders: &self.row.orders,
                 since: Some(self.since()),
             };
             profile::compute(&subject, self.now, self.state)
