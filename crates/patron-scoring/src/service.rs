@@ -14,10 +14,12 @@ use patron_proto::scoring::v1::scoring_service_server::ScoringService;
 use patron_store::{StoredModel, SummaryRow};
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, FitError, State, load_model, load_policy};
-use crate::history;
-use crate::model::{self, BgNbdDoc, FitRequest, ModelDoc, PurchaseModel};
-use crate::profile::{self, Subject};
+use patron_views::engine::{Engine, FitError, State, load_model, load_policy};
+use patron_views::history;
+use patron_views::model::{self, BgNbdDoc, FitRequest, ModelDoc, PurchaseModel};
+use patron_views::profile::{self, Subject};
+
+use crate::convert;
 
 /// Most ids one BatchGetCustomerValues call may carry.
 pub const MAX_BATCH_IDS: usize = 1_000;
@@ -64,7 +66,7 @@ fn value_view(
 ) -> pb::CustomerValue {
     let subject = subject_of(row);
     let scored = profile::compute(&subject, as_of, state);
-    profile::to_proto_view(&subject, as_of, state, &scored, engine.currency(), drivers)
+    convert::to_proto_view(&subject, as_of, state, &scored, engine.currency(), drivers)
 }
 
 fn unit_from_proto(u: i32) -> Result<TimeUnitKind, String> {
@@ -208,7 +210,7 @@ fn stored_to_proto(stored: &StoredModel) -> ApiResult<pb::ValueModel> {
 fn policy_to_proto(state: &State) -> pb::TierPolicy {
     let p = &state.policy;
     pb::TierPolicy {
-        metric: profile::metric_to_proto(p.metric).into(),
+        metric: convert::metric_to_proto(p.metric).into(),
         mode: match p.mode {
             TierMode::Percentile => pb::TierMode::Percentile,
             TierMode::Absolute => pb::TierMode::Absolute,
@@ -458,7 +460,9 @@ impl ScoringService for ScoringApi {
             ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str())
         })?;
         let state = self.engine.state();
-        let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of).await?;
+        let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of)
+            .await
+            .map_err(ApiError::from)?;
         let Some(row) = then.rows.first() else {
             return Err(ApiError::invalid_field(
                 Reason::AsOfBeforeFirstEvent,
@@ -519,7 +523,9 @@ impl ScoringService for ScoringApi {
                 None => missing.push(id.into_string()),
             }
         }
-        let then = history::rows_as_of(self.engine.store().as_ref(), rows, as_of).await?;
+        let then = history::rows_as_of(self.engine.store().as_ref(), rows, as_of)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::BatchGetCustomerValuesResponse {
             values: then
                 .rows
@@ -1046,7 +1052,7 @@ impl ScoringService for ScoringApi {
         };
         let state = self.engine.state();
         let scored = profile::compute(&subject, now, &state);
-        let value = profile::to_proto(&subject, now, &state, &scored, currency);
+        let value = convert::to_proto(&subject, now, &state, &scored, currency);
         Ok(Response::new(pb::ScoreProfileResponse {
             value: Some(value),
         }))
