@@ -1023,11 +1023,8 @@ impl ScoringService for ScoringApi {
                 summary.totals.csat_count = 1;
             }
             summary.totals.last_nps = check_rating(nps, 0, 10, "survey.nps", &mut v);
-            match summary.totals.last_nps {
-                Some(9..) => summary.totals.nps_promoters = 1,
-                Some(7 | 8) => summary.totals.nps_passives = 1,
-                Some(_) => summary.totals.nps_detractors = 1,
-                None => {}
+            if let Some(nps) = summary.totals.last_nps {
+                summary.totals.count_nps(nps);
             }
         }
         if !v.is_empty() {
