@@ -190,24 +190,14 @@ const SERVICE_CRATES: &[&str] = &[
 #[test]
 fn service_crates_depend_on_no_other_service_crate_but_the_listed_ones() {
     // (crate, service crate it may depend on, why). Anything else is a new edge between services:
-    // think twice, and if it must be, add it here with its reason (and to ARCHITECTURE.md).
-    let allowed: &[(&str, &str, &str)] = &[
-        (
-            "patron-segmentation",
-            "patron-scoring",
-            "rules read the scoring engine's in-memory index and model-based values",
-        ),
-        (
-            "patron-loyalty",
-            "patron-scoring",
-            "segment-restricted programs and rewards evaluate over the scoring engine's index",
-        ),
-        (
-            "patron-loyalty",
-            "patron-segmentation",
-            "target and required segments; loyalty facts reach segment rules (LoyaltyFacts)",
-        ),
-    ];
+    // think twice, and if it must be, add it here with its reason (and to ARCHITECTURE.md). What
+    // several services read (the customer index, models, tier policy, profiles) is in
+    // `patron-views`, not in a service.
+    let allowed: &[(&str, &str, &str)] = &[(
+        "patron-loyalty",
+        "patron-segmentation",
+        "target and required segments; loyalty facts reach segment rules (LoyaltyFacts)",
+    )];
     let manifests = manifests();
     for krate in SERVICE_CRATES {
         let manifest = manifests
@@ -223,6 +213,53 @@ fn service_crates_depend_on_no_other_service_crate_but_the_listed_ones() {
                  {dep}, which is not among the allowed edges in tests/tidy.rs"
             );
         }
+    }
+}
+
+/// Every package `krate` depends on (normal dependencies), directly or through other crates of
+/// this workspace: a workspace crate's own dependencies are followed, an external crate's are not.
+fn dependency_closure(manifests: &BTreeMap<String, toml::Table>, krate: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut todo = vec![krate.to_owned()];
+    while let Some(next) = todo.pop() {
+        let Some(manifest) = manifests.get(&next) else {
+            continue;
+        };
+        for dep in dependencies(manifest) {
+            if !seen.contains(&dep) {
+                seen.push(dep.clone());
+                todo.push(dep);
+            }
+        }
+    }
+    seen.sort();
+    seen
+}
+
+#[test]
+fn the_views_know_no_grpc_and_no_service() {
+    // The views every service reads are plain Rust over the domain and the store: no gRPC, no
+    // proto, no service, not even through another Patron crate (the feed's `FeedView` trait is
+    // in `patron-store` for this reason).
+    let manifests = manifests();
+    let closure = dependency_closure(&manifests, "patron-views");
+    let banned = [
+        "tonic",
+        "prost",
+        "prost-types",
+        "patron-proto",
+        "patron-grpc",
+    ];
+    let through: Vec<&String> = closure
+        .iter()
+        .filter(|d| d.starts_with("patron-"))
+        .collect();
+    for dep in &closure {
+        assert!(
+            !banned.contains(&dep.as_str()) && !SERVICE_CRATES.contains(&dep.as_str()),
+            "Architecture Invariant broken: patron-views depends on {dep} (directly or through \
+             one of {through:?}); the views know no gRPC, proto or service"
+        );
     }
 }
 

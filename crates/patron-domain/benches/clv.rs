@@ -235,8 +235,8 @@ fn predictions(c: &mut Criterion) {
 
 fn fits(c: &mut Criterion) {
     let cs = customers();
-    // As the service fits (patron-scoring): no standard errors; one thread (5,000 customers
-    // are one block of the parallel sums anyway).
+    // As the service fits (`patron_views::model::fit`): no standard errors; one thread (5,000
+    // customers are one block of the parallel sums anyway).
     let bg_options = BgNbdFitOptions::<Weeks> {
         threads: 1,
         standard_errors: false,

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use crate::value::NpsCategory;
 use crate::{CustomerId, Day, Event, EventData, OrderId, Timestamp};
 
 /// Sum and count of one rating dimension's answers.
@@ -89,13 +90,8 @@ impl SummaryDelta {
             EventData::Survey(s) => {
                 self.survey_count += 1;
                 self.add_csat(s.csat);
-                match s.nps {
-                    Some(9..) => self.nps_promoters += 1,
-                    Some(7 | 8) => self.nps_passives += 1,
-                    Some(_) => self.nps_detractors += 1,
-                    None => {}
-                }
                 if let Some(nps) = s.nps {
+                    self.count_nps(nps);
                     self.offer_nps(at, nps);
                 }
                 for (total, rating) in self.benefits.iter_mut().zip(s.benefits) {
@@ -107,6 +103,17 @@ impl SummaryDelta {
             }
             EventData::Custom(_) => self.custom_event_count += 1,
         }
+    }
+
+    /// Counts one NPS answer in its category ([`NpsCategory::from_answer`]).
+    pub fn count_nps(&mut self, nps: u8) {
+        let count = match NpsCategory::from_answer(nps) {
+            Some(NpsCategory::Detractor) => &mut self.nps_detractors,
+            Some(NpsCategory::Passive) => &mut self.nps_passives,
+            // Above 10 (refused before it gets here) counts as a promoter, as it always has.
+            Some(NpsCategory::Promoter) | None => &mut self.nps_promoters,
+        };
+        *count += 1;
     }
 
     /// Keeps `(at, nps)` as the last NPS answer if it is later than the kept one (or as late and
@@ -342,6 +349,26 @@ impl CustomerSummary {
 mod tests {
     use super::*;
     use crate::{Purchase, Refund, Survey};
+
+    // The categories of `NpsCategory::from_answer`, for every answer a `u8` can hold (above 10,
+    // refused before it gets here, counts as a promoter).
+    #[test]
+    fn an_nps_answer_counts_in_its_category() {
+        for nps in 0..=u8::MAX {
+            let mut d = SummaryDelta::default();
+            d.count_nps(nps);
+            let want = match nps {
+                9.. => (1, 0, 0),
+                7 | 8 => (0, 1, 0),
+                _ => (0, 0, 1),
+            };
+            assert_eq!(
+                (d.nps_promoters, d.nps_passives, d.nps_detractors),
+                want,
+                "{nps}"
+            );
+        }
+    }
 
     fn ev(customer: &str, id: &str, day: i32, data: EventData) -> Event {
         Event {

@@ -21,24 +21,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::Timestamp;
-use patron_store::feed::Change;
 use patron_store::{Store, StoreError, StoreResult};
 use tokio::sync::{Notify, watch};
 
 /// Changes read per statement.
 const PAGE: usize = 2_000;
 
-/// A view kept current by the feed.
-#[async_trait]
-pub trait FeedView: Send + Sync + std::fmt::Debug {
-    /// Applies a page of changes, in position order. Views re-read the current state of what
-    /// changed from the store, so applying a change twice, or late, is harmless.
-    async fn apply(&self, changes: &[Change]) -> StoreResult<()>;
-
-    /// Reloads everything from the store: this process fell behind the feed's retention window
-    /// (what it missed was pruned).
-    async fn reload(&self) -> StoreResult<()>;
-}
+/// A view kept current by the feed (defined with the feed's storage, so a view needs no gRPC).
+pub use patron_store::feed::FeedView;
 
 /// Work that follows the feed after the views (loyalty earning): a write's caller is answered
 /// once it has caught up with the write, when this process does that work.

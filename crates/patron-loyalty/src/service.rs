@@ -12,12 +12,12 @@ use patron_grpc::time::to_proto;
 use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
 use patron_proto::loyalty::v1 as pb;
 use patron_proto::loyalty::v1::loyalty_service_server::LoyaltyService;
-use patron_scoring::engine::Engine;
 use patron_segmentation::SegmentationApi;
 use patron_store::loyalty::{
     MemberOp, MemberRow, MutateOutcome, ProgramRecord, RedemptionRecord, Refusal, RewardRecord,
 };
 use patron_store::{Store, StoreError};
+use patron_views::engine::Engine;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, check_id};

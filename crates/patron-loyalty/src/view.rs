@@ -9,11 +9,11 @@ use patron_domain::loyalty::program::ProgramDef;
 use patron_domain::loyalty::tier;
 use patron_domain::{CustomerId, Timestamp};
 use patron_feed::FeedView;
-use patron_scoring::engine::Engine;
 use patron_segmentation::rules::{LoyaltyFacts, MemberFacts};
 use patron_store::feed::{Change, ChangeKind};
 use patron_store::loyalty::MemberRow;
 use patron_store::{Store, StoreResult};
+use patron_views::engine::Engine;
 
 /// One customer's memberships: (program id, member).
 type Memberships = Vec<(String, Arc<MemberRow>)>;

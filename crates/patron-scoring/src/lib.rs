@@ -1,10 +1,7 @@
 //! `patron.scoring.v1.ScoringService`: what a customer is worth to the business and what the
-//! business is worth to the customer.
+//! business is worth to the customer. The numbers come from the views in `patron-views` (the
+//! customer index, the value models, the tier policy, profile computation); this crate is the
+//! service and its proto conversions.
 
-pub mod cdf;
-pub mod drivers;
-pub mod engine;
-pub mod history;
-pub mod model;
-pub mod profile;
+pub mod convert;
 pub mod service;

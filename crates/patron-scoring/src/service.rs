@@ -14,10 +14,12 @@ use patron_proto::scoring::v1::scoring_service_server::ScoringService;
 use patron_store::{OrderDay, StoredModel, SummaryRow};
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, FitError, State, load_model, load_policy};
-use crate::history;
-use crate::model::{self, BgNbdDoc, FitRequest, ModelDoc, PurchaseModel};
-use crate::profile::{self, Subject};
+use patron_views::engine::{Engine, FitError, State, load_model, load_policy};
+use patron_views::history;
+use patron_views::model::{self, BgNbdDoc, FitRequest, ModelDoc, PurchaseModel};
+use patron_views::profile::{self, Subject};
+
+use crate::convert;
 
 /// Most ids one BatchGetCustomerValues call may carry.
 pub const MAX_BATCH_IDS: usize = 1_000;
@@ -65,7 +67,7 @@ fn value_view(
 ) -> pb::CustomerValue {
     let subject = subject_of(row);
     let scored = profile::compute(&subject, as_of, state);
-    profile::to_proto_view(&subject, as_of, state, &scored, engine.currency(), drivers)
+    convert::to_proto_view(&subject, as_of, state, &scored, engine.currency(), drivers)
 }
 
 fn unit_from_proto(u: i32) -> Result<TimeUnitKind, String> {
@@ -211,7 +213,7 @@ fn stored_to_proto(stored: &StoredModel) -> ApiResult<pb::ValueModel> {
 fn policy_to_proto(state: &State) -> pb::TierPolicy {
     let p = &state.policy;
     pb::TierPolicy {
-        metric: profile::metric_to_proto(p.metric).into(),
+        metric: convert::metric_to_proto(p.metric).into(),
         mode: match p.mode {
             TierMode::Percentile => pb::TierMode::Percentile,
             TierMode::Absolute => pb::TierMode::Absolute,
@@ -461,7 +463,9 @@ impl ScoringService for ScoringApi {
             ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str())
         })?;
         let state = self.engine.state();
-        let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of).await?;
+        let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of)
+            .await
+            .map_err(ApiError::from)?;
         let Some(row) = then.rows.first() else {
             return Err(ApiError::invalid_field(
                 Reason::AsOfBeforeFirstEvent,
@@ -522,7 +526,9 @@ impl ScoringService for ScoringApi {
                 None => missing.push(id.into_string()),
             }
         }
-        let then = history::rows_as_of(self.engine.store().as_ref(), rows, as_of).await?;
+        let then = history::rows_as_of(self.engine.store().as_ref(), rows, as_of)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::BatchGetCustomerValuesResponse {
             values: then
                 .rows
@@ -1020,11 +1026,8 @@ impl ScoringService for ScoringApi {
                 summary.totals.csat_count = 1;
             }
             summary.totals.last_nps = check_rating(nps, 0, 10, "survey.nps", &mut v);
-            match summary.totals.last_nps {
-                Some(9..) => summary.totals.nps_promoters = 1,
-                Some(7 | 8) => summary.totals.nps_passives = 1,
-                Some(_) => summary.totals.nps_detractors = 1,
-                None => {}
+            if let Some(nps) = summary.totals.last_nps {
+                summary.totals.count_nps(nps);
             }
         }
         if !v.is_empty() {
@@ -1068,7 +1071,7 @@ impl ScoringService for ScoringApi {
             since: Some(first.start()),
         };
         let scored = profile::compute(&subject, now, &state);
-        let value = profile::to_proto(&subject, now, &state, &scored, currency);
+        let value = convert::to_proto(&subject, now, &state, &scored, currency);
         Ok(Response::new(pb::ScoreProfileResponse {
             value: Some(value),
         }))

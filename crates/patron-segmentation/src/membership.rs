@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use patron_domain::{CustomerId, Timestamp};
-use patron_scoring::engine::{Engine, State};
 use patron_store::SummaryRow;
+use patron_views::engine::{Engine, State};
 
 use crate::rules::{Eval, Facts, Program, SegmentResolver};
 

@@ -10,10 +10,10 @@ use patron_grpc::time::to_proto;
 use patron_grpc::{ApiError, ApiResult, PageToken, Reason};
 use patron_proto::segmentation::v1 as pb;
 use patron_proto::segmentation::v1::segmentation_service_server::SegmentationService;
-use patron_scoring::engine::Engine;
 use patron_store::StoreResult;
 use patron_store::feed::{Change, ChangeKind};
 use patron_store::{SegmentRecord, StoreError};
+use patron_views::engine::Engine;
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
 

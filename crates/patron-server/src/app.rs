@@ -23,12 +23,12 @@ use patron_proto::scoring::v1::scoring_service_server::{
 use patron_proto::segmentation::v1::segmentation_service_server::{
     SERVICE_NAME as SEGMENTATION, SegmentationServiceServer,
 };
-use patron_scoring::engine::Engine;
 use patron_scoring::service::ScoringApi;
 use patron_segmentation::SegmentationApi;
 use patron_store::Store;
 use patron_store_postgres::PgStore;
 use patron_store_sqlite::SqliteStore;
+use patron_views::engine::Engine;
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::Server;

@@ -35,8 +35,8 @@ use patron_domain::{
     Day, Engagement, Event, EventData, EventId, EventKind, Gender, OrderId, Purchase, Refund,
     SupportInteraction, Survey, Timestamp,
 };
-use patron_scoring::model::{FitRequest, PurchaseModel};
 use patron_store::{Store, SummaryRow};
+use patron_views::model::{FitRequest, PurchaseModel};
 
 use crate::app;
 use crate::config::Settings;

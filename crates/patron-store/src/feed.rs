@@ -154,3 +154,16 @@ pub trait FeedStore: Send + Sync + std::fmt::Debug + 'static {
     /// ignore it: readers poll.
     fn on_feed_commit(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) {}
 }
+
+/// A view kept current by the feed (the follower is `patron-feed`'s `Feed`). Here rather than in
+/// `patron-feed` so that a view needs no gRPC to be one.
+#[async_trait]
+pub trait FeedView: Send + Sync + std::fmt::Debug {
+    /// Applies a page of changes, in position order. Views re-read the current state of what
+    /// changed from the store, so applying a change twice, or late, is harmless.
+    async fn apply(&self, changes: &[Change]) -> StoreResult<()>;
+
+    /// Reloads everything from the store: this process fell behind the feed's retention window
+    /// (what it missed was pruned).
+    async fn reload(&self) -> StoreResult<()>;
+}

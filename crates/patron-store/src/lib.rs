@@ -152,8 +152,8 @@ pub struct EngagementDay {
     pub count: i64,
 }
 
-/// A stored value model. The body is an opaque JSON document owned by `patron-scoring`; the
-/// store keeps it byte for byte.
+/// A stored value model. The body is an opaque JSON document owned by `patron-views`
+/// (`model.rs`); the store keeps it byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredModel {
     /// 1, 2, … in insertion order.

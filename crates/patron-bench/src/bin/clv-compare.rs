@@ -22,7 +22,7 @@
 //!    (as `patron generate` writes them) every customer is summarised as its rows end and no row
 //!    is kept, otherwise (found out afterwards) the file is read again keeping every row.
 //! 2. **fit**: BG/NBD and Gamma-Gamma with the functions and options of
-//!    `patron_scoring::model::fit` (`fit_bg_nbd`, `fit_gamma_gamma`, default options, no
+//!    `patron_views::model::fit` (`fit_bg_nbd`, `fit_gamma_gamma`, default options, no
 //!    penalizer, no standard errors, `threads` workers), in days.
 //! 3. **predict**: for every customer, `ActiveModel::predict` of the fitted model — P(alive),
 //!    E[X(30 · horizon-months days)], the Gamma-Gamma conditional expected order value and the
@@ -35,7 +35,7 @@
 //! Gamma-Gamma model is fitted on major units instead (the optimiser then starts from the same
 //! point as `lifetimes` in the same units).
 //!
-//! Unless `--skip-service-fit`, it also times `patron_scoring::model::fit` on the same
+//! Unless `--skip-service-fit`, it also times `patron_views::model::fit` on the same
 //! population: the computation behind `FitValueModel` (both fits, the population distributions
 //! and a CLV for every customer), without the store.
 //!
@@ -58,11 +58,11 @@ use patron_domain::clv::{
 use patron_domain::money::{check_event_amount, parse_decimal};
 use patron_domain::summary::{OrderRow, derive_purchase_stats};
 use patron_domain::{Currency, CustomerSummary, Date, Day, Timestamp};
-use patron_scoring::cdf::Cdf;
-use patron_scoring::model::{
+use patron_server::import::parse_instant;
+use patron_views::cdf::Cdf;
+use patron_views::model::{
     ActiveModel, BgNbdDoc, DayRfm, FitRequest, GammaGammaDoc, ModelDoc, Prediction, PurchaseModel,
 };
-use patron_server::import::parse_instant;
 use serde_json::json;
 
 // The system allocator, not the server's mimalloc: a fresh process under mimalloc's default
@@ -112,7 +112,7 @@ struct Args {
     /// Override the BFGS iteration limit (default 500).
     #[arg(long)]
     max_iterations: Option<u32>,
-    /// Do not time `patron_scoring::model::fit` (the FitValueModel computation) as well.
+    /// Do not time `patron_views::model::fit` (the FitValueModel computation) as well.
     #[arg(long)]
     skip_service_fit: bool,
     /// Stop after the summary stage (to profile it).
@@ -923,7 +923,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         }));
     }
 
-    // 2. fit, as patron_scoring::model::fit_in does it (days)
+    // 2. fit, as patron_views::model::fit_in does it (days)
     let t0 = Instant::now();
     let customers: Vec<CustomerRfm<Days>> = population
         .iter()
@@ -1011,7 +1011,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         serde_json::Value::Null
     } else {
         let ts = Instant::now();
-        let doc = patron_scoring::model::fit(
+        let doc = patron_views::model::fit(
             FitRequest {
                 calibration_end: now,
                 time_unit: TimeUnitKind::Days,

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use patron_domain::clv::RfmScore;
 use patron_domain::{AttributeValue, Day, Timestamp};
-use patron_scoring::engine::State;
-use patron_scoring::model::{DayRfm, Prediction};
-use patron_scoring::profile::{self, Scored, Subject};
 use patron_store::SummaryRow;
+use patron_views::engine::State;
+use patron_views::model::{DayRfm, Prediction};
+use patron_views::profile::{self, Scored, Subject};
 
 use super::compile::{ArithOp, CmpOp, Const, Conv, Node, Program, StrOp, Window};
 use super::schema::Var;

@@ -10,8 +10,8 @@ use patron_domain::{
     EventData, EventId, Gender, OrderId, OrderRow, Purchase, Refund, SummaryDelta, Survey,
     Timestamp, derive_purchase_stats,
 };
-use patron_scoring::engine::State;
 use patron_store::{EngagementDay, OrderDay, SummaryRow};
+use patron_views::engine::State;
 
 use super::compile::{Program, RuleErrorKind, compile};
 use super::eval::{Eval, Facts, SegmentResolver, age_on};

@@ -12,8 +12,7 @@ use patron_domain::clv::TimeUnitKind;
 use patron_domain::value::PerceivedValue;
 use patron_domain::value::TierPolicy;
 use patron_domain::{Currency, CustomerId, Day, Timestamp};
-use patron_feed::FeedView;
-use patron_store::feed::{Change, ChangeKind};
+use patron_store::feed::{Change, ChangeKind, FeedView};
 use patron_store::{Store, StoreError, StoreResult, StoredModel, SummaryRow};
 
 use crate::model::{self, ActiveModel, DayRfm, FitRequest, ModelDoc, ModelError};
@@ -335,10 +334,7 @@ impl Engine {
         for chunk in rows.chunks(CHUNK) {
             let then = crate::history::rows_as_of(self.store.as_ref(), chunk.to_vec(), as_of)
                 .await
-                .map_err(|e| match e {
-                    patron_grpc::ApiError::Store(e) => FitError::Store(e),
-                    other => FitError::Internal(other.to_string()),
-                })?;
+                .map_err(FitError::Store)?;
             out.extend(then.rows);
         }
         Ok(out)

@@ -7,8 +7,7 @@ use patron_domain::summary::OrderRow;
 use patron_domain::{
     BatchAggregate, CustomerId, CustomerSummary, Event, Timestamp, derive_purchase_stats,
 };
-use patron_grpc::ApiResult;
-use patron_store::{EngagementDay, OrderDay, Store, SummaryRow};
+use patron_store::{EngagementDay, OrderDay, Store, StoreResult, SummaryRow};
 
 /// Rows as of an earlier instant.
 #[derive(Debug, Default)]
@@ -26,7 +25,7 @@ pub async fn rows_as_of(
     store: &dyn Store,
     rows: Vec<Arc<SummaryRow>>,
     as_of: Timestamp,
-) -> ApiResult<RowsAsOf> {
+) -> StoreResult<RowsAsOf> {
     let mut out = RowsAsOf::default();
     let stale: Vec<CustomerId> = rows
         .iter()
