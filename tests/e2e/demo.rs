@@ -171,6 +171,7 @@ async fn generated_data_is_deterministic_complete_and_fits() {
                 calibration_end: now,
                 time_unit: TimeUnitKind::Days,
                 horizon_months: 12,
+                horizon_days: None,
                 monthly_discount_rate: 0.01,
                 purchase_model: PurchaseModel::DEFAULT,
                 penalizer_coef: 0.0,

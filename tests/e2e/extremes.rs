@@ -849,6 +849,7 @@ fn baseline(method: &str, pattern: &str, n: usize) -> Vec<u8> {
             calibration_end: Some(now()),
             time_unit: spb::TimeUnit::Day as i32,
             horizon_months: 12,
+            horizon_days: 0,
             monthly_discount_rate: Some(0.01),
             activate: false,
             purchase_model: spb::PurchaseModel::BgNbd as i32,

@@ -186,6 +186,48 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
     assert_eq!((h.holdout_days, h.holdout_periods), (273, 273));
     assert_report_matches(&h, &want);
 
+    // A horizon in days matches the hold-out: scored as of the calibration end, each customer's
+    // expected purchases over 273 days are lifetimes' prediction for the hold-out.
+    let days = client
+        .fit_value_model(pb::FitValueModelRequest {
+            calibration_end: Some(midnight("1997-09-30")),
+            holdout_end: Some(midnight("1998-06-30")),
+            horizon_days: 273,
+            activate: true,
+            ..Default::default()
+        })
+        .await
+        .expect("fit in days")
+        .into_inner()
+        .model
+        .expect("model");
+    assert_eq!((days.horizon_days, days.horizon_months), (273, 0));
+    let ids: Vec<&str> = REFERENCE
+        .lines()
+        .skip(2)
+        .map(|l| l.split(',').next().expect("id"))
+        .collect();
+    for (id, c) in ids.iter().zip(&want.customers).step_by(97) {
+        let value = client
+            .get_customer_value(pb::GetCustomerValueRequest {
+                customer_id: format!("cdnow-{id}"),
+                as_of: Some(midnight("1997-09-30")),
+            })
+            .await
+            .expect("value")
+            .into_inner()
+            .value
+            .expect("value");
+        let clv = value.clv.expect("clv");
+        assert_eq!((clv.horizon_days, clv.horizon_months), (273, 0));
+        let got = clv.expected_purchases.expect("expected purchases");
+        assert!(
+            close(got, c.2, 1e-4),
+            "customer {id}: {got} against {}",
+            c.2
+        );
+    }
+
     // Calendar weeks: lifetimes' freq='W' with spend, BG/NBD and Gamma-Gamma.
     let weekly = client
         .fit_value_model(pb::FitValueModelRequest {
@@ -271,7 +313,7 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
         }
     };
     let before = models(&mut client).await;
-    assert_eq!(before.len(), 3);
+    assert_eq!(before.len(), 4);
     for (request, field) in [
         (
             pb::FitValueModelRequest {

@@ -863,6 +863,28 @@ async fn bad_fit_requests_change_nothing(backend: Backend) {
         ),
         (
             pb::FitValueModelRequest {
+                horizon_days: 36_501,
+                ..Default::default()
+            },
+            "horizon_days",
+        ),
+        (
+            pb::FitValueModelRequest {
+                horizon_days: -7,
+                ..Default::default()
+            },
+            "horizon_days",
+        ),
+        (
+            pb::FitValueModelRequest {
+                horizon_months: 6,
+                horizon_days: 180,
+                ..Default::default()
+            },
+            "horizon_days",
+        ),
+        (
+            pb::FitValueModelRequest {
                 monthly_discount_rate: Some(1.5),
                 ..Default::default()
             },

@@ -158,6 +158,9 @@ pub fn to_proto_view(
             .and_then(|p| p.predicted_clv)
             .and_then(|v| rounded_money(v, currency)),
         horizon_months,
+        horizon_days: model
+            .and_then(|m| m.doc.horizon_days)
+            .map_or(0, |d| i32::try_from(d).unwrap_or(i32::MAX)),
         monthly_discount_rate,
         purchase_model: model
             .map_or(pb::PurchaseModel::Unspecified, |m| {

@@ -195,6 +195,9 @@ pub fn model_to_proto(
             .collect(),
         customers: i64::try_from(doc.customers).unwrap_or(i64::MAX),
         horizon_months: i32::try_from(doc.horizon_months).unwrap_or(i32::MAX),
+        horizon_days: doc
+            .horizon_days
+            .map_or(0, |d| i32::try_from(d).unwrap_or(i32::MAX)),
         monthly_discount_rate: doc.monthly_discount_rate,
         fit_millis: i64::try_from(doc.fit_millis).unwrap_or(i64::MAX),
     }
@@ -626,6 +629,7 @@ impl ScoringService for ScoringApi {
             penalizer_coef,
             holdout_end,
             choose_by_holdout,
+            horizon_days,
         } = request.into_inner();
         let now = patron_grpc::time::now();
         let mut v = Violations::new();
@@ -651,6 +655,24 @@ impl ScoringService for ScoringApi {
             1..=120 => u32::try_from(horizon_months).ok(),
             _ => {
                 v.add("horizon_months", "must be between 1 and 120 (0 means 12)");
+                None
+            }
+        };
+        let horizon_days = match horizon_days {
+            0 => None,
+            1..=36_500 if horizon_months != 0 => {
+                v.add(
+                    "horizon_days",
+                    "set horizon_months or horizon_days, not both",
+                );
+                None
+            }
+            1..=36_500 => u32::try_from(horizon_days).ok(),
+            _ => {
+                v.add(
+                    "horizon_days",
+                    "must be between 1 and 36500 (0: use horizon_months)",
+                );
                 None
             }
         };
@@ -718,6 +740,7 @@ impl ScoringService for ScoringApi {
             calibration_end,
             time_unit: unit,
             horizon_months: horizon,
+            horizon_days,
             monthly_discount_rate: rate,
             purchase_model,
             penalizer_coef,

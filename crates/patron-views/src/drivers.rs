@@ -1,7 +1,7 @@
 //! The sentences behind a profile. With a tier, `patron_domain::value::drivers` writes them;
 //! without one (no model to predict with, or no purchases) the profile says so plainly.
 
-use patron_domain::value::{self, DriverInput};
+use patron_domain::value::{self, DriverInput, Horizon};
 use patron_domain::{Currency, Timestamp};
 
 use crate::engine::State;
@@ -32,7 +32,10 @@ pub fn explain(
                 _ => false,
             },
             predicted_clv: scored.prediction.and_then(|p| p.predicted_clv),
-            clv_horizon_months: model.map_or(12, |m| m.doc.horizon_months),
+            clv_horizon: model.map_or(Horizon::Months(12), |m| match m.doc.horizon_days {
+                Some(d) => Horizon::Days(d),
+                None => Horizon::Months(m.doc.horizon_months),
+            }),
             historical_revenue: s.purchases.net_revenue,
             purchase_days: s.purchases.purchase_days,
             days_since_last_purchase: scored.rfm.map(|c| c.days_since_last as i64),

@@ -158,6 +158,10 @@ pub struct ModelDoc {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holdout_comparison: Vec<HoldoutChoice>,
     pub horizon_months: u32,
+    /// The horizon in days, when the fit asked for one instead of months (`horizon_months` is
+    /// then 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon_days: Option<u32>,
     pub monthly_discount_rate: f64,
     pub fit_millis: u64,
     /// Population distributions at the fit, for RFM scores and percentiles.
@@ -503,8 +507,15 @@ impl ActiveModel {
             ),
             None => None,
         };
-        let horizon =
-            ClvHorizon::new(doc.horizon_months, doc.monthly_discount_rate).map_err(math)?;
+        let rate = doc.monthly_discount_rate;
+        let horizon = match (doc.horizon_days.map(f64::from), doc.time_unit) {
+            (None, _) => ClvHorizon::new(doc.horizon_months, rate),
+            (Some(d), TimeUnitKind::Days) => ClvHorizon::of_periods::<Days>(d, rate),
+            (Some(d), TimeUnitKind::Weeks) => {
+                ClvHorizon::of_periods::<Weeks>(d / Weeks::DAYS, rate)
+            }
+        }
+        .map_err(math)?;
         Ok(Self {
             version,
             created_at,
@@ -605,16 +616,20 @@ impl ActiveModel {
         let rfm = c.to::<U>()?;
         let key = (c.frequency, c.recency.to_bits(), c.age.to_bits());
         let bg = self.memo.get_or_compute(key, || {
-            // One horizon for expected purchases and CLV: `horizon_months` months of the unit's
-            // month (30 days, or 4.345 weeks as `lifetimes` counts a month in weeks).
-            let horizon = f64::from(self.doc.horizon_months) * U::PERIODS_PER_MONTH;
+            // One horizon for expected purchases and CLV: `horizon_days` days, else
+            // `horizon_months` months of the unit's month (30 days, or 4.345 weeks as
+            // `lifetimes` counts a month in weeks).
+            let horizon = match self.doc.horizon_days {
+                Some(d) => f64::from(d) / U::DAYS,
+                None => f64::from(self.doc.horizon_months) * U::PERIODS_PER_MONTH,
+            };
             let discounted = self
                 .gg
                 .as_ref()
                 .and_then(|_| discounted_and_final_expected_purchases(m, &rfm, &self.horizon).ok());
             // The CLV sum ends exactly at the horizon: its last E[X] is the one wanted.
             let expected_purchases = match discounted {
-                Some((_, last)) if self.horizon.months() > 0 => last,
+                Some((_, last)) if !self.horizon.is_empty() => last,
                 _ => {
                     let t = patron_domain::clv::Periods::<U>::new(horizon).ok()?;
                     m.conditional_expected_purchases(t, &rfm).ok()?
@@ -680,6 +695,8 @@ pub struct FitRequest {
     pub calibration_end: Timestamp,
     pub time_unit: TimeUnitKind,
     pub horizon_months: u32,
+    /// A horizon in days instead of months (`horizon_months` is then ignored).
+    pub horizon_days: Option<u32>,
     pub monthly_discount_rate: f64,
     /// The transaction model to score with (BG/NBD is fitted in any case).
     pub purchase_model: PurchaseModel,
@@ -726,7 +743,12 @@ pub fn fit(
         customers: population.len() as u64,
         holdout: None,
         holdout_comparison: Vec::new(),
-        horizon_months: request.horizon_months,
+        horizon_months: if request.horizon_days.is_some() {
+            0
+        } else {
+            request.horizon_months
+        },
+        horizon_days: request.horizon_days,
         monthly_discount_rate: request.monthly_discount_rate,
         fit_millis: 0,
         days_since_last_purchase: Cdf::from_values(
@@ -1100,6 +1122,7 @@ mod tests {
             calibration_end: Timestamp::from_micros(0),
             time_unit: TimeUnitKind::Days,
             horizon_months: 12,
+            horizon_days: None,
             monthly_discount_rate: 0.01,
             purchase_model: PurchaseModel::BgNbd,
             penalizer_coef: 0.0,
@@ -1318,6 +1341,7 @@ mod tests {
                     calibration_end: Timestamp::from_micros(0),
                     time_unit,
                     horizon_months: 12,
+                    horizon_days: None,
                     monthly_discount_rate: 0.01,
                     purchase_model,
                     penalizer_coef: 0.0,
@@ -1379,6 +1403,7 @@ mod tests {
             calibration_end: Timestamp::from_micros(0),
             time_unit: TimeUnitKind::Days,
             horizon_months: 12,
+            horizon_days: None,
             monthly_discount_rate: 0.01,
             purchase_model: PurchaseModel::BgNbd,
             penalizer_coef: 0.0,

@@ -988,6 +988,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         penalizer_coef: 0.0,
         customers: population.len() as u64,
         horizon_months: args.horizon_months,
+        horizon_days: None,
         monthly_discount_rate: args.monthly_discount_rate,
         fit_millis: 0,
         days_since_last_purchase: Cdf::default(),
@@ -1016,6 +1017,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
                 calibration_end: now,
                 time_unit: TimeUnitKind::Days,
                 horizon_months: args.horizon_months,
+                horizon_days: None,
                 monthly_discount_rate: args.monthly_discount_rate,
                 // The comparison is with lifetimes' BetaGeoFitter.
                 purchase_model: PurchaseModel::BgNbd,

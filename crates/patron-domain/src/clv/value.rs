@@ -49,6 +49,9 @@ pub const MAX_MONTHS: u32 = 1_200;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClvHorizon {
     months: u32,
+    /// Where a horizon that is not a whole number of months ends, in periods of the unit it was
+    /// made for ([`ClvHorizon::of_periods`]): one last, shorter step after `months`.
+    end: Option<f64>,
     monthly_discount_rate: f64,
 }
 
@@ -70,13 +73,42 @@ impl ClvHorizon {
         }
         Ok(Self {
             months,
+            end: None,
             monthly_discount_rate,
         })
     }
 
-    /// Number of monthly steps.
+    /// A horizon of `periods` of unit `U` (for example 273 days): whole monthly steps of
+    /// [`TimeUnit::PERIODS_PER_MONTH`] periods as far as they go, then one shorter step ending
+    /// exactly at `periods`, discounted at `(1 + d)^(periods / f)`. A whole number of months is
+    /// [`ClvHorizon::new`]'s horizon. Use it with models of unit `U` only.
+    pub fn of_periods<U: TimeUnit>(
+        periods: f64,
+        monthly_discount_rate: f64,
+    ) -> Result<Self, ClvError> {
+        let months = periods / U::PERIODS_PER_MONTH;
+        if !periods.is_finite() || periods < 0.0 || months > f64::from(MAX_MONTHS) {
+            return Err(ClvError::InvalidParameter {
+                name: "periods",
+                value: periods,
+            });
+        }
+        let whole = months.floor() as u32;
+        let mut horizon = Self::new(whole, monthly_discount_rate)?;
+        if f64::from(whole) * U::PERIODS_PER_MONTH < periods {
+            horizon.end = Some(periods);
+        }
+        Ok(horizon)
+    }
+
+    /// Number of whole monthly steps.
     pub const fn months(&self) -> u32 {
         self.months
+    }
+
+    /// Whether the horizon has no length.
+    pub fn is_empty(&self) -> bool {
+        self.months == 0 && self.end.is_none()
     }
 
     /// Discount rate per step.
@@ -110,7 +142,7 @@ pub fn discounted_expected_purchases<U: TimeUnit, M: TransactionModel<U> + ?Size
 }
 
 /// [`discounted_expected_purchases`] and, computed on the way, the undiscounted
-/// `E[X(months · f) | x, t_x, T]` at the end of the horizon (0 for a zero-month horizon).
+/// `E[X(months · f) | x, t_x, T]` at the end of the horizon (0 for an empty horizon).
 pub fn discounted_and_final_expected_purchases<U: TimeUnit, M: TransactionModel<U> + ?Sized>(
     transactions: &M,
     customer: &CustomerRfm<U>,
@@ -124,6 +156,11 @@ pub fn discounted_and_final_expected_purchases<U: TimeUnit, M: TransactionModel<
         let t = f64::from(k) * factor;
         let expected = transactions.conditional_expected_purchases(Periods::new(t)?, customer)?;
         sum += (expected - previous) / base.powf(t / factor);
+        previous = expected;
+    }
+    if let Some(end) = horizon.end {
+        let expected = transactions.conditional_expected_purchases(Periods::new(end)?, customer)?;
+        sum += (expected - previous) / base.powf(end / factor);
         previous = expected;
     }
     Ok((sum, previous))
@@ -143,6 +180,30 @@ mod tests {
         let gg =
             GammaGammaModel::new(GammaGammaParams::new(6.2, 3.7, 15.4).expect("ok")).expect("ok");
         let c = CustomerRfm::new(2, 30.43, 38.86, 22.35).expect("valid");
+        // A horizon in periods: whole months as `new`, else one shorter last step.
+        let days = BgNbdModel::new(BgNbdParams::<Days>::new(0.24, 4.4, 0.79, 2.4).expect("ok"));
+        let cd = CustomerRfm::<Days>::new(3, 120.0, 300.0, 2_000.0).expect("ok");
+        let whole = ClvHorizon::of_periods::<Days>(360.0, 0.01).expect("ok");
+        assert_eq!(whole, ClvHorizon::new(12, 0.01).expect("ok"));
+        let part = ClvHorizon::of_periods::<Days>(273.0, 0.01).expect("ok");
+        assert_eq!(part.months(), 9);
+        let (sum, last) = discounted_and_final_expected_purchases(&days, &cd, &part).expect("ok");
+        let e = |t: f64| {
+            days.conditional_expected_purchases(Periods::new(t).expect("ok"), &cd)
+                .expect("ok")
+        };
+        assert_eq!(last, e(273.0));
+        let (nine, _) = discounted_and_final_expected_purchases(
+            &days,
+            &cd,
+            &ClvHorizon::new(9, 0.01).expect("ok"),
+        )
+        .expect("ok");
+        let want = nine + (e(273.0) - e(270.0)) / 1.01f64.powf(273.0 / 30.0);
+        assert!((sum - want).abs() < 1e-12, "{sum} {want}");
+        assert!(ClvHorizon::of_periods::<Days>(-1.0, 0.01).is_err());
+        assert!(ClvHorizon::of_periods::<Days>(f64::NAN, 0.01).is_err());
+        assert!(ClvHorizon::of_periods::<Days>(30.0 * f64::from(MAX_MONTHS) + 1.0, 0.01).is_err());
         let zero = ClvHorizon::new(0, 0.01).expect("ok");
         assert_eq!(customer_lifetime_value(&bg, &gg, &c, &zero), Ok(0.0));
         let year = ClvHorizon::new(12, 0.01).expect("ok");

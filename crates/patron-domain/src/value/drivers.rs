@@ -40,8 +40,8 @@ pub struct DriverInput<'a> {
     pub p_alive_uninformative: bool,
     /// Predicted CLV over the horizon, in minor units (model output); `None` without a model.
     pub predicted_clv: Option<f64>,
-    /// The CLV horizon, in months.
-    pub clv_horizon_months: u32,
+    /// The CLV horizon.
+    pub clv_horizon: Horizon,
     /// Net revenue to date, in minor units.
     pub historical_revenue: i64,
     /// Distinct days with a purchase (the `lifetimes` frequency + 1; 0 without purchases).
@@ -139,11 +139,21 @@ fn chance_percent(p: f64) -> String {
     format!("{pct:.0} %")
 }
 
-fn months(n: u32) -> String {
-    if n == 1 {
-        "the next month".to_owned()
-    } else {
-        format!("the next {n} months")
+/// The length of a CLV horizon, as the model was fitted with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// Whole months of 30 days (4.345 weeks).
+    Months(u32),
+    /// Days.
+    Days(u32),
+}
+
+fn span(h: Horizon) -> String {
+    match h {
+        Horizon::Months(1) => "the next month".to_owned(),
+        Horizon::Months(n) => format!("the next {n} months"),
+        Horizon::Days(1) => "the next day".to_owned(),
+        Horizon::Days(n) => format!("the next {n} days"),
     }
 }
 
@@ -179,7 +189,7 @@ fn tier_sentence(input: &DriverInput<'_>) -> String {
     let amount = value.map(|v| {
         let a = metric_amount(input, v);
         if policy.metric == TierMetric::PredictedClv {
-            format!("{a} over {}", months(input.clv_horizon_months))
+            format!("{a} over {}", span(input.clv_horizon))
         } else {
             a
         }
@@ -485,14 +495,14 @@ fn clv_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
         return None;
     }
     let clv = input.predicted_clv.and_then(clv_minor_units)?;
-    let (currency, horizon) = (input.currency, input.clv_horizon_months);
+    let (currency, horizon) = (input.currency, input.clv_horizon);
     Some((
         0.35,
         text(move || {
             format!(
                 "Predicted lifetime value: {} over {}.",
                 format_money(clv, currency),
-                months(horizon)
+                span(horizon)
             )
         }),
     ))
@@ -584,7 +594,7 @@ mod tests {
             p_alive: c.p_alive,
             p_alive_uninformative: c.p_alive_uninformative,
             predicted_clv: c.predicted_clv,
-            clv_horizon_months: 12,
+            clv_horizon: Horizon::Months(12),
             historical_revenue: c.revenue,
             purchase_days: c.purchase_days,
             days_since_last_purchase: c.days_since,
@@ -766,6 +776,14 @@ mod tests {
                 "Has spent",
             ],
         );
+    }
+
+    #[test]
+    fn horizons_read_in_months_or_days() {
+        assert_eq!(span(Horizon::Months(1)), "the next month");
+        assert_eq!(span(Horizon::Months(12)), "the next 12 months");
+        assert_eq!(span(Horizon::Days(1)), "the next day");
+        assert_eq!(span(Horizon::Days(273)), "the next 273 days");
     }
 
     #[test]
@@ -959,7 +977,7 @@ mod tests {
             p_alive: None,
             p_alive_uninformative: false,
             predicted_clv: None,
-            clv_horizon_months: 12,
+            clv_horizon: Horizon::Months(12),
             historical_revenue: 0,
             purchase_days: 0,
             days_since_last_purchase: None,

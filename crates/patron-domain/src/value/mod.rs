@@ -206,7 +206,7 @@ mod support;
 mod tier;
 
 pub use churn::{CHURN_LOW_BELOW, CHURN_MEDIUM_BELOW, ChurnLevel, ChurnRisk, churn_risk};
-pub use drivers::{DriverInput, MAX_DRIVERS, drivers, format_money};
+pub use drivers::{DriverInput, Horizon, MAX_DRIVERS, drivers, format_money};
 pub use perceived::{
     BenefitDimension, CostDimension, PerceivedValue, RATING_MAX, RATING_MIN, rating_average,
     value_index,
