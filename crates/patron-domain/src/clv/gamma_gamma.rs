@@ -33,7 +33,7 @@
 //! ```
 
 use super::bgnbd::block_sums;
-use super::optim::log_scale_standard_errors;
+use super::optim::{invert_spd, log_scale_hessian};
 use super::optim::{BfgsOptions, Termination, minimize_bfgs};
 use super::special::{digamma_diff, digamma_pos, lgamma_diff, lgamma_pos};
 use super::{ClvError, CustomerRfm, TimeUnit};
@@ -303,11 +303,28 @@ impl GammaGammaData {
         let min = minimize_bfgs(objective, start, &options.bfgs)?;
         let [p, q, v] = min.x.map(f64::exp);
         let params = GammaGammaParams::new(p, q, v)?;
-        let standard_errors = if options.standard_errors {
-            self.standard_errors(min.x, threads)
+        let covariance = if options.standard_errors {
+            log_scale_hessian(min.x, |t| self.evaluate(t, true, threads).1)
+                .and_then(invert_spd)
+                .map(|c| {
+                    let mut s = c;
+                    for i in 0..3 {
+                        for j in 0..3 {
+                            s[i][j] = 0.5 * (c[i][j] + c[j][i]);
+                        }
+                    }
+                    s
+                })
         } else {
             None
         };
+        let standard_errors = covariance.and_then(|cov| {
+            let mut se = [0.0; 3];
+            for i in 0..3 {
+                se[i] = min.x[i].exp() * cov[i][i].sqrt();
+            }
+            se.iter().all(|v| v.is_finite()).then_some(se)
+        });
         Ok(GammaGammaFit {
             params,
             log_likelihood: self.evaluate(min.x, false, threads).0,
@@ -320,11 +337,8 @@ impl GammaGammaData {
             excluded_one_time: self.excluded_one_time,
             excluded_zero_monetary: self.excluded_zero_monetary,
             standard_errors,
+            covariance: standard_errors.and(covariance),
         })
-    }
-
-    fn standard_errors(&self, theta: [f64; 3], threads: usize) -> Option<[f64; 3]> {
-        log_scale_standard_errors(theta, |t| self.evaluate(t, true, threads).1)
     }
 }
 
@@ -380,6 +394,9 @@ pub struct GammaGammaFit {
     pub excluded_zero_monetary: u64,
     /// Standard errors of `(p, q, v)`, if requested and available.
     pub standard_errors: Option<[f64; 3]>,
+    /// Asymptotic covariance of the log-parameters `θ = ln(p, q, v)` (inverse observed
+    /// information); present exactly when `standard_errors` is (`se(pᵢ) = pᵢ √Σᵢᵢ`).
+    pub covariance: Option<[[f64; 3]; 3]>,
 }
 
 impl GammaGammaFit {

@@ -374,23 +374,6 @@ fn bfgs_update<const N: usize>(h: &mut [[f64; N]; N], s: &[f64; N], y: &[f64; N]
     }
 }
 
-/// Standard errors of parameters fitted on the log scale: the Hessian of the negative
-/// log-likelihood in log-parameters by central differences of its analytic `gradient` (of
-/// `Σ ln L`), inverted, and the delta method `se(pᵢ) = pᵢ √(H⁻¹)ᵢᵢ` (what `lifetimes` reports as
-/// `standard_errors_`). `None` when the Hessian is not positive definite.
-#[allow(clippy::needless_range_loop)] // index notation mirrors the formulas
-pub(crate) fn log_scale_standard_errors<const N: usize>(
-    theta: [f64; N],
-    gradient: impl Fn([f64; N]) -> [f64; N],
-) -> Option<[f64; N]> {
-    let inv = invert_spd(log_scale_hessian(theta, gradient)?)?;
-    let mut se = [0.0; N];
-    for i in 0..N {
-        se[i] = theta[i].exp() * inv[i][i].sqrt();
-    }
-    se.iter().all(|v| v.is_finite()).then_some(se)
-}
-
 /// The Hessian of the negative log-likelihood in log-parameters `θ` (the observed information),
 /// by central differences (step `1e-4`) of the analytic `gradient` of `Σ ln L` with respect to
 /// `θ`. Its inverse is the asymptotic covariance of `θ̂`. `None` when a gradient is not finite.
