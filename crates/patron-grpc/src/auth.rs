@@ -27,8 +27,8 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
-use crate::{Reason, error_details};
 use crate::methods::method;
+use crate::{Reason, error_details};
 
 /// Who is calling, as established by a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]

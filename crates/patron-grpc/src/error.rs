@@ -426,7 +426,9 @@ fn store_status(err: &StoreError) -> Status {
     let named = match err {
         StoreError::AlreadyExists(_) => Some((Code::AlreadyExists, Reason::AlreadyExists)),
         StoreError::SegmentCycle(_) => Some((Code::InvalidArgument, Reason::SegmentCycle)),
-        StoreError::MissingDependency(_) => Some((Code::FailedPrecondition, Reason::SegmentNotFound)),
+        StoreError::MissingDependency(_) => {
+            Some((Code::FailedPrecondition, Reason::SegmentNotFound))
+        }
         StoreError::InUse(_) => Some((Code::FailedPrecondition, Reason::SegmentInUse)),
         _ => None,
     };

@@ -14,6 +14,7 @@ pub mod trace;
 pub mod wire;
 
 pub use error::{
-    ApiError, ApiResult, ERROR_DOMAIN, Reason, Respond, check_resource_id, error_details, parse_customer_id,
+    ApiError, ApiResult, ERROR_DOMAIN, Reason, Respond, check_resource_id, error_details,
+    parse_customer_id,
 };
 pub use paging::{PageToken, page_size};
