@@ -9,7 +9,7 @@ use patron_domain::loyalty::reward::RewardDef;
 use patron_domain::loyalty::tier;
 use patron_domain::{Currency, CustomerId, Day, Event, EventId, Timestamp, Violations};
 use patron_grpc::time::to_proto;
-use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, Respond, page_size};
 use patron_proto::loyalty::v1 as pb;
 use patron_proto::loyalty::v1::loyalty_service_server::LoyaltyService;
 use patron_scoring::engine::Engine;
@@ -389,16 +389,19 @@ fn text_field(v: &mut Violations, field: &str, s: &str, min: usize, max: usize) 
     }
 }
 
-#[tonic::async_trait]
-impl LoyaltyService for LoyaltyApi {
+/// The handlers, one per RPC: each returns an [`ApiResult`], which the `LoyaltyService` impl
+/// below converts to a `Status` once, in [`Respond::respond`].
+impl LoyaltyApi {
     async fn create_program(
         &self,
         request: Request<pb::CreateProgramRequest>,
-    ) -> Result<Response<pb::CreateProgramResponse>, Status> {
+    ) -> ApiResult<pb::CreateProgramResponse> {
         let Some(p) = request.into_inner().program else {
-            return Err(
-                ApiError::invalid_field(Reason::InvalidField, "program", "is required").into(),
-            );
+            return Err(ApiError::invalid_field(
+                Reason::InvalidField,
+                "program",
+                "is required",
+            ));
         };
         let mut v = Violations::new();
         if let Err(m) = check_id(&p.program_id) {
@@ -415,7 +418,7 @@ impl LoyaltyService for LoyaltyApi {
             );
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let now = patron_grpc::time::now();
         let record = ProgramRecord {
@@ -436,27 +439,27 @@ impl LoyaltyService for LoyaltyApi {
                 )),
                 e => ApiError::Store(e),
             })?;
-        Ok(Response::new(pb::CreateProgramResponse {
+        Ok(pb::CreateProgramResponse {
             program: Some(convert::program_to_proto(&stored, &def)),
-        }))
+        })
     }
 
     async fn get_program(
         &self,
         request: Request<pb::GetProgramRequest>,
-    ) -> Result<Response<pb::GetProgramResponse>, Status> {
+    ) -> ApiResult<pb::GetProgramResponse> {
         let id = request.into_inner().program_id;
         id_field(&id, "program_id")?;
         let (record, def) = self.program(&id).await?;
-        Ok(Response::new(pb::GetProgramResponse {
+        Ok(pb::GetProgramResponse {
             program: Some(convert::program_to_proto(&record, &def)),
-        }))
+        })
     }
 
     async fn list_programs(
         &self,
         request: Request<pb::ListProgramsRequest>,
-    ) -> Result<Response<pb::ListProgramsResponse>, Status> {
+    ) -> ApiResult<pb::ListProgramsResponse> {
         let pb::ListProgramsRequest {
             page_size: size,
             page_token,
@@ -464,11 +467,7 @@ impl LoyaltyService for LoyaltyApi {
         let size = page_size(size)?;
         let after =
             PageToken::decode(&page_token, "ListPrograms", 1)?.map(|t| t.position[0].clone());
-        let mut records = self
-            .store
-            .list_programs(after.as_deref(), size + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let mut records = self.store.list_programs(after.as_deref(), size + 1).await?;
         let more = records.len() > size;
         records.truncate(size);
         let next_page_token = match (more, records.last()) {
@@ -479,25 +478,27 @@ impl LoyaltyService for LoyaltyApi {
             .iter()
             .map(|r| parse_program(r).map(|d| convert::program_to_proto(r, &d)))
             .collect::<ApiResult<Vec<_>>>()?;
-        Ok(Response::new(pb::ListProgramsResponse {
+        Ok(pb::ListProgramsResponse {
             programs,
             next_page_token,
-        }))
+        })
     }
 
     async fn update_program(
         &self,
         request: Request<pb::UpdateProgramRequest>,
-    ) -> Result<Response<pb::UpdateProgramResponse>, Status> {
+    ) -> ApiResult<pb::UpdateProgramResponse> {
         let pb::UpdateProgramRequest {
             program,
             update_mask,
             expected_revision,
         } = request.into_inner();
         let Some(p) = program else {
-            return Err(
-                ApiError::invalid_field(Reason::InvalidField, "program", "is required").into(),
-            );
+            return Err(ApiError::invalid_field(
+                Reason::InvalidField,
+                "program",
+                "is required",
+            ));
         };
         id_field(&p.program_id, "program.program_id")?;
         let (_, current) = self.program(&p.program_id).await?;
@@ -559,7 +560,7 @@ impl LoyaltyService for LoyaltyApi {
             v.add("expected_revision", "must not be negative");
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let stored = self
             .store
@@ -570,18 +571,14 @@ impl LoyaltyService for LoyaltyApi {
                 patron_grpc::time::now(),
                 (expected_revision > 0).then_some(expected_revision),
             )
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| program_not_found(&p.program_id))?;
-        Ok(Response::new(pb::UpdateProgramResponse {
+        Ok(pb::UpdateProgramResponse {
             program: Some(convert::program_to_proto(&stored, &next)),
-        }))
+        })
     }
 
-    async fn enroll(
-        &self,
-        request: Request<pb::EnrollRequest>,
-    ) -> Result<Response<pb::EnrollResponse>, Status> {
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> ApiResult<pb::EnrollResponse> {
         let pb::EnrollRequest {
             program_id,
             customer_id,
@@ -599,22 +596,21 @@ impl LoyaltyService for LoyaltyApi {
                     "the program is for segment {:?}, which the customer is not in",
                     def.target_segment.as_deref().unwrap_or("")
                 ),
-            }
-            .into());
+            });
         }
         let now = patron_grpc::time::now();
         let outcome = self
             .mutate(&program_id, &customer, now, &ops::Enroll)
             .await?;
         let MutateOutcome::Applied { loaded, changes } = outcome else {
-            return Err(ApiError::internal("enrolment refused").into());
+            return Err(ApiError::internal("enrolment refused"));
         };
         let created = changes.member.is_some();
         let member = changes
             .member
             .or(loaded.member)
             .ok_or_else(|| ApiError::internal("enrolment left no member"))?;
-        Ok(Response::new(pb::EnrollResponse {
+        Ok(pb::EnrollResponse {
             membership: Some(self.membership(
                 &program_id,
                 &customer,
@@ -624,13 +620,13 @@ impl LoyaltyService for LoyaltyApi {
                 now,
             )),
             created,
-        }))
+        })
     }
 
     async fn get_membership(
         &self,
         request: Request<pb::GetMembershipRequest>,
-    ) -> Result<Response<pb::GetMembershipResponse>, Status> {
+    ) -> ApiResult<pb::GetMembershipResponse> {
         let pb::GetMembershipRequest {
             program_id,
             customer_id,
@@ -642,13 +638,12 @@ impl LoyaltyService for LoyaltyApi {
         let member = self
             .store
             .get_member(&program_id, &customer)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| {
                 ApiError::not_found(Reason::MemberNotFound, "member", customer.as_str())
             })?;
         let now = patron_grpc::time::now();
-        Ok(Response::new(pb::GetMembershipResponse {
+        Ok(pb::GetMembershipResponse {
             membership: Some(self.membership(
                 &program_id,
                 &customer,
@@ -657,13 +652,13 @@ impl LoyaltyService for LoyaltyApi {
                 ctx.tenure_start,
                 now,
             )),
-        }))
+        })
     }
 
     async fn list_ledger_entries(
         &self,
         request: Request<pb::ListLedgerEntriesRequest>,
-    ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
+    ) -> ApiResult<pb::ListLedgerEntriesResponse> {
         let pb::ListLedgerEntriesRequest {
             program_id,
             customer_id,
@@ -688,24 +683,23 @@ impl LoyaltyService for LoyaltyApi {
         let mut entries = self
             .store
             .list_entries(&program_id, &customer, before, size + 1)
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         let more = entries.len() > size;
         entries.truncate(size);
         let next_page_token = match (more, entries.last()) {
             (true, Some(last)) => PageToken::encode(&scope, &[&last.entry_id.to_string()]),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListLedgerEntriesResponse {
+        Ok(pb::ListLedgerEntriesResponse {
             entries: entries.iter().map(convert::entry_to_proto).collect(),
             next_page_token,
-        }))
+        })
     }
 
     async fn adjust_points(
         &self,
         request: Request<pb::AdjustPointsRequest>,
-    ) -> Result<Response<pb::AdjustPointsResponse>, Status> {
+    ) -> ApiResult<pb::AdjustPointsResponse> {
         let caller = principal(&request);
         let pb::AdjustPointsRequest {
             program_id,
@@ -735,7 +729,7 @@ impl LoyaltyService for LoyaltyApi {
             v.add("request_id", "must not hold control characters");
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let customer = parse_customer(&customer_id)?;
         let key = key.map_err(|e| {
@@ -765,25 +759,27 @@ impl LoyaltyService for LoyaltyApi {
                     .map(convert::entry_to_proto);
                 let replayed = entry.is_none();
                 let balances = self.balances_now(&program_id, &customer).await?;
-                Ok(Response::new(pb::AdjustPointsResponse {
+                Ok(pb::AdjustPointsResponse {
                     entry,
                     balances: Some(balances),
                     replayed,
-                }))
+                })
             }
-            MutateOutcome::Refused(r) => Err(refusal(r).into()),
-            MutateOutcome::OutOfStock => Err(ApiError::internal("stock in adjust").into()),
+            MutateOutcome::Refused(r) => Err(refusal(r)),
+            MutateOutcome::OutOfStock => Err(ApiError::internal("stock in adjust")),
         }
     }
 
     async fn create_reward(
         &self,
         request: Request<pb::CreateRewardRequest>,
-    ) -> Result<Response<pb::CreateRewardResponse>, Status> {
+    ) -> ApiResult<pb::CreateRewardResponse> {
         let Some(r) = request.into_inner().reward else {
-            return Err(
-                ApiError::invalid_field(Reason::InvalidField, "reward", "is required").into(),
-            );
+            return Err(ApiError::invalid_field(
+                Reason::InvalidField,
+                "reward",
+                "is required",
+            ));
         };
         let mut v = Violations::new();
         if let Err(m) = check_id(&r.reward_id) {
@@ -794,7 +790,7 @@ impl LoyaltyService for LoyaltyApi {
         }
         let (def, stock) = convert::reward_from_proto(&r, self.currency, &mut v);
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let (_, program) = self.program(&r.program_id).await?;
         let tiers: Vec<String> = program.tiers.iter().map(|t| t.name.clone()).collect();
@@ -808,7 +804,7 @@ impl LoyaltyService for LoyaltyApi {
             );
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let now = patron_grpc::time::now();
         let record = RewardRecord {
@@ -832,33 +828,32 @@ impl LoyaltyService for LoyaltyApi {
                 StoreError::MissingDependency(_) => program_not_found(&r.program_id),
                 e => ApiError::Store(e),
             })?;
-        Ok(Response::new(pb::CreateRewardResponse {
+        Ok(pb::CreateRewardResponse {
             reward: Some(convert::reward_to_proto(&stored, &def, self.currency)),
-        }))
+        })
     }
 
     async fn get_reward(
         &self,
         request: Request<pb::GetRewardRequest>,
-    ) -> Result<Response<pb::GetRewardResponse>, Status> {
+    ) -> ApiResult<pb::GetRewardResponse> {
         let id = request.into_inner().reward_id;
         id_field(&id, "reward_id")?;
         let record = self
             .store
             .get_reward(&id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| reward_not_found(&id))?;
         let def = parse_reward(&record)?;
-        Ok(Response::new(pb::GetRewardResponse {
+        Ok(pb::GetRewardResponse {
             reward: Some(convert::reward_to_proto(&record, &def, self.currency)),
-        }))
+        })
     }
 
     async fn list_rewards(
         &self,
         request: Request<pb::ListRewardsRequest>,
-    ) -> Result<Response<pb::ListRewardsResponse>, Status> {
+    ) -> ApiResult<pb::ListRewardsResponse> {
         let pb::ListRewardsRequest {
             program_id,
             page_size: size,
@@ -872,8 +867,7 @@ impl LoyaltyService for LoyaltyApi {
         let mut records = self
             .store
             .list_rewards(&program_id, after.as_deref(), size + 1)
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         let more = records.len() > size;
         records.truncate(size);
         let next_page_token = match (more, records.last()) {
@@ -884,32 +878,33 @@ impl LoyaltyService for LoyaltyApi {
             .iter()
             .map(|r| parse_reward(r).map(|d| convert::reward_to_proto(r, &d, self.currency)))
             .collect::<ApiResult<Vec<_>>>()?;
-        Ok(Response::new(pb::ListRewardsResponse {
+        Ok(pb::ListRewardsResponse {
             rewards,
             next_page_token,
-        }))
+        })
     }
 
     async fn update_reward(
         &self,
         request: Request<pb::UpdateRewardRequest>,
-    ) -> Result<Response<pb::UpdateRewardResponse>, Status> {
+    ) -> ApiResult<pb::UpdateRewardResponse> {
         let pb::UpdateRewardRequest {
             reward,
             update_mask,
             expected_revision,
         } = request.into_inner();
         let Some(r) = reward else {
-            return Err(
-                ApiError::invalid_field(Reason::InvalidField, "reward", "is required").into(),
-            );
+            return Err(ApiError::invalid_field(
+                Reason::InvalidField,
+                "reward",
+                "is required",
+            ));
         };
         id_field(&r.reward_id, "reward.reward_id")?;
         let current_record = self
             .store
             .get_reward(&r.reward_id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| reward_not_found(&r.reward_id))?;
         let current = parse_reward(&current_record)?;
         let mut v = Violations::new();
@@ -955,7 +950,7 @@ impl LoyaltyService for LoyaltyApi {
             v.add("expected_revision", "must not be negative");
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let stored = self
             .store
@@ -967,18 +962,17 @@ impl LoyaltyService for LoyaltyApi {
                 patron_grpc::time::now(),
                 (expected_revision > 0).then_some(expected_revision),
             )
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| reward_not_found(&r.reward_id))?;
-        Ok(Response::new(pb::UpdateRewardResponse {
+        Ok(pb::UpdateRewardResponse {
             reward: Some(convert::reward_to_proto(&stored, &next, self.currency)),
-        }))
+        })
     }
 
     async fn check_eligibility(
         &self,
         request: Request<pb::CheckEligibilityRequest>,
-    ) -> Result<Response<pb::CheckEligibilityResponse>, Status> {
+    ) -> ApiResult<pb::CheckEligibilityResponse> {
         let pb::CheckEligibilityRequest {
             program_id,
             customer_id,
@@ -991,8 +985,7 @@ impl LoyaltyService for LoyaltyApi {
                 Reason::BatchTooLarge,
                 "reward_ids",
                 format!("at most {MAX_ELIGIBILITY_IDS}"),
-            )
-            .into());
+            ));
         }
         let mut v = Violations::new();
         for (i, id) in reward_ids.iter().enumerate() {
@@ -1001,7 +994,7 @@ impl LoyaltyService for LoyaltyApi {
             }
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let (_, def) = self.program(&program_id).await?;
         let records: Vec<RewardRecord> = if reward_ids.is_empty() {
@@ -1011,8 +1004,7 @@ impl LoyaltyService for LoyaltyApi {
                 let page = self
                     .store
                     .list_rewards(&program_id, after.as_deref(), 500)
-                    .await
-                    .map_err(ApiError::from)?;
+                    .await?;
                 let done = page.len() < 500;
                 after = page.last().map(|r| r.reward_id.clone());
                 all.extend(page);
@@ -1026,26 +1018,21 @@ impl LoyaltyService for LoyaltyApi {
                 let r = self
                     .store
                     .get_reward(id)
-                    .await
-                    .map_err(ApiError::from)?
+                    .await?
                     .filter(|r| r.program_id == program_id)
                     .ok_or_else(|| reward_not_found(id))?;
                 out.push(r);
             }
             out
         };
-        let member = self
-            .store
-            .get_member(&program_id, &customer)
-            .await
-            .map_err(ApiError::from)?;
+        let member = self.store.get_member(&program_id, &customer).await?;
         // A read: counted in one statement, without the member's lock.
         let redeemed = match &member {
-            Some(_) => self
-                .store
-                .completed_redemptions(&program_id, &customer)
-                .await
-                .map_err(ApiError::from)?,
+            Some(_) => {
+                self.store
+                    .completed_redemptions(&program_id, &customer)
+                    .await?
+            }
             None => HashMap::new(),
         };
         let now = patron_grpc::time::now();
@@ -1086,16 +1073,16 @@ impl LoyaltyService for LoyaltyApi {
                 unmet: unmet.iter().map(convert::unmet_to_proto).collect(),
             });
         }
-        Ok(Response::new(pb::CheckEligibilityResponse {
+        Ok(pb::CheckEligibilityResponse {
             results,
             evaluate_time: Some(to_proto(now)),
-        }))
+        })
     }
 
     async fn redeem_reward(
         &self,
         request: Request<pb::RedeemRewardRequest>,
-    ) -> Result<Response<pb::RedeemRewardResponse>, Status> {
+    ) -> ApiResult<pb::RedeemRewardResponse> {
         let caller = principal(&request);
         let pb::RedeemRewardRequest {
             program_id,
@@ -1115,15 +1102,14 @@ impl LoyaltyService for LoyaltyApi {
             v.add("request_id", "must not hold control characters");
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let customer = parse_customer(&customer_id)?;
         let (_, def) = self.program(&program_id).await?;
         let reward_record = self
             .store
             .get_reward(&reward_id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .filter(|r| r.program_id == program_id)
             .ok_or_else(|| reward_not_found(&reward_id))?;
         let reward = parse_reward(&reward_record)?;
@@ -1146,7 +1132,7 @@ impl LoyaltyService for LoyaltyApi {
                     (Some(r), _) => (r, false),
                     (None, Some(previous)) => (previous, true),
                     (None, None) => {
-                        return Err(ApiError::internal("redemption without record").into());
+                        return Err(ApiError::internal("redemption without record"));
                     }
                 }
             }
@@ -1155,13 +1141,12 @@ impl LoyaltyService for LoyaltyApi {
                     reason: Reason::NotEligible,
                     message: "the reward is out of stock; nothing was changed".into(),
                     metadata: vec![("reasons".into(), "OUT_OF_STOCK".into())],
-                }
-                .into());
+                });
             }
-            MutateOutcome::Refused(r) => return Err(refusal(r).into()),
+            MutateOutcome::Refused(r) => return Err(refusal(r)),
         };
         let balances = self.balances_now(&program_id, &customer).await?;
-        Ok(Response::new(pb::RedeemRewardResponse {
+        Ok(pb::RedeemRewardResponse {
             redemption: Some(convert::redemption_to_proto(
                 &program_id,
                 &customer_id,
@@ -1169,13 +1154,13 @@ impl LoyaltyService for LoyaltyApi {
             )),
             replayed,
             balances: Some(balances),
-        }))
+        })
     }
 
     async fn cancel_redemption(
         &self,
         request: Request<pb::CancelRedemptionRequest>,
-    ) -> Result<Response<pb::CancelRedemptionResponse>, Status> {
+    ) -> ApiResult<pb::CancelRedemptionResponse> {
         let caller = principal(&request).unwrap_or_else(|| "system".into());
         let pb::CancelRedemptionRequest {
             program_id,
@@ -1190,15 +1175,14 @@ impl LoyaltyService for LoyaltyApi {
         text_field(&mut v, "redemption_id", &redemption_id, 1, MAX_REQUEST_ID);
         text_field(&mut v, "reason", &reason, 0, MAX_REASON);
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let customer = parse_customer(&customer_id)?;
         self.program(&program_id).await?;
         let existing = self
             .store
             .get_redemption(&program_id, &customer, &redemption_id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| {
                 ApiError::not_found(Reason::RedemptionNotFound, "redemption", &redemption_id)
             })?;
@@ -1220,23 +1204,130 @@ impl LoyaltyService for LoyaltyApi {
                     Reason::RedemptionNotFound,
                     "redemption",
                     &redemption_id,
-                )
-                .into());
+                ));
             }
-            MutateOutcome::Refused(r) => return Err(refusal(r).into()),
+            MutateOutcome::Refused(r) => return Err(refusal(r)),
             MutateOutcome::OutOfStock => {
-                return Err(ApiError::internal("stock in cancel").into());
+                return Err(ApiError::internal("stock in cancel"));
             }
         };
         let balances = self.balances_now(&program_id, &customer).await?;
-        Ok(Response::new(pb::CancelRedemptionResponse {
+        Ok(pb::CancelRedemptionResponse {
             redemption: Some(convert::redemption_to_proto(
                 &program_id,
                 &customer_id,
                 &redemption,
             )),
             balances: Some(balances),
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl LoyaltyService for LoyaltyApi {
+    async fn create_program(
+        &self,
+        request: Request<pb::CreateProgramRequest>,
+    ) -> Result<Response<pb::CreateProgramResponse>, Status> {
+        self.create_program(request).await.respond()
+    }
+
+    async fn get_program(
+        &self,
+        request: Request<pb::GetProgramRequest>,
+    ) -> Result<Response<pb::GetProgramResponse>, Status> {
+        self.get_program(request).await.respond()
+    }
+
+    async fn list_programs(
+        &self,
+        request: Request<pb::ListProgramsRequest>,
+    ) -> Result<Response<pb::ListProgramsResponse>, Status> {
+        self.list_programs(request).await.respond()
+    }
+
+    async fn update_program(
+        &self,
+        request: Request<pb::UpdateProgramRequest>,
+    ) -> Result<Response<pb::UpdateProgramResponse>, Status> {
+        self.update_program(request).await.respond()
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        self.enroll(request).await.respond()
+    }
+
+    async fn get_membership(
+        &self,
+        request: Request<pb::GetMembershipRequest>,
+    ) -> Result<Response<pb::GetMembershipResponse>, Status> {
+        self.get_membership(request).await.respond()
+    }
+
+    async fn list_ledger_entries(
+        &self,
+        request: Request<pb::ListLedgerEntriesRequest>,
+    ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
+        self.list_ledger_entries(request).await.respond()
+    }
+
+    async fn adjust_points(
+        &self,
+        request: Request<pb::AdjustPointsRequest>,
+    ) -> Result<Response<pb::AdjustPointsResponse>, Status> {
+        self.adjust_points(request).await.respond()
+    }
+
+    async fn create_reward(
+        &self,
+        request: Request<pb::CreateRewardRequest>,
+    ) -> Result<Response<pb::CreateRewardResponse>, Status> {
+        self.create_reward(request).await.respond()
+    }
+
+    async fn get_reward(
+        &self,
+        request: Request<pb::GetRewardRequest>,
+    ) -> Result<Response<pb::GetRewardResponse>, Status> {
+        self.get_reward(request).await.respond()
+    }
+
+    async fn list_rewards(
+        &self,
+        request: Request<pb::ListRewardsRequest>,
+    ) -> Result<Response<pb::ListRewardsResponse>, Status> {
+        self.list_rewards(request).await.respond()
+    }
+
+    async fn update_reward(
+        &self,
+        request: Request<pb::UpdateRewardRequest>,
+    ) -> Result<Response<pb::UpdateRewardResponse>, Status> {
+        self.update_reward(request).await.respond()
+    }
+
+    async fn check_eligibility(
+        &self,
+        request: Request<pb::CheckEligibilityRequest>,
+    ) -> Result<Response<pb::CheckEligibilityResponse>, Status> {
+        self.check_eligibility(request).await.respond()
+    }
+
+    async fn redeem_reward(
+        &self,
+        request: Request<pb::RedeemRewardRequest>,
+    ) -> Result<Response<pb::RedeemRewardResponse>, Status> {
+        self.redeem_reward(request).await.respond()
+    }
+
+    async fn cancel_redemption(
+        &self,
+        request: Request<pb::CancelRedemptionRequest>,
+    ) -> Result<Response<pb::CancelRedemptionResponse>, Status> {
+        self.cancel_redemption(request).await.respond()
     }
 }
 
