@@ -1,6 +1,7 @@
 //! Programs: create, read, list, update (with its field mask).
 
 use patron_domain::Violations;
+use patron_domain::loyalty::program::ProgramDef;
 use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
 use patron_proto::loyalty::v1 as pb;
 use patron_store::StoreError;
@@ -121,51 +122,12 @@ impl LoyaltyApi {
         };
         id_field(&p.program_id, "program.program_id")?;
         let (_, current) = self.program(&p.program_id).await?;
-        let mut v = Violations::new();
-        let given = convert::program_from_proto(&p, self.currency, &mut Violations::new());
+        // The request's program is read once; the mask says which of its fields count.
+        let mut read = Violations::new();
+        let given = convert::program_from_proto(&p, self.currency, &mut read);
         let paths: Vec<String> = update_mask.map(|m| m.paths).unwrap_or_default();
-        let mut next = if paths.is_empty() {
-            convert::program_from_proto(&p, self.currency, &mut v)
-        } else {
-            current.clone()
-        };
-        for (i, path) in paths.iter().enumerate() {
-            match path.as_str() {
-                "display_name" => next.display_name = given.display_name.clone(),
-                "earning" => {
-                    next.points_per_unit = given.points_per_unit;
-                    next.first_purchase_bonus = given.first_purchase_bonus;
-                    next.event_bonuses = given.event_bonuses.clone();
-                }
-                "pending_days" => next.pending_days = given.pending_days,
-                "expiry_days" => next.expiry = given.expiry,
-                "tiers" => next.tiers = given.tiers.clone(),
-                "tier_window_days" => next.tier_window_days = given.tier_window_days,
-                "tier_grace_days" => next.tier_grace_days = given.tier_grace_days,
-                "target_segment" => next.target_segment = given.target_segment.clone(),
-                "auto_enroll" => next.auto_enroll = given.auto_enroll,
-                other => v.add(
-                    format!("update_mask.paths[{i}]"),
-                    format!("{} is not an updatable field", patron_domain::quote(other)),
-                ),
-            }
-        }
-        if !paths.is_empty() {
-            // Only the named fields were read from the request: check them as part of the whole.
-            let mut fields = Violations::new();
-            convert::program_from_proto(&p, self.currency, &mut fields);
-            for f in fields.into_vec() {
-                let top = f
-                    .field
-                    .trim_start_matches("program.")
-                    .split(['.', '['])
-                    .next()
-                    .unwrap_or("");
-                if paths.iter().any(|p| p == top) {
-                    v.add(f.field, f.description);
-                }
-            }
-        }
+        let mut v = Violations::new();
+        let next = masked(current, given, read, &paths, &mut v);
         next.validate("program", &mut v);
         if let Some(s) = &next.target_segment
             && !self.segments.segment_exists(s)
@@ -196,4 +158,57 @@ impl LoyaltyApi {
             program: Some(convert::program_to_proto(&stored, &next)),
         })
     }
+}
+
+/// The program an update asks for. With no mask: the request's program, whole, with every
+/// violation found reading it. With a mask: the current program with the named fields taken
+/// from the request's, an unknown path a violation, and of the violations found reading the
+/// request only those of the named fields (the rest of the request is not read).
+fn masked(
+    current: ProgramDef,
+    given: ProgramDef,
+    read: Violations,
+    paths: &[String],
+    v: &mut Violations,
+) -> ProgramDef {
+    if paths.is_empty() {
+        for f in read.into_vec() {
+            v.add(f.field, f.description);
+        }
+        return given;
+    }
+    let mut next = current;
+    for (i, path) in paths.iter().enumerate() {
+        match path.as_str() {
+            "display_name" => next.display_name = given.display_name.clone(),
+            "earning" => {
+                next.points_per_unit = given.points_per_unit;
+                next.first_purchase_bonus = given.first_purchase_bonus;
+                next.event_bonuses = given.event_bonuses.clone();
+            }
+            "pending_days" => next.pending_days = given.pending_days,
+            "expiry_days" => next.expiry = given.expiry,
+            "tiers" => next.tiers = given.tiers.clone(),
+            "tier_window_days" => next.tier_window_days = given.tier_window_days,
+            "tier_grace_days" => next.tier_grace_days = given.tier_grace_days,
+            "target_segment" => next.target_segment = given.target_segment.clone(),
+            "auto_enroll" => next.auto_enroll = given.auto_enroll,
+            other => v.add(
+                format!("update_mask.paths[{i}]"),
+                format!("{} is not an updatable field", patron_domain::quote(other)),
+            ),
+        }
+    }
+    for f in read.into_vec() {
+        let top = f
+            .field
+            .trim_start_matches("program.")
+            .split(['.', '['])
+            .next()
+            .unwrap_or("");
+        if paths.iter().any(|p| p == top) {
+            v.add(f.field, f.description);
+        }
+    }
+    next
 }
