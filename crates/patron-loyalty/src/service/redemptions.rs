@@ -45,34 +45,7 @@ impl LoyaltyApi {
             return Err(ApiError::invalid(v));
         }
         let (_, def) = self.program(&program_id).await?;
-        let records: Vec<RewardRecord> = if reward_ids.is_empty() {
-            let mut all = Vec::new();
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .store
-                    .list_rewards(&program_id, after.as_deref(), 500)
-                    .await?;
-                let done = page.len() < 500;
-                after = page.last().map(|r| r.reward_id.clone());
-                all.extend(page);
-                if done {
-                    break all;
-                }
-            }
-        } else {
-            let mut out = Vec::with_capacity(reward_ids.len());
-            for id in &reward_ids {
-                let r = self
-                    .store
-                    .get_reward(id)
-                    .await?
-                    .filter(|r| r.program_id == program_id)
-                    .ok_or_else(|| reward_not_found(id))?;
-                out.push(r);
-            }
-            out
-        };
+        let records = self.rewards_to_check(&program_id, &reward_ids).await?;
         let member = self.store.get_member(&program_id, &customer).await?;
         // A read: counted in one statement, without the member's lock.
         let redeemed = match &member {
@@ -125,6 +98,43 @@ impl LoyaltyApi {
             results,
             evaluate_time: Some(to_proto(now)),
         })
+    }
+
+    /// The rewards CheckEligibility looks at: the named ones (each must be of the program), or
+    /// with none named every reward of the program, read a page at a time.
+    async fn rewards_to_check(
+        &self,
+        program_id: &str,
+        reward_ids: &[String],
+    ) -> ApiResult<Vec<RewardRecord>> {
+        if reward_ids.is_empty() {
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .list_rewards(program_id, after.as_deref(), 500)
+                    .await?;
+                let done = page.len() < 500;
+                after = page.last().map(|r| r.reward_id.clone());
+                all.extend(page);
+                if done {
+                    break Ok(all);
+                }
+            }
+        } else {
+            let mut out = Vec::with_capacity(reward_ids.len());
+            for id in reward_ids {
+                let r = self
+                    .store
+                    .get_reward(id)
+                    .await?
+                    .filter(|r| r.program_id == program_id)
+                    .ok_or_else(|| reward_not_found(id))?;
+                out.push(r);
+            }
+            Ok(out)
+        }
     }
 
     pub(super) async fn redeem_reward(
