@@ -262,6 +262,11 @@ impl ApiError {
         Self::invalid_with_reason(reason, v)
     }
 
+    /// A required request field is missing.
+    pub fn required(field: &str) -> Self {
+        Self::invalid_field(Reason::InvalidField, field, "is required")
+    }
+
     /// An internal failure; `detail` goes to the log only.
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::Internal(detail.into())

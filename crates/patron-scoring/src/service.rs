@@ -863,11 +863,7 @@ impl ScoringApi {
             update_mask,
         } = request.into_inner();
         let Some(policy) = policy else {
-            return Err(ApiError::invalid_field(
-                Reason::InvalidField,
-                "policy",
-                "is required",
-            ));
+            return Err(ApiError::required("policy"));
         };
         let mut v = Violations::new();
         let paths = update_mask.map(|m| m.paths).unwrap_or_default();

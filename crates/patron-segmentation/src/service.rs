@@ -282,11 +282,7 @@ impl SegmentationApi {
         request: Request<pb::CreateSegmentRequest>,
     ) -> ApiResult<pb::CreateSegmentResponse> {
         let Some(seg) = request.into_inner().segment else {
-            return Err(ApiError::invalid_field(
-                Reason::InvalidField,
-                "segment",
-                "is required",
-            ));
+            return Err(ApiError::required("segment"));
         };
         let mut v = Violations::new();
         if let Err(m) = valid_segment_id(&seg.segment_id) {
@@ -455,11 +451,7 @@ impl SegmentationApi {
             expected_revision,
         } = request.into_inner();
         let Some(seg) = segment else {
-            return Err(ApiError::invalid_field(
-                Reason::InvalidField,
-                "segment",
-                "is required",
-            ));
+            return Err(ApiError::required("segment"));
         };
         lookup_id(&seg.segment_id, "segment.segment_id")?;
         let paths: Vec<String> = update_mask.map(|m| m.paths).unwrap_or_default();

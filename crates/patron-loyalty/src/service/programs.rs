@@ -17,11 +17,7 @@ impl LoyaltyApi {
         request: Request<pb::CreateProgramRequest>,
     ) -> ApiResult<pb::CreateProgramResponse> {
         let Some(p) = request.into_inner().program else {
-            return Err(ApiError::invalid_field(
-                Reason::InvalidField,
-                "program",
-                "is required",
-            ));
+            return Err(ApiError::required("program"));
         };
         let mut v = Violations::new();
         if let Err(m) = check_id(&p.program_id) {
@@ -114,11 +110,7 @@ impl LoyaltyApi {
             expected_revision,
         } = request.into_inner();
         let Some(p) = program else {
-            return Err(ApiError::invalid_field(
-                Reason::InvalidField,
-                "program",
-                "is required",
-            ));
+            return Err(ApiError::required("program"));
         };
         id_field(&p.program_id, "program.program_id")?;
         let (_, current) = self.program(&p.program_id).await?;

@@ -16,11 +16,7 @@ impl LoyaltyApi {
         request: Request<pb::CreateRewardRequest>,
     ) -> ApiResult<pb::CreateRewardResponse> {
         let Some(r) = request.into_inner().reward else {
-            return Err(ApiError::invalid_field(
-                Reason::InvalidField,
-                "reward",
-                "is required",
-            ));
+            return Err(ApiError::required("reward"));
         };
         let mut v = Violations::new();
         if let Err(m) = check_id(&r.reward_id) {
@@ -135,11 +131,7 @@ impl LoyaltyApi {
             expected_revision,
         } = request.into_inner();
         let Some(r) = reward else {
-            return Err(ApiError::invalid_field(
-                Reason::InvalidField,
-                "reward",
-                "is required",
-            ));
+            return Err(ApiError::required("reward"));
         };
         id_field(&r.reward_id, "reward.reward_id")?;
         let current_record = self
