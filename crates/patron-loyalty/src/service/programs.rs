@@ -2,7 +2,7 @@
 
 use patron_domain::Violations;
 use patron_domain::loyalty::program::ProgramDef;
-use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
 use patron_proto::loyalty::v1 as pb;
 use patron_store::StoreError;
 use patron_store::loyalty::ProgramRecord;

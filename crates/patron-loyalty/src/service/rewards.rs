@@ -1,7 +1,7 @@
 //! Rewards: create, read, list, update.
 
 use patron_domain::Violations;
-use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, page_size};
 use patron_proto::loyalty::v1 as pb;
 use patron_store::StoreError;
 use patron_store::loyalty::RewardRecord;
