@@ -481,3 +481,68 @@ fn every_conformance_case_runs_on_both_backends() {
         );
     }
 }
+
+/// Every `.rs` file under `dir`, recursively: (path relative to the repository root, text).
+fn rust_sources(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("source");
+                let name = path
+                    .strip_prefix(root())
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.push((name, text));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// ErrorInfo reasons are part of the API, so they are written once: as `patron_grpc::Reason`
+/// variants, whose `as_str()` gives the wire string. The only code that makes an `ErrorInfo` is
+/// `patron_grpc::error_details`, which takes a `Reason`; no other source (tests aside) builds one
+/// from a string.
+#[test]
+fn error_info_reasons_come_only_from_the_reason_enum() {
+    // `ErrorInfo {` is the struct literal (`ErrorInfo { reason: "…", … }`); the others are
+    // tonic-types' constructors.
+    const BUILDERS: [&str; 4] = [
+        "with_error_info(",
+        "set_error_info(",
+        "ErrorInfo::new(",
+        "ErrorInfo {",
+    ];
+    let mut found: Vec<String> = Vec::new();
+    for (path, text) in rust_sources(&root().join("crates")) {
+        if path.contains("/tests/") {
+            continue;
+        }
+        // Unit tests compare reasons with the strings clients see; they build none.
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for b in BUILDERS {
+                if line.contains(b) {
+                    found.push(format!("{path}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.len() == 1
+            && found[0].starts_with("crates/patron-grpc/src/error.rs")
+            && found[0].contains("with_error_info(reason.as_str(), ERROR_DOMAIN"),
+        "an ErrorInfo is made only by patron_grpc::error_details, from a Reason; found:\n{}",
+        found.join("\n")
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use patron_domain::event::MAX_EVENTS_PER_CALL;
 use patron_domain::{Currency, CustomerId, Event, EventId, Timestamp, Violations};
-use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, Respond, page_size};
 use patron_proto::customers::v1 as pb;
 use patron_proto::customers::v1::customer_service_server::CustomerService;
 use patron_store::{EventCursor, Store};
@@ -99,13 +99,13 @@ struct StreamTotals {
     rejections: Vec<pb::RejectedEvent>,
 }
 
-#[tonic::async_trait]
-impl CustomerService for CustomerApi {
-    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().customers.len()))]
+/// The handlers, one per RPC: each returns an [`ApiResult`], which the `CustomerService` impl
+/// below converts to a `Status` once, in [`Respond::respond`].
+impl CustomerApi {
     async fn upsert_customers(
         &self,
         request: Request<pb::UpsertCustomersRequest>,
-    ) -> Result<Response<pb::UpsertCustomersResponse>, Status> {
+    ) -> ApiResult<pb::UpsertCustomersResponse> {
         let pb::UpsertCustomersRequest { customers } = request.into_inner();
         check_batch_len(customers.len(), MAX_CUSTOMERS_PER_CALL, "customers")?;
         let ctx = self.context();
@@ -125,41 +125,35 @@ impl CustomerService for CustomerApi {
             }
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
-        let stored = self
-            .store
-            .upsert_customers(&parsed, ctx.now)
-            .await
-            .map_err(ApiError::from)?;
+        let stored = self.store.upsert_customers(&parsed, ctx.now).await?;
         let created = stored.iter().filter(|u| u.created).count();
-        Ok(Response::new(pb::UpsertCustomersResponse {
+        Ok(pb::UpsertCustomersResponse {
             customers: stored
                 .iter()
                 .map(|u| convert::record_to_proto(&u.record, self.settings.currency))
                 .collect(),
             created_count: count(created),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
     async fn get_customer(
         &self,
         request: Request<pb::GetCustomerRequest>,
-    ) -> Result<Response<pb::GetCustomerResponse>, Status> {
+    ) -> ApiResult<pb::GetCustomerResponse> {
         let pb::GetCustomerRequest { customer_id } = request.into_inner();
         let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
         let record = self.existing_customer(&id).await?;
-        Ok(Response::new(pb::GetCustomerResponse {
+        Ok(pb::GetCustomerResponse {
             customer: Some(convert::record_to_proto(&record, self.settings.currency)),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_customers(
         &self,
         request: Request<pb::ListCustomersRequest>,
-    ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+    ) -> ApiResult<pb::ListCustomersResponse> {
         const SCOPE: &str = "customers";
         let pb::ListCustomersRequest {
             page_size: size,
@@ -177,53 +171,45 @@ impl CustomerService for CustomerApi {
             })?),
         };
         // One extra row tells whether another page exists.
-        let mut records = self
-            .store
-            .list_customers(after.as_ref(), limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let mut records = self.store.list_customers(after.as_ref(), limit + 1).await?;
         let more = records.len() > limit;
         records.truncate(limit);
         let next_page_token = match (more, records.last()) {
             (true, Some(last)) => PageToken::encode(SCOPE, &[last.customer.customer_id.as_str()]),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListCustomersResponse {
+        Ok(pb::ListCustomersResponse {
             customers: records
                 .iter()
                 .map(|r| convert::record_to_proto(r, self.settings.currency))
                 .collect(),
             next_page_token,
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
     async fn delete_customer(
         &self,
         request: Request<pb::DeleteCustomerRequest>,
-    ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
+    ) -> ApiResult<pb::DeleteCustomerResponse> {
         let pb::DeleteCustomerRequest { customer_id } = request.into_inner();
         let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
-        let deleted = self
-            .store
-            .delete_customer(&id)
-            .await
-            .map_err(ApiError::from)?;
+        let deleted = self.store.delete_customer(&id).await?;
         match deleted {
-            Some(n) => Ok(Response::new(pb::DeleteCustomerResponse {
+            Some(n) => Ok(pb::DeleteCustomerResponse {
                 deleted_event_count: i64::try_from(n).unwrap_or(i64::MAX),
-            })),
-            None => {
-                Err(ApiError::not_found(Reason::CustomerNotFound, "customer", customer_id).into())
-            }
+            }),
+            None => Err(ApiError::not_found(
+                Reason::CustomerNotFound,
+                "customer",
+                customer_id,
+            )),
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().events.len()))]
     async fn record_events(
         &self,
         request: Request<pb::RecordEventsRequest>,
-    ) -> Result<Response<pb::RecordEventsResponse>, Status> {
+    ) -> ApiResult<pb::RecordEventsResponse> {
         let pb::RecordEventsRequest { events } = request.into_inner();
         check_batch_len(events.len(), MAX_EVENTS_PER_CALL, "events")?;
         let ctx = self.context();
@@ -234,27 +220,22 @@ impl CustomerService for CustomerApi {
             .filter_map(|(i, e)| convert::event_from_proto(e, &format!("events[{i}]"), ctx, &mut v))
             .collect();
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
-        let out = self
-            .store
-            .record_events(&parsed, ctx.now)
-            .await
-            .map_err(ApiError::from)?;
+        let out = self.store.record_events(&parsed, ctx.now).await?;
         ingested(&out);
-        Ok(Response::new(pb::RecordEventsResponse {
+        Ok(pb::RecordEventsResponse {
             recorded_count: count(out.recorded),
             duplicate_count: count(out.duplicate_indexes.len()),
             duplicate_indexes: out.duplicate_indexes.into_iter().map(count).collect(),
             created_customer_count: count(out.created_customers),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn stream_events(
         &self,
         request: Request<Streaming<pb::StreamEventsRequest>>,
-    ) -> Result<Response<pb::StreamEventsResponse>, Status> {
+    ) -> ApiResult<pb::StreamEventsResponse> {
         let mut stream = request.into_inner();
         let batch_size = self.settings.stream_batch_size.max(1);
         // Decoding and validating the next batch overlaps with writing the previous one; the
@@ -334,9 +315,9 @@ impl CustomerService for CustomerApi {
             .map_err(|e| ApiError::internal(format!("stream writer failed: {e}")))?;
         if let Some(status) = failure {
             tracing::warn!(%status, received = index, "event stream broke; committed batches stay");
-            return Err(status);
+            return Err(ApiError::RequestStream(status));
         }
-        let (recorded, duplicates, created) = written.map_err(ApiError::from)?;
+        let (recorded, duplicates, created) = written?;
         totals.recorded = recorded;
         totals.duplicates = duplicates;
         totals.created = created;
@@ -347,21 +328,20 @@ impl CustomerService for CustomerApi {
             rejected = totals.rejected,
             "event stream loaded"
         );
-        Ok(Response::new(pb::StreamEventsResponse {
+        Ok(pb::StreamEventsResponse {
             received_count: count64(totals.received),
             recorded_count: count64(totals.recorded),
             duplicate_count: count64(totals.duplicates),
             rejected_count: count64(totals.rejected),
             rejections: totals.rejections,
             created_customer_count: count64(totals.created),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
     async fn list_customer_events(
         &self,
         request: Request<pb::ListCustomerEventsRequest>,
-    ) -> Result<Response<pb::ListCustomerEventsResponse>, Status> {
+    ) -> ApiResult<pb::ListCustomerEventsResponse> {
         let pb::ListCustomerEventsRequest {
             customer_id,
             page_size: size,
@@ -381,7 +361,7 @@ impl CustomerService for CustomerApi {
         domain_kinds.sort_unstable();
         domain_kinds.dedup();
         let (Some(id), true) = (id, v.is_empty()) else {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         };
         let limit = limit?;
         let codes: Vec<String> = domain_kinds.iter().map(|k| k.code().to_string()).collect();
@@ -407,8 +387,7 @@ impl CustomerService for CustomerApi {
         let mut events = self
             .store
             .list_events(&id, &domain_kinds, after.as_ref(), limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         if events.is_empty() && after.is_none() {
             // An empty first page: tell "no such customer" from "no events yet".
             self.existing_customer(&id).await?;
@@ -425,13 +404,72 @@ impl CustomerService for CustomerApi {
             ),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListCustomerEventsResponse {
+        Ok(pb::ListCustomerEventsResponse {
             events: events
                 .iter()
                 .map(|e| convert::event_to_proto(e, self.settings.currency))
                 .collect(),
             next_page_token,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl CustomerService for CustomerApi {
+    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().customers.len()))]
+    async fn upsert_customers(
+        &self,
+        request: Request<pb::UpsertCustomersRequest>,
+    ) -> Result<Response<pb::UpsertCustomersResponse>, Status> {
+        self.upsert_customers(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    async fn get_customer(
+        &self,
+        request: Request<pb::GetCustomerRequest>,
+    ) -> Result<Response<pb::GetCustomerResponse>, Status> {
+        self.get_customer(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_customers(
+        &self,
+        request: Request<pb::ListCustomersRequest>,
+    ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+        self.list_customers(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    async fn delete_customer(
+        &self,
+        request: Request<pb::DeleteCustomerRequest>,
+    ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
+        self.delete_customer(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().events.len()))]
+    async fn record_events(
+        &self,
+        request: Request<pb::RecordEventsRequest>,
+    ) -> Result<Response<pb::RecordEventsResponse>, Status> {
+        self.record_events(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn stream_events(
+        &self,
+        request: Request<Streaming<pb::StreamEventsRequest>>,
+    ) -> Result<Response<pb::StreamEventsResponse>, Status> {
+        self.stream_events(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    async fn list_customer_events(
+        &self,
+        request: Request<pb::ListCustomerEventsRequest>,
+    ) -> Result<Response<pb::ListCustomerEventsResponse>, Status> {
+        self.list_customer_events(request).await.respond()
     }
 }
 

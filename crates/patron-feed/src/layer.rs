@@ -20,7 +20,7 @@ use std::time::Duration;
 use patron_grpc::methods::{Access, access};
 use patron_grpc::{ApiError, Reason};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
 use crate::Feed;
@@ -89,9 +89,8 @@ fn with_token<B>(mut response: http::Response<B>, token: &str) -> http::Response
 }
 
 fn not_reached(wanted: i64, applied: i64) -> Status {
-    let details = ErrorDetails::with_error_info(
-        "CONSISTENCY_TOKEN_NOT_REACHED",
-        patron_grpc::ERROR_DOMAIN,
+    let details = patron_grpc::error_details(
+        Reason::ConsistencyTokenNotReached,
         HashMap::from([
             ("wanted_position".to_owned(), wanted.to_string()),
             ("applied_position".to_owned(), applied.to_string()),

@@ -21,10 +21,10 @@ use std::time::Duration;
 use http_body::Frame;
 use tonic::body::Body;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
-use crate::ERROR_DOMAIN;
+use crate::{Reason, error_details};
 
 /// How many calls may run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,9 +231,9 @@ impl Shared {
 /// The status of a refused call.
 fn refusal_status(stream: bool, refusal: Refusal, limit: usize) -> Status {
     let (reason, what, delay) = if stream {
-        ("TOO_MANY_STREAMS", "open streams", STREAM_RETRY_DELAY)
+        (Reason::TooManyStreams, "open streams", STREAM_RETRY_DELAY)
     } else {
-        ("TOO_MANY_CALLS", "calls in flight", UNARY_RETRY_DELAY)
+        (Reason::TooManyCalls, "calls in flight", UNARY_RETRY_DELAY)
     };
     let scope = match refusal {
         Refusal::Server => "server",
@@ -243,9 +243,8 @@ fn refusal_status(stream: bool, refusal: Refusal, limit: usize) -> Status {
         "server busy: {limit} {what} on this {scope} already; retry after {} ms, with backoff",
         delay.as_millis()
     );
-    let mut details = ErrorDetails::with_error_info(
+    let mut details = error_details(
         reason,
-        ERROR_DOMAIN,
         HashMap::from([
             ("scope".to_owned(), scope.to_owned()),
             ("limit".to_owned(), limit.to_string()),

@@ -24,11 +24,11 @@ use std::task::{Context, Poll};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
-use crate::ERROR_DOMAIN;
 use crate::methods::method;
+use crate::{Reason, error_details};
 
 /// Who is calling, as established by a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +304,7 @@ fn unauthenticated(why: &str) -> Status {
     Status::with_error_details(
         Code::Unauthenticated,
         format!("authentication required: {why}; send `authorization: Bearer <API key or JWT>`"),
-        ErrorDetails::with_error_info("UNAUTHENTICATED", ERROR_DOMAIN, HashMap::new()),
+        error_details(Reason::Unauthenticated, HashMap::new()),
     )
 }
 
@@ -315,9 +315,8 @@ fn missing_scope(scope: &str, principal: &Principal) -> Status {
             "{} may not call this method: it needs the scope {scope}",
             principal.audit_name()
         ),
-        ErrorDetails::with_error_info(
-            "MISSING_SCOPE",
-            ERROR_DOMAIN,
+        error_details(
+            Reason::MissingScope,
             HashMap::from([
                 ("scope".to_owned(), scope.to_owned()),
                 ("principal".to_owned(), principal.audit_name()),

@@ -21,8 +21,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of every Patron error.
 pub const ERROR_DOMAIN: &str = "patron.dev";
 
-/// The `ErrorInfo.reason` of a handler's error. The strings are part of the API: clients match
-/// on them, so a variant's string never changes.
+/// The `ErrorInfo.reason` of every Patron error, whether a handler's or one a layer builds before
+/// a handler runs (authentication, admission, undecodable requests, consistency). The strings
+/// are part of the API: clients match on them, so a variant's string never changes. Every
+/// `ErrorInfo` is built by [`error_details`], which takes a `Reason`: no reason is written as a
+/// string anywhere else (`tests/tidy.rs` checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// A request field is invalid (the default of validation errors).
@@ -60,6 +63,34 @@ pub enum Reason {
     FitFailed,
     SegmentInUse,
     BuiltInSegment,
+    /// The call ran out of time.
+    DeadlineExceeded,
+    /// A failure that is not the caller's; the detail is in the server log.
+    Internal,
+    /// A named record the caller creates exists already.
+    AlreadyExists,
+    /// The database is unreachable (with RetryInfo).
+    StorageUnavailable,
+    /// A concurrent transaction conflicted.
+    StorageConflict,
+    /// The stored revision is not the one the caller expected.
+    RevisionMismatch,
+    /// A stored total would overflow.
+    TotalOverflow,
+    /// No valid credentials (`auth.rs`).
+    Unauthenticated,
+    /// The principal lacks the method's scope (`auth.rs`).
+    MissingScope,
+    /// The request bytes do not decode (`wire.rs`).
+    UndecodableRequest,
+    /// The request message is over the size limit (`wire.rs`).
+    MessageTooLarge,
+    /// Too many streams open (`admission.rs`).
+    TooManyStreams,
+    /// Too many calls in flight (`admission.rs`).
+    TooManyCalls,
+    /// This replica has not yet applied the position a consistency token names (`patron-feed`).
+    ConsistencyTokenNotReached,
     /// Used by tests of the error mapping.
     #[cfg(test)]
     Test,
@@ -95,6 +126,20 @@ impl Reason {
             Reason::FitFailed => "FIT_FAILED",
             Reason::SegmentInUse => "SEGMENT_IN_USE",
             Reason::BuiltInSegment => "BUILT_IN_SEGMENT",
+            Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Reason::Internal => "INTERNAL",
+            Reason::AlreadyExists => "ALREADY_EXISTS",
+            Reason::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            Reason::StorageConflict => "STORAGE_CONFLICT",
+            Reason::RevisionMismatch => "REVISION_MISMATCH",
+            Reason::TotalOverflow => "TOTAL_OVERFLOW",
+            Reason::Unauthenticated => "UNAUTHENTICATED",
+            Reason::MissingScope => "MISSING_SCOPE",
+            Reason::UndecodableRequest => "UNDECODABLE_REQUEST",
+            Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            Reason::TooManyStreams => "TOO_MANY_STREAMS",
+            Reason::TooManyCalls => "TOO_MANY_CALLS",
+            Reason::ConsistencyTokenNotReached => "CONSISTENCY_TOKEN_NOT_REACHED",
             #[cfg(test)]
             Reason::Test => "X",
         }
@@ -139,10 +184,26 @@ pub enum ApiError {
     /// encoder that failed, a task that panicked, a broken invariant. The detail is logged; the
     /// client gets INTERNAL with a clean message.
     Internal(String),
+    /// The caller's request stream broke (a client-streaming call): its status is passed on as
+    /// tonic reported it.
+    RequestStream(Status),
 }
 
 /// Handlers return this.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The edge between a handler and tonic: every service trait method is one line,
+/// `self.method(request).await.respond()`, so a handler's error becomes a [`Status`] in exactly
+/// one place (`From<ApiError> for Status`, below).
+pub trait Respond<T> {
+    fn respond(self) -> Result<tonic::Response<T>, Status>;
+}
+
+impl<T> Respond<T> for ApiResult<T> {
+    fn respond(self) -> Result<tonic::Response<T>, Status> {
+        self.map(tonic::Response::new).map_err(Status::from)
+    }
+}
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,6 +217,7 @@ impl std::fmt::Display for ApiError {
             ApiError::DeadlineExceeded => f.write_str("deadline exceeded"),
             ApiError::Store(e) => write!(f, "{e}"),
             ApiError::Internal(detail) => write!(f, "internal error: {detail}"),
+            ApiError::RequestStream(status) => f.write_str(status.message()),
         }
     }
 }
@@ -198,6 +260,11 @@ impl ApiError {
         let mut v = Violations::new();
         v.add(field, description);
         Self::invalid_with_reason(reason, v)
+    }
+
+    /// A required request field is missing.
+    pub fn required(field: &str) -> Self {
+        Self::invalid_field(Reason::InvalidField, field, "is required")
     }
 
     /// An internal failure; `detail` goes to the log only.
@@ -250,8 +317,14 @@ impl From<Violations> for ApiError {
     }
 }
 
-fn info(reason: &str, metadata: HashMap<String, String>) -> ErrorDetails {
-    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
+/// Error details holding the `ErrorInfo` of `reason` (domain [`ERROR_DOMAIN`]): the one place an
+/// `ErrorInfo` is made.
+pub fn error_details(reason: Reason, metadata: HashMap<String, String>) -> ErrorDetails {
+    ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, metadata)
+}
+
+fn info(reason: Reason, metadata: HashMap<String, String>) -> ErrorDetails {
+    error_details(reason, metadata)
 }
 
 /// At most this many bytes of a status message (it is sent twice: `grpc-message` and inside
@@ -295,7 +368,7 @@ impl From<ApiError> for Status {
                 if omitted > 0 {
                     meta.insert("omitted_violations".to_owned(), omitted.to_string());
                 }
-                let mut details = info(reason.as_str(), meta);
+                let mut details = info(reason, meta);
                 for (field, description) in listed {
                     details.add_bad_request_violation(field, description);
                 }
@@ -310,12 +383,12 @@ impl From<ApiError> for Status {
                     ("resource".to_owned(), resource.to_owned()),
                     ("id".to_owned(), capped(id, MAX_VIOLATION_PART_BYTES)),
                 ]);
-                Status::with_error_details(Code::NotFound, message, info(reason.as_str(), meta))
+                Status::with_error_details(Code::NotFound, message, info(reason, meta))
             }
             ApiError::FailedPrecondition { reason, .. } => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,
-                info(reason.as_str(), HashMap::new()),
+                info(reason, HashMap::new()),
             ),
             ApiError::Refused {
                 reason, metadata, ..
@@ -323,7 +396,7 @@ impl From<ApiError> for Status {
                 Code::FailedPrecondition,
                 message,
                 info(
-                    reason.as_str(),
+                    reason,
                     metadata
                         .into_iter()
                         .map(|(k, v)| (k, capped(v, MAX_VIOLATION_PART_BYTES)))
@@ -333,16 +406,17 @@ impl From<ApiError> for Status {
             ApiError::DeadlineExceeded => Status::with_error_details(
                 Code::DeadlineExceeded,
                 message,
-                info("DEADLINE_EXCEEDED", HashMap::new()),
+                info(Reason::DeadlineExceeded, HashMap::new()),
             ),
             ApiError::Store(err) => store_status(&err),
+            ApiError::RequestStream(status) => status,
             ApiError::Internal(detail) => {
                 // The detail may name stored values or code paths: the log has it, not the client.
                 tracing::error!(error = %detail, "internal error");
                 Status::with_error_details(
                     Code::Internal,
                     INTERNAL_MESSAGE,
-                    info("INTERNAL", HashMap::new()),
+                    info(Reason::Internal, HashMap::new()),
                 )
             }
         }
@@ -355,10 +429,12 @@ const INTERNAL_MESSAGE: &str = "internal error; see the server log";
 fn store_status(err: &StoreError) -> Status {
     // Errors about the caller's own named records say which ones.
     let named = match err {
-        StoreError::AlreadyExists(_) => Some((Code::AlreadyExists, "ALREADY_EXISTS")),
-        StoreError::SegmentCycle(_) => Some((Code::InvalidArgument, "SEGMENT_CYCLE")),
-        StoreError::MissingDependency(_) => Some((Code::FailedPrecondition, "SEGMENT_NOT_FOUND")),
-        StoreError::InUse(_) => Some((Code::FailedPrecondition, "SEGMENT_IN_USE")),
+        StoreError::AlreadyExists(_) => Some((Code::AlreadyExists, Reason::AlreadyExists)),
+        StoreError::SegmentCycle(_) => Some((Code::InvalidArgument, Reason::SegmentCycle)),
+        StoreError::MissingDependency(_) => {
+            Some((Code::FailedPrecondition, Reason::SegmentNotFound))
+        }
+        StoreError::InUse(_) => Some((Code::FailedPrecondition, Reason::SegmentInUse)),
         _ => None,
     };
     if let Some((code, reason)) = named {
@@ -369,22 +445,22 @@ fn store_status(err: &StoreError) -> Status {
     let (code, reason, client_message) = match err {
         StoreError::Unavailable(_) => (
             Code::Unavailable,
-            "STORAGE_UNAVAILABLE",
+            Reason::StorageUnavailable,
             "storage is unavailable; retry later",
         ),
         StoreError::Conflict(_) => (
             Code::Aborted,
-            "STORAGE_CONFLICT",
+            Reason::StorageConflict,
             "a concurrent change conflicted; retry the call",
         ),
         StoreError::PreconditionFailed(_) => (
             Code::FailedPrecondition,
-            "REVISION_MISMATCH",
+            Reason::RevisionMismatch,
             "the stored revision is not the expected one; read it again and retry",
         ),
         StoreError::Overflow(_) => (
             Code::OutOfRange,
-            "TOTAL_OVERFLOW",
+            Reason::TotalOverflow,
             "a stored total would overflow 64-bit integers; nothing was changed",
         ),
         StoreError::Internal(_)
@@ -393,7 +469,7 @@ fn store_status(err: &StoreError) -> Status {
         | StoreError::MissingDependency(_)
         | StoreError::InUse(_) => (
             Code::Internal,
-            "INTERNAL",
+            Reason::Internal,
             "internal error; nothing was changed",
         ),
     };

@@ -13,5 +13,8 @@ pub mod time;
 pub mod trace;
 pub mod wire;
 
-pub use error::{ApiError, ApiResult, ERROR_DOMAIN, Reason, check_resource_id, parse_customer_id};
+pub use error::{
+    ApiError, ApiResult, ERROR_DOMAIN, Reason, Respond, check_resource_id, error_details,
+    parse_customer_id,
+};
 pub use paging::{PageToken, page_size};

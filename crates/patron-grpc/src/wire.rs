@@ -13,10 +13,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
-use crate::ERROR_DOMAIN;
+use crate::{Reason, error_details};
 
 /// Rewrites tonic's decode and size-limit statuses; see the module documentation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -73,7 +73,7 @@ fn replacement(status: &Status) -> Option<Status> {
         {
             (
                 Code::InvalidArgument,
-                "UNDECODABLE_REQUEST",
+                Reason::UndecodableRequest,
                 format!(
                     "the request is not a valid protobuf message of the method's request type: {message}"
                 ),
@@ -81,12 +81,12 @@ fn replacement(status: &Status) -> Option<Status> {
         }
         Code::OutOfRange if message.starts_with("Error, decoded message length too large") => (
             Code::ResourceExhausted,
-            "MESSAGE_TOO_LARGE",
+            Reason::MessageTooLarge,
             format!("the request message is over the server's max_message_bytes: {message}"),
         ),
         Code::ResourceExhausted if message.starts_with("Error decompressing: size limit") => (
             Code::ResourceExhausted,
-            "MESSAGE_TOO_LARGE",
+            Reason::MessageTooLarge,
             format!("the request message is over the server's max_message_bytes: {message}"),
         ),
         _ => return None,
@@ -95,7 +95,7 @@ fn replacement(status: &Status) -> Option<Status> {
     Some(Status::with_error_details(
         code,
         text,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+        error_details(reason, HashMap::new()),
     ))
 }
 
@@ -163,7 +163,7 @@ mod tests {
                 let details = out.get_error_details();
                 let info = details.error_info().expect("ErrorInfo");
                 assert_eq!(info.reason, reason);
-                assert_eq!(info.domain, ERROR_DOMAIN);
+                assert_eq!(info.domain, crate::ERROR_DOMAIN);
             }
         }
     }

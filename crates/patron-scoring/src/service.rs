@@ -8,7 +8,7 @@ use patron_domain::{
     CustomerId, CustomerSummary, Day, RatingTotal, Timestamp, Violations, clv::TimeUnitKind,
 };
 use patron_grpc::time::{from_proto, to_proto};
-use patron_grpc::{ApiError, ApiResult, PageToken, Reason, page_size};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, Respond, page_size};
 use patron_proto::scoring::v1 as pb;
 use patron_proto::scoring::v1::scoring_service_server::ScoringService;
 use patron_store::{OrderDay, StoredModel, SummaryRow};
@@ -452,13 +452,22 @@ fn check_rating(
     }
 }
 
-#[tonic::async_trait]
-impl ScoringService for ScoringApi {
-    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
+/// The answer stream of StreamCustomerValues.
+type ValueStream = std::pin::Pin<
+    Box<
+        dyn tokio_stream::Stream<Item = Result<pb::StreamCustomerValuesResponse, Status>>
+            + Send
+            + 'static,
+    >,
+>;
+
+/// The handlers, one per RPC: each returns an [`ApiResult`], which the `ScoringService` impl
+/// below converts to a `Status` once, in [`Respond::respond`].
+impl ScoringApi {
     async fn get_customer_value(
         &self,
         request: Request<pb::GetCustomerValueRequest>,
-    ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
+    ) -> ApiResult<pb::GetCustomerValueResponse> {
         let pb::GetCustomerValueRequest { customer_id, as_of } = request.into_inner();
         let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
         let as_of = parse_as_of(as_of)?;
@@ -466,27 +475,23 @@ impl ScoringService for ScoringApi {
             ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str())
         })?;
         let state = self.engine.state();
-        let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of)
-            .await
-            .map_err(ApiError::from)?;
+        let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of).await?;
         let Some(row) = then.rows.first() else {
             return Err(ApiError::invalid_field(
                 Reason::AsOfBeforeFirstEvent,
                 "as_of",
                 "is before the customer's first event; there is nothing to describe",
-            )
-            .into());
+            ));
         };
-        Ok(Response::new(pb::GetCustomerValueResponse {
+        Ok(pb::GetCustomerValueResponse {
             value: Some(value_of(row, as_of, &state, &self.engine)),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().customer_ids.len()))]
     async fn batch_get_customer_values(
         &self,
         request: Request<pb::BatchGetCustomerValuesRequest>,
-    ) -> Result<Response<pb::BatchGetCustomerValuesResponse>, Status> {
+    ) -> ApiResult<pb::BatchGetCustomerValuesResponse> {
         let pb::BatchGetCustomerValuesRequest {
             customer_ids,
             as_of,
@@ -497,8 +502,7 @@ impl ScoringService for ScoringApi {
                 Reason::EmptyBatch,
                 "customer_ids",
                 "must contain 1 to 1000 ids",
-            )
-            .into());
+            ));
         }
         if customer_ids.len() > MAX_BATCH_IDS {
             return Err(ApiError::invalid_field(
@@ -508,8 +512,7 @@ impl ScoringService for ScoringApi {
                     "has {} ids; at most {MAX_BATCH_IDS} are allowed per call",
                     customer_ids.len()
                 ),
-            )
-            .into());
+            ));
         }
         let mut v = Violations::new();
         let ids: Vec<Option<CustomerId>> = customer_ids
@@ -518,7 +521,7 @@ impl ScoringService for ScoringApi {
             .map(|(i, s)| v.check(&format!("customer_ids[{i}]"), CustomerId::parse(s.as_str())))
             .collect();
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let state = self.engine.state();
         let mut rows = Vec::with_capacity(ids.len());
@@ -529,10 +532,8 @@ impl ScoringService for ScoringApi {
                 None => missing.push(id.into_string()),
             }
         }
-        let then = history::rows_as_of(self.engine.store().as_ref(), rows, as_of)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::BatchGetCustomerValuesResponse {
+        let then = history::rows_as_of(self.engine.store().as_ref(), rows, as_of).await?;
+        Ok(pb::BatchGetCustomerValuesResponse {
             values: then
                 .rows
                 .iter()
@@ -544,22 +545,13 @@ impl ScoringService for ScoringApi {
                 .into_iter()
                 .map(CustomerId::into_string)
                 .collect(),
-        }))
+        })
     }
 
-    type StreamCustomerValuesStream = std::pin::Pin<
-        Box<
-            dyn tokio_stream::Stream<Item = Result<pb::StreamCustomerValuesResponse, Status>>
-                + Send
-                + 'static,
-        >,
-    >;
-
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn stream_customer_values(
         &self,
         request: Request<pb::StreamCustomerValuesRequest>,
-    ) -> Result<Response<Self::StreamCustomerValuesStream>, Status> {
+    ) -> ApiResult<ValueStream> {
         let pb::StreamCustomerValuesRequest {
             filter,
             chunk_size,
@@ -577,8 +569,7 @@ impl ScoringService for ScoringApi {
                     Reason::InvalidField,
                     "view",
                     format!("{view} is not a CustomerValueView value"),
-                )
-                .into());
+                ));
             }
         };
         let chunk = match chunk_size {
@@ -588,8 +579,7 @@ impl ScoringService for ScoringApi {
                     Reason::InvalidField,
                     "chunk_size",
                     format!("must be between 0 and {MAX_CHUNK}"),
-                )
-                .into());
+                ));
             }
             n => n as usize,
         };
@@ -611,14 +601,13 @@ impl ScoringService for ScoringApi {
         let stream = futures::stream::unfold(walk, |mut walk| async move {
             walk.next_message().await.map(|m| (m, walk))
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Box::pin(stream))
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn fit_value_model(
         &self,
         request: Request<pb::FitValueModelRequest>,
-    ) -> Result<Response<pb::FitValueModelResponse>, Status> {
+    ) -> ApiResult<pb::FitValueModelResponse> {
         let pb::FitValueModelRequest {
             calibration_end,
             time_unit,
@@ -734,7 +723,7 @@ impl ScoringService for ScoringApi {
             v.is_empty(),
         )
         else {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         };
         let request = FitRequest {
             calibration_end,
@@ -771,48 +760,46 @@ impl ScoringService for ScoringApi {
             fit_ms = doc.fit_millis,
             "value model fitted"
         );
-        Ok(Response::new(pb::FitValueModelResponse {
+        Ok(pb::FitValueModelResponse {
             model: Some(model_to_proto(
                 stored.version,
                 stored.created_at,
                 stored.active,
                 &doc,
             )),
-        }))
+        })
     }
 
     async fn get_value_model(
         &self,
         request: Request<pb::GetValueModelRequest>,
-    ) -> Result<Response<pb::GetValueModelResponse>, Status> {
+    ) -> ApiResult<pb::GetValueModelResponse> {
         let pb::GetValueModelRequest { version } = request.into_inner();
         if version < 0 {
             return Err(ApiError::invalid_field(
                 Reason::InvalidField,
                 "version",
                 "must not be negative (0 means the active model)",
-            )
-            .into());
+            ));
         }
         let store = self.engine.store();
         let stored = if version == 0 {
-            store.active_value_model().await
+            store.active_value_model().await?
         } else {
-            store.get_value_model(version).await
+            store.get_value_model(version).await?
         }
-        .map_err(ApiError::from)?
         .ok_or_else(|| {
             ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
         })?;
-        Ok(Response::new(pb::GetValueModelResponse {
+        Ok(pb::GetValueModelResponse {
             model: Some(stored_to_proto(&stored)?),
-        }))
+        })
     }
 
     async fn list_value_models(
         &self,
         request: Request<pb::ListValueModelsRequest>,
-    ) -> Result<Response<pb::ListValueModelsResponse>, Status> {
+    ) -> ApiResult<pb::ListValueModelsResponse> {
         const SCOPE: &str = "models";
         let pb::ListValueModelsRequest {
             page_size: size,
@@ -833,8 +820,7 @@ impl ScoringService for ScoringApi {
             .engine
             .store()
             .list_value_models(before, limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         let more = models.len() > limit;
         models.truncate(limit);
         let next_page_token = match (more, models.last()) {
@@ -845,72 +831,67 @@ impl ScoringService for ScoringApi {
             .iter()
             .map(stored_to_proto)
             .collect::<ApiResult<Vec<_>>>()?;
-        Ok(Response::new(pb::ListValueModelsResponse {
+        Ok(pb::ListValueModelsResponse {
             models,
             next_page_token,
-        }))
+        })
     }
 
     async fn activate_value_model(
         &self,
         request: Request<pb::ActivateValueModelRequest>,
-    ) -> Result<Response<pb::ActivateValueModelResponse>, Status> {
+    ) -> ApiResult<pb::ActivateValueModelResponse> {
         let pb::ActivateValueModelRequest { version } = request.into_inner();
         if version <= 0 {
             return Err(ApiError::invalid_field(
                 Reason::InvalidField,
                 "version",
                 "must be a model version (1 or more)",
-            )
-            .into());
+            ));
         }
         // Check it loads before making it the one every score comes from.
         let stored = self
             .engine
             .store()
             .get_value_model(version)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| {
                 ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
             })?;
-        load_model(&stored).map_err(ApiError::from)?;
+        load_model(&stored)?;
         let activated = self
             .engine
             .store()
             .activate_value_model(version)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| {
                 ApiError::not_found(Reason::ModelNotFound, "value model", version.to_string())
             })?;
         // Every process (this one too) switches to it through the change feed.
-        Ok(Response::new(pb::ActivateValueModelResponse {
+        Ok(pb::ActivateValueModelResponse {
             model: Some(stored_to_proto(&activated)?),
-        }))
+        })
     }
 
     async fn get_tier_policy(
         &self,
         _request: Request<pb::GetTierPolicyRequest>,
-    ) -> Result<Response<pb::GetTierPolicyResponse>, Status> {
-        Ok(Response::new(pb::GetTierPolicyResponse {
+    ) -> ApiResult<pb::GetTierPolicyResponse> {
+        Ok(pb::GetTierPolicyResponse {
             policy: Some(policy_to_proto(&self.engine.state())),
-        }))
+        })
     }
 
     async fn update_tier_policy(
         &self,
         request: Request<pb::UpdateTierPolicyRequest>,
-    ) -> Result<Response<pb::UpdateTierPolicyResponse>, Status> {
+    ) -> ApiResult<pb::UpdateTierPolicyResponse> {
         let pb::UpdateTierPolicyRequest {
             policy,
             update_mask,
         } = request.into_inner();
         let Some(policy) = policy else {
-            return Err(
-                ApiError::invalid_field(Reason::InvalidField, "policy", "is required").into(),
-            );
+            return Err(ApiError::required("policy"));
         };
         let mut v = Violations::new();
         let paths = update_mask.map(|m| m.paths).unwrap_or_default();
@@ -924,14 +905,8 @@ impl ScoringService for ScoringApi {
         }
         // Fields the mask leaves out keep their stored values: read them from the store, not from
         // this process's view, which may be behind another replica's write.
-        let current = match self
-            .engine
-            .store()
-            .get_tier_policy()
-            .await
-            .map_err(ApiError::from)?
-        {
-            Some(stored) => load_policy(&stored).map_err(ApiError::from)?,
+        let current = match self.engine.store().get_tier_policy().await? {
+            Some(stored) => load_policy(&stored)?,
             None => TierPolicy::default(),
         };
         let next = policy_from_proto(&policy, &current, &paths, &mut v);
@@ -939,7 +914,7 @@ impl ScoringService for ScoringApi {
             v.extend_prefixed("policy", problems);
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let body = serde_json::to_string(&next)
             .map_err(|e| ApiError::internal(format!("encode policy: {e}")))?;
@@ -948,9 +923,8 @@ impl ScoringService for ScoringApi {
             .engine
             .store()
             .put_tier_policy(&body, patron_grpc::time::now(), expected)
-            .await
-            .map_err(ApiError::from)?;
-        let loaded = load_policy(&stored).map_err(ApiError::from)?;
+            .await?;
+        let loaded = load_policy(&stored)?;
         // Every process (this one too) applies it through the change feed; answer with what was
         // stored.
         let answer = State {
@@ -959,15 +933,15 @@ impl ScoringService for ScoringApi {
             policy_updated: Some(stored.updated_at),
             ..(*self.engine.state()).clone()
         };
-        Ok(Response::new(pb::UpdateTierPolicyResponse {
+        Ok(pb::UpdateTierPolicyResponse {
             policy: Some(policy_to_proto(&answer)),
-        }))
+        })
     }
 
     async fn score_profile(
         &self,
         request: Request<pb::ScoreProfileRequest>,
-    ) -> Result<Response<pb::ScoreProfileResponse>, Status> {
+    ) -> ApiResult<pb::ScoreProfileResponse> {
         let pb::ScoreProfileRequest {
             frequency,
             recency_days,
@@ -1054,7 +1028,7 @@ impl ScoringService for ScoringApi {
             }
         }
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let now = patron_grpc::time::now();
         let today = now.day().as_days();
@@ -1095,9 +1069,86 @@ impl ScoringService for ScoringApi {
         };
         let scored = profile::compute(&subject, now, &state);
         let value = convert::to_proto(&subject, now, &state, &scored, currency);
-        Ok(Response::new(pb::ScoreProfileResponse {
-            value: Some(value),
-        }))
+        Ok(pb::ScoreProfileResponse { value: Some(value) })
+    }
+}
+
+#[tonic::async_trait]
+impl ScoringService for ScoringApi {
+    #[tracing::instrument(level = "debug", skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    async fn get_customer_value(
+        &self,
+        request: Request<pb::GetCustomerValueRequest>,
+    ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
+        self.get_customer_value(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(count = request.get_ref().customer_ids.len()))]
+    async fn batch_get_customer_values(
+        &self,
+        request: Request<pb::BatchGetCustomerValuesRequest>,
+    ) -> Result<Response<pb::BatchGetCustomerValuesResponse>, Status> {
+        self.batch_get_customer_values(request).await.respond()
+    }
+
+    type StreamCustomerValuesStream = ValueStream;
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn stream_customer_values(
+        &self,
+        request: Request<pb::StreamCustomerValuesRequest>,
+    ) -> Result<Response<Self::StreamCustomerValuesStream>, Status> {
+        self.stream_customer_values(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn fit_value_model(
+        &self,
+        request: Request<pb::FitValueModelRequest>,
+    ) -> Result<Response<pb::FitValueModelResponse>, Status> {
+        self.fit_value_model(request).await.respond()
+    }
+
+    async fn get_value_model(
+        &self,
+        request: Request<pb::GetValueModelRequest>,
+    ) -> Result<Response<pb::GetValueModelResponse>, Status> {
+        self.get_value_model(request).await.respond()
+    }
+
+    async fn list_value_models(
+        &self,
+        request: Request<pb::ListValueModelsRequest>,
+    ) -> Result<Response<pb::ListValueModelsResponse>, Status> {
+        self.list_value_models(request).await.respond()
+    }
+
+    async fn activate_value_model(
+        &self,
+        request: Request<pb::ActivateValueModelRequest>,
+    ) -> Result<Response<pb::ActivateValueModelResponse>, Status> {
+        self.activate_value_model(request).await.respond()
+    }
+
+    async fn get_tier_policy(
+        &self,
+        request: Request<pb::GetTierPolicyRequest>,
+    ) -> Result<Response<pb::GetTierPolicyResponse>, Status> {
+        self.get_tier_policy(request).await.respond()
+    }
+
+    async fn update_tier_policy(
+        &self,
+        request: Request<pb::UpdateTierPolicyRequest>,
+    ) -> Result<Response<pb::UpdateTierPolicyResponse>, Status> {
+        self.update_tier_policy(request).await.respond()
+    }
+
+    async fn score_profile(
+        &self,
+        request: Request<pb::ScoreProfileRequest>,
+    ) -> Result<Response<pb::ScoreProfileResponse>, Status> {
+        self.score_profile(request).await.respond()
     }
 }
 

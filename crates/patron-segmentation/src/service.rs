@@ -7,7 +7,7 @@ use std::time::Duration;
 use patron_domain::{CustomerId, Timestamp, Violations};
 use patron_feed::FeedView;
 use patron_grpc::time::to_proto;
-use patron_grpc::{ApiError, ApiResult, PageToken, Reason};
+use patron_grpc::{ApiError, ApiResult, PageToken, Reason, Respond};
 use patron_proto::segmentation::v1 as pb;
 use patron_proto::segmentation::v1::segmentation_service_server::SegmentationService;
 use patron_store::StoreResult;
@@ -274,17 +274,15 @@ fn store_error(e: StoreError, id: &str) -> ApiError {
 
 type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchSegmentResponse, Status>>;
 
-#[tonic::async_trait]
-impl SegmentationService for SegmentationApi {
-    #[tracing::instrument(level = "debug", skip_all)]
+/// The handlers, one per RPC: each returns an [`ApiResult`], which the `SegmentationService` impl
+/// below converts to a `Status` once, in [`Respond::respond`].
+impl SegmentationApi {
     async fn create_segment(
         &self,
         request: Request<pb::CreateSegmentRequest>,
-    ) -> Result<Response<pb::CreateSegmentResponse>, Status> {
+    ) -> ApiResult<pb::CreateSegmentResponse> {
         let Some(seg) = request.into_inner().segment else {
-            return Err(
-                ApiError::invalid_field(Reason::InvalidField, "segment", "is required").into(),
-            );
+            return Err(ApiError::required("segment"));
         };
         let mut v = Violations::new();
         if let Err(m) = valid_segment_id(&seg.segment_id) {
@@ -300,7 +298,7 @@ impl SegmentationService for SegmentationApi {
         }
         Self::check_text_fields(&seg, &mut v, &[]);
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let _serial = self.writes.lock().await;
         let snapshot = self.snapshot();
@@ -308,8 +306,7 @@ impl SegmentationService for SegmentationApi {
             return Err(ApiError::Store(StoreError::AlreadyExists(format!(
                 "segment {:?} already exists",
                 seg.segment_id
-            )))
-            .into());
+            ))));
         }
         let (program, depends_on) = self.compile_for_store(&snapshot, &seg.rule)?;
         let now = patron_grpc::time::now();
@@ -339,23 +336,22 @@ impl SegmentationService for SegmentationApi {
             program: Arc::new(program),
         };
         tracing::info!(segment = %stored.record.segment_id, "segment created");
-        Ok(Response::new(pb::CreateSegmentResponse {
+        Ok(pb::CreateSegmentResponse {
             segment: Some(stored_to_proto(&stored)),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_segment(
         &self,
         request: Request<pb::GetSegmentRequest>,
-    ) -> Result<Response<pb::GetSegmentResponse>, Status> {
+    ) -> ApiResult<pb::GetSegmentResponse> {
         let id = request.into_inner().segment_id;
         lookup_id(&id, "segment_id")?;
         let snapshot = self.snapshot();
         if let Some(b) = snapshot.builtin(&id) {
-            return Ok(Response::new(pb::GetSegmentResponse {
+            return Ok(pb::GetSegmentResponse {
                 segment: Some(builtin_to_proto(b)),
-            }));
+            });
         }
         let record = self
             .engine
@@ -369,16 +365,15 @@ impl SegmentationService for SegmentationApi {
                 .ok_or_else(|| {
                     ApiError::internal(format!("stored segment {id} does not compile"))
                 })?;
-        Ok(Response::new(pb::GetSegmentResponse {
+        Ok(pb::GetSegmentResponse {
             segment: Some(stored_to_proto(&stored)),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_segments(
         &self,
         request: Request<pb::ListSegmentsRequest>,
-    ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+    ) -> ApiResult<pb::ListSegmentsResponse> {
         let pb::ListSegmentsRequest {
             page_size,
             page_token,
@@ -409,10 +404,10 @@ impl SegmentationService for SegmentationApi {
         for (i, b) in snapshot.builtins.iter().enumerate().skip(builtin_from) {
             if out.len() == size {
                 let next = PageToken::encode("ListSegments", &["b", &i.to_string()]);
-                return Ok(Response::new(pb::ListSegmentsResponse {
+                return Ok(pb::ListSegmentsResponse {
                     segments: out,
                     next_page_token: next,
-                }));
+                });
             }
             out.push(builtin_to_proto(b));
         }
@@ -440,26 +435,23 @@ impl SegmentationService for SegmentationApi {
             }
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListSegmentsResponse {
+        Ok(pb::ListSegmentsResponse {
             segments: out,
             next_page_token,
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn update_segment(
         &self,
         request: Request<pb::UpdateSegmentRequest>,
-    ) -> Result<Response<pb::UpdateSegmentResponse>, Status> {
+    ) -> ApiResult<pb::UpdateSegmentResponse> {
         let pb::UpdateSegmentRequest {
             segment,
             update_mask,
             expected_revision,
         } = request.into_inner();
         let Some(seg) = segment else {
-            return Err(
-                ApiError::invalid_field(Reason::InvalidField, "segment", "is required").into(),
-            );
+            return Err(ApiError::required("segment"));
         };
         lookup_id(&seg.segment_id, "segment.segment_id")?;
         let paths: Vec<String> = update_mask.map(|m| m.paths).unwrap_or_default();
@@ -481,7 +473,7 @@ impl SegmentationService for SegmentationApi {
         let mask: Vec<&str> = paths.iter().map(String::as_str).collect();
         Self::check_text_fields(&seg, &mut v, &mask);
         if !v.is_empty() {
-            return Err(ApiError::invalid(v).into());
+            return Err(ApiError::invalid(v));
         }
         let want = |f: &str| mask.is_empty() || mask.contains(&f);
         let _serial = self.writes.lock().await;
@@ -490,8 +482,7 @@ impl SegmentationService for SegmentationApi {
             return Err(ApiError::FailedPrecondition {
                 reason: Reason::BuiltInSegment,
                 message: format!("segment {:?} is built in and read-only", seg.segment_id),
-            }
-            .into());
+            });
         }
         let store = self.engine.store();
         let current = store
@@ -530,16 +521,15 @@ impl SegmentationService for SegmentationApi {
             program: Arc::new(program),
         };
         tracing::info!(segment = %id, revision = stored.record.revision, "segment updated");
-        Ok(Response::new(pb::UpdateSegmentResponse {
+        Ok(pb::UpdateSegmentResponse {
             segment: Some(stored_to_proto(&stored)),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_segment(
         &self,
         request: Request<pb::DeleteSegmentRequest>,
-    ) -> Result<Response<pb::DeleteSegmentResponse>, Status> {
+    ) -> ApiResult<pb::DeleteSegmentResponse> {
         let id = request.into_inner().segment_id;
         lookup_id(&id, "segment_id")?;
         let _serial = self.writes.lock().await;
@@ -547,8 +537,7 @@ impl SegmentationService for SegmentationApi {
             return Err(ApiError::FailedPrecondition {
                 reason: Reason::BuiltInSegment,
                 message: format!("segment {id:?} is built in and cannot be deleted"),
-            }
-            .into());
+            });
         }
         let deleted = self
             .engine
@@ -557,17 +546,16 @@ impl SegmentationService for SegmentationApi {
             .await
             .map_err(|e| store_error(e, &id))?;
         if !deleted {
-            return Err(segment_not_found(&id).into());
+            return Err(segment_not_found(&id));
         }
         tracing::info!(segment = %id, "segment deleted");
-        Ok(Response::new(pb::DeleteSegmentResponse {}))
+        Ok(pb::DeleteSegmentResponse {})
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn preview_segment(
         &self,
         request: Request<pb::PreviewSegmentRequest>,
-    ) -> Result<Response<pb::PreviewSegmentResponse>, Status> {
+    ) -> ApiResult<pb::PreviewSegmentResponse> {
         let pb::PreviewSegmentRequest { rule, sample_size } = request.into_inner();
         let sample = match sample_size {
             0 => DEFAULT_SAMPLE,
@@ -576,8 +564,7 @@ impl SegmentationService for SegmentationApi {
                     Reason::InvalidField,
                     "sample_size",
                     format!("must be between 0 and {MAX_SAMPLE}"),
-                )
-                .into());
+                ));
             }
             n => n as usize,
         };
@@ -586,19 +573,18 @@ impl SegmentationService for SegmentationApi {
         let scan = self
             .scan(snapshot, Arc::new(program.clone()), sample)
             .await?;
-        Ok(Response::new(pb::PreviewSegmentResponse {
+        Ok(pb::PreviewSegmentResponse {
             count: i64::try_from(scan.count).unwrap_or(i64::MAX),
             population: i64::try_from(scan.population).unwrap_or(i64::MAX),
             sample_customer_ids: scan.sample.into_iter().map(String::from).collect(),
             time_relative: program.time_relative,
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn check_membership(
         &self,
         request: Request<pb::CheckMembershipRequest>,
-    ) -> Result<Response<pb::CheckMembershipResponse>, Status> {
+    ) -> ApiResult<pb::CheckMembershipResponse> {
         let pb::CheckMembershipRequest {
             customer_id,
             segment_id,
@@ -642,18 +628,17 @@ impl SegmentationService for SegmentationApi {
         } else {
             (eval.matches(&program), None)
         };
-        Ok(Response::new(pb::CheckMembershipResponse {
+        Ok(pb::CheckMembershipResponse {
             member,
             explanation,
             evaluate_time: Some(to_proto(now)),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_customer_segments(
         &self,
         request: Request<pb::ListCustomerSegmentsRequest>,
-    ) -> Result<Response<pb::ListCustomerSegmentsResponse>, Status> {
+    ) -> ApiResult<pb::ListCustomerSegmentsResponse> {
         let customer_id = request.into_inner().customer_id;
         let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
         let row = self.engine.get(&id).ok_or_else(|| {
@@ -675,17 +660,16 @@ impl SegmentationService for SegmentationApi {
                 segment_ids.push(id.clone());
             }
         }
-        Ok(Response::new(pb::ListCustomerSegmentsResponse {
+        Ok(pb::ListCustomerSegmentsResponse {
             segment_ids,
             evaluate_time: Some(to_proto(now)),
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_segment_members(
         &self,
         request: Request<pb::ListSegmentMembersRequest>,
-    ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
+    ) -> ApiResult<pb::ListSegmentMembersResponse> {
         let pb::ListSegmentMembersRequest {
             segment_id,
             page_size,
@@ -699,8 +683,7 @@ impl SegmentationService for SegmentationApi {
                     Reason::InvalidPageSize,
                     "page_size",
                     "must not be negative",
-                )
-                .into());
+                ));
             }
             n => (n as usize).min(MAX_MEMBER_PAGE),
         };
@@ -737,37 +720,33 @@ impl SegmentationService for SegmentationApi {
             (true, Some(last)) => PageToken::encode(&scope, &[last.as_str()]),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListSegmentMembersResponse {
+        Ok(pb::ListSegmentMembersResponse {
             customer_ids: ids.into_iter().map(String::from).collect(),
             next_page_token,
-        }))
+        })
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn count_segment_members(
         &self,
         request: Request<pb::CountSegmentMembersRequest>,
-    ) -> Result<Response<pb::CountSegmentMembersResponse>, Status> {
+    ) -> ApiResult<pb::CountSegmentMembersResponse> {
         let segment_id = request.into_inner().segment_id;
         lookup_id(&segment_id, "segment_id")?;
         let snapshot = self.snapshot();
         let program = self.resolve(&snapshot, &segment_id)?;
         let now = patron_grpc::time::now();
         let scan = self.scan(snapshot, program, 0).await?;
-        Ok(Response::new(pb::CountSegmentMembersResponse {
+        Ok(pb::CountSegmentMembersResponse {
             count: i64::try_from(scan.count).unwrap_or(i64::MAX),
             population: i64::try_from(scan.population).unwrap_or(i64::MAX),
             evaluate_time: Some(to_proto(now)),
-        }))
+        })
     }
 
-    type WatchSegmentStream = WatchStream;
-
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn watch_segment(
         &self,
         request: Request<pb::WatchSegmentRequest>,
-    ) -> Result<Response<Self::WatchSegmentStream>, Status> {
+    ) -> ApiResult<WatchStream> {
         let pb::WatchSegmentRequest {
             segment_id,
             include_initial_members,
@@ -780,7 +759,7 @@ impl SegmentationService for SegmentationApi {
         // The scan is taken before the response: every write after it is reported.
         let changes = self.changes.subscribe();
         let Some(baseline) = crate::watch::baseline(self, &segment_id).await else {
-            return Err(segment_not_found(&segment_id).into());
+            return Err(segment_not_found(&segment_id));
         };
         let (tx, rx) = mpsc::channel(1024);
         let api = self.clone();
@@ -795,9 +774,100 @@ impl SegmentationService for SegmentationApi {
             )
             .await;
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+#[tonic::async_trait]
+impl SegmentationService for SegmentationApi {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn create_segment(
+        &self,
+        request: Request<pb::CreateSegmentRequest>,
+    ) -> Result<Response<pb::CreateSegmentResponse>, Status> {
+        self.create_segment(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn get_segment(
+        &self,
+        request: Request<pb::GetSegmentRequest>,
+    ) -> Result<Response<pb::GetSegmentResponse>, Status> {
+        self.get_segment(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_segments(
+        &self,
+        request: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+        self.list_segments(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn update_segment(
+        &self,
+        request: Request<pb::UpdateSegmentRequest>,
+    ) -> Result<Response<pb::UpdateSegmentResponse>, Status> {
+        self.update_segment(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn delete_segment(
+        &self,
+        request: Request<pb::DeleteSegmentRequest>,
+    ) -> Result<Response<pb::DeleteSegmentResponse>, Status> {
+        self.delete_segment(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn preview_segment(
+        &self,
+        request: Request<pb::PreviewSegmentRequest>,
+    ) -> Result<Response<pb::PreviewSegmentResponse>, Status> {
+        self.preview_segment(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn check_membership(
+        &self,
+        request: Request<pb::CheckMembershipRequest>,
+    ) -> Result<Response<pb::CheckMembershipResponse>, Status> {
+        self.check_membership(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_customer_segments(
+        &self,
+        request: Request<pb::ListCustomerSegmentsRequest>,
+    ) -> Result<Response<pb::ListCustomerSegmentsResponse>, Status> {
+        self.list_customer_segments(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_segment_members(
+        &self,
+        request: Request<pb::ListSegmentMembersRequest>,
+    ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
+        self.list_segment_members(request).await.respond()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn count_segment_members(
+        &self,
+        request: Request<pb::CountSegmentMembersRequest>,
+    ) -> Result<Response<pb::CountSegmentMembersResponse>, Status> {
+        self.count_segment_members(request).await.respond()
+    }
+
+    type WatchSegmentStream = WatchStream;
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn watch_segment(
+        &self,
+        request: Request<pb::WatchSegmentRequest>,
+    ) -> Result<Response<Self::WatchSegmentStream>, Status> {
+        self.watch_segment(request).await.respond()
     }
 }
 

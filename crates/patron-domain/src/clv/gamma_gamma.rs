@@ -33,8 +33,8 @@
 //! ```
 
 use super::bgnbd::block_sums;
-use super::optim::{invert_spd, log_scale_hessian};
 use super::optim::{BfgsOptions, Termination, minimize_bfgs};
+use super::optim::{invert_spd, log_scale_hessian};
 use super::special::{digamma_diff, digamma_pos, lgamma_diff, lgamma_pos};
 use super::{ClvError, CustomerRfm, TimeUnit};
 

@@ -491,253 +491,70 @@ impl Compiler<'_> {
         matches!(&e.expr, Expr::Select(s) if !s.test && s.field == "attributes" && is_ident(&s.operand, "customer"))
     }
 
-    fn arg<'e>(
+    /// The arguments of a call that takes exactly `N`, as an array: the caller destructures it
+    /// without a fallback, so no call site has a branch for a count it cannot get.
+    fn args<'e, const N: usize>(
         &self,
-        e: &'e IdedExpr,
+        e: &IdedExpr,
         c: &'e CallExpr,
-        n: usize,
-    ) -> Result<&'e [IdedExpr], RuleError> {
-        if c.args.len() != n {
-            return Err(self.error(
+    ) -> Result<&'e [IdedExpr; N], RuleError> {
+        <&[IdedExpr; N]>::try_from(c.args.as_slice()).map_err(|_| {
+            self.error(
                 e,
                 RuleErrorKind::Type,
                 format!(
-                    "{}() takes {n} argument{}, not {}",
+                    "{}() takes {N} argument{}, not {}",
                     display_name(&c.func_name),
-                    if n == 1 { "" } else { "s" },
+                    if N == 1 { "" } else { "s" },
                     c.args.len()
                 ),
-            ));
-        }
-        Ok(&c.args)
+            )
+        })
     }
 
+    /// A call: an operator, a global function, or (with a target) a method.
     fn call(&mut self, e: &IdedExpr, c: &CallExpr) -> Result<Typed, RuleError> {
         use cel::common::ast::operators as op;
-        let f = c.func_name.as_str();
         if let Some(target) = &c.target {
             return self.method(e, target, c);
         }
+        let f = c.func_name.as_str();
         match f {
-            op::LOGICAL_AND | op::LOGICAL_OR => {
-                let [a, b] = self.arg(e, c, 2)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad operator"));
-                };
-                let (na, ta) = self.expr(a)?;
-                let (nb, tb) = self.expr(b)?;
-                self.want_bool(a, ta)?;
-                self.want_bool(b, tb)?;
-                let node = if f == op::LOGICAL_AND {
-                    Node::And(Box::new(na), Box::new(nb))
-                } else {
-                    Node::Or(Box::new(na), Box::new(nb))
-                };
-                Ok((node, Ty::Bool))
-            }
+            op::LOGICAL_AND | op::LOGICAL_OR => self.logical(e, c, f),
             op::LOGICAL_NOT => {
-                let [a] = self.arg(e, c, 1)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad operator"));
-                };
+                let [a] = self.args(e, c)?;
                 let (na, ta) = self.expr(a)?;
                 self.want_bool(a, ta)?;
                 Ok((Node::Not(Box::new(na)), Ty::Bool))
             }
-            op::EQUALS | op::NOT_EQUALS | op::LESS | op::LESS_EQUALS | op::GREATER
-            | op::GREATER_EQUALS => {
-                let [a, b] = self.arg(e, c, 2)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad operator"));
-                };
-                let (na, ta) = self.expr(a)?;
-                let (nb, tb) = self.expr(b)?;
-                let cmp = match f {
-                    op::EQUALS => CmpOp::Eq,
-                    op::NOT_EQUALS => CmpOp::Ne,
-                    op::LESS => CmpOp::Lt,
-                    op::LESS_EQUALS => CmpOp::Le,
-                    op::GREATER => CmpOp::Gt,
-                    _ => CmpOp::Ge,
-                };
-                let ok = match cmp {
-                    CmpOp::Eq | CmpOp::Ne => {
-                        ta == tb
-                            || (ta.is_numeric() && tb.is_numeric())
-                            || matches!(ta, Ty::Null | Ty::Dyn)
-                            || matches!(tb, Ty::Null | Ty::Dyn)
-                    }
-                    _ => {
-                        (ta.is_numeric() || ta == Ty::Dyn) && (tb.is_numeric() || tb == Ty::Dyn)
-                            || (matches!(ta, Ty::String | Ty::Dyn)
-                                && matches!(tb, Ty::String | Ty::Dyn))
-                    }
-                };
-                if !ok {
-                    return Err(self.error(
-                        e,
-                        RuleErrorKind::Type,
-                        format!(
-                            "cannot compare {ta} with {tb} using {}",
-                            display_name(f)
-                        ),
-                    ));
-                }
-                Ok((Node::Cmp(cmp, Box::new(na), Box::new(nb)), Ty::Bool))
-            }
+            op::EQUALS
+            | op::NOT_EQUALS
+            | op::LESS
+            | op::LESS_EQUALS
+            | op::GREATER
+            | op::GREATER_EQUALS => self.comparison(e, c, f),
             op::ADD | op::SUBSTRACT | op::MULTIPLY | op::DIVIDE | op::MODULO => {
-                let [a, b] = self.arg(e, c, 2)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad operator"));
-                };
-                let (na, ta) = self.expr(a)?;
-                let (nb, tb) = self.expr(b)?;
-                let arith = match f {
-                    op::ADD => ArithOp::Add,
-                    op::SUBSTRACT => ArithOp::Sub,
-                    op::MULTIPLY => ArithOp::Mul,
-                    op::DIVIDE => ArithOp::Div,
-                    _ => ArithOp::Rem,
-                };
-                let ty = match (ta, tb) {
-                    (Ty::Int, Ty::Int) => Ty::Int,
-                    (x, y) if x.is_numeric() && y.is_numeric() && arith != ArithOp::Rem => {
-                        Ty::Double
-                    }
-                    (Ty::String, Ty::String) if arith == ArithOp::Add => Ty::String,
-                    (Ty::Dyn, _) | (_, Ty::Dyn) => Ty::Dyn,
-                    _ => {
-                        return Err(self.error(
-                            e,
-                            RuleErrorKind::Type,
-                            format!("cannot apply {} to {ta} and {tb}", display_name(f)),
-                        ));
-                    }
-                };
-                Ok((Node::Arith(arith, Box::new(na), Box::new(nb)), ty))
+                self.arithmetic(e, c, f)
             }
             op::NEGATE => {
-                let [a] = self.arg(e, c, 1)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad operator"));
-                };
+                let [a] = self.args(e, c)?;
                 let (na, ta) = self.expr(a)?;
                 if !(ta.is_numeric() || ta == Ty::Dyn) {
                     return Err(self.error(e, RuleErrorKind::Type, format!("cannot negate {ta}")));
                 }
                 Ok((Node::Neg(Box::new(na)), ta))
             }
-            op::CONDITIONAL => {
-                let [cond, yes, no] = self.arg(e, c, 3)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad operator"));
-                };
-                let (nc, tc) = self.expr(cond)?;
-                self.want_bool(cond, tc)?;
-                let (ny, ty) = self.expr(yes)?;
-                let (nn, tn) = self.expr(no)?;
-                let t = match (ty, tn) {
-                    (a, b) if a == b => a,
-                    (Ty::Null, b) => b,
-                    (a, Ty::Null) => a,
-                    (a, b) if a.is_numeric() && b.is_numeric() => Ty::Double,
-                    _ => Ty::Dyn,
-                };
-                Ok((Node::Cond(Box::new(nc), Box::new(ny), Box::new(nn)), t))
-            }
-            op::IN => {
-                let [a, list] = self.arg(e, c, 2)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad operator"));
-                };
-                let (na, ta) = self.expr(a)?;
-                let Expr::List(items) = &list.expr else {
-                    return Err(self.error(
-                        list,
-                        RuleErrorKind::Unsupported,
-                        "`in` takes a list literal on its right, e.g. customer.country in [\"DE\", \"AT\"]",
-                    ));
-                };
-                let mut nodes = Vec::with_capacity(items.elements.len());
-                for item in &items.elements {
-                    let (ni, ti) = self.expr(item)?;
-                    let ok = ti == ta
-                        || (ti.is_numeric() && ta.is_numeric())
-                        || matches!(ti, Ty::Dyn | Ty::Null)
-                        || ta == Ty::Dyn;
-                    if !ok {
-                        return Err(self.error(
-                            item,
-                            RuleErrorKind::Type,
-                            format!("list element is {ti}, the value tested is {ta}"),
-                        ));
-                    }
-                    nodes.push(ni);
-                }
-                Ok((Node::In(Box::new(na), nodes), Ty::Bool))
-            }
-            op::INDEX => {
-                let [map, key] = self.arg(e, c, 2)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad operator"));
-                };
-                if !Self::is_attributes_map(map) {
-                    return Err(self.error(
-                        e,
-                        RuleErrorKind::Unsupported,
-                        "indexing applies to custom attributes only: customer.attributes[\"NAME\"]",
-                    ));
-                }
-                let Expr::Literal(LiteralValue::String(name)) = &key.expr else {
-                    return Err(self.error(
-                        key,
-                        RuleErrorKind::Type,
-                        "an attribute name must be a string literal",
-                    ));
-                };
-                self.nodes += 1;
-                Ok((Node::Attr(Arc::from(name.inner())), Ty::Dyn))
-            }
-            "in_segment" => {
-                let [id] = self.arg(e, c, 1)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad call"));
-                };
-                let Expr::Literal(LiteralValue::String(id_lit)) = &id.expr else {
-                    return Err(self.error(
-                        id,
-                        RuleErrorKind::Type,
-                        "in_segment takes a segment id as a string literal",
-                    ));
-                };
-                let seg = id_lit.inner();
-                if !self.catalog.exists(seg) {
-                    return Err(self.error(
-                        id,
-                        RuleErrorKind::UnknownSegment,
-                        format!("no segment `{seg}`"),
-                    ));
-                }
-                self.segments.insert(seg.to_owned());
-                // A referenced segment may be time-relative; membership watchers re-check
-                // segments with references on every rescan.
-                self.time_relative = true;
-                Ok((Node::InSegment(Arc::from(seg)), Ty::Bool))
-            }
+            op::CONDITIONAL => self.conditional(e, c),
+            op::IN => self.in_list(e, c),
+            op::INDEX => self.attribute_index(e, c),
+            "in_segment" => self.in_segment(e, c),
             "size" => {
-                let [a] = self.arg(e, c, 1)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad call"));
-                };
+                let [a] = self.args(e, c)?;
                 let (na, ta) = self.expr(a)?;
                 self.want(a, ta, Ty::String, "size")?;
                 Ok((Node::Size(Box::new(na)), Ty::Int))
             }
-            "int" | "double" | "string" => {
-                let [a] = self.arg(e, c, 1)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad call"));
-                };
-                let (na, ta) = self.expr(a)?;
-                let (conv, ty) = match f {
-                    "int" => (Conv::Int, Ty::Int),
-                    "double" => (Conv::Double, Ty::Double),
-                    _ => (Conv::String, Ty::String),
-                };
-                if ta == Ty::Bool && conv != Conv::String {
-                    return Err(self.error(e, RuleErrorKind::Type, format!("cannot convert bool to {ty}")));
-                }
-                Ok((Node::Conv(conv, Box::new(na)), ty))
-            }
+            "int" | "double" | "string" => self.conversion(e, c, f),
             "has" => Err(self.error(
                 e,
                 RuleErrorKind::Unsupported,
@@ -754,133 +571,345 @@ impl Compiler<'_> {
         }
     }
 
-    /// `target.f(args)`: windowed aggregates and string methods.
+    /// `a && b`, `a || b`.
+    fn logical(&mut self, e: &IdedExpr, c: &CallExpr, f: &str) -> Result<Typed, RuleError> {
+        let [a, b] = self.args(e, c)?;
+        let (na, ta) = self.expr(a)?;
+        let (nb, tb) = self.expr(b)?;
+        self.want_bool(a, ta)?;
+        self.want_bool(b, tb)?;
+        let node = if f == cel::common::ast::operators::LOGICAL_AND {
+            Node::And(Box::new(na), Box::new(nb))
+        } else {
+            Node::Or(Box::new(na), Box::new(nb))
+        };
+        Ok((node, Ty::Bool))
+    }
+
+    /// `==`, `!=`, `<`, `<=`, `>`, `>=`: equality between like types (numbers with numbers,
+    /// anything with null or dyn), order between numbers or between strings.
+    fn comparison(&mut self, e: &IdedExpr, c: &CallExpr, f: &str) -> Result<Typed, RuleError> {
+        use cel::common::ast::operators as op;
+        let [a, b] = self.args(e, c)?;
+        let (na, ta) = self.expr(a)?;
+        let (nb, tb) = self.expr(b)?;
+        let cmp = match f {
+            op::EQUALS => CmpOp::Eq,
+            op::NOT_EQUALS => CmpOp::Ne,
+            op::LESS => CmpOp::Lt,
+            op::LESS_EQUALS => CmpOp::Le,
+            op::GREATER => CmpOp::Gt,
+            _ => CmpOp::Ge,
+        };
+        let ok = match cmp {
+            CmpOp::Eq | CmpOp::Ne => {
+                ta == tb
+                    || (ta.is_numeric() && tb.is_numeric())
+                    || matches!(ta, Ty::Null | Ty::Dyn)
+                    || matches!(tb, Ty::Null | Ty::Dyn)
+            }
+            _ => {
+                (ta.is_numeric() || ta == Ty::Dyn) && (tb.is_numeric() || tb == Ty::Dyn)
+                    || (matches!(ta, Ty::String | Ty::Dyn) && matches!(tb, Ty::String | Ty::Dyn))
+            }
+        };
+        if !ok {
+            return Err(self.error(
+                e,
+                RuleErrorKind::Type,
+                format!("cannot compare {ta} with {tb} using {}", display_name(f)),
+            ));
+        }
+        Ok((Node::Cmp(cmp, Box::new(na), Box::new(nb)), Ty::Bool))
+    }
+
+    /// `+`, `-`, `*`, `/`, `%`: int with int is int, other numbers double (not `%`), `+` also
+    /// joins strings.
+    fn arithmetic(&mut self, e: &IdedExpr, c: &CallExpr, f: &str) -> Result<Typed, RuleError> {
+        use cel::common::ast::operators as op;
+        let [a, b] = self.args(e, c)?;
+        let (na, ta) = self.expr(a)?;
+        let (nb, tb) = self.expr(b)?;
+        let arith = match f {
+            op::ADD => ArithOp::Add,
+            op::SUBSTRACT => ArithOp::Sub,
+            op::MULTIPLY => ArithOp::Mul,
+            op::DIVIDE => ArithOp::Div,
+            _ => ArithOp::Rem,
+        };
+        let ty = match (ta, tb) {
+            (Ty::Int, Ty::Int) => Ty::Int,
+            (x, y) if x.is_numeric() && y.is_numeric() && arith != ArithOp::Rem => Ty::Double,
+            (Ty::String, Ty::String) if arith == ArithOp::Add => Ty::String,
+            (Ty::Dyn, _) | (_, Ty::Dyn) => Ty::Dyn,
+            _ => {
+                return Err(self.error(
+                    e,
+                    RuleErrorKind::Type,
+                    format!("cannot apply {} to {ta} and {tb}", display_name(f)),
+                ));
+            }
+        };
+        Ok((Node::Arith(arith, Box::new(na), Box::new(nb)), ty))
+    }
+
+    /// `cond ? yes : no`.
+    fn conditional(&mut self, e: &IdedExpr, c: &CallExpr) -> Result<Typed, RuleError> {
+        let [cond, yes, no] = self.args(e, c)?;
+        let (nc, tc) = self.expr(cond)?;
+        self.want_bool(cond, tc)?;
+        let (ny, ty) = self.expr(yes)?;
+        let (nn, tn) = self.expr(no)?;
+        let t = match (ty, tn) {
+            (a, b) if a == b => a,
+            (Ty::Null, b) => b,
+            (a, Ty::Null) => a,
+            (a, b) if a.is_numeric() && b.is_numeric() => Ty::Double,
+            _ => Ty::Dyn,
+        };
+        Ok((Node::Cond(Box::new(nc), Box::new(ny), Box::new(nn)), t))
+    }
+
+    /// `a in [x, y]`: a list literal only.
+    fn in_list(&mut self, e: &IdedExpr, c: &CallExpr) -> Result<Typed, RuleError> {
+        let [a, list] = self.args(e, c)?;
+        let (na, ta) = self.expr(a)?;
+        let Expr::List(items) = &list.expr else {
+            return Err(self.error(
+                list,
+                RuleErrorKind::Unsupported,
+                "`in` takes a list literal on its right, e.g. customer.country in [\"DE\", \"AT\"]",
+            ));
+        };
+        let mut nodes = Vec::with_capacity(items.elements.len());
+        for item in &items.elements {
+            let (ni, ti) = self.expr(item)?;
+            let ok = ti == ta
+                || (ti.is_numeric() && ta.is_numeric())
+                || matches!(ti, Ty::Dyn | Ty::Null)
+                || ta == Ty::Dyn;
+            if !ok {
+                return Err(self.error(
+                    item,
+                    RuleErrorKind::Type,
+                    format!("list element is {ti}, the value tested is {ta}"),
+                ));
+            }
+            nodes.push(ni);
+        }
+        Ok((Node::In(Box::new(na), nodes), Ty::Bool))
+    }
+
+    /// `customer.attributes["NAME"]`: the only indexing there is.
+    fn attribute_index(&mut self, e: &IdedExpr, c: &CallExpr) -> Result<Typed, RuleError> {
+        let [map, key] = self.args(e, c)?;
+        if !Self::is_attributes_map(map) {
+            return Err(self.error(
+                e,
+                RuleErrorKind::Unsupported,
+                "indexing applies to custom attributes only: customer.attributes[\"NAME\"]",
+            ));
+        }
+        let Expr::Literal(LiteralValue::String(name)) = &key.expr else {
+            return Err(self.error(
+                key,
+                RuleErrorKind::Type,
+                "an attribute name must be a string literal",
+            ));
+        };
+        self.nodes += 1;
+        Ok((Node::Attr(Arc::from(name.inner())), Ty::Dyn))
+    }
+
+    /// `in_segment("id")`: a stored segment, named by a literal.
+    fn in_segment(&mut self, e: &IdedExpr, c: &CallExpr) -> Result<Typed, RuleError> {
+        let [id] = self.args(e, c)?;
+        let Expr::Literal(LiteralValue::String(id_lit)) = &id.expr else {
+            return Err(self.error(
+                id,
+                RuleErrorKind::Type,
+                "in_segment takes a segment id as a string literal",
+            ));
+        };
+        let seg = id_lit.inner();
+        if !self.catalog.exists(seg) {
+            return Err(self.error(
+                id,
+                RuleErrorKind::UnknownSegment,
+                format!("no segment `{seg}`"),
+            ));
+        }
+        self.segments.insert(seg.to_owned());
+        // A referenced segment may be time-relative; membership watchers re-check segments with
+        // references on every rescan.
+        self.time_relative = true;
+        Ok((Node::InSegment(Arc::from(seg)), Ty::Bool))
+    }
+
+    /// `int(x)`, `double(x)`, `string(x)`; a bool converts only to a string.
+    fn conversion(&mut self, e: &IdedExpr, c: &CallExpr, f: &str) -> Result<Typed, RuleError> {
+        let [a] = self.args(e, c)?;
+        let (na, ta) = self.expr(a)?;
+        let (conv, ty) = match f {
+            "int" => (Conv::Int, Ty::Int),
+            "double" => (Conv::Double, Ty::Double),
+            _ => (Conv::String, Ty::String),
+        };
+        if ta == Ty::Bool && conv != Conv::String {
+            return Err(self.error(
+                e,
+                RuleErrorKind::Type,
+                format!("cannot convert bool to {ty}"),
+            ));
+        }
+        Ok((Node::Conv(conv, Box::new(na)), ty))
+    }
+
+    /// `target.f(args)`: three unrelated families, told apart by the target.
     fn method(
         &mut self,
         e: &IdedExpr,
         target: &IdedExpr,
         c: &CallExpr,
     ) -> Result<Typed, RuleError> {
-        let f = c.func_name.as_str();
         if is_ident(target, "loyalty") {
-            let func = match f {
-                "enrolled" => (LoyaltyFn::Enrolled, Ty::Bool),
-                "points" => (LoyaltyFn::Points, Ty::Int),
-                "pending" => (LoyaltyFn::Pending, Ty::Int),
-                "tier" => (LoyaltyFn::Tier, Ty::String),
-                "tier_rank" => (LoyaltyFn::TierRank, Ty::Int),
-                _ => {
-                    return Err(self.error(
-                        e,
-                        RuleErrorKind::UnknownVariable,
-                        format!(
-                            "unknown function `loyalty.{f}`; loyalty has: {}",
-                            schema::fields_of("loyalty").join(", ")
-                        ),
-                    ));
-                }
-            };
-            let [arg] = c.args.as_slice() else {
-                return Err(self.error(
-                    e,
-                    RuleErrorKind::Type,
-                    format!("loyalty.{f}() takes one argument: a program id"),
-                ));
-            };
-            let Expr::Literal(LiteralValue::String(program)) = &arg.expr else {
-                return Err(self.error(
-                    arg,
-                    RuleErrorKind::Type,
-                    "the program id must be a string literal",
-                ));
-            };
-            let program = program.inner();
-            match self.catalog.program_exists(program) {
-                Some(true) => {}
-                Some(false) => {
-                    return Err(self.error(
-                        arg,
-                        RuleErrorKind::UnknownProgram,
-                        format!("no loyalty program `{program}`"),
-                    ));
-                }
-                None => {
-                    return Err(self.error(
-                        e,
-                        RuleErrorKind::Unsupported,
-                        "loyalty variables need the loyalty service",
-                    ));
-                }
-            }
-            self.nodes += 1;
-            if func.0 != LoyaltyFn::Enrolled {
-                self.time_relative = true;
-            }
-            return Ok((Node::Loyalty(func.0, Arc::from(program)), func.1));
+            self.loyalty(e, c)
+        } else if is_ident(target, "purchases") {
+            self.window(e, "purchases", c)
+        } else if is_ident(target, "engagement") {
+            self.window(e, "engagement", c)
+        } else {
+            self.string_method(e, target, c)
         }
-        if is_ident(target, "purchases") || is_ident(target, "engagement") {
-            let group = if is_ident(target, "purchases") {
-                "purchases"
-            } else {
-                "engagement"
-            };
-            let allowed = match (group, f) {
-                ("purchases", "count" | "revenue") => 1..=1,
-                ("engagement", "count") => 1..=2,
-                _ => {
-                    return Err(self.error(
-                        e,
-                        RuleErrorKind::UnknownVariable,
-                        format!(
-                            "unknown function `{group}.{f}`; {group} has: {}",
-                            schema::fields_of(group).join(", ")
-                        ),
-                    ));
-                }
-            };
-            if !allowed.contains(&c.args.len()) {
+    }
+
+    /// `loyalty.f("program")`: a member's facts in one program.
+    fn loyalty(&mut self, e: &IdedExpr, c: &CallExpr) -> Result<Typed, RuleError> {
+        let f = c.func_name.as_str();
+        let (func, ty) = match f {
+            "enrolled" => (LoyaltyFn::Enrolled, Ty::Bool),
+            "points" => (LoyaltyFn::Points, Ty::Int),
+            "pending" => (LoyaltyFn::Pending, Ty::Int),
+            "tier" => (LoyaltyFn::Tier, Ty::String),
+            "tier_rank" => (LoyaltyFn::TierRank, Ty::Int),
+            _ => {
                 return Err(self.error(
                     e,
-                    RuleErrorKind::Type,
+                    RuleErrorKind::UnknownVariable,
                     format!(
-                        "{group}.{f}() takes {}",
-                        if group == "engagement" {
-                            "a window in days and optionally an activity name"
-                        } else {
-                            "one argument: a window in days"
-                        }
+                        "unknown function `loyalty.{f}`; loyalty has: {}",
+                        schema::fields_of("loyalty").join(", ")
                     ),
                 ));
             }
-            let days = self.window_days(&c.args[0])?;
-            let activity = match c.args.get(1) {
-                None => None,
-                Some(a) => match &a.expr {
-                    Expr::Literal(LiteralValue::String(s)) => Some(Arc::from(s.inner())),
-                    _ => {
-                        return Err(self.error(
-                            a,
-                            RuleErrorKind::Type,
-                            "the activity must be a string literal",
-                        ));
-                    }
-                },
-            };
-            self.nodes += c.args.len();
-            self.time_relative = true;
-            let w = match (group, f) {
-                ("purchases", "count") => Window::PurchaseCount { days },
-                ("purchases", _) => Window::PurchaseRevenue { days },
-                _ => Window::EngagementCount { days, activity },
-            };
-            return Ok((Node::Window(w), Ty::Int));
+        };
+        let [arg] = c.args.as_slice() else {
+            return Err(self.error(
+                e,
+                RuleErrorKind::Type,
+                format!("loyalty.{f}() takes one argument: a program id"),
+            ));
+        };
+        let Expr::Literal(LiteralValue::String(program)) = &arg.expr else {
+            return Err(self.error(
+                arg,
+                RuleErrorKind::Type,
+                "the program id must be a string literal",
+            ));
+        };
+        let program = program.inner();
+        match self.catalog.program_exists(program) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(self.error(
+                    arg,
+                    RuleErrorKind::UnknownProgram,
+                    format!("no loyalty program `{program}`"),
+                ));
+            }
+            None => {
+                return Err(self.error(
+                    e,
+                    RuleErrorKind::Unsupported,
+                    "loyalty variables need the loyalty service",
+                ));
+            }
         }
+        self.nodes += 1;
+        if func != LoyaltyFn::Enrolled {
+            self.time_relative = true;
+        }
+        Ok((Node::Loyalty(func, Arc::from(program)), ty))
+    }
+
+    /// `purchases.count(days)`, `purchases.revenue(days)`, `engagement.count(days[, activity])`:
+    /// windowed aggregates over the customer's days.
+    fn window(&mut self, e: &IdedExpr, group: &str, c: &CallExpr) -> Result<Typed, RuleError> {
+        let f = c.func_name.as_str();
+        let allowed = match (group, f) {
+            ("purchases", "count" | "revenue") => 1..=1,
+            ("engagement", "count") => 1..=2,
+            _ => {
+                return Err(self.error(
+                    e,
+                    RuleErrorKind::UnknownVariable,
+                    format!(
+                        "unknown function `{group}.{f}`; {group} has: {}",
+                        schema::fields_of(group).join(", ")
+                    ),
+                ));
+            }
+        };
+        if !allowed.contains(&c.args.len()) {
+            return Err(self.error(
+                e,
+                RuleErrorKind::Type,
+                format!(
+                    "{group}.{f}() takes {}",
+                    if group == "engagement" {
+                        "a window in days and optionally an activity name"
+                    } else {
+                        "one argument: a window in days"
+                    }
+                ),
+            ));
+        }
+        let days = self.window_days(&c.args[0])?;
+        let activity = match c.args.get(1) {
+            None => None,
+            Some(a) => match &a.expr {
+                Expr::Literal(LiteralValue::String(s)) => Some(Arc::from(s.inner())),
+                _ => {
+                    return Err(self.error(
+                        a,
+                        RuleErrorKind::Type,
+                        "the activity must be a string literal",
+                    ));
+                }
+            },
+        };
+        self.nodes += c.args.len();
+        self.time_relative = true;
+        let w = match (group, f) {
+            ("purchases", "count") => Window::PurchaseCount { days },
+            ("purchases", _) => Window::PurchaseRevenue { days },
+            _ => Window::EngagementCount { days, activity },
+        };
+        Ok((Node::Window(w), Ty::Int))
+    }
+
+    /// `s.startsWith(x)`, `s.endsWith(x)`, `s.contains(x)`, `s.size()`, `s.lowerAscii()`.
+    fn string_method(
+        &mut self,
+        e: &IdedExpr,
+        target: &IdedExpr,
+        c: &CallExpr,
+    ) -> Result<Typed, RuleError> {
+        let f = c.func_name.as_str();
         let (nt, tt) = self.expr(target)?;
         match f {
             "startsWith" | "endsWith" | "contains" => {
-                let [a] = self.arg(e, c, 1)? else {
-                    return Err(self.error(e, RuleErrorKind::Syntax, "bad call"));
-                };
+                let [a] = self.args(e, c)?;
                 self.want(target, tt, Ty::String, f)?;
                 let (na, ta) = self.expr(a)?;
                 self.want(a, ta, Ty::String, f)?;
@@ -892,12 +921,12 @@ impl Compiler<'_> {
                 Ok((Node::Str(op, Box::new(nt), Box::new(na)), Ty::Bool))
             }
             "size" => {
-                self.arg(e, c, 0)?;
+                self.args::<0>(e, c)?;
                 self.want(target, tt, Ty::String, f)?;
                 Ok((Node::Size(Box::new(nt)), Ty::Int))
             }
             "lowerAscii" => {
-                self.arg(e, c, 0)?;
+                self.args::<0>(e, c)?;
                 self.want(target, tt, Ty::String, f)?;
                 Ok((Node::Lower(Box::new(nt)), Ty::String))
             }

@@ -544,6 +544,30 @@ fn bad_rules_are_refused_with_position_and_reason() {
             RuleErrorKind::Unsupported,
             (1, 1),
             "bytes",
+        ), // Arity: one check for every operator, function and method that takes a fixed count.
+        (
+            "size(\"a\", \"b\") > 1",
+            RuleErrorKind::Type,
+            (1, 5),
+            "size() takes 1 argument, not 2",
+        ),
+        (
+            "int(1, 2) > 0",
+            RuleErrorKind::Type,
+            (1, 4),
+            "int() takes 1 argument, not 2",
+        ),
+        (
+            "customer.id.startsWith()",
+            RuleErrorKind::Type,
+            (1, 23),
+            "startsWith() takes 1 argument, not 0",
+        ),
+        (
+            "customer.country.lowerAscii(1) == \"\"",
+            RuleErrorKind::Type,
+            (1, 28),
+            "lowerAscii() takes 0 arguments, not 1",
         ),
     ];
     let mut failures = Vec::new();
