@@ -33,15 +33,16 @@ use patron_domain::{
 };
 use patron_store::{
     Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
-    SUMMARY_IDS_PER_STATEMENT, SegmentRecord, SegmentStore, Store, StoreError, StoreResult,
+    SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult,
     StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
     decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
-    find_cycle, revision_mismatch,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use feed::{CURRENT_TXN, FeedWakers, append_changes};
+use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
+use sqlx::PgConnection;
 use patron_store::feed::ChangeKind;
 
 /// Connections per process; several processes may share one server.
@@ -84,6 +85,105 @@ pub struct PgStore {
     /// The functions registered with `on_feed_commit`; the listener stops when the last clone
     /// is dropped.
     feed: Arc<FeedWakers>,
+}
+
+/// What Postgres says differently from SQLite in the shared statements.
+impl Backend for PgStore {
+    type Db = Postgres;
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_KEY_SHARE: &'static str = " FOR KEY SHARE";
+    const TRUE: &'static str = "TRUE";
+    const FALSE: &'static str = "FALSE";
+    const NOT_ACTIVATED: &'static str = "NOT activated";
+    const SEGMENT_DEPENDENCIES: &'static str = "(SELECT COALESCE(json_agg(d.depends_on \
+         ORDER BY d.depends_on), '[]')::TEXT FROM segment_dependencies d \
+         WHERE d.segment_id = s.segment_id)";
+
+    fn db_err(e: sqlx::Error) -> StoreError {
+        db_err(e)
+    }
+
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn reader(&self) -> StoreResult<&PgPool> {
+        self.pool()
+    }
+
+    async fn begin_read(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.begin_snapshot().await
+    }
+
+    /// A READ COMMITTED transaction: a member's advisory lock, or a table in EXCLUSIVE mode
+    /// (readers are not blocked; each later statement sees what earlier writers committed).
+    async fn begin_write(&self, lock: Lock<'_>) -> StoreResult<Transaction<'static, Postgres>> {
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
+        match lock {
+            Lock::Member { program, customer } => {
+                loyalty::lock_member(&mut tx, program, customer).await?;
+            }
+            Lock::Table(table) => lock_exclusive(&mut tx, table).await?,
+            Lock::Rows => {}
+        }
+        Ok(tx)
+    }
+
+    async fn append_changes(conn: &mut PgConnection, changes: &[NewChange<'_>]) -> StoreResult<()> {
+        append_changes(conn, changes).await
+    }
+
+    async fn upsert_lots(
+        conn: &mut PgConnection,
+        customer: &str,
+        program: &str,
+        lots: &[&patron_domain::loyalty::Lot],
+    ) -> StoreResult<()> {
+        loyalty::upsert_lots(conn, customer, program, lots).await
+    }
+
+    async fn insert_entries(
+        conn: &mut PgConnection,
+        customer: &str,
+        program: &str,
+        entries: &[(&patron_domain::loyalty::Entry, String)],
+    ) -> StoreResult<()> {
+        loyalty::insert_entries(conn, customer, program, entries).await
+    }
+
+    async fn add_activity(
+        conn: &mut PgConnection,
+        customer: &str,
+        program: &str,
+        days: &[(i32, i64, i64)],
+    ) -> StoreResult<()> {
+        loyalty::add_activity(conn, customer, program, days).await
+    }
+
+    async fn insert_dependencies(
+        conn: &mut PgConnection,
+        segment: &str,
+        deps: &[String],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO segment_dependencies (segment_id, depends_on) \
+             SELECT $1::TEXT, d FROM UNNEST($2::text[]) AS t(d)",
+        )
+        .bind(segment)
+        .bind(deps)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn stored_segments(conn: &mut PgConnection, ids: &[String]) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT segment_id FROM segments WHERE segment_id = ANY($1::text[])")
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)
+    }
 }
 
 /// A fresh pseudonym for an erased customer's loyalty books: `erased-` and 32 hex digits (128
@@ -420,20 +520,6 @@ fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
     shared
 }
 
-const MODEL_COLUMNS: &str = "version, created_at, active, body";
-
-fn model_from_row(row: &PgRow) -> StoreResult<StoredModel> {
-    Ok(StoredModel {
-        version: row.try_get(0).map_err(db_err)?,
-        created_at: Timestamp::from_micros(row.try_get(1).map_err(db_err)?),
-        active: row.try_get(2).map_err(db_err)?,
-        body: row.try_get(3).map_err(db_err)?,
-    })
-}
-
-fn limit_param(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
 
 /// Serializes the writers of `table` (readers are not blocked) until the transaction ends.
 async fn lock_exclusive(tx: &mut Transaction<'_, Postgres>, table: &str) -> StoreResult<()> {
@@ -1135,52 +1221,12 @@ impl Store for PgStore {
         created_at: Timestamp,
         activation: Activation,
     ) -> StoreResult<StoredModel> {
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        // One writer at a time: the next version and the active flag are decided under the lock,
-        // and each later statement of this (READ COMMITTED) transaction sees earlier writers.
-        lock_exclusive(&mut tx, "value_models").await?;
-        let (version, any_active): (i64, bool) = sqlx::query_as(
-            "SELECT COALESCE(MAX(version), 0) + 1, \
-             EXISTS (SELECT 1 FROM value_models WHERE active) FROM value_models",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let active = activation.activates(any_active);
-        if active {
-            sqlx::query("UPDATE value_models SET active = FALSE WHERE active")
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        let sql = format!(
-            "INSERT INTO value_models ({MODEL_COLUMNS}) VALUES ($1, $2, $3, $4) \
-             RETURNING {MODEL_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .bind(created_at.as_micros())
-            .bind(active)
-            .bind(body)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let model = model_from_row(&row)?;
-        let key = model.version.to_string();
-        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(model)
+        Sql::<Self>::insert_value_model(self, body, created_at, activation).await
     }
 
     #[tracing::instrument(skip_all, name = "store.get_value_model", fields(db.system = "postgresql", version))]
     async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE version = $1");
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .fetch_optional(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(model_from_row).transpose()
+        Sql::<Self>::get_value_model(self, version).await
     }
 
     #[tracing::instrument(skip_all, name = "store.list_value_models", fields(db.system = "postgresql", before, limit))]
@@ -1189,75 +1235,22 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<StoredModel>> {
-        let sql = format!(
-            "SELECT {MODEL_COLUMNS} FROM value_models WHERE version < $1 \
-             ORDER BY version DESC LIMIT $2"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit_param(limit))
-            .fetch_all(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(model_from_row).collect()
+        Sql::<Self>::list_value_models(self, before, limit).await
     }
 
     #[tracing::instrument(skip_all, name = "store.activate_value_model", fields(db.system = "postgresql", version))]
     async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        lock_exclusive(&mut tx, "value_models").await?;
-        let exists = sqlx::query("SELECT 1 FROM value_models WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if !exists {
-            return Ok(None);
-        }
-        // Deactivate first: the unique index is checked row by row, not at the statement's end.
-        sqlx::query("UPDATE value_models SET active = FALSE WHERE active AND version <> $1")
-            .bind(version)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let sql = format!(
-            "UPDATE value_models SET active = TRUE WHERE version = $1 RETURNING {MODEL_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let model = model_from_row(&row)?;
-        let key = model.version.to_string();
-        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(model))
+        Sql::<Self>::activate_value_model(self, version).await
     }
 
     #[tracing::instrument(skip_all, name = "store.active_value_model", fields(db.system = "postgresql"))]
     async fn active_value_model(&self) -> StoreResult<Option<StoredModel>> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE active");
-        let row = sqlx::query(&sql)
-            .fetch_optional(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(model_from_row).transpose()
+        Sql::<Self>::active_value_model(self).await
     }
 
     #[tracing::instrument(skip_all, name = "store.get_tier_policy", fields(db.system = "postgresql"))]
     async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>> {
-        let row: Option<(i64, i64, String)> =
-            sqlx::query_as("SELECT revision, updated_at, body FROM tier_policy WHERE id = 1")
-                .fetch_optional(self.pool()?)
-                .await
-                .map_err(db_err)?;
-        Ok(row.map(|(revision, updated_at, body)| StoredPolicy {
-            revision,
-            updated_at: Timestamp::from_micros(updated_at),
-            body,
-        }))
+        Sql::<Self>::get_tier_policy(self).await
     }
 
     #[tracing::instrument(skip_all, name = "store.put_tier_policy", fields(db.system = "postgresql", expected_revision))]
@@ -1267,293 +1260,9 @@ impl Store for PgStore {
         updated_at: Timestamp,
         expected_revision: Option<i64>,
     ) -> StoreResult<StoredPolicy> {
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        // One writer at a time, also while no row exists yet (a row lock could not cover that).
-        lock_exclusive(&mut tx, "tier_policy").await?;
-        let stored: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM tier_policy WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if let Some(expected) = expected_revision.filter(|&e| e != stored) {
-            return Err(revision_mismatch(expected, stored));
-        }
-        let revision = stored + 1;
-        sqlx::query(
-            "INSERT INTO tier_policy (id, revision, updated_at, body) VALUES (1, $1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
-             updated_at = excluded.updated_at, body = excluded.body",
-        )
-        .bind(revision)
-        .bind(updated_at.as_micros())
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let key = revision.to_string();
-        append_changes(&mut tx, &[(ChangeKind::TierPolicy, &key, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(StoredPolicy {
-            revision,
-            updated_at,
-            body: body.to_owned(),
-        })
+        Sql::<Self>::put_tier_policy(self, body, updated_at, expected_revision).await
     }
 }
 
-/// The columns [`segment_from_row`] reads; `s` is the segment row, its dependencies one sorted
-/// array.
-const SEGMENT_SELECT: &str = "s.segment_id, s.display_name, s.description, s.rule, s.revision, \
-     s.create_time, s.update_time, ARRAY(SELECT d.depends_on FROM segment_dependencies d \
-     WHERE d.segment_id = s.segment_id ORDER BY d.depends_on)";
-
-fn segment_from_row(row: &PgRow) -> StoreResult<SegmentRecord> {
-    Ok(SegmentRecord {
-        segment_id: row.try_get(0).map_err(db_err)?,
-        display_name: row.try_get(1).map_err(db_err)?,
-        description: row.try_get(2).map_err(db_err)?,
-        rule: row.try_get(3).map_err(db_err)?,
-        revision: row.try_get(4).map_err(db_err)?,
-        create_time: Timestamp::from_micros(row.try_get(5).map_err(db_err)?),
-        update_time: Timestamp::from_micros(row.try_get(6).map_err(db_err)?),
-        depends_on: row.try_get(7).map_err(db_err)?,
-    })
-}
-
-/// The error of a segment update whose expected revision is not the stored one.
-fn segment_revision_mismatch(id: &str, expected: i64, stored: i64) -> StoreError {
-    StoreError::PreconditionFailed(format!(
-        "segment {id} revision is {stored}, the write expected {expected}"
-    ))
-}
-
-/// `depends_on` sorted, without repeats.
-fn normalized_dependencies(depends_on: &[String]) -> Vec<String> {
-    let mut deps = depends_on.to_vec();
-    deps.sort_unstable();
-    deps.dedup();
-    deps
-}
-
-/// [`StoreError::MissingDependency`] for the first of `deps` (sorted) that is not stored.
-async fn check_dependencies_exist(
-    tx: &mut Transaction<'_, Postgres>,
-    deps: &[String],
-) -> StoreResult<()> {
-    if deps.is_empty() {
-        return Ok(());
-    }
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT segment_id FROM segments WHERE segment_id = ANY($1::text[])")
-            .bind(deps)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_err)?;
-    let stored: HashSet<&str> = stored.iter().map(String::as_str).collect();
-    match deps.iter().find(|d| !stored.contains(d.as_str())) {
-        Some(missing) => Err(StoreError::MissingDependency(missing.clone())),
-        None => Ok(()),
-    }
-}
-
-/// Stores `deps` (sorted) as the dependencies of `segment`, which has none stored.
-async fn insert_dependencies(
-    tx: &mut Transaction<'_, Postgres>,
-    segment: &str,
-    deps: &[String],
-) -> StoreResult<()> {
-    if deps.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO segment_dependencies (segment_id, depends_on) \
-         SELECT $1::TEXT, d FROM UNNEST($2::text[]) AS t(d)",
-    )
-    .bind(segment)
-    .bind(deps)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(())
-}
-
-/// Segment writes take `LOCK TABLE segments IN EXCLUSIVE MODE` first (readers are not blocked):
-/// one writer at a time, so the cycle check over every stored edge, and the existence checks,
-/// see exactly the state the write replaces (each later statement of a READ COMMITTED
-/// transaction sees what earlier writers committed).
-#[async_trait]
-impl SegmentStore for PgStore {
-    #[tracing::instrument(skip_all, name = "store.create_segment", fields(db.system = "postgresql", segment_id = %record.segment_id))]
-    async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord> {
-        let deps = normalized_dependencies(&record.depends_on);
-        let id = record.segment_id.as_str();
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        lock_exclusive(&mut tx, "segments").await?;
-        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if exists {
-            return Err(StoreError::AlreadyExists(format!("segment {id}")));
-        }
-        // Nothing stored depends on a new segment: only a dependency on itself is a cycle.
-        if let Some(cycle) = find_cycle(&[], id, &deps) {
-            return Err(StoreError::SegmentCycle(cycle));
-        }
-        check_dependencies_exist(&mut tx, &deps).await?;
-        sqlx::query(
-            "INSERT INTO segments (segment_id, display_name, description, rule, revision, \
-             create_time, update_time) VALUES ($1, $2, $3, $4, 1, $5, $6)",
-        )
-        .bind(id)
-        .bind(&record.display_name)
-        .bind(&record.description)
-        .bind(&record.rule)
-        .bind(record.create_time.as_micros())
-        .bind(record.update_time.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        insert_dependencies(&mut tx, id, &deps).await?;
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(SegmentRecord {
-            depends_on: deps,
-            revision: 1,
-            ..record.clone()
-        })
-    }
-
-    #[tracing::instrument(skip_all, name = "store.get_segment", fields(db.system = "postgresql", segment_id = %id))]
-    async fn get_segment(&self, id: &str) -> StoreResult<Option<SegmentRecord>> {
-        let sql = format!("SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(segment_from_row).transpose()
-    }
-
-    #[tracing::instrument(skip_all, name = "store.list_segments", fields(db.system = "postgresql", limit))]
-    async fn list_segments(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<SegmentRecord>> {
-        // segment_id is COLLATE "C": bytewise order, as in SQLite.
-        let sql = format!(
-            "SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id > $1 \
-             ORDER BY s.segment_id LIMIT $2"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(after.unwrap_or(""))
-            .bind(limit_param(limit))
-            .fetch_all(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(segment_from_row).collect()
-    }
-
-    #[tracing::instrument(skip_all, name = "store.update_segment", fields(db.system = "postgresql", segment_id = %record.segment_id, expected_revision))]
-    async fn update_segment(
-        &self,
-        record: &SegmentRecord,
-        expected_revision: Option<i64>,
-    ) -> StoreResult<Option<SegmentRecord>> {
-        let deps = normalized_dependencies(&record.depends_on);
-        let id = record.segment_id.as_str();
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        lock_exclusive(&mut tx, "segments").await?;
-        let stored: Option<(i64, i64)> =
-            sqlx::query_as("SELECT revision, create_time FROM segments WHERE segment_id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        let Some((revision, create_time)) = stored else {
-            return Ok(None);
-        };
-        if let Some(expected) = expected_revision.filter(|&e| e != revision) {
-            return Err(segment_revision_mismatch(id, expected, revision));
-        }
-        let edges: Vec<(String, String)> =
-            sqlx::query_as("SELECT segment_id, depends_on FROM segment_dependencies")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if let Some(cycle) = find_cycle(&edges, id, &deps) {
-            return Err(StoreError::SegmentCycle(cycle));
-        }
-        check_dependencies_exist(&mut tx, &deps).await?;
-        sqlx::query(
-            "UPDATE segments SET display_name = $2, description = $3, rule = $4, \
-             revision = revision + 1, update_time = $5 WHERE segment_id = $1",
-        )
-        .bind(id)
-        .bind(&record.display_name)
-        .bind(&record.description)
-        .bind(&record.rule)
-        .bind(record.update_time.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        sqlx::query("DELETE FROM segment_dependencies WHERE segment_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        insert_dependencies(&mut tx, id, &deps).await?;
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(SegmentRecord {
-            depends_on: deps,
-            revision: revision + 1,
-            create_time: Timestamp::from_micros(create_time),
-            ..record.clone()
-        }))
-    }
-
-    #[tracing::instrument(skip_all, name = "store.delete_segment", fields(db.system = "postgresql", segment_id = %id))]
-    async fn delete_segment(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        lock_exclusive(&mut tx, "segments").await?;
-        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if !exists {
-            return Ok(false);
-        }
-        let mut dependents: Vec<String> = sqlx::query_scalar(
-            "SELECT segment_id FROM segment_dependencies WHERE depends_on = $1 \
-             AND segment_id <> $1 \
-             UNION ALL SELECT 'program:' || program_id FROM loyalty_programs \
-             WHERE target_segment = $1 \
-             UNION ALL SELECT 'reward:' || reward_id FROM loyalty_rewards \
-             WHERE required_segment = $1",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        // Bytewise, as in SQLite.
-        dependents.sort_unstable();
-        if !dependents.is_empty() {
-            return Err(StoreError::InUse(dependents));
-        }
-        // Its own dependency rows go with it (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM segments WHERE segment_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(true)
-    }
-}
+// Segment writes take `LOCK TABLE segments IN EXCLUSIVE MODE` first (readers are not blocked).
+patron_store_sql::segment_store!(PgStore, "postgresql");

@@ -29,6 +29,7 @@ macro_rules! shared_impl {
             for<'r> (String,): sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
             for<'r> (String, i64): sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
             for<'r> (String, String): sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
+            for<'r> (i64, bool): sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
             for<'r> (i64, i64): sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
             for<'r> $crate::rows::ProgramRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
             for<'r> $crate::rows::RewardRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,

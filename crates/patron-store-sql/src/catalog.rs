@@ -38,16 +38,15 @@ shared_impl! {
     ) -> StoreResult<StoredModel> {
         // The next version and the active flag are decided under the lock.
         let mut tx = b.begin_write(Lock::Table("value_models")).await?;
-        let (version, any_active): (i64, i64) = sqlx::query_as(&format!(
+        let (version, any_active): (i64, bool) = sqlx::query_as(&format!(
             "SELECT COALESCE(MAX(version), 0) + 1, \
-             CASE WHEN EXISTS (SELECT 1 FROM value_models WHERE active = {}) THEN 1 ELSE 0 END \
-             FROM value_models",
+             EXISTS (SELECT 1 FROM value_models WHERE active = {}) FROM value_models",
             B::TRUE
         ))
         .fetch_one(&mut *tx)
         .await
         .map_err(B::db_err)?;
-        let active = activation.activates(any_active != 0);
+        let active = activation.activates(any_active);
         if active {
             sqlx::query(&format!(
                 "UPDATE value_models SET active = {} WHERE active = {}",
