@@ -28,20 +28,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::{
-    Attributes, Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind,
+    Attributes, Customer, CustomerId, Date, Day, Event, EventKind,
     Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
     Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
     SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult,
     StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
-    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
+    decode_attributes, dedupe_batch, encode_attributes, encode_event_data,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use feed::{CURRENT_TXN, FeedWakers, append_changes};
+use patron_store_sql::rows::EventRow;
 use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
+use sqlx::FromRow;
 use sqlx::PgConnection;
 use patron_store::feed::ChangeKind;
 
@@ -95,6 +97,7 @@ impl Backend for PgStore {
     const TRUE: &'static str = "TRUE";
     const FALSE: &'static str = "FALSE";
     const NOT_ACTIVATED: &'static str = "NOT activated";
+    const GREATEST: &'static str = "GREATEST";
     const SEGMENT_DEPENDENCIES: &'static str = "(SELECT COALESCE(json_agg(d.depends_on \
          ORDER BY d.depends_on), '[]')::TEXT FROM segment_dependencies d \
          WHERE d.segment_id = s.segment_id)";
@@ -108,6 +111,10 @@ impl Backend for PgStore {
     }
 
     fn reader(&self) -> StoreResult<&PgPool> {
+        self.pool()
+    }
+
+    fn writer(&self) -> StoreResult<&PgPool> {
         self.pool()
     }
 
@@ -318,42 +325,9 @@ fn summary_select() -> String {
         .join(", ")
 }
 
-/// How many columns [`record_from_row`] reads.
-fn record_width() -> usize {
-    8 + columns::all().count()
-}
-
+/// A row of [`CUSTOMER_COLUMNS`] and the summary's columns, read by name.
 fn record_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
-    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(1)?)?;
-    let gender: String = row.try_get(2).map_err(db_err)?;
-    let gender = patron_store::decode::gender(&customer_id, &gender)?;
-    let country: Option<String> = row.try_get(3).map_err(db_err)?;
-    let signed_up_at = get_i64(4)?.map(Timestamp::from_micros);
-    let attributes: String = row.try_get(5).map_err(db_err)?;
-    let create_time = patron_store::decode::create_time(&customer_id, get_i64(6)?)?;
-    let update_time = get_i64(7)?.map(Timestamp::from_micros);
-    let values = (8..record_width())
-        .map(get_i64)
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(CustomerRecord {
-        customer: Customer {
-            customer_id,
-            profile: CustomerProfile {
-                birth_date,
-                gender,
-                country,
-                signed_up_at,
-                attributes: decode_attributes(&attributes)?,
-            },
-        },
-        create_time,
-        update_time,
-        summary: columns::summary_from_values(&values),
-    })
+    patron_store_sql::rows::customer_record(row, db_err)
 }
 
 /// The columns [`summary_row_from_row`] reads; `c` is the customer row, `s` its summary.
@@ -530,22 +504,9 @@ async fn lock_exclusive(tx: &mut Transaction<'_, Postgres>, table: &str) -> Stor
     Ok(())
 }
 
+/// A row of [`EventRow::COLUMNS`].
 fn event_from_row(row: &PgRow) -> StoreResult<StoredEvent> {
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let event_id: String = row.try_get(1).map_err(db_err)?;
-    let occurred_at: i64 = row.try_get(2).map_err(db_err)?;
-    let recorded_at: i64 = row.try_get(3).map_err(db_err)?;
-    let data: String = row.try_get(4).map_err(db_err)?;
-    let bad = |e: patron_domain::id::IdError| StoreError::Internal(format!("stored id: {e}"));
-    Ok(StoredEvent {
-        event: Event {
-            customer_id: CustomerId::parse(customer_id).map_err(bad)?,
-            event_id: EventId::parse(event_id).map_err(bad)?,
-            occurred_at: Timestamp::from_micros(occurred_at),
-            data: decode_event_data(&data)?,
-        },
-        recorded_at: Timestamp::from_micros(recorded_at),
-    })
+    EventRow::from_row(row).map_err(db_err)?.try_into()
 }
 
 fn date_days(d: Option<Date>) -> Option<i32> {
@@ -823,11 +784,10 @@ impl Store for PgStore {
             .collect();
         append_changes(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
-        let created_at = record_width();
         let mut by_id = HashMap::with_capacity(result.len());
         for row in &result {
             let record = record_from_row(row)?;
-            let created: bool = row.try_get(created_at).map_err(db_err)?;
+            let created: bool = row.try_get("created").map_err(db_err)?;
             by_id.insert(
                 record.customer.customer_id.clone(),
                 UpsertedCustomer { record, created },
@@ -1091,10 +1051,10 @@ impl Store for PgStore {
         after: Option<&EventCursor>,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
-             WHERE customer_id = ",
-        );
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {} FROM events WHERE customer_id = ",
+            EventRow::COLUMNS
+        ));
         qb.push_bind(customer.as_str());
         if !kinds.is_empty() {
             qb.push(" AND kind = ANY(")
@@ -1129,11 +1089,12 @@ impl Store for PgStore {
         }
         // Through the primary key's customer_id prefix; ids compare in the "C" collation, as the
         // key does, so the order is SQLite's.
-        let rows = sqlx::query(
-            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
-             WHERE customer_id = ANY($1::text[]) AND occurred_at <= $2 \
+        let sql = format!(
+            "SELECT {} FROM events WHERE customer_id = ANY($1::text[]) AND occurred_at <= $2 \
              ORDER BY customer_id COLLATE \"C\", occurred_at, event_id COLLATE \"C\"",
-        )
+            EventRow::COLUMNS
+        );
+        let rows = sqlx::query(&sql)
         .bind(ids)
         .bind(until.as_micros())
         .fetch_all(self.pool()?)

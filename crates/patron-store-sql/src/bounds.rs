@@ -4,7 +4,7 @@
 
 use std::marker::PhantomData;
 
-/// The shared statement sequences of backend `B` (see [`crate::loyalty`], [`crate::catalog`]).
+/// The shared statement sequences of backend `B` (see [`crate::loyalty`], [`crate::catalog`], [`crate::feed`]).
 #[derive(Debug)]
 pub struct Sql<B>(PhantomData<B>);
 
@@ -44,6 +44,9 @@ macro_rules! shared_impl {
             for<'r> $crate::rows::OrderRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
             for<'r> $crate::rows::ModelRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
             for<'r> $crate::rows::PolicyRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
+            for<'r> $crate::rows::ChangeRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
+            for<'r> $crate::rows::HeadRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
+            for<'r> $crate::rows::EventRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
             for<'r> $crate::rows::SegmentRow: sqlx::FromRow<'r, <B::Db as sqlx::Database>::Row>,
         {
             $($body)*

@@ -27,6 +27,7 @@ use sqlx::{Database, Pool, Transaction};
 mod bounds;
 pub mod catalog;
 mod delegate;
+pub mod feed;
 pub mod loyalty;
 pub mod rows;
 
@@ -84,11 +85,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Maps a driver error to a [`StoreError`].
     fn db_err(e: sqlx::Error) -> StoreError;
 
+    /// The larger of two values (`MAX` on SQLite, `GREATEST` on Postgres).
+    const GREATEST: &'static str;
+
     /// How many rows a statement changed.
     fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
 
     /// The pool plain reads run on (failing at once when the database is known to be down).
     fn reader(&self) -> StoreResult<&Pool<Self::Db>>;
+
+    /// The pool single-statement writes run on.
+    fn writer(&self) -> StoreResult<&Pool<Self::Db>>;
 
     /// A read transaction whose statements all see one snapshot.
     fn begin_read(

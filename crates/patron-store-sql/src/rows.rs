@@ -11,11 +11,16 @@
 
 use patron_domain::loyalty::tier::DayActivity;
 use patron_domain::loyalty::{Entry, EntryKind, Lot, Points, Source, Wallet};
-use patron_domain::{Day, Timestamp};
+use patron_domain::{Customer, CustomerId, CustomerProfile, Day, Event, EventId, Timestamp};
+use patron_store::feed::{Change, ChangeKind, FeedHead};
 use patron_store::loyalty::{
     LoyaltyOrder, MemberRow, ProgramRecord, RedemptionRecord, RedemptionStatus, RewardRecord,
 };
-use patron_store::{SegmentRecord, StoreError, StoreResult, StoredModel, StoredPolicy};
+use patron_store::{
+    CustomerRecord, SegmentRecord, StoreError, StoreResult, StoredEvent, StoredModel,
+    StoredPolicy, columns, decode, decode_attributes, decode_event_data,
+};
+use sqlx::FromRow;
 
 /// Declares a row type with `#[derive(sqlx::FromRow)]` and a `COLUMNS` constant naming its
 /// fields in order. A field marked `#[sqlx(flatten)]` is not allowed (its columns are another
@@ -389,6 +394,131 @@ impl TryFrom<SegmentRow> for SegmentRecord {
             create_time: micros(r.create_time),
             update_time: micros(r.update_time),
         })
+    }
+}
+
+row! {
+    /// `customers`: the columns of a customer record before its summary (`birth_date` widened
+    /// to BIGINT on Postgres).
+    pub struct CustomerRow {
+        customer_id: String,
+        birth_date: Option<i64>,
+        gender: String,
+        country: Option<String>,
+        signed_up_at: Option<i64>,
+        attributes: String,
+        create_time: Option<i64>,
+        update_time: Option<i64>,
+    }
+}
+
+/// A customer record from a row of [`CustomerRow`]'s columns and the summary's columns (named as
+/// in [`columns::all`], NULL where the customer has no summary yet), read by name.
+pub fn customer_record<'r, R>(
+    row: &'r R,
+    db_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<CustomerRecord>
+where
+    R: sqlx::Row,
+    CustomerRow: sqlx::FromRow<'r, R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let r = CustomerRow::from_row(row).map_err(db_err)?;
+    let values = columns::all()
+        .map(|c| row.try_get::<Option<i64>, _>(c).map_err(db_err))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let customer_id = crate::customer_id(r.customer_id)?;
+    let birth_date = decode::birth_date(&customer_id, r.birth_date)?;
+    let gender = decode::gender(&customer_id, &r.gender)?;
+    let create_time = decode::create_time(&customer_id, r.create_time)?;
+    Ok(CustomerRecord {
+        customer: Customer {
+            customer_id,
+            profile: CustomerProfile {
+                birth_date,
+                gender,
+                country: r.country,
+                signed_up_at: r.signed_up_at.map(micros),
+                attributes: decode_attributes(&r.attributes)?,
+            },
+        },
+        create_time,
+        update_time: r.update_time.map(micros),
+        summary: columns::summary_from_values(&values),
+    })
+}
+
+row! {
+    /// `events`, as a stored event.
+    pub struct EventRow {
+        customer_id: String,
+        event_id: String,
+        occurred_at: i64,
+        recorded_at: i64,
+        data: String,
+    }
+}
+
+impl TryFrom<EventRow> for StoredEvent {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> StoreResult<Self> {
+        let bad = |e: patron_domain::id::IdError| StoreError::Internal(format!("stored id: {e}"));
+        Ok(StoredEvent {
+            event: Event {
+                customer_id: CustomerId::parse(r.customer_id).map_err(bad)?,
+                event_id: EventId::parse(r.event_id).map_err(bad)?,
+                occurred_at: micros(r.occurred_at),
+                data: decode_event_data(&r.data)?,
+            },
+            recorded_at: micros(r.recorded_at),
+        })
+    }
+}
+
+row! {
+    /// `change_feed`.
+    pub struct ChangeRow {
+        position: i64,
+        kind: String,
+        key: String,
+        scope: String,
+        txn: i64,
+        committed_at: i64,
+    }
+}
+
+impl TryFrom<ChangeRow> for Change {
+    type Error = StoreError;
+    fn try_from(r: ChangeRow) -> StoreResult<Self> {
+        Ok(Change {
+            position: r.position,
+            kind: ChangeKind::from_code(&r.kind)
+                .ok_or_else(|| StoreError::Internal(format!("stored change kind {:?}", r.kind)))?,
+            key: r.key,
+            scope: r.scope,
+            txn: r.txn,
+            committed_at: micros(r.committed_at),
+        })
+    }
+}
+
+row! {
+    /// `change_feed_head`.
+    pub struct HeadRow {
+        position: i64,
+        pruned_through: i64,
+        database_id: String,
+    }
+}
+
+impl From<HeadRow> for FeedHead {
+    fn from(r: HeadRow) -> Self {
+        FeedHead {
+            position: r.position,
+            pruned_through: r.pruned_through,
+            database_id: r.database_id,
+        }
     }
 }
 

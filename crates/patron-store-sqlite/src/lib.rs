@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::{
-    Attributes, Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind,
+    Attributes, Customer, CustomerId, Date, Day, Event, EventKind,
     Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
     Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
     SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult,
     StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
-    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
+    decode_attributes, dedupe_batch, encode_attributes, encode_event_data,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -29,7 +29,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use feed::{append_changes, current_txn};
+use patron_store_sql::rows::EventRow;
 use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
+use sqlx::FromRow;
 use sqlx::SqliteConnection;
 use patron_store::feed::ChangeKind;
 
@@ -132,6 +134,7 @@ impl Backend for SqliteStore {
     const TRUE: &'static str = "1";
     const FALSE: &'static str = "0";
     const NOT_ACTIVATED: &'static str = "activated = 0";
+    const GREATEST: &'static str = "MAX";
     const SEGMENT_DEPENDENCIES: &'static str = "(SELECT json_group_array(d.depends_on) \
          FROM segment_dependencies d WHERE d.segment_id = s.segment_id)";
 
@@ -145,6 +148,10 @@ impl Backend for SqliteStore {
 
     fn reader(&self) -> StoreResult<&SqlitePool> {
         Ok(&self.reader)
+    }
+
+    fn writer(&self) -> StoreResult<&SqlitePool> {
+        Ok(&self.writer)
     }
 
     async fn begin_read(&self) -> StoreResult<Transaction<'static, Sqlite>> {
@@ -255,36 +262,9 @@ fn summary_select() -> String {
         .join(", ")
 }
 
+/// A row of [`CUSTOMER_COLUMNS`] and the summary's columns, read by name.
 fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
-    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(1)?)?;
-    let gender: String = row.try_get(2).map_err(db_err)?;
-    let gender = patron_store::decode::gender(&customer_id, &gender)?;
-    let country: Option<String> = row.try_get(3).map_err(db_err)?;
-    let signed_up_at = get_i64(4)?.map(Timestamp::from_micros);
-    let attributes: String = row.try_get(5).map_err(db_err)?;
-    let create_time = patron_store::decode::create_time(&customer_id, get_i64(6)?)?;
-    let update_time = get_i64(7)?.map(Timestamp::from_micros);
-    let n = columns::all().count();
-    let values = (8..8 + n).map(get_i64).collect::<StoreResult<Vec<_>>>()?;
-    Ok(CustomerRecord {
-        customer: Customer {
-            customer_id,
-            profile: CustomerProfile {
-                birth_date,
-                gender,
-                country,
-                signed_up_at,
-                attributes: decode_attributes(&attributes)?,
-            },
-        },
-        create_time,
-        update_time,
-        summary: columns::summary_from_values(&values),
-    })
+    patron_store_sql::rows::customer_record(row, db_err)
 }
 
 /// The columns [`summary_row_from_row`] reads; `c` is the customer row, `s` its summary.
@@ -481,22 +461,9 @@ fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
 }
 
 
+/// A row of [`EventRow::COLUMNS`].
 fn event_from_row(row: &SqliteRow) -> StoreResult<StoredEvent> {
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let event_id: String = row.try_get(1).map_err(db_err)?;
-    let occurred_at: i64 = row.try_get(2).map_err(db_err)?;
-    let recorded_at: i64 = row.try_get(3).map_err(db_err)?;
-    let data: String = row.try_get(4).map_err(db_err)?;
-    let bad = |e: patron_domain::id::IdError| StoreError::Internal(format!("stored id: {e}"));
-    Ok(StoredEvent {
-        event: Event {
-            customer_id: CustomerId::parse(customer_id).map_err(bad)?,
-            event_id: EventId::parse(event_id).map_err(bad)?,
-            occurred_at: Timestamp::from_micros(occurred_at),
-            data: decode_event_data(&data)?,
-        },
-        recorded_at: Timestamp::from_micros(recorded_at),
-    })
+    EventRow::from_row(row).map_err(db_err)?.try_into()
 }
 
 fn date_days(d: Option<Date>) -> Option<i64> {
@@ -1008,7 +975,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
         let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events WHERE customer_id = ",
+            &format!("SELECT {} FROM events WHERE customer_id = ", EventRow::COLUMNS),
         );
         qb.push_bind(customer.as_str());
         if !kinds.is_empty() {
@@ -1048,10 +1015,10 @@ impl Store for SqliteStore {
         // in id order (SQLite compares text bytewise).
         let mut tx = self.reader.begin().await.map_err(db_err)?;
         for chunk in ids.chunks(MAX_PARAMS - 1) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
-                 WHERE occurred_at <= ",
-            );
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {} FROM events WHERE occurred_at <= ",
+                EventRow::COLUMNS
+            ));
             qb.push_bind(until.as_micros())
                 .push(" AND customer_id IN (");
             let mut sep = qb.separated(", ");
