@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use patron_domain::{CustomerId, Event, Timestamp};
 use patron_store::feed::{Change, ChangeKind, FeedHead, FeedStore};
 use patron_store::{StoreError, StoreResult};
-use sqlx::postgres::{PgListener, PgPool};
 use sqlx::PgConnection;
+use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::oneshot;
 
 use patron_store_sql::Sql;

@@ -28,24 +28,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::{
-    Attributes, Customer, CustomerId, Date, Day, Event, EventKind,
-    Timestamp, summary::BatchAggregate,
+    Customer, CustomerId, Date, Day, Event, EventKind, Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
     Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
-    SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult,
-    StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
-    decode_attributes, dedupe_batch, encode_attributes, encode_event_data,
+    SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult, StoredEvent, StoredModel,
+    StoredPolicy, SummaryRow, UpsertedCustomer, columns, dedupe_batch, encode_attributes,
+    encode_event_data,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use feed::{CURRENT_TXN, FeedWakers, append_changes};
-use patron_store_sql::rows::EventRow;
+use patron_store::feed::ChangeKind;
+use patron_store_sql::rows::{EventRow, SUMMARY_VALUES, SummaryHeadRow, intern, summary_row};
 use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
 use sqlx::FromRow;
 use sqlx::PgConnection;
-use patron_store::feed::ChangeKind;
 
 /// Connections per process; several processes may share one server.
 const MAX_CONNECTIONS: u32 = 16;
@@ -193,18 +192,6 @@ impl Backend for PgStore {
     }
 }
 
-/// A fresh pseudonym for an erased customer's loyalty books: `erased-` and 32 hex digits (128
-/// bits) from the operating system's random source. Random, not derived from the customer id, so
-/// nothing links it back to the customer.
-fn new_pseudonym() -> StoreResult<String> {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| StoreError::Unavailable(format!("no randomness for a pseudonym: {e}")))?;
-    Ok(format!("erased-{:032x}", u128::from_be_bytes(bytes)))
-}
-
 /// Maps a driver error to a [`StoreError`] by kind and SQLSTATE.
 fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
@@ -336,7 +323,8 @@ fn record_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
 /// rows, one array per row is about a quarter cheaper to send and decode than 39 fields.
 fn summary_row_select() -> String {
     format!(
-        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, ARRAY[{}], \
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, \
+         ARRAY[{}] AS summary_values, \
          c.gender, c.country, c.attributes",
         summary_select()
     )
@@ -344,40 +332,9 @@ fn summary_row_select() -> String {
 
 /// A row of [`summary_row_select`], without its orders and engagement (see [`fill_history`]).
 fn summary_row_from_row(row: &PgRow) -> StoreResult<SummaryRow> {
-    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let values: Vec<Option<i64>> = row.try_get(4).map_err(db_err)?;
-    if values.len() != columns::COUNT {
-        return Err(StoreError::Internal(format!(
-            "stored summary of {customer_id}: {} values, not {}",
-            values.len(),
-            columns::COUNT
-        )));
-    }
-    let gender: &str = row.try_get(5).map_err(db_err)?;
-    let attributes: &str = row.try_get(7).map_err(db_err)?;
-    let create_time = patron_store::decode::create_time(&customer_id, get_i64(2)?)?;
-    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(3)?)?;
-    let gender = patron_store::decode::gender(&customer_id, gender)?;
-    Ok(SummaryRow {
-        customer_id,
-        signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
-        create_time,
-        birth_date,
-        gender,
-        country: row.try_get(6).map_err(db_err)?,
-        // Most customers have no attributes: skip the JSON parser for them.
-        attributes: if attributes == "{}" {
-            Attributes::new()
-        } else {
-            decode_attributes(attributes)?
-        },
-        summary: columns::summary_from_values(&values),
-        orders: Vec::new(),
-        engagement: Vec::new(),
-    })
+    let head = SummaryHeadRow::from_row(row).map_err(db_err)?;
+    let values: Vec<Option<i64>> = row.try_get(SUMMARY_VALUES).map_err(db_err)?;
+    summary_row(head, &values)
 }
 
 /// Which customers' orders and engagement [`fill_history`] reads: those of a page of
@@ -483,17 +440,6 @@ async fn fill_history(
     }
     Ok(())
 }
-
-/// The shared copy of `name`, made on first sight.
-fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(shared) = names.get(name) {
-        return Arc::clone(shared);
-    }
-    let shared: Arc<str> = Arc::from(name);
-    names.insert(Arc::clone(&shared));
-    shared
-}
-
 
 /// Serializes the writers of `table` (readers are not blocked) until the transaction ends.
 async fn lock_exclusive(tx: &mut Transaction<'_, Postgres>, table: &str) -> StoreResult<()> {
@@ -871,7 +817,7 @@ impl Store for PgStore {
         .map_err(db_err)?;
         // The loyalty books stay, under a pseudonym nothing links back to the customer, moved
         // under each membership's lock.
-        let pseudonym = new_pseudonym()?;
+        let pseudonym = patron_store_sql::new_pseudonym()?;
         let programs = loyalty::keep_books_as(&mut tx, id.as_str(), &pseudonym).await?;
         // Earlier changes of the customer name the pseudonym from now on (rewritten, not
         // deleted: positions stay dense; locked in position order, as pruning deletes them).
@@ -1095,11 +1041,11 @@ impl Store for PgStore {
             EventRow::COLUMNS
         );
         let rows = sqlx::query(&sql)
-        .bind(ids)
-        .bind(until.as_micros())
-        .fetch_all(self.pool()?)
-        .await
-        .map_err(db_err)?;
+            .bind(ids)
+            .bind(until.as_micros())
+            .fetch_all(self.pool()?)
+            .await
+            .map_err(db_err)?;
         rows.iter()
             .map(|row| event_from_row(row).map(|e| e.event))
             .collect()

@@ -57,7 +57,9 @@ pub(crate) async fn upsert_lots(
          expires_at = excluded.expires_at, activated = excluded.activated",
         LotRow::COLUMNS,
         unnest_args(
-            &["bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean"],
+            &[
+                "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean"
+            ],
             3
         )
     );
@@ -67,8 +69,16 @@ pub(crate) async fn upsert_lots(
         .bind(lots.iter().map(|l| l.lot_id).collect::<Vec<_>>())
         .bind(lots.iter().map(|l| l.original).collect::<Vec<_>>())
         .bind(lots.iter().map(|l| l.remaining).collect::<Vec<_>>())
-        .bind(lots.iter().map(|l| l.earned_at.as_micros()).collect::<Vec<_>>())
-        .bind(lots.iter().map(|l| l.available_at.as_micros()).collect::<Vec<_>>())
+        .bind(
+            lots.iter()
+                .map(|l| l.earned_at.as_micros())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            lots.iter()
+                .map(|l| l.available_at.as_micros())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             lots.iter()
                 .map(|l| l.expires_at.map(Timestamp::as_micros))
@@ -100,16 +110,27 @@ pub(crate) async fn insert_entries(
             3
         )
     );
-    let column = |f: fn(&Entry) -> Option<&str>| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    let column =
+        |f: fn(&Entry) -> Option<&str>| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
     let number = |f: fn(&Entry) -> i64| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
     sqlx::query(&sql)
         .bind(customer)
         .bind(program)
         .bind(number(|e| e.entry_id))
-        .bind(entries.iter().map(|(e, _)| e.kind.name()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|(e, _)| e.kind.name())
+                .collect::<Vec<_>>(),
+        )
         .bind(number(|e| e.amount))
         .bind(number(|e| e.points))
-        .bind(entries.iter().map(|(_, lots)| lots.as_str()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|(_, lots)| lots.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(column(|e| e.source.event_id.as_deref()))
         .bind(column(|e| e.source.redemption_id.as_deref()))
         .bind(column(|e| e.source.rule.as_deref()))

@@ -1,11 +1,11 @@
 //! Value models, the tier policy and segment definitions, for both backends: small tables
 //! written one row at a time by one writer at a time ([`Lock::Table`]).
 
+use patron_domain::Timestamp;
 use patron_store::feed::ChangeKind;
 use patron_store::{
     Activation, SegmentRecord, StoreError, StoreResult, StoredModel, StoredPolicy, find_cycle,
 };
-use patron_domain::Timestamp;
 
 use crate::bounds::shared_impl;
 use crate::rows::{ModelRow, PolicyRow, SegmentRow};

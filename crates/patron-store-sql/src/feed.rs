@@ -6,10 +6,10 @@ use patron_domain::Timestamp;
 use patron_store::StoreResult;
 use patron_store::feed::{Change, FeedHead};
 
+use crate::Lock;
 use crate::bounds::shared_impl;
 use crate::limit_param;
 use crate::rows::{ChangeRow, HeadRow};
-use crate::Lock;
 
 shared_impl! {
     /// The feed's head.

@@ -170,3 +170,15 @@ pub fn revision_mismatch(what: &str, id: &str, expected: i64, stored: i64) -> St
         "{what} {id} revision is {stored}, the write expected {expected}"
     ))
 }
+
+/// A fresh pseudonym for an erased customer's loyalty books: `erased-` and 32 hex digits (128
+/// bits) from the operating system's random source. Random, not derived from the customer id, so
+/// nothing links it back to the customer.
+pub fn new_pseudonym() -> StoreResult<String> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| StoreError::Unavailable(format!("no randomness for a pseudonym: {e}")))?;
+    Ok(format!("erased-{:032x}", u128::from_be_bytes(bytes)))
+}

@@ -21,8 +21,8 @@ use sqlx::FromRow;
 
 use crate::bounds::shared_impl;
 use crate::rows::{
-    ActivityRow, EntryRow, LotRow, MemberDbRow, MemberKeyRow, OrderRow, ProgramRow,
-    RedemptionRow, RewardRow, encode_lots, status_name,
+    ActivityRow, EntryRow, LotRow, MemberDbRow, MemberKeyRow, OrderRow, ProgramRow, RedemptionRow,
+    RewardRow, encode_lots, status_name,
 };
 use crate::{Conn, Lock, NewChange, customer_id, limit_param, revision_mismatch};
 

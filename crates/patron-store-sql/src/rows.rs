@@ -11,14 +11,19 @@
 
 use patron_domain::loyalty::tier::DayActivity;
 use patron_domain::loyalty::{Entry, EntryKind, Lot, Points, Source, Wallet};
-use patron_domain::{Customer, CustomerId, CustomerProfile, Day, Event, EventId, Timestamp};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use patron_domain::{
+    Attributes, Customer, CustomerId, CustomerProfile, Day, Event, EventId, Timestamp,
+};
 use patron_store::feed::{Change, ChangeKind, FeedHead};
 use patron_store::loyalty::{
     LoyaltyOrder, MemberRow, ProgramRecord, RedemptionRecord, RedemptionStatus, RewardRecord,
 };
 use patron_store::{
-    CustomerRecord, SegmentRecord, StoreError, StoreResult, StoredEvent, StoredModel,
-    StoredPolicy, columns, decode, decode_attributes, decode_event_data,
+    CustomerRecord, SegmentRecord, StoreError, StoreResult, StoredEvent, StoredModel, StoredPolicy,
+    SummaryRow, columns, decode, decode_attributes, decode_event_data,
 };
 use sqlx::FromRow;
 
@@ -520,6 +525,66 @@ impl From<HeadRow> for FeedHead {
             database_id: r.database_id,
         }
     }
+}
+
+/// The customer's columns of a summary row (`SummaryRow` without its summary, orders and
+/// engagement), borrowed from the database row: bulk reads decode a million of them. The summary
+/// values travel in one column named [`SUMMARY_VALUES`], in each backend's own encoding.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SummaryHeadRow<'r> {
+    pub customer_id: String,
+    pub signed_up_at: Option<i64>,
+    pub create_time: Option<i64>,
+    pub birth_date: Option<i64>,
+    pub gender: &'r str,
+    pub country: Option<String>,
+    pub attributes: &'r str,
+}
+
+/// The name of the column of a summary row that holds its summary's values.
+pub const SUMMARY_VALUES: &str = "summary_values";
+
+/// A summary row from its customer's columns and its summary's values (in [`columns::all`]
+/// order), without orders and engagement.
+pub fn summary_row(head: SummaryHeadRow<'_>, values: &[Option<i64>]) -> StoreResult<SummaryRow> {
+    let customer_id = crate::customer_id(head.customer_id)?;
+    if values.len() != columns::COUNT {
+        return Err(StoreError::Internal(format!(
+            "stored summary of {customer_id}: {} values, not {}",
+            values.len(),
+            columns::COUNT
+        )));
+    }
+    let create_time = decode::create_time(&customer_id, head.create_time)?;
+    let birth_date = decode::birth_date(&customer_id, head.birth_date)?;
+    let gender = decode::gender(&customer_id, head.gender)?;
+    Ok(SummaryRow {
+        customer_id,
+        signed_up_at: head.signed_up_at.map(micros),
+        create_time,
+        birth_date,
+        gender,
+        country: head.country,
+        // Most customers have no attributes: skip the JSON parser for them.
+        attributes: if head.attributes == "{}" {
+            Attributes::new()
+        } else {
+            decode_attributes(head.attributes)?
+        },
+        summary: columns::summary_from_values(values),
+        orders: Vec::new(),
+        engagement: Vec::new(),
+    })
+}
+
+/// The shared copy of `name`, made on first sight (activity names of engagement days).
+pub fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(shared) = names.get(name) {
+        return Arc::clone(shared);
+    }
+    let shared: Arc<str> = Arc::from(name);
+    names.insert(Arc::clone(&shared));
+    shared
 }
 
 #[cfg(test)]

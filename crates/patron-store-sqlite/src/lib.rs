@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::{
-    Attributes, Customer, CustomerId, Date, Day, Event, EventKind,
-    Timestamp, summary::BatchAggregate,
+    Customer, CustomerId, Date, Day, Event, EventKind, Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
     Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
-    SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult,
-    StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
-    decode_attributes, dedupe_batch, encode_attributes, encode_event_data,
+    SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult, StoredEvent, StoredModel,
+    StoredPolicy, SummaryRow, UpsertedCustomer, columns, dedupe_batch, encode_attributes,
+    encode_event_data,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -29,11 +28,11 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use feed::{append_changes, current_txn};
-use patron_store_sql::rows::EventRow;
+use patron_store::feed::ChangeKind;
+use patron_store_sql::rows::{EventRow, SUMMARY_VALUES, SummaryHeadRow, intern, summary_row};
 use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
 use sqlx::FromRow;
 use sqlx::SqliteConnection;
-use patron_store::feed::ChangeKind;
 
 mod feed;
 mod loyalty;
@@ -240,18 +239,6 @@ impl Backend for SqliteStore {
     }
 }
 
-/// A fresh pseudonym for an erased customer's loyalty books: `erased-` and 32 hex digits (128
-/// bits) from the operating system's random source. Random, not derived from the customer id, so
-/// nothing links it back to the customer.
-fn new_pseudonym() -> StoreResult<String> {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| StoreError::Unavailable(format!("no randomness for a pseudonym: {e}")))?;
-    Ok(format!("erased-{:032x}", u128::from_be_bytes(bytes)))
-}
-
 const CUSTOMER_COLUMNS: &str = "c.customer_id, c.birth_date, c.gender, c.country, c.signed_up_at, \
      c.attributes, c.create_time, c.update_time";
 
@@ -275,7 +262,8 @@ fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
 /// are dominated by that cost.
 fn summary_row_select() -> String {
     format!(
-        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date, json_array({}), \
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date, \
+         json_array({}) AS summary_values, \
          c.gender, c.country, c.attributes",
         summary_select()
     )
@@ -306,33 +294,9 @@ fn parse_summary_values(json: &str) -> StoreResult<[Option<i64>; columns::COUNT]
 
 /// A row of [`summary_row_select`], without its orders and engagement (see [`fill_history`]).
 fn summary_row_from_row(row: &SqliteRow) -> StoreResult<SummaryRow> {
-    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let values: &str = row.try_get(4).map_err(db_err)?;
-    let gender: &str = row.try_get(5).map_err(db_err)?;
-    let attributes: &str = row.try_get(7).map_err(db_err)?;
-    let create_time = patron_store::decode::create_time(&customer_id, get_i64(2)?)?;
-    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(3)?)?;
-    let gender = patron_store::decode::gender(&customer_id, gender)?;
-    Ok(SummaryRow {
-        customer_id,
-        signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
-        create_time,
-        birth_date,
-        gender,
-        country: row.try_get(6).map_err(db_err)?,
-        // Most customers have no attributes: skip the JSON parser for them.
-        attributes: if attributes == "{}" {
-            Attributes::new()
-        } else {
-            decode_attributes(attributes)?
-        },
-        summary: columns::summary_from_values(&parse_summary_values(values)?),
-        orders: Vec::new(),
-        engagement: Vec::new(),
-    })
+    let head = SummaryHeadRow::from_row(row).map_err(db_err)?;
+    let values: &str = row.try_get(SUMMARY_VALUES).map_err(db_err)?;
+    summary_row(head, &parse_summary_values(values)?)
 }
 
 /// Which customers' orders and engagement [`fill_history`] reads: those of a page of
@@ -449,17 +413,6 @@ fn parse_engagement(text: &str, names: &mut HashSet<Arc<str>>) -> StoreResult<Ve
     out.sort_unstable();
     Ok(out)
 }
-
-/// The shared copy of `name`, made on first sight.
-fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(shared) = names.get(name) {
-        return Arc::clone(shared);
-    }
-    let shared: Arc<str> = Arc::from(name);
-    names.insert(Arc::clone(&shared));
-    shared
-}
-
 
 /// A row of [`EventRow::COLUMNS`].
 fn event_from_row(row: &SqliteRow) -> StoreResult<StoredEvent> {
@@ -814,7 +767,7 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
         }
         // The loyalty books stay, under a pseudonym nothing links back to the customer.
-        let pseudonym = new_pseudonym()?;
+        let pseudonym = patron_store_sql::new_pseudonym()?;
         let programs = loyalty::keep_books_as(&mut tx, id.as_str(), &pseudonym).await?;
         // Earlier changes of the customer name the pseudonym from now on (rewritten, not
         // deleted: positions stay dense). This erasure's own changes below name the customer,
@@ -974,9 +927,10 @@ impl Store for SqliteStore {
         after: Option<&EventCursor>,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            &format!("SELECT {} FROM events WHERE customer_id = ", EventRow::COLUMNS),
-        );
+        let mut qb = QueryBuilder::<Sqlite>::new(&format!(
+            "SELECT {} FROM events WHERE customer_id = ",
+            EventRow::COLUMNS
+        ));
         qb.push_bind(customer.as_str());
         if !kinds.is_empty() {
             qb.push(" AND kind IN (");
