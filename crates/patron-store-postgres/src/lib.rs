@@ -40,8 +40,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use feed::{CURRENT_TXN, FeedWakers, append_changes};
+use patron_domain::loyalty::{Entry, Lot};
 use patron_store::feed::ChangeKind;
-use patron_store_sql::rows::{EventRow, SUMMARY_VALUES, SummaryHeadRow, intern, summary_row};
+use patron_store_sql::loyalty::{ON_ACTIVITY_CONFLICT, ON_LOT_CONFLICT};
+use patron_store_sql::rows::{
+    EntryRow, EventRow, LotRow, SUMMARY_VALUES, SummaryHeadRow, intern, summary_row,
+};
 use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
 use sqlx::FromRow;
 use sqlx::PgConnection;
@@ -139,31 +143,133 @@ impl Backend for PgStore {
         append_changes(conn, changes).await
     }
 
+    /// Upserts a member's lots (sorted by lot id) in one statement.
     async fn upsert_lots(
         conn: &mut PgConnection,
         customer: &str,
         program: &str,
-        lots: &[&patron_domain::loyalty::Lot],
+        lots: &[&Lot],
     ) -> StoreResult<()> {
-        loyalty::upsert_lots(conn, customer, program, lots).await
+        let sql = format!(
+            "INSERT INTO loyalty_lots (customer_id, program_id, {}) \
+             SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t{ON_LOT_CONFLICT}",
+            LotRow::COLUMNS,
+            unnest_args(
+                &[
+                    "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean"
+                ],
+                3
+            )
+        );
+        sqlx::query(&sql)
+            .bind(customer)
+            .bind(program)
+            .bind(lots.iter().map(|l| l.lot_id).collect::<Vec<_>>())
+            .bind(lots.iter().map(|l| l.original).collect::<Vec<_>>())
+            .bind(lots.iter().map(|l| l.remaining).collect::<Vec<_>>())
+            .bind(
+                lots.iter()
+                    .map(|l| l.earned_at.as_micros())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                lots.iter()
+                    .map(|l| l.available_at.as_micros())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                lots.iter()
+                    .map(|l| l.expires_at.map(Timestamp::as_micros))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(lots.iter().map(|l| l.activated).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
+    /// Inserts a member's new entries (sorted by entry id) in one statement.
     async fn insert_entries(
         conn: &mut PgConnection,
         customer: &str,
         program: &str,
-        entries: &[(&patron_domain::loyalty::Entry, String)],
+        entries: &[(&Entry, String)],
     ) -> StoreResult<()> {
-        loyalty::insert_entries(conn, customer, program, entries).await
+        let sql = format!(
+            "INSERT INTO loyalty_entries (customer_id, program_id, {}) \
+             SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t",
+            EntryRow::COLUMNS,
+            unnest_args(
+                &[
+                    "bigint", "text", "bigint", "bigint", "text", "text", "text", "text", "text",
+                    "text", "bigint", "bigint", "bigint",
+                ],
+                3
+            )
+        );
+        let column =
+            |f: fn(&Entry) -> Option<&str>| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+        let number = |f: fn(&Entry) -> i64| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+        sqlx::query(&sql)
+            .bind(customer)
+            .bind(program)
+            .bind(number(|e| e.entry_id))
+            .bind(
+                entries
+                    .iter()
+                    .map(|(e, _)| e.kind.name())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(number(|e| e.amount))
+            .bind(number(|e| e.points))
+            .bind(
+                entries
+                    .iter()
+                    .map(|(_, lots)| lots.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|e| e.source.event_id.as_deref()))
+            .bind(column(|e| e.source.redemption_id.as_deref()))
+            .bind(column(|e| e.source.rule.as_deref()))
+            .bind(column(|e| Some(e.issuer.as_str())))
+            .bind(column(|e| Some(e.reason.as_str())))
+            .bind(number(|e| e.created_at.as_micros()))
+            .bind(number(|e| e.effective_at.as_micros()))
+            .bind(
+                entries
+                    .iter()
+                    .map(|(e, _)| e.expires_at.map(Timestamp::as_micros))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
+    /// Adds to a member's activity (one row per day, in day order) in one statement.
     async fn add_activity(
         conn: &mut PgConnection,
         customer: &str,
         program: &str,
         days: &[(i32, i64, i64)],
     ) -> StoreResult<()> {
-        loyalty::add_activity(conn, customer, program, days).await
+        let sql = format!(
+            "INSERT INTO loyalty_activity (customer_id, program_id, day, points, spend) \
+             SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t{ON_ACTIVITY_CONFLICT}",
+            unnest_args(&["integer", "bigint", "bigint"], 3)
+        );
+        sqlx::query(&sql)
+            .bind(customer)
+            .bind(program)
+            .bind(days.iter().map(|d| d.0).collect::<Vec<i32>>())
+            .bind(days.iter().map(|d| d.1).collect::<Vec<i64>>())
+            .bind(days.iter().map(|d| d.2).collect::<Vec<i64>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     async fn insert_dependencies(

@@ -1,6 +1,6 @@
-//! Loyalty storage on Postgres: the statements are shared (`patron_store_sql::loyalty`); here are
-//! the member lock, the `UNNEST` inserts of a member's lots, entries and activity, and the
-//! erasure's re-keying.
+//! Loyalty storage on Postgres: the statements are shared (`patron_store_sql::loyalty`, the
+//! `UNNEST` inserts of a member's lots, entries and activity in `impl Backend`); here are the
+//! member lock and the erasure's re-keying.
 //!
 //! Every member change (`LoyaltyStore::mutate_member`) is one READ COMMITTED transaction that
 //! first takes `pg_advisory_xact_lock(<member key>)`, a 64-bit hash of the program and customer
@@ -10,14 +10,11 @@
 //! in key order (lots by id, entries by id, activity by day); the one shared row a change may
 //! touch, its reward's stock, is written last, so it is held for the shortest time.
 
-use patron_domain::Timestamp;
-use patron_domain::loyalty::{Entry, Lot};
 use patron_store::StoreResult;
 use patron_store_sql::loyalty::{MEMBER_TABLES, programs_with_rows_sql, rekey_set};
-use patron_store_sql::rows::{EntryRow, LotRow};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 
-use crate::{PgStore, db_err, unnest_args};
+use crate::{PgStore, db_err};
 
 patron_store_sql::loyalty_store!(PgStore, "postgresql");
 
@@ -39,142 +36,6 @@ pub(crate) fn member_lock_key(program_id: &str, customer_id: &str) -> i64 {
         hash = hash.wrapping_mul(PRIME);
     }
     i64::from_le_bytes(hash.to_le_bytes())
-}
-
-/// Upserts a member's lots (sorted by lot id) in one statement.
-pub(crate) async fn upsert_lots(
-    conn: &mut PgConnection,
-    customer: &str,
-    program: &str,
-    lots: &[&Lot],
-) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO loyalty_lots (customer_id, program_id, {}) \
-         SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t \
-         ON CONFLICT (customer_id, program_id, lot_id) DO UPDATE SET \
-         original = excluded.original, remaining = excluded.remaining, \
-         earned_at = excluded.earned_at, available_at = excluded.available_at, \
-         expires_at = excluded.expires_at, activated = excluded.activated",
-        LotRow::COLUMNS,
-        unnest_args(
-            &[
-                "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean"
-            ],
-            3
-        )
-    );
-    sqlx::query(&sql)
-        .bind(customer)
-        .bind(program)
-        .bind(lots.iter().map(|l| l.lot_id).collect::<Vec<_>>())
-        .bind(lots.iter().map(|l| l.original).collect::<Vec<_>>())
-        .bind(lots.iter().map(|l| l.remaining).collect::<Vec<_>>())
-        .bind(
-            lots.iter()
-                .map(|l| l.earned_at.as_micros())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            lots.iter()
-                .map(|l| l.available_at.as_micros())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            lots.iter()
-                .map(|l| l.expires_at.map(Timestamp::as_micros))
-                .collect::<Vec<_>>(),
-        )
-        .bind(lots.iter().map(|l| l.activated).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    Ok(())
-}
-
-/// Inserts a member's new entries (sorted by entry id) in one statement.
-pub(crate) async fn insert_entries(
-    conn: &mut PgConnection,
-    customer: &str,
-    program: &str,
-    entries: &[(&Entry, String)],
-) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO loyalty_entries (customer_id, program_id, {}) \
-         SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t",
-        EntryRow::COLUMNS,
-        unnest_args(
-            &[
-                "bigint", "text", "bigint", "bigint", "text", "text", "text", "text", "text",
-                "text", "bigint", "bigint", "bigint",
-            ],
-            3
-        )
-    );
-    let column =
-        |f: fn(&Entry) -> Option<&str>| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
-    let number = |f: fn(&Entry) -> i64| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
-    sqlx::query(&sql)
-        .bind(customer)
-        .bind(program)
-        .bind(number(|e| e.entry_id))
-        .bind(
-            entries
-                .iter()
-                .map(|(e, _)| e.kind.name())
-                .collect::<Vec<_>>(),
-        )
-        .bind(number(|e| e.amount))
-        .bind(number(|e| e.points))
-        .bind(
-            entries
-                .iter()
-                .map(|(_, lots)| lots.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(|e| e.source.event_id.as_deref()))
-        .bind(column(|e| e.source.redemption_id.as_deref()))
-        .bind(column(|e| e.source.rule.as_deref()))
-        .bind(column(|e| Some(e.issuer.as_str())))
-        .bind(column(|e| Some(e.reason.as_str())))
-        .bind(number(|e| e.created_at.as_micros()))
-        .bind(number(|e| e.effective_at.as_micros()))
-        .bind(
-            entries
-                .iter()
-                .map(|(e, _)| e.expires_at.map(Timestamp::as_micros))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    Ok(())
-}
-
-/// Adds to a member's activity (one row per day, in day order) in one statement.
-pub(crate) async fn add_activity(
-    conn: &mut PgConnection,
-    customer: &str,
-    program: &str,
-    days: &[(i32, i64, i64)],
-) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO loyalty_activity (customer_id, program_id, day, points, spend) \
-         SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t \
-         ON CONFLICT (customer_id, program_id, day) DO UPDATE SET \
-         points = loyalty_activity.points + excluded.points, \
-         spend = loyalty_activity.spend + excluded.spend",
-        unnest_args(&["integer", "bigint", "bigint"], 3)
-    );
-    sqlx::query(&sql)
-        .bind(customer)
-        .bind(program)
-        .bind(days.iter().map(|d| d.0).collect::<Vec<i32>>())
-        .bind(days.iter().map(|d| d.1).collect::<Vec<i64>>())
-        .bind(days.iter().map(|d| d.2).collect::<Vec<i64>>())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    Ok(())
 }
 
 /// Keeps an erased customer's loyalty books under `pseudonym`, in the erasure's transaction:

@@ -77,6 +77,19 @@ pub fn rekey_set(scrubbed: &[&str]) -> String {
     set
 }
 
+/// The end of a backend's multi-row insert into `loyalty_lots` ([`crate::Backend::upsert_lots`]):
+/// a stored lot is replaced.
+pub const ON_LOT_CONFLICT: &str = " ON CONFLICT (customer_id, program_id, lot_id) DO UPDATE SET \
+     original = excluded.original, remaining = excluded.remaining, \
+     earned_at = excluded.earned_at, available_at = excluded.available_at, \
+     expires_at = excluded.expires_at, activated = excluded.activated";
+
+/// The end of a backend's multi-row insert into `loyalty_activity` ([`crate::Backend::add_activity`]):
+/// a stored day adds up.
+pub const ON_ACTIVITY_CONFLICT: &str = " ON CONFLICT (customer_id, program_id, day) DO UPDATE SET \
+     points = loyalty_activity.points + excluded.points, \
+     spend = loyalty_activity.spend + excluded.spend";
+
 /// The error of changes that write what `needs` did not ask for.
 fn not_asked(what: &str) -> StoreError {
     StoreError::Internal(format!("the operation changed {what} it did not ask for"))
@@ -1081,11 +1094,3 @@ shared_impl! {
         Ok(())
     }
 }
-
-/// The columns of `loyalty_entries` after the member's key, in [`EntryRow`] order (what
-/// [`Backend::insert_entries`] writes).
-pub const ENTRY_COLUMNS: &str = EntryRow::COLUMNS;
-
-/// The columns of `loyalty_lots` after the member's key, in [`LotRow`] order (what
-/// [`Backend::upsert_lots`] writes).
-pub const LOT_COLUMNS: &str = LotRow::COLUMNS;

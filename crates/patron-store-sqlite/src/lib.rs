@@ -28,8 +28,12 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use feed::{append_changes, current_txn};
+use patron_domain::loyalty::{Entry, Lot};
 use patron_store::feed::ChangeKind;
-use patron_store_sql::rows::{EventRow, SUMMARY_VALUES, SummaryHeadRow, intern, summary_row};
+use patron_store_sql::loyalty::{ON_ACTIVITY_CONFLICT, ON_LOT_CONFLICT};
+use patron_store_sql::rows::{
+    EntryRow, EventRow, LotRow, SUMMARY_VALUES, SummaryHeadRow, intern, summary_row,
+};
 use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
 use sqlx::FromRow;
 use sqlx::SqliteConnection;
@@ -173,31 +177,91 @@ impl Backend for SqliteStore {
         append_changes(conn, changes, None).await
     }
 
+    /// Upserts a member's lots, in statements of at most [`MAX_PARAMS`] parameters.
     async fn upsert_lots(
         conn: &mut SqliteConnection,
         customer: &str,
         program: &str,
-        lots: &[&patron_domain::loyalty::Lot],
+        lots: &[&Lot],
     ) -> StoreResult<()> {
-        loyalty::upsert_lots(conn, customer, program, lots).await
+        for chunk in lots.chunks(MAX_PARAMS / 9) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO loyalty_lots (customer_id, program_id, {}) ",
+                LotRow::COLUMNS
+            ));
+            qb.push_values(chunk, |mut b, l| {
+                b.push_bind(customer)
+                    .push_bind(program)
+                    .push_bind(l.lot_id)
+                    .push_bind(l.original)
+                    .push_bind(l.remaining)
+                    .push_bind(l.earned_at.as_micros())
+                    .push_bind(l.available_at.as_micros())
+                    .push_bind(l.expires_at.map(Timestamp::as_micros))
+                    .push_bind(l.activated);
+            });
+            qb.push(ON_LOT_CONFLICT);
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(())
     }
 
+    /// Inserts a member's new entries, in statements of at most [`MAX_PARAMS`] parameters.
     async fn insert_entries(
         conn: &mut SqliteConnection,
         customer: &str,
         program: &str,
-        entries: &[(&patron_domain::loyalty::Entry, String)],
+        entries: &[(&Entry, String)],
     ) -> StoreResult<()> {
-        loyalty::insert_entries(conn, customer, program, entries).await
+        for chunk in entries.chunks(MAX_PARAMS / 15) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO loyalty_entries (customer_id, program_id, {}) ",
+                EntryRow::COLUMNS
+            ));
+            qb.push_values(chunk, |mut b, (e, lots)| {
+                b.push_bind(customer)
+                    .push_bind(program)
+                    .push_bind(e.entry_id)
+                    .push_bind(e.kind.name())
+                    .push_bind(e.amount)
+                    .push_bind(e.points)
+                    .push_bind(lots.as_str())
+                    .push_bind(e.source.event_id.as_deref())
+                    .push_bind(e.source.redemption_id.as_deref())
+                    .push_bind(e.source.rule.as_deref())
+                    .push_bind(e.issuer.as_str())
+                    .push_bind(e.reason.as_str())
+                    .push_bind(e.created_at.as_micros())
+                    .push_bind(e.effective_at.as_micros())
+                    .push_bind(e.expires_at.map(Timestamp::as_micros));
+            });
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(())
     }
 
+    /// Adds to a member's activity, in statements of at most [`MAX_PARAMS`] parameters.
     async fn add_activity(
         conn: &mut SqliteConnection,
         customer: &str,
         program: &str,
         days: &[(i32, i64, i64)],
     ) -> StoreResult<()> {
-        loyalty::add_activity(conn, customer, program, days).await
+        for chunk in days.chunks(MAX_PARAMS / 5) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO loyalty_activity (customer_id, program_id, day, points, spend) ",
+            );
+            qb.push_values(chunk, |mut b, (day, points, spend)| {
+                b.push_bind(customer)
+                    .push_bind(program)
+                    .push_bind(*day)
+                    .push_bind(*points)
+                    .push_bind(*spend);
+            });
+            qb.push(ON_ACTIVITY_CONFLICT);
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(())
     }
 
     async fn insert_dependencies(
