@@ -285,8 +285,13 @@ fn the_shared_sql_crate_names_no_database_and_only_backends_use_it() {
             );
         }
         assert!(
-            !["patron-store-sqlite", "patron-store-postgres", "patron-proto", "patron-grpc"]
-                .contains(&key.as_str()),
+            ![
+                "patron-store-sqlite",
+                "patron-store-postgres",
+                "patron-proto",
+                "patron-grpc"
+            ]
+            .contains(&key.as_str()),
             "Architecture Invariant broken: patron-store-sql depends on {key}"
         );
     }
@@ -296,7 +301,9 @@ fn the_shared_sql_crate_names_no_database_and_only_backends_use_it() {
             continue;
         }
         assert!(
-            !dependencies(manifest).iter().any(|d| d == "patron-store-sql"),
+            !dependencies(manifest)
+                .iter()
+                .any(|d| d == "patron-store-sql"),
             "Architecture Invariant broken: {krate} depends on patron-store-sql; only the \
              backends {backends:?} may"
         );
