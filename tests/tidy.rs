@@ -280,6 +280,9 @@ fn only_backends_and_the_bench_name_a_database_driver() {
     let may = [
         "patron-store-sqlite",
         "patron-store-postgres",
+        // The SQL both backends share, generic over the database: sqlx without a driver
+        // feature (`the_shared_sql_crate_names_no_database_and_only_backends_use_it`).
+        "patron-store-sql",
         // The storage baselines of the benchmarks (`ingest-load raw`, `redeem-raw`).
         "patron-bench",
     ];
@@ -294,6 +297,53 @@ fn only_backends_and_the_bench_name_a_database_driver() {
                  only {may:?} may (tests may, as a dev-dependency)"
             );
         }
+    }
+}
+
+#[test]
+fn the_shared_sql_crate_names_no_database_and_only_backends_use_it() {
+    let manifests = manifests();
+    let shared = manifests
+        .get("patron-store-sql")
+        .expect("patron-store-sql is missing");
+    for (key, spec) in normal_dependency_specs(shared) {
+        let features: Vec<&str> = spec
+            .get("features")
+            .and_then(toml::Value::as_array)
+            .map(|f| f.iter().filter_map(toml::Value::as_str).collect())
+            .unwrap_or_default();
+        for f in features {
+            assert!(
+                !["sqlite", "postgres", "mysql", "any"].contains(&f)
+                    && !f.starts_with("sqlite-")
+                    && !f.starts_with("postgres-"),
+                "Architecture Invariant broken: patron-store-sql turns on the driver feature \
+                 {f:?} of {key}; it is generic over the database, each backend brings its driver"
+            );
+        }
+        assert!(
+            ![
+                "patron-store-sqlite",
+                "patron-store-postgres",
+                "patron-proto",
+                "patron-grpc"
+            ]
+            .contains(&key.as_str()),
+            "Architecture Invariant broken: patron-store-sql depends on {key}"
+        );
+    }
+    let backends = ["patron-store-sqlite", "patron-store-postgres"];
+    for (krate, manifest) in &manifests {
+        if backends.contains(&krate.as_str()) {
+            continue;
+        }
+        assert!(
+            !dependencies(manifest)
+                .iter()
+                .any(|d| d == "patron-store-sql"),
+            "Architecture Invariant broken: {krate} depends on patron-store-sql; only the \
+             backends {backends:?} may"
+        );
     }
 }
 

@@ -28,21 +28,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::{
-    Attributes, Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind,
-    Timestamp, summary::BatchAggregate,
+    Customer, CustomerId, Date, Day, Event, EventKind, Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
     Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
-    SUMMARY_IDS_PER_STATEMENT, SegmentRecord, SegmentStore, Store, StoreError, StoreResult,
-    StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
-    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
-    find_cycle, revision_mismatch,
+    SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult, StoredEvent, StoredModel,
+    StoredPolicy, SummaryRow, UpsertedCustomer, columns, dedupe_batch, encode_attributes,
+    encode_event_data,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use feed::{CURRENT_TXN, FeedWakers, append_changes};
+use patron_domain::loyalty::{Entry, Lot};
 use patron_store::feed::ChangeKind;
+use patron_store_sql::loyalty::{ON_ACTIVITY_CONFLICT, ON_LOT_CONFLICT};
+use patron_store_sql::rows::{
+    EntryRow, EventRow, LotRow, SUMMARY_VALUES, SummaryHeadRow, intern, summary_row,
+};
+use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
+use sqlx::FromRow;
+use sqlx::PgConnection;
 
 /// Connections per process; several processes may share one server.
 const MAX_CONNECTIONS: u32 = 16;
@@ -86,16 +92,210 @@ pub struct PgStore {
     feed: Arc<FeedWakers>,
 }
 
-/// A fresh pseudonym for an erased customer's loyalty books: `erased-` and 32 hex digits (128
-/// bits) from the operating system's random source. Random, not derived from the customer id, so
-/// nothing links it back to the customer.
-fn new_pseudonym() -> StoreResult<String> {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| StoreError::Unavailable(format!("no randomness for a pseudonym: {e}")))?;
-    Ok(format!("erased-{:032x}", u128::from_be_bytes(bytes)))
+/// What Postgres says differently from SQLite in the shared statements.
+impl Backend for PgStore {
+    type Db = Postgres;
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_KEY_SHARE: &'static str = " FOR KEY SHARE";
+    const TRUE: &'static str = "TRUE";
+    const FALSE: &'static str = "FALSE";
+    const NOT_ACTIVATED: &'static str = "NOT activated";
+    const GREATEST: &'static str = "GREATEST";
+    const SEGMENT_DEPENDENCIES: &'static str = "(SELECT COALESCE(json_agg(d.depends_on \
+         ORDER BY d.depends_on), '[]')::TEXT FROM segment_dependencies d \
+         WHERE d.segment_id = s.segment_id)";
+
+    fn db_err(e: sqlx::Error) -> StoreError {
+        db_err(e)
+    }
+
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn reader(&self) -> StoreResult<&PgPool> {
+        self.pool()
+    }
+
+    fn writer(&self) -> StoreResult<&PgPool> {
+        self.pool()
+    }
+
+    async fn begin_read(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.begin_snapshot().await
+    }
+
+    /// A READ COMMITTED transaction: a member's advisory lock, or a table in EXCLUSIVE mode
+    /// (readers are not blocked; each later statement sees what earlier writers committed).
+    async fn begin_write(&self, lock: Lock<'_>) -> StoreResult<Transaction<'static, Postgres>> {
+        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
+        match lock {
+            Lock::Member { program, customer } => {
+                loyalty::lock_member(&mut tx, program, customer).await?;
+            }
+            Lock::Table(table) => lock_exclusive(&mut tx, table).await?,
+            Lock::Rows => {}
+        }
+        Ok(tx)
+    }
+
+    async fn append_changes(conn: &mut PgConnection, changes: &[NewChange<'_>]) -> StoreResult<()> {
+        append_changes(conn, changes).await
+    }
+
+    /// Upserts a member's lots (sorted by lot id) in one statement.
+    async fn upsert_lots(
+        conn: &mut PgConnection,
+        customer: &str,
+        program: &str,
+        lots: &[&Lot],
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO loyalty_lots (customer_id, program_id, {}) \
+             SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t{ON_LOT_CONFLICT}",
+            LotRow::COLUMNS,
+            unnest_args(
+                &[
+                    "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean"
+                ],
+                3
+            )
+        );
+        sqlx::query(&sql)
+            .bind(customer)
+            .bind(program)
+            .bind(lots.iter().map(|l| l.lot_id).collect::<Vec<_>>())
+            .bind(lots.iter().map(|l| l.original).collect::<Vec<_>>())
+            .bind(lots.iter().map(|l| l.remaining).collect::<Vec<_>>())
+            .bind(
+                lots.iter()
+                    .map(|l| l.earned_at.as_micros())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                lots.iter()
+                    .map(|l| l.available_at.as_micros())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                lots.iter()
+                    .map(|l| l.expires_at.map(Timestamp::as_micros))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(lots.iter().map(|l| l.activated).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Inserts a member's new entries (sorted by entry id) in one statement.
+    async fn insert_entries(
+        conn: &mut PgConnection,
+        customer: &str,
+        program: &str,
+        entries: &[(&Entry, String)],
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO loyalty_entries (customer_id, program_id, {}) \
+             SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t",
+            EntryRow::COLUMNS,
+            unnest_args(
+                &[
+                    "bigint", "text", "bigint", "bigint", "text", "text", "text", "text", "text",
+                    "text", "bigint", "bigint", "bigint",
+                ],
+                3
+            )
+        );
+        let column =
+            |f: fn(&Entry) -> Option<&str>| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+        let number = |f: fn(&Entry) -> i64| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+        sqlx::query(&sql)
+            .bind(customer)
+            .bind(program)
+            .bind(number(|e| e.entry_id))
+            .bind(
+                entries
+                    .iter()
+                    .map(|(e, _)| e.kind.name())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(number(|e| e.amount))
+            .bind(number(|e| e.points))
+            .bind(
+                entries
+                    .iter()
+                    .map(|(_, lots)| lots.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|e| e.source.event_id.as_deref()))
+            .bind(column(|e| e.source.redemption_id.as_deref()))
+            .bind(column(|e| e.source.rule.as_deref()))
+            .bind(column(|e| Some(e.issuer.as_str())))
+            .bind(column(|e| Some(e.reason.as_str())))
+            .bind(number(|e| e.created_at.as_micros()))
+            .bind(number(|e| e.effective_at.as_micros()))
+            .bind(
+                entries
+                    .iter()
+                    .map(|(e, _)| e.expires_at.map(Timestamp::as_micros))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Adds to a member's activity (one row per day, in day order) in one statement.
+    async fn add_activity(
+        conn: &mut PgConnection,
+        customer: &str,
+        program: &str,
+        days: &[(i32, i64, i64)],
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO loyalty_activity (customer_id, program_id, day, points, spend) \
+             SELECT $1::TEXT, $2::TEXT, t.* FROM UNNEST({}) AS t{ON_ACTIVITY_CONFLICT}",
+            unnest_args(&["integer", "bigint", "bigint"], 3)
+        );
+        sqlx::query(&sql)
+            .bind(customer)
+            .bind(program)
+            .bind(days.iter().map(|d| d.0).collect::<Vec<i32>>())
+            .bind(days.iter().map(|d| d.1).collect::<Vec<i64>>())
+            .bind(days.iter().map(|d| d.2).collect::<Vec<i64>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_dependencies(
+        conn: &mut PgConnection,
+        segment: &str,
+        deps: &[String],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO segment_dependencies (segment_id, depends_on) \
+             SELECT $1::TEXT, d FROM UNNEST($2::text[]) AS t(d)",
+        )
+        .bind(segment)
+        .bind(deps)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn stored_segments(conn: &mut PgConnection, ids: &[String]) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT segment_id FROM segments WHERE segment_id = ANY($1::text[])")
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)
+    }
 }
 
 /// Maps a driver error to a [`StoreError`] by kind and SQLSTATE.
@@ -218,42 +418,9 @@ fn summary_select() -> String {
         .join(", ")
 }
 
-/// How many columns [`record_from_row`] reads.
-fn record_width() -> usize {
-    8 + columns::all().count()
-}
-
+/// A row of [`CUSTOMER_COLUMNS`] and the summary's columns, read by name.
 fn record_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
-    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(1)?)?;
-    let gender: String = row.try_get(2).map_err(db_err)?;
-    let gender = patron_store::decode::gender(&customer_id, &gender)?;
-    let country: Option<String> = row.try_get(3).map_err(db_err)?;
-    let signed_up_at = get_i64(4)?.map(Timestamp::from_micros);
-    let attributes: String = row.try_get(5).map_err(db_err)?;
-    let create_time = patron_store::decode::create_time(&customer_id, get_i64(6)?)?;
-    let update_time = get_i64(7)?.map(Timestamp::from_micros);
-    let values = (8..record_width())
-        .map(get_i64)
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(CustomerRecord {
-        customer: Customer {
-            customer_id,
-            profile: CustomerProfile {
-                birth_date,
-                gender,
-                country,
-                signed_up_at,
-                attributes: decode_attributes(&attributes)?,
-            },
-        },
-        create_time,
-        update_time,
-        summary: columns::summary_from_values(&values),
-    })
+    patron_store_sql::rows::customer_record(row, db_err)
 }
 
 /// The columns [`summary_row_from_row`] reads; `c` is the customer row, `s` its summary.
@@ -262,7 +429,8 @@ fn record_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
 /// rows, one array per row is about a quarter cheaper to send and decode than 39 fields.
 fn summary_row_select() -> String {
     format!(
-        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, ARRAY[{}], \
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date::BIGINT, \
+         ARRAY[{}] AS summary_values, \
          c.gender, c.country, c.attributes",
         summary_select()
     )
@@ -270,40 +438,9 @@ fn summary_row_select() -> String {
 
 /// A row of [`summary_row_select`], without its orders and engagement (see [`fill_history`]).
 fn summary_row_from_row(row: &PgRow) -> StoreResult<SummaryRow> {
-    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let values: Vec<Option<i64>> = row.try_get(4).map_err(db_err)?;
-    if values.len() != columns::COUNT {
-        return Err(StoreError::Internal(format!(
-            "stored summary of {customer_id}: {} values, not {}",
-            values.len(),
-            columns::COUNT
-        )));
-    }
-    let gender: &str = row.try_get(5).map_err(db_err)?;
-    let attributes: &str = row.try_get(7).map_err(db_err)?;
-    let create_time = patron_store::decode::create_time(&customer_id, get_i64(2)?)?;
-    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(3)?)?;
-    let gender = patron_store::decode::gender(&customer_id, gender)?;
-    Ok(SummaryRow {
-        customer_id,
-        signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
-        create_time,
-        birth_date,
-        gender,
-        country: row.try_get(6).map_err(db_err)?,
-        // Most customers have no attributes: skip the JSON parser for them.
-        attributes: if attributes == "{}" {
-            Attributes::new()
-        } else {
-            decode_attributes(attributes)?
-        },
-        summary: columns::summary_from_values(&values),
-        orders: Vec::new(),
-        engagement: Vec::new(),
-    })
+    let head = SummaryHeadRow::from_row(row).map_err(db_err)?;
+    let values: Vec<Option<i64>> = row.try_get(SUMMARY_VALUES).map_err(db_err)?;
+    summary_row(head, &values)
 }
 
 /// Which customers' orders and engagement [`fill_history`] reads: those of a page of
@@ -410,31 +547,6 @@ async fn fill_history(
     Ok(())
 }
 
-/// The shared copy of `name`, made on first sight.
-fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(shared) = names.get(name) {
-        return Arc::clone(shared);
-    }
-    let shared: Arc<str> = Arc::from(name);
-    names.insert(Arc::clone(&shared));
-    shared
-}
-
-const MODEL_COLUMNS: &str = "version, created_at, active, body";
-
-fn model_from_row(row: &PgRow) -> StoreResult<StoredModel> {
-    Ok(StoredModel {
-        version: row.try_get(0).map_err(db_err)?,
-        created_at: Timestamp::from_micros(row.try_get(1).map_err(db_err)?),
-        active: row.try_get(2).map_err(db_err)?,
-        body: row.try_get(3).map_err(db_err)?,
-    })
-}
-
-fn limit_param(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
 /// Serializes the writers of `table` (readers are not blocked) until the transaction ends.
 async fn lock_exclusive(tx: &mut Transaction<'_, Postgres>, table: &str) -> StoreResult<()> {
     sqlx::query(&format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
@@ -444,22 +556,9 @@ async fn lock_exclusive(tx: &mut Transaction<'_, Postgres>, table: &str) -> Stor
     Ok(())
 }
 
+/// A row of [`EventRow::COLUMNS`].
 fn event_from_row(row: &PgRow) -> StoreResult<StoredEvent> {
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let event_id: String = row.try_get(1).map_err(db_err)?;
-    let occurred_at: i64 = row.try_get(2).map_err(db_err)?;
-    let recorded_at: i64 = row.try_get(3).map_err(db_err)?;
-    let data: String = row.try_get(4).map_err(db_err)?;
-    let bad = |e: patron_domain::id::IdError| StoreError::Internal(format!("stored id: {e}"));
-    Ok(StoredEvent {
-        event: Event {
-            customer_id: CustomerId::parse(customer_id).map_err(bad)?,
-            event_id: EventId::parse(event_id).map_err(bad)?,
-            occurred_at: Timestamp::from_micros(occurred_at),
-            data: decode_event_data(&data)?,
-        },
-        recorded_at: Timestamp::from_micros(recorded_at),
-    })
+    EventRow::from_row(row).map_err(db_err)?.try_into()
 }
 
 fn date_days(d: Option<Date>) -> Option<i32> {
@@ -737,11 +836,10 @@ impl Store for PgStore {
             .collect();
         append_changes(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
-        let created_at = record_width();
         let mut by_id = HashMap::with_capacity(result.len());
         for row in &result {
             let record = record_from_row(row)?;
-            let created: bool = row.try_get(created_at).map_err(db_err)?;
+            let created: bool = row.try_get("created").map_err(db_err)?;
             by_id.insert(
                 record.customer.customer_id.clone(),
                 UpsertedCustomer { record, created },
@@ -825,7 +923,7 @@ impl Store for PgStore {
         .map_err(db_err)?;
         // The loyalty books stay, under a pseudonym nothing links back to the customer, moved
         // under each membership's lock.
-        let pseudonym = new_pseudonym()?;
+        let pseudonym = patron_store_sql::new_pseudonym()?;
         let programs = loyalty::keep_books_as(&mut tx, id.as_str(), &pseudonym).await?;
         // Earlier changes of the customer name the pseudonym from now on (rewritten, not
         // deleted: positions stay dense; locked in position order, as pruning deletes them).
@@ -1005,10 +1103,10 @@ impl Store for PgStore {
         after: Option<&EventCursor>,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
-             WHERE customer_id = ",
-        );
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {} FROM events WHERE customer_id = ",
+            EventRow::COLUMNS
+        ));
         qb.push_bind(customer.as_str());
         if !kinds.is_empty() {
             qb.push(" AND kind = ANY(")
@@ -1043,16 +1141,17 @@ impl Store for PgStore {
         }
         // Through the primary key's customer_id prefix; ids compare in the "C" collation, as the
         // key does, so the order is SQLite's.
-        let rows = sqlx::query(
-            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
-             WHERE customer_id = ANY($1::text[]) AND occurred_at <= $2 \
+        let sql = format!(
+            "SELECT {} FROM events WHERE customer_id = ANY($1::text[]) AND occurred_at <= $2 \
              ORDER BY customer_id COLLATE \"C\", occurred_at, event_id COLLATE \"C\"",
-        )
-        .bind(ids)
-        .bind(until.as_micros())
-        .fetch_all(self.pool()?)
-        .await
-        .map_err(db_err)?;
+            EventRow::COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ids)
+            .bind(until.as_micros())
+            .fetch_all(self.pool()?)
+            .await
+            .map_err(db_err)?;
         rows.iter()
             .map(|row| event_from_row(row).map(|e| e.event))
             .collect()
@@ -1135,52 +1234,12 @@ impl Store for PgStore {
         created_at: Timestamp,
         activation: Activation,
     ) -> StoreResult<StoredModel> {
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        // One writer at a time: the next version and the active flag are decided under the lock,
-        // and each later statement of this (READ COMMITTED) transaction sees earlier writers.
-        lock_exclusive(&mut tx, "value_models").await?;
-        let (version, any_active): (i64, bool) = sqlx::query_as(
-            "SELECT COALESCE(MAX(version), 0) + 1, \
-             EXISTS (SELECT 1 FROM value_models WHERE active) FROM value_models",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let active = activation.activates(any_active);
-        if active {
-            sqlx::query("UPDATE value_models SET active = FALSE WHERE active")
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        let sql = format!(
-            "INSERT INTO value_models ({MODEL_COLUMNS}) VALUES ($1, $2, $3, $4) \
-             RETURNING {MODEL_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .bind(created_at.as_micros())
-            .bind(active)
-            .bind(body)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let model = model_from_row(&row)?;
-        let key = model.version.to_string();
-        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(model)
+        Sql::<Self>::insert_value_model(self, body, created_at, activation).await
     }
 
     #[tracing::instrument(skip_all, name = "store.get_value_model", fields(db.system = "postgresql", version))]
     async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE version = $1");
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .fetch_optional(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(model_from_row).transpose()
+        Sql::<Self>::get_value_model(self, version).await
     }
 
     #[tracing::instrument(skip_all, name = "store.list_value_models", fields(db.system = "postgresql", before, limit))]
@@ -1189,75 +1248,22 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<StoredModel>> {
-        let sql = format!(
-            "SELECT {MODEL_COLUMNS} FROM value_models WHERE version < $1 \
-             ORDER BY version DESC LIMIT $2"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit_param(limit))
-            .fetch_all(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(model_from_row).collect()
+        Sql::<Self>::list_value_models(self, before, limit).await
     }
 
     #[tracing::instrument(skip_all, name = "store.activate_value_model", fields(db.system = "postgresql", version))]
     async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        lock_exclusive(&mut tx, "value_models").await?;
-        let exists = sqlx::query("SELECT 1 FROM value_models WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if !exists {
-            return Ok(None);
-        }
-        // Deactivate first: the unique index is checked row by row, not at the statement's end.
-        sqlx::query("UPDATE value_models SET active = FALSE WHERE active AND version <> $1")
-            .bind(version)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let sql = format!(
-            "UPDATE value_models SET active = TRUE WHERE version = $1 RETURNING {MODEL_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let model = model_from_row(&row)?;
-        let key = model.version.to_string();
-        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(model))
+        Sql::<Self>::activate_value_model(self, version).await
     }
 
     #[tracing::instrument(skip_all, name = "store.active_value_model", fields(db.system = "postgresql"))]
     async fn active_value_model(&self) -> StoreResult<Option<StoredModel>> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE active");
-        let row = sqlx::query(&sql)
-            .fetch_optional(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(model_from_row).transpose()
+        Sql::<Self>::active_value_model(self).await
     }
 
     #[tracing::instrument(skip_all, name = "store.get_tier_policy", fields(db.system = "postgresql"))]
     async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>> {
-        let row: Option<(i64, i64, String)> =
-            sqlx::query_as("SELECT revision, updated_at, body FROM tier_policy WHERE id = 1")
-                .fetch_optional(self.pool()?)
-                .await
-                .map_err(db_err)?;
-        Ok(row.map(|(revision, updated_at, body)| StoredPolicy {
-            revision,
-            updated_at: Timestamp::from_micros(updated_at),
-            body,
-        }))
+        Sql::<Self>::get_tier_policy(self).await
     }
 
     #[tracing::instrument(skip_all, name = "store.put_tier_policy", fields(db.system = "postgresql", expected_revision))]
@@ -1267,293 +1273,9 @@ impl Store for PgStore {
         updated_at: Timestamp,
         expected_revision: Option<i64>,
     ) -> StoreResult<StoredPolicy> {
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        // One writer at a time, also while no row exists yet (a row lock could not cover that).
-        lock_exclusive(&mut tx, "tier_policy").await?;
-        let stored: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM tier_policy WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if let Some(expected) = expected_revision.filter(|&e| e != stored) {
-            return Err(revision_mismatch(expected, stored));
-        }
-        let revision = stored + 1;
-        sqlx::query(
-            "INSERT INTO tier_policy (id, revision, updated_at, body) VALUES (1, $1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
-             updated_at = excluded.updated_at, body = excluded.body",
-        )
-        .bind(revision)
-        .bind(updated_at.as_micros())
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let key = revision.to_string();
-        append_changes(&mut tx, &[(ChangeKind::TierPolicy, &key, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(StoredPolicy {
-            revision,
-            updated_at,
-            body: body.to_owned(),
-        })
+        Sql::<Self>::put_tier_policy(self, body, updated_at, expected_revision).await
     }
 }
 
-/// The columns [`segment_from_row`] reads; `s` is the segment row, its dependencies one sorted
-/// array.
-const SEGMENT_SELECT: &str = "s.segment_id, s.display_name, s.description, s.rule, s.revision, \
-     s.create_time, s.update_time, ARRAY(SELECT d.depends_on FROM segment_dependencies d \
-     WHERE d.segment_id = s.segment_id ORDER BY d.depends_on)";
-
-fn segment_from_row(row: &PgRow) -> StoreResult<SegmentRecord> {
-    Ok(SegmentRecord {
-        segment_id: row.try_get(0).map_err(db_err)?,
-        display_name: row.try_get(1).map_err(db_err)?,
-        description: row.try_get(2).map_err(db_err)?,
-        rule: row.try_get(3).map_err(db_err)?,
-        revision: row.try_get(4).map_err(db_err)?,
-        create_time: Timestamp::from_micros(row.try_get(5).map_err(db_err)?),
-        update_time: Timestamp::from_micros(row.try_get(6).map_err(db_err)?),
-        depends_on: row.try_get(7).map_err(db_err)?,
-    })
-}
-
-/// The error of a segment update whose expected revision is not the stored one.
-fn segment_revision_mismatch(id: &str, expected: i64, stored: i64) -> StoreError {
-    StoreError::PreconditionFailed(format!(
-        "segment {id} revision is {stored}, the write expected {expected}"
-    ))
-}
-
-/// `depends_on` sorted, without repeats.
-fn normalized_dependencies(depends_on: &[String]) -> Vec<String> {
-    let mut deps = depends_on.to_vec();
-    deps.sort_unstable();
-    deps.dedup();
-    deps
-}
-
-/// [`StoreError::MissingDependency`] for the first of `deps` (sorted) that is not stored.
-async fn check_dependencies_exist(
-    tx: &mut Transaction<'_, Postgres>,
-    deps: &[String],
-) -> StoreResult<()> {
-    if deps.is_empty() {
-        return Ok(());
-    }
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT segment_id FROM segments WHERE segment_id = ANY($1::text[])")
-            .bind(deps)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_err)?;
-    let stored: HashSet<&str> = stored.iter().map(String::as_str).collect();
-    match deps.iter().find(|d| !stored.contains(d.as_str())) {
-        Some(missing) => Err(StoreError::MissingDependency(missing.clone())),
-        None => Ok(()),
-    }
-}
-
-/// Stores `deps` (sorted) as the dependencies of `segment`, which has none stored.
-async fn insert_dependencies(
-    tx: &mut Transaction<'_, Postgres>,
-    segment: &str,
-    deps: &[String],
-) -> StoreResult<()> {
-    if deps.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO segment_dependencies (segment_id, depends_on) \
-         SELECT $1::TEXT, d FROM UNNEST($2::text[]) AS t(d)",
-    )
-    .bind(segment)
-    .bind(deps)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(())
-}
-
-/// Segment writes take `LOCK TABLE segments IN EXCLUSIVE MODE` first (readers are not blocked):
-/// one writer at a time, so the cycle check over every stored edge, and the existence checks,
-/// see exactly the state the write replaces (each later statement of a READ COMMITTED
-/// transaction sees what earlier writers committed).
-#[async_trait]
-impl SegmentStore for PgStore {
-    #[tracing::instrument(skip_all, name = "store.create_segment", fields(db.system = "postgresql", segment_id = %record.segment_id))]
-    async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord> {
-        let deps = normalized_dependencies(&record.depends_on);
-        let id = record.segment_id.as_str();
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        lock_exclusive(&mut tx, "segments").await?;
-        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if exists {
-            return Err(StoreError::AlreadyExists(format!("segment {id}")));
-        }
-        // Nothing stored depends on a new segment: only a dependency on itself is a cycle.
-        if let Some(cycle) = find_cycle(&[], id, &deps) {
-            return Err(StoreError::SegmentCycle(cycle));
-        }
-        check_dependencies_exist(&mut tx, &deps).await?;
-        sqlx::query(
-            "INSERT INTO segments (segment_id, display_name, description, rule, revision, \
-             create_time, update_time) VALUES ($1, $2, $3, $4, 1, $5, $6)",
-        )
-        .bind(id)
-        .bind(&record.display_name)
-        .bind(&record.description)
-        .bind(&record.rule)
-        .bind(record.create_time.as_micros())
-        .bind(record.update_time.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        insert_dependencies(&mut tx, id, &deps).await?;
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(SegmentRecord {
-            depends_on: deps,
-            revision: 1,
-            ..record.clone()
-        })
-    }
-
-    #[tracing::instrument(skip_all, name = "store.get_segment", fields(db.system = "postgresql", segment_id = %id))]
-    async fn get_segment(&self, id: &str) -> StoreResult<Option<SegmentRecord>> {
-        let sql = format!("SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(segment_from_row).transpose()
-    }
-
-    #[tracing::instrument(skip_all, name = "store.list_segments", fields(db.system = "postgresql", limit))]
-    async fn list_segments(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<SegmentRecord>> {
-        // segment_id is COLLATE "C": bytewise order, as in SQLite.
-        let sql = format!(
-            "SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id > $1 \
-             ORDER BY s.segment_id LIMIT $2"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(after.unwrap_or(""))
-            .bind(limit_param(limit))
-            .fetch_all(self.pool()?)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(segment_from_row).collect()
-    }
-
-    #[tracing::instrument(skip_all, name = "store.update_segment", fields(db.system = "postgresql", segment_id = %record.segment_id, expected_revision))]
-    async fn update_segment(
-        &self,
-        record: &SegmentRecord,
-        expected_revision: Option<i64>,
-    ) -> StoreResult<Option<SegmentRecord>> {
-        let deps = normalized_dependencies(&record.depends_on);
-        let id = record.segment_id.as_str();
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        lock_exclusive(&mut tx, "segments").await?;
-        let stored: Option<(i64, i64)> =
-            sqlx::query_as("SELECT revision, create_time FROM segments WHERE segment_id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        let Some((revision, create_time)) = stored else {
-            return Ok(None);
-        };
-        if let Some(expected) = expected_revision.filter(|&e| e != revision) {
-            return Err(segment_revision_mismatch(id, expected, revision));
-        }
-        let edges: Vec<(String, String)> =
-            sqlx::query_as("SELECT segment_id, depends_on FROM segment_dependencies")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if let Some(cycle) = find_cycle(&edges, id, &deps) {
-            return Err(StoreError::SegmentCycle(cycle));
-        }
-        check_dependencies_exist(&mut tx, &deps).await?;
-        sqlx::query(
-            "UPDATE segments SET display_name = $2, description = $3, rule = $4, \
-             revision = revision + 1, update_time = $5 WHERE segment_id = $1",
-        )
-        .bind(id)
-        .bind(&record.display_name)
-        .bind(&record.description)
-        .bind(&record.rule)
-        .bind(record.update_time.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        sqlx::query("DELETE FROM segment_dependencies WHERE segment_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        insert_dependencies(&mut tx, id, &deps).await?;
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(SegmentRecord {
-            depends_on: deps,
-            revision: revision + 1,
-            create_time: Timestamp::from_micros(create_time),
-            ..record.clone()
-        }))
-    }
-
-    #[tracing::instrument(skip_all, name = "store.delete_segment", fields(db.system = "postgresql", segment_id = %id))]
-    async fn delete_segment(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self.pool()?.begin().await.map_err(db_err)?;
-        lock_exclusive(&mut tx, "segments").await?;
-        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if !exists {
-            return Ok(false);
-        }
-        let mut dependents: Vec<String> = sqlx::query_scalar(
-            "SELECT segment_id FROM segment_dependencies WHERE depends_on = $1 \
-             AND segment_id <> $1 \
-             UNION ALL SELECT 'program:' || program_id FROM loyalty_programs \
-             WHERE target_segment = $1 \
-             UNION ALL SELECT 'reward:' || reward_id FROM loyalty_rewards \
-             WHERE required_segment = $1",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        // Bytewise, as in SQLite.
-        dependents.sort_unstable();
-        if !dependents.is_empty() {
-            return Err(StoreError::InUse(dependents));
-        }
-        // Its own dependency rows go with it (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM segments WHERE segment_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(true)
-    }
-}
+// Segment writes take `LOCK TABLE segments IN EXCLUSIVE MODE` first (readers are not blocked).
+patron_store_sql::segment_store!(PgStore, "postgresql");

@@ -13,10 +13,11 @@ use async_trait::async_trait;
 use patron_domain::{CustomerId, Event, Timestamp};
 use patron_store::feed::{Change, ChangeKind, FeedHead, FeedStore};
 use patron_store::{StoreError, StoreResult};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use crate::{MAX_PARAMS, SqliteStore, db_err, event_from_row, limit_param};
+use patron_store_sql::Sql;
+
+use crate::{MAX_PARAMS, SqliteStore, db_err, event_from_row};
 
 /// One change to append: what, its key, its scope (`""` when none).
 pub(crate) type NewChange<'a> = (ChangeKind, &'a str, &'a str);
@@ -85,59 +86,21 @@ pub(crate) async fn append_changes(
     Ok(())
 }
 
-fn change_from_row(row: &SqliteRow) -> StoreResult<Change> {
-    let kind: &str = row.try_get(1).map_err(db_err)?;
-    Ok(Change {
-        position: row.try_get(0).map_err(db_err)?,
-        kind: ChangeKind::from_code(kind)
-            .ok_or_else(|| StoreError::Internal(format!("stored change kind {kind:?}")))?,
-        key: row.try_get(2).map_err(db_err)?,
-        scope: row.try_get(3).map_err(db_err)?,
-        txn: row.try_get(4).map_err(db_err)?,
-        committed_at: Timestamp::from_micros(row.try_get(5).map_err(db_err)?),
-    })
-}
-
 #[async_trait]
 impl FeedStore for SqliteStore {
     #[tracing::instrument(skip_all, name = "store.feed_head", fields(db.system = "sqlite"))]
     async fn feed_head(&self) -> StoreResult<FeedHead> {
-        let (position, pruned_through, database_id): (i64, i64, String) = sqlx::query_as(
-            "SELECT position, pruned_through, database_id FROM change_feed_head WHERE id = 1",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(db_err)?;
-        Ok(FeedHead {
-            position,
-            pruned_through,
-            database_id,
-        })
+        Sql::<Self>::feed_head(self).await
     }
 
     #[tracing::instrument(skip_all, name = "store.consumer_position", fields(db.system = "sqlite"))]
     async fn consumer_position(&self, name: &str) -> StoreResult<i64> {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM feed_consumers WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db_err)?;
-        Ok(position.unwrap_or(0))
+        Sql::<Self>::consumer_position(self, name).await
     }
 
     #[tracing::instrument(skip_all, name = "store.read_changes", fields(db.system = "sqlite", after, limit))]
     async fn read_changes(&self, after: i64, limit: usize) -> StoreResult<Vec<Change>> {
-        let rows = sqlx::query(
-            "SELECT position, kind, key, scope, txn, committed_at FROM change_feed \
-             WHERE position > ? ORDER BY position LIMIT ?",
-        )
-        .bind(after)
-        .bind(limit_param(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(change_from_row).collect()
+        Sql::<Self>::read_changes(self, after, limit).await
     }
 
     #[tracing::instrument(skip_all, name = "store.events_of", fields(db.system = "sqlite", count = changes.len()))]
@@ -175,18 +138,7 @@ impl FeedStore for SqliteStore {
         position: i64,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO change_feed_readers (reader, position, heartbeat_at) VALUES (?, ?, ?) \
-             ON CONFLICT (reader) DO UPDATE SET position = excluded.position, \
-             heartbeat_at = excluded.heartbeat_at",
-        )
-        .bind(reader)
-        .bind(position)
-        .bind(now.as_micros())
-        .execute(&self.writer)
-        .await
-        .map_err(db_err)?;
-        Ok(())
+        Sql::<Self>::feed_reader_heartbeat(self, reader, position, now).await
     }
 
     #[tracing::instrument(skip_all, name = "store.prune_feed", fields(db.system = "sqlite"))]
@@ -256,50 +208,11 @@ impl FeedStore for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> StoreResult<Option<i64>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        sqlx::query(
-            "INSERT INTO feed_consumers (name, position, owner, lease_until) VALUES (?, 0, NULL, 0) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let position: Option<i64> = sqlx::query_scalar(
-            "UPDATE feed_consumers SET owner = ?, lease_until = ? \
-             WHERE name = ? AND (owner IS NULL OR owner = ? OR lease_until < ?) \
-             RETURNING position",
-        )
-        .bind(owner)
-        .bind(lease_until.as_micros())
-        .bind(name)
-        .bind(owner)
-        .bind(now.as_micros())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(position)
+        Sql::<Self>::claim_consumer(self, name, owner, now, lease_until).await
     }
 
     #[tracing::instrument(skip_all, name = "store.advance_consumer", fields(db.system = "sqlite", name, owner, position))]
     async fn advance_consumer(&self, name: &str, owner: &str, position: i64) -> StoreResult<bool> {
-        // Matches while `owner` holds the lease, also when the stored position is already at or
-        // past `position` (which it keeps: a consumer never moves back).
-        let matched = sqlx::query(
-            "UPDATE feed_consumers SET position = MAX(position, ?) WHERE name = ? AND owner = ?",
-        )
-        .bind(position)
-        .bind(name)
-        .bind(owner)
-        .execute(&self.writer)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
-        Ok(matched > 0)
+        Sql::<Self>::advance_consumer(self, name, owner, position).await
     }
 }

@@ -13,15 +13,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use patron_domain::{
-    Attributes, Customer, CustomerId, CustomerProfile, Date, Day, Event, EventId, EventKind,
-    Timestamp, summary::BatchAggregate,
+    Customer, CustomerId, Date, Day, Event, EventKind, Timestamp, summary::BatchAggregate,
 };
 use patron_store::{
     Activation, CustomerRecord, EngagementDay, EventCursor, OrderDay, RecordOutcome,
-    SUMMARY_IDS_PER_STATEMENT, SegmentRecord, SegmentStore, Store, StoreError, StoreResult,
-    StoredEvent, StoredModel, StoredPolicy, SummaryRow, UpsertedCustomer, columns,
-    decode_attributes, decode_event_data, dedupe_batch, encode_attributes, encode_event_data,
-    find_cycle, revision_mismatch,
+    SUMMARY_IDS_PER_STATEMENT, Store, StoreError, StoreResult, StoredEvent, StoredModel,
+    StoredPolicy, SummaryRow, UpsertedCustomer, columns, dedupe_batch, encode_attributes,
+    encode_event_data,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -30,7 +28,15 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use feed::{append_changes, current_txn};
+use patron_domain::loyalty::{Entry, Lot};
 use patron_store::feed::ChangeKind;
+use patron_store_sql::loyalty::{ON_ACTIVITY_CONFLICT, ON_LOT_CONFLICT};
+use patron_store_sql::rows::{
+    EntryRow, EventRow, LotRow, SUMMARY_VALUES, SummaryHeadRow, intern, summary_row,
+};
+use patron_store_sql::{Backend, Lock, NewChange, Sql, limit_param};
+use sqlx::FromRow;
+use sqlx::SqliteConnection;
 
 mod feed;
 mod loyalty;
@@ -122,16 +128,179 @@ impl SqliteStore {
     }
 }
 
-/// A fresh pseudonym for an erased customer's loyalty books: `erased-` and 32 hex digits (128
-/// bits) from the operating system's random source. Random, not derived from the customer id, so
-/// nothing links it back to the customer.
-fn new_pseudonym() -> StoreResult<String> {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| StoreError::Unavailable(format!("no randomness for a pseudonym: {e}")))?;
-    Ok(format!("erased-{:032x}", u128::from_be_bytes(bytes)))
+/// What SQLite says differently from Postgres in the shared statements.
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+    // Every write transaction holds the database's write lock from its start.
+    const FOR_UPDATE: &'static str = "";
+    const FOR_KEY_SHARE: &'static str = "";
+    const TRUE: &'static str = "1";
+    const FALSE: &'static str = "0";
+    const NOT_ACTIVATED: &'static str = "activated = 0";
+    const GREATEST: &'static str = "MAX";
+    const SEGMENT_DEPENDENCIES: &'static str = "(SELECT json_group_array(d.depends_on) \
+         FROM segment_dependencies d WHERE d.segment_id = s.segment_id)";
+
+    fn db_err(e: sqlx::Error) -> StoreError {
+        db_err(e)
+    }
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn reader(&self) -> StoreResult<&SqlitePool> {
+        Ok(&self.reader)
+    }
+
+    fn writer(&self) -> StoreResult<&SqlitePool> {
+        Ok(&self.writer)
+    }
+
+    async fn begin_read(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.reader.begin().await.map_err(db_err)
+    }
+
+    /// `BEGIN IMMEDIATE` on the writer, whatever the lock: the database's write lock, taken
+    /// before anything is read (also against other processes on the same file), covers them all.
+    async fn begin_write(&self, _lock: Lock<'_>) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)
+    }
+
+    async fn append_changes(
+        conn: &mut SqliteConnection,
+        changes: &[NewChange<'_>],
+    ) -> StoreResult<()> {
+        append_changes(conn, changes, None).await
+    }
+
+    /// Upserts a member's lots, in statements of at most [`MAX_PARAMS`] parameters.
+    async fn upsert_lots(
+        conn: &mut SqliteConnection,
+        customer: &str,
+        program: &str,
+        lots: &[&Lot],
+    ) -> StoreResult<()> {
+        for chunk in lots.chunks(MAX_PARAMS / 9) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO loyalty_lots (customer_id, program_id, {}) ",
+                LotRow::COLUMNS
+            ));
+            qb.push_values(chunk, |mut b, l| {
+                b.push_bind(customer)
+                    .push_bind(program)
+                    .push_bind(l.lot_id)
+                    .push_bind(l.original)
+                    .push_bind(l.remaining)
+                    .push_bind(l.earned_at.as_micros())
+                    .push_bind(l.available_at.as_micros())
+                    .push_bind(l.expires_at.map(Timestamp::as_micros))
+                    .push_bind(l.activated);
+            });
+            qb.push(ON_LOT_CONFLICT);
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a member's new entries, in statements of at most [`MAX_PARAMS`] parameters.
+    async fn insert_entries(
+        conn: &mut SqliteConnection,
+        customer: &str,
+        program: &str,
+        entries: &[(&Entry, String)],
+    ) -> StoreResult<()> {
+        for chunk in entries.chunks(MAX_PARAMS / 15) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO loyalty_entries (customer_id, program_id, {}) ",
+                EntryRow::COLUMNS
+            ));
+            qb.push_values(chunk, |mut b, (e, lots)| {
+                b.push_bind(customer)
+                    .push_bind(program)
+                    .push_bind(e.entry_id)
+                    .push_bind(e.kind.name())
+                    .push_bind(e.amount)
+                    .push_bind(e.points)
+                    .push_bind(lots.as_str())
+                    .push_bind(e.source.event_id.as_deref())
+                    .push_bind(e.source.redemption_id.as_deref())
+                    .push_bind(e.source.rule.as_deref())
+                    .push_bind(e.issuer.as_str())
+                    .push_bind(e.reason.as_str())
+                    .push_bind(e.created_at.as_micros())
+                    .push_bind(e.effective_at.as_micros())
+                    .push_bind(e.expires_at.map(Timestamp::as_micros));
+            });
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Adds to a member's activity, in statements of at most [`MAX_PARAMS`] parameters.
+    async fn add_activity(
+        conn: &mut SqliteConnection,
+        customer: &str,
+        program: &str,
+        days: &[(i32, i64, i64)],
+    ) -> StoreResult<()> {
+        for chunk in days.chunks(MAX_PARAMS / 5) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO loyalty_activity (customer_id, program_id, day, points, spend) ",
+            );
+            qb.push_values(chunk, |mut b, (day, points, spend)| {
+                b.push_bind(customer)
+                    .push_bind(program)
+                    .push_bind(*day)
+                    .push_bind(*points)
+                    .push_bind(*spend);
+            });
+            qb.push(ON_ACTIVITY_CONFLICT);
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_dependencies(
+        conn: &mut SqliteConnection,
+        segment: &str,
+        deps: &[String],
+    ) -> StoreResult<()> {
+        for chunk in deps.chunks(MAX_PARAMS / 2) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO segment_dependencies (segment_id, depends_on) ",
+            );
+            qb.push_values(chunk, |mut b, d| {
+                b.push_bind(segment).push_bind(d.as_str());
+            });
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn stored_segments(
+        conn: &mut SqliteConnection,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let mut stored = Vec::new();
+        for chunk in ids.chunks(MAX_PARAMS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT segment_id FROM segments WHERE segment_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for d in chunk {
+                sep.push_bind(d.as_str());
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *conn).await.map_err(db_err)? {
+                stored.push(row.try_get::<String, _>(0).map_err(db_err)?);
+            }
+        }
+        Ok(stored)
+    }
 }
 
 const CUSTOMER_COLUMNS: &str = "c.customer_id, c.birth_date, c.gender, c.country, c.signed_up_at, \
@@ -144,36 +313,9 @@ fn summary_select() -> String {
         .join(", ")
 }
 
+/// A row of [`CUSTOMER_COLUMNS`] and the summary's columns, read by name.
 fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
-    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(1)?)?;
-    let gender: String = row.try_get(2).map_err(db_err)?;
-    let gender = patron_store::decode::gender(&customer_id, &gender)?;
-    let country: Option<String> = row.try_get(3).map_err(db_err)?;
-    let signed_up_at = get_i64(4)?.map(Timestamp::from_micros);
-    let attributes: String = row.try_get(5).map_err(db_err)?;
-    let create_time = patron_store::decode::create_time(&customer_id, get_i64(6)?)?;
-    let update_time = get_i64(7)?.map(Timestamp::from_micros);
-    let n = columns::all().count();
-    let values = (8..8 + n).map(get_i64).collect::<StoreResult<Vec<_>>>()?;
-    Ok(CustomerRecord {
-        customer: Customer {
-            customer_id,
-            profile: CustomerProfile {
-                birth_date,
-                gender,
-                country,
-                signed_up_at,
-                attributes: decode_attributes(&attributes)?,
-            },
-        },
-        create_time,
-        update_time,
-        summary: columns::summary_from_values(&values),
-    })
+    patron_store_sql::rows::customer_record(row, db_err)
 }
 
 /// The columns [`summary_row_from_row`] reads; `c` is the customer row, `s` its summary.
@@ -184,7 +326,8 @@ fn record_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
 /// are dominated by that cost.
 fn summary_row_select() -> String {
     format!(
-        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date, json_array({}), \
+        "c.customer_id, c.signed_up_at, c.create_time, c.birth_date, \
+         json_array({}) AS summary_values, \
          c.gender, c.country, c.attributes",
         summary_select()
     )
@@ -215,33 +358,9 @@ fn parse_summary_values(json: &str) -> StoreResult<[Option<i64>; columns::COUNT]
 
 /// A row of [`summary_row_select`], without its orders and engagement (see [`fill_history`]).
 fn summary_row_from_row(row: &SqliteRow) -> StoreResult<SummaryRow> {
-    let get_i64 = |i: usize| -> StoreResult<Option<i64>> { row.try_get(i).map_err(db_err) };
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let customer_id = CustomerId::parse(customer_id)
-        .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-    let values: &str = row.try_get(4).map_err(db_err)?;
-    let gender: &str = row.try_get(5).map_err(db_err)?;
-    let attributes: &str = row.try_get(7).map_err(db_err)?;
-    let create_time = patron_store::decode::create_time(&customer_id, get_i64(2)?)?;
-    let birth_date = patron_store::decode::birth_date(&customer_id, get_i64(3)?)?;
-    let gender = patron_store::decode::gender(&customer_id, gender)?;
-    Ok(SummaryRow {
-        customer_id,
-        signed_up_at: get_i64(1)?.map(Timestamp::from_micros),
-        create_time,
-        birth_date,
-        gender,
-        country: row.try_get(6).map_err(db_err)?,
-        // Most customers have no attributes: skip the JSON parser for them.
-        attributes: if attributes == "{}" {
-            Attributes::new()
-        } else {
-            decode_attributes(attributes)?
-        },
-        summary: columns::summary_from_values(&parse_summary_values(values)?),
-        orders: Vec::new(),
-        engagement: Vec::new(),
-    })
+    let head = SummaryHeadRow::from_row(row).map_err(db_err)?;
+    let values: &str = row.try_get(SUMMARY_VALUES).map_err(db_err)?;
+    summary_row(head, &parse_summary_values(values)?)
 }
 
 /// Which customers' orders and engagement [`fill_history`] reads: those of a page of
@@ -359,47 +478,9 @@ fn parse_engagement(text: &str, names: &mut HashSet<Arc<str>>) -> StoreResult<Ve
     Ok(out)
 }
 
-/// The shared copy of `name`, made on first sight.
-fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(shared) = names.get(name) {
-        return Arc::clone(shared);
-    }
-    let shared: Arc<str> = Arc::from(name);
-    names.insert(Arc::clone(&shared));
-    shared
-}
-
-const MODEL_COLUMNS: &str = "version, created_at, active, body";
-
-fn model_from_row(row: &SqliteRow) -> StoreResult<StoredModel> {
-    Ok(StoredModel {
-        version: row.try_get(0).map_err(db_err)?,
-        created_at: Timestamp::from_micros(row.try_get(1).map_err(db_err)?),
-        active: row.try_get(2).map_err(db_err)?,
-        body: row.try_get(3).map_err(db_err)?,
-    })
-}
-
-fn limit_param(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
+/// A row of [`EventRow::COLUMNS`].
 fn event_from_row(row: &SqliteRow) -> StoreResult<StoredEvent> {
-    let customer_id: String = row.try_get(0).map_err(db_err)?;
-    let event_id: String = row.try_get(1).map_err(db_err)?;
-    let occurred_at: i64 = row.try_get(2).map_err(db_err)?;
-    let recorded_at: i64 = row.try_get(3).map_err(db_err)?;
-    let data: String = row.try_get(4).map_err(db_err)?;
-    let bad = |e: patron_domain::id::IdError| StoreError::Internal(format!("stored id: {e}"));
-    Ok(StoredEvent {
-        event: Event {
-            customer_id: CustomerId::parse(customer_id).map_err(bad)?,
-            event_id: EventId::parse(event_id).map_err(bad)?,
-            occurred_at: Timestamp::from_micros(occurred_at),
-            data: decode_event_data(&data)?,
-        },
-        recorded_at: Timestamp::from_micros(recorded_at),
-    })
+    EventRow::from_row(row).map_err(db_err)?.try_into()
 }
 
 fn date_days(d: Option<Date>) -> Option<i64> {
@@ -750,7 +831,7 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
         }
         // The loyalty books stay, under a pseudonym nothing links back to the customer.
-        let pseudonym = new_pseudonym()?;
+        let pseudonym = patron_store_sql::new_pseudonym()?;
         let programs = loyalty::keep_books_as(&mut tx, id.as_str(), &pseudonym).await?;
         // Earlier changes of the customer name the pseudonym from now on (rewritten, not
         // deleted: positions stay dense). This erasure's own changes below name the customer,
@@ -910,9 +991,10 @@ impl Store for SqliteStore {
         after: Option<&EventCursor>,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events WHERE customer_id = ",
-        );
+        let mut qb = QueryBuilder::<Sqlite>::new(&format!(
+            "SELECT {} FROM events WHERE customer_id = ",
+            EventRow::COLUMNS
+        ));
         qb.push_bind(customer.as_str());
         if !kinds.is_empty() {
             qb.push(" AND kind IN (");
@@ -951,10 +1033,10 @@ impl Store for SqliteStore {
         // in id order (SQLite compares text bytewise).
         let mut tx = self.reader.begin().await.map_err(db_err)?;
         for chunk in ids.chunks(MAX_PARAMS - 1) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT customer_id, event_id, occurred_at, recorded_at, data FROM events \
-                 WHERE occurred_at <= ",
-            );
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {} FROM events WHERE occurred_at <= ",
+                EventRow::COLUMNS
+            ));
             qb.push_bind(until.as_micros())
                 .push(" AND customer_id IN (");
             let mut sep = qb.separated(", ");
@@ -1049,55 +1131,12 @@ impl Store for SqliteStore {
         created_at: Timestamp,
         activation: Activation,
     ) -> StoreResult<StoredModel> {
-        // IMMEDIATE: the write lock is taken before the version is read, also against other
-        // processes on the same file.
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let (version, any_active): (i64, bool) = sqlx::query_as(
-            "SELECT COALESCE(MAX(version), 0) + 1, \
-             EXISTS (SELECT 1 FROM value_models WHERE active = 1) FROM value_models",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let active = activation.activates(any_active);
-        if active {
-            sqlx::query("UPDATE value_models SET active = 0 WHERE active = 1")
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        let sql = format!(
-            "INSERT INTO value_models ({MODEL_COLUMNS}) VALUES (?, ?, ?, ?) \
-             RETURNING {MODEL_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .bind(created_at.as_micros())
-            .bind(active)
-            .bind(body)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let model = model_from_row(&row)?;
-        let key = model.version.to_string();
-        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")], None).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(model)
+        Sql::<Self>::insert_value_model(self, body, created_at, activation).await
     }
 
     #[tracing::instrument(skip_all, name = "store.get_value_model", fields(db.system = "sqlite", version))]
     async fn get_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE version = ?");
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(model_from_row).transpose()
+        Sql::<Self>::get_value_model(self, version).await
     }
 
     #[tracing::instrument(skip_all, name = "store.list_value_models", fields(db.system = "sqlite", before, limit))]
@@ -1106,78 +1145,22 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<StoredModel>> {
-        let sql = format!(
-            "SELECT {MODEL_COLUMNS} FROM value_models WHERE version < ? \
-             ORDER BY version DESC LIMIT ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit_param(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(model_from_row).collect()
+        Sql::<Self>::list_value_models(self, before, limit).await
     }
 
     #[tracing::instrument(skip_all, name = "store.activate_value_model", fields(db.system = "sqlite", version))]
     async fn activate_value_model(&self, version: i64) -> StoreResult<Option<StoredModel>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let exists = sqlx::query("SELECT 1 FROM value_models WHERE version = ?")
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if !exists {
-            return Ok(None);
-        }
-        // Deactivate first: the unique index allows one active row at every step.
-        sqlx::query("UPDATE value_models SET active = 0 WHERE active = 1 AND version <> ?")
-            .bind(version)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let sql = format!(
-            "UPDATE value_models SET active = 1 WHERE version = ? RETURNING {MODEL_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(version)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let model = model_from_row(&row)?;
-        let key = model.version.to_string();
-        append_changes(&mut tx, &[(ChangeKind::Model, &key, "")], None).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(model))
+        Sql::<Self>::activate_value_model(self, version).await
     }
 
     #[tracing::instrument(skip_all, name = "store.active_value_model", fields(db.system = "sqlite"))]
     async fn active_value_model(&self) -> StoreResult<Option<StoredModel>> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM value_models WHERE active = 1");
-        let row = sqlx::query(&sql)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(model_from_row).transpose()
+        Sql::<Self>::active_value_model(self).await
     }
 
     #[tracing::instrument(skip_all, name = "store.get_tier_policy", fields(db.system = "sqlite"))]
     async fn get_tier_policy(&self) -> StoreResult<Option<StoredPolicy>> {
-        let row: Option<(i64, i64, String)> =
-            sqlx::query_as("SELECT revision, updated_at, body FROM tier_policy WHERE id = 1")
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db_err)?;
-        Ok(row.map(|(revision, updated_at, body)| StoredPolicy {
-            revision,
-            updated_at: Timestamp::from_micros(updated_at),
-            body,
-        }))
+        Sql::<Self>::get_tier_policy(self).await
     }
 
     #[tracing::instrument(skip_all, name = "store.put_tier_policy", fields(db.system = "sqlite", expected_revision))]
@@ -1187,315 +1170,11 @@ impl Store for SqliteStore {
         updated_at: Timestamp,
         expected_revision: Option<i64>,
     ) -> StoreResult<StoredPolicy> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let stored: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM tier_policy WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if let Some(expected) = expected_revision.filter(|&e| e != stored) {
-            return Err(revision_mismatch(expected, stored));
-        }
-        let revision = stored + 1;
-        sqlx::query(
-            "INSERT INTO tier_policy (id, revision, updated_at, body) VALUES (1, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
-             updated_at = excluded.updated_at, body = excluded.body",
-        )
-        .bind(revision)
-        .bind(updated_at.as_micros())
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let key = revision.to_string();
-        append_changes(&mut tx, &[(ChangeKind::TierPolicy, &key, "")], None).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(StoredPolicy {
-            revision,
-            updated_at,
-            body: body.to_owned(),
-        })
+        Sql::<Self>::put_tier_policy(self, body, updated_at, expected_revision).await
     }
 }
 
-/// The columns [`segment_from_row`] reads; `s` is the segment row. Its dependencies travel as
-/// one JSON array of ids.
-const SEGMENT_SELECT: &str = "s.segment_id, s.display_name, s.description, s.rule, s.revision, \
-     s.create_time, s.update_time, (SELECT json_group_array(d.depends_on) \
-     FROM segment_dependencies d WHERE d.segment_id = s.segment_id)";
-
-fn segment_from_row(row: &SqliteRow) -> StoreResult<SegmentRecord> {
-    let depends_on: &str = row.try_get(7).map_err(db_err)?;
-    let mut depends_on: Vec<String> = serde_json::from_str(depends_on)
-        .map_err(|e| StoreError::Internal(format!("stored segment dependencies: {e}")))?;
-    depends_on.sort_unstable();
-    Ok(SegmentRecord {
-        segment_id: row.try_get(0).map_err(db_err)?,
-        display_name: row.try_get(1).map_err(db_err)?,
-        description: row.try_get(2).map_err(db_err)?,
-        rule: row.try_get(3).map_err(db_err)?,
-        depends_on,
-        revision: row.try_get(4).map_err(db_err)?,
-        create_time: Timestamp::from_micros(row.try_get(5).map_err(db_err)?),
-        update_time: Timestamp::from_micros(row.try_get(6).map_err(db_err)?),
-    })
-}
-
-/// The error of a segment update whose expected revision is not the stored one.
-fn segment_revision_mismatch(id: &str, expected: i64, stored: i64) -> StoreError {
-    StoreError::PreconditionFailed(format!(
-        "segment {id} revision is {stored}, the write expected {expected}"
-    ))
-}
-
-/// `depends_on` sorted, without repeats.
-fn normalized_dependencies(depends_on: &[String]) -> Vec<String> {
-    let mut deps = depends_on.to_vec();
-    deps.sort_unstable();
-    deps.dedup();
-    deps
-}
-
-/// [`StoreError::MissingDependency`] for the first of `deps` (sorted) that is not stored.
-async fn check_dependencies_exist(
-    tx: &mut Transaction<'_, Sqlite>,
-    deps: &[String],
-) -> StoreResult<()> {
-    let mut stored = HashSet::new();
-    for chunk in deps.chunks(MAX_PARAMS) {
-        let mut qb =
-            QueryBuilder::<Sqlite>::new("SELECT segment_id FROM segments WHERE segment_id IN (");
-        let mut sep = qb.separated(", ");
-        for d in chunk {
-            sep.push_bind(d.as_str());
-        }
-        qb.push(")");
-        for row in qb.build().fetch_all(&mut **tx).await.map_err(db_err)? {
-            stored.insert(row.try_get::<String, _>(0).map_err(db_err)?);
-        }
-    }
-    match deps.iter().find(|d| !stored.contains(d.as_str())) {
-        Some(missing) => Err(StoreError::MissingDependency(missing.clone())),
-        None => Ok(()),
-    }
-}
-
-/// Stores `deps` as the dependencies of `segment` (which has none stored).
-async fn insert_dependencies(
-    tx: &mut Transaction<'_, Sqlite>,
-    segment: &str,
-    deps: &[String],
-) -> StoreResult<()> {
-    for chunk in deps.chunks(MAX_PARAMS / 2) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO segment_dependencies (segment_id, depends_on) ",
-        );
-        qb.push_values(chunk, |mut b, d| {
-            b.push_bind(segment).push_bind(d.as_str());
-        });
-        qb.build().execute(&mut **tx).await.map_err(db_err)?;
-    }
-    Ok(())
-}
-
-/// Segment writes take the database's write lock first (`BEGIN IMMEDIATE`), also against other
-/// processes on the same file, so each check below sees the state its write replaces.
-#[async_trait]
-impl SegmentStore for SqliteStore {
-    #[tracing::instrument(skip_all, name = "store.create_segment", fields(db.system = "sqlite", segment_id = %record.segment_id))]
-    async fn create_segment(&self, record: &SegmentRecord) -> StoreResult<SegmentRecord> {
-        let deps = normalized_dependencies(&record.depends_on);
-        let id = record.segment_id.as_str();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if exists {
-            return Err(StoreError::AlreadyExists(format!("segment {id}")));
-        }
-        // Nothing stored depends on a new segment: only a dependency on itself is a cycle.
-        if let Some(cycle) = find_cycle(&[], id, &deps) {
-            return Err(StoreError::SegmentCycle(cycle));
-        }
-        check_dependencies_exist(&mut tx, &deps).await?;
-        sqlx::query(
-            "INSERT INTO segments (segment_id, display_name, description, rule, revision, \
-             create_time, update_time) VALUES (?, ?, ?, ?, 1, ?, ?)",
-        )
-        .bind(id)
-        .bind(&record.display_name)
-        .bind(&record.description)
-        .bind(&record.rule)
-        .bind(record.create_time.as_micros())
-        .bind(record.update_time.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        insert_dependencies(&mut tx, id, &deps).await?;
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")], None).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(SegmentRecord {
-            depends_on: deps,
-            revision: 1,
-            ..record.clone()
-        })
-    }
-
-    #[tracing::instrument(skip_all, name = "store.get_segment", fields(db.system = "sqlite", segment_id = %id))]
-    async fn get_segment(&self, id: &str) -> StoreResult<Option<SegmentRecord>> {
-        let sql = format!("SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(segment_from_row).transpose()
-    }
-
-    #[tracing::instrument(skip_all, name = "store.list_segments", fields(db.system = "sqlite", limit))]
-    async fn list_segments(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<SegmentRecord>> {
-        let sql = format!(
-            "SELECT {SEGMENT_SELECT} FROM segments s WHERE s.segment_id > ? \
-             ORDER BY s.segment_id LIMIT ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(after.unwrap_or(""))
-            .bind(limit_param(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(segment_from_row).collect()
-    }
-
-    #[tracing::instrument(skip_all, name = "store.update_segment", fields(db.system = "sqlite", segment_id = %record.segment_id, expected_revision))]
-    async fn update_segment(
-        &self,
-        record: &SegmentRecord,
-        expected_revision: Option<i64>,
-    ) -> StoreResult<Option<SegmentRecord>> {
-        let deps = normalized_dependencies(&record.depends_on);
-        let id = record.segment_id.as_str();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let stored: Option<(i64, i64)> =
-            sqlx::query_as("SELECT revision, create_time FROM segments WHERE segment_id = ?")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        let Some((revision, create_time)) = stored else {
-            return Ok(None);
-        };
-        if let Some(expected) = expected_revision.filter(|&e| e != revision) {
-            return Err(segment_revision_mismatch(id, expected, revision));
-        }
-        let edges: Vec<(String, String)> =
-            sqlx::query_as("SELECT segment_id, depends_on FROM segment_dependencies")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if let Some(cycle) = find_cycle(&edges, id, &deps) {
-            return Err(StoreError::SegmentCycle(cycle));
-        }
-        check_dependencies_exist(&mut tx, &deps).await?;
-        sqlx::query(
-            "UPDATE segments SET display_name = ?, description = ?, rule = ?, \
-             revision = revision + 1, update_time = ? WHERE segment_id = ?",
-        )
-        .bind(&record.display_name)
-        .bind(&record.description)
-        .bind(&record.rule)
-        .bind(record.update_time.as_micros())
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        sqlx::query("DELETE FROM segment_dependencies WHERE segment_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        insert_dependencies(&mut tx, id, &deps).await?;
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")], None).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(SegmentRecord {
-            depends_on: deps,
-            revision: revision + 1,
-            create_time: Timestamp::from_micros(create_time),
-            ..record.clone()
-        }))
-    }
-
-    #[tracing::instrument(skip_all, name = "store.delete_segment", fields(db.system = "sqlite", segment_id = %id))]
-    async fn delete_segment(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let exists = sqlx::query("SELECT 1 FROM segments WHERE segment_id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .is_some();
-        if !exists {
-            return Ok(false);
-        }
-        let mut dependents: Vec<String> = sqlx::query_scalar(
-            "SELECT segment_id FROM segment_dependencies WHERE depends_on = ? \
-             AND segment_id <> ? \
-             UNION ALL SELECT 'program:' || program_id FROM loyalty_programs \
-             WHERE target_segment = ? \
-             UNION ALL SELECT 'reward:' || reward_id FROM loyalty_rewards \
-             WHERE required_segment = ?",
-        )
-        .bind(id)
-        .bind(id)
-        .bind(id)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        dependents.sort_unstable();
-        if !dependents.is_empty() {
-            return Err(StoreError::InUse(dependents));
-        }
-        // Its own dependency rows first: correct also without foreign-key enforcement.
-        for sql in [
-            "DELETE FROM segment_dependencies WHERE segment_id = ?",
-            "DELETE FROM segments WHERE segment_id = ?",
-        ] {
-            sqlx::query(sql)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        append_changes(&mut tx, &[(ChangeKind::Segment, id, "")], None).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(true)
-    }
-}
+patron_store_sql::segment_store!(SqliteStore, "sqlite");
 
 #[cfg(test)]
 mod tests {
