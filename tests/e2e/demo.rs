@@ -299,6 +299,7 @@ async fn value_of(addr: std::net::SocketAddr, id: &str) -> spb::CustomerValue {
         .get_customer_value(spb::GetCustomerValueRequest {
             customer_id: id.into(),
             as_of: None,
+            intervals: false,
         })
         .await
         .expect("GetCustomerValue")

@@ -826,11 +826,13 @@ fn baseline(method: &str, pattern: &str, n: usize) -> Vec<u8> {
         "GetCustomerValue" => spb::GetCustomerValueRequest {
             customer_id: "victim".into(),
             as_of: Some(now()),
+            intervals: false,
         }
         .encode_to_vec(),
         "BatchGetCustomerValues" => spb::BatchGetCustomerValuesRequest {
             customer_ids: vec!["victim".into()],
             as_of: Some(now()),
+            intervals: false,
         }
         .encode_to_vec(),
         "StreamCustomerValues" => spb::StreamCustomerValuesRequest {
@@ -843,6 +845,7 @@ fn baseline(method: &str, pattern: &str, n: usize) -> Vec<u8> {
             chunk_size: 10,
             view: spb::CustomerValueView::Basic as i32,
             as_of: Some(now()),
+            intervals: false,
         }
         .encode_to_vec(),
         "FitValueModel" => spb::FitValueModelRequest {
@@ -1112,6 +1115,7 @@ async fn read_after(app: &TestApp, method: &str, n: usize) -> Result<(), tonic::
         .get_customer_value(spb::GetCustomerValueRequest {
             customer_id: "victim".into(),
             as_of: None,
+            intervals: false,
         })
         .await?;
     app.customer("victim").await?;

@@ -5,7 +5,7 @@
 use patron_proto::scoring::v1 as pb;
 use patron_proto::scoring::v1::scoring_service_client::ScoringServiceClient;
 
-use crate::support::{Backend, purchase, spawn_app};
+use crate::support::{Backend, TestApp, purchase, spawn_app};
 
 const TRANSACTIONS: &str = include_str!("../fixtures/cdnow_sample_transactions.csv");
 const REFERENCE: &str = include_str!("../fixtures/cdnow_holdout_reference.csv");
@@ -141,8 +141,8 @@ fn assert_report_matches(h: &pb::HoldoutReport, want: &Reference) {
     );
 }
 
-async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
-    let app = spawn_app(backend).await;
+/// lifetimes' CDNOW sample, loaded over gRPC: customer `cdnow-{id}`.
+async fn load_cdnow(app: &TestApp) {
     let events: Vec<_> = TRANSACTIONS
         .lines()
         .skip(1)
@@ -161,6 +161,11 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
     for chunk in events.chunks(1_000) {
         app.record(chunk.to_vec()).await.expect("record");
     }
+}
+
+async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
+    let app = spawn_app(backend).await;
+    load_cdnow(&app).await;
     let mut client = ScoringServiceClient::new(app.channel.clone());
     let model = client
         .fit_value_model(pb::FitValueModelRequest {
@@ -212,6 +217,7 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
             .get_customer_value(pb::GetCustomerValueRequest {
                 customer_id: format!("cdnow-{id}"),
                 as_of: Some(midnight("1997-09-30")),
+                intervals: false,
             })
             .await
             .expect("value")
@@ -343,4 +349,118 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
     assert_eq!(models(&mut client).await, before);
 }
 
-crate::both_backends!(holdout_matches_lifetimes_on_cdnow);
+/// Intervals come only when asked for, hold the point value, and are the same through
+/// GetCustomerValue, BatchGetCustomerValues and StreamCustomerValues.
+async fn intervals_on_request(backend: Backend) {
+    let app = spawn_app(backend).await;
+    load_cdnow(&app).await;
+    let mut client = ScoringServiceClient::new(app.channel.clone());
+    let model = client
+        .fit_value_model(pb::FitValueModelRequest {
+            calibration_end: Some(midnight("1998-06-30")),
+            ..Default::default()
+        })
+        .await
+        .expect("fit")
+        .into_inner()
+        .model
+        .expect("model");
+    assert_eq!(model.bg_nbd.expect("bg").standard_errors.len(), 4);
+    let mut ids: Vec<String> = TRANSACTIONS
+        .lines()
+        .skip(1)
+        .map(|l| format!("cdnow-{}", l.split(',').next().expect("id")))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let ids: Vec<String> = ids.into_iter().step_by(15).collect();
+    let one = |id: &str, intervals: bool| {
+        let mut client = client.clone();
+        let id = id.to_owned();
+        async move {
+            client
+                .get_customer_value(pb::GetCustomerValueRequest {
+                    customer_id: id,
+                    as_of: Some(midnight("1998-06-30")),
+                    intervals,
+                })
+                .await
+                .expect("value")
+                .into_inner()
+                .value
+                .expect("value")
+        }
+    };
+    let plain = one(&ids[0], false).await;
+    assert!(plain.clv.as_ref().expect("clv").intervals.is_none());
+    let mut singles = Vec::new();
+    let (mut with_p, mut with_clv) = (0, 0);
+    for id in &ids {
+        let v = one(id, true).await;
+        let clv = v.clv.as_ref().expect("clv");
+        let i = clv.intervals.as_ref().expect("intervals");
+        assert_eq!(i.level, 0.9);
+        let e = clv.expected_purchases.expect("expected purchases");
+        let (lo, hi) = (
+            i.expected_purchases_lower.expect("lower"),
+            i.expected_purchases_upper.expect("upper"),
+        );
+        assert!(lo < e && e < hi, "{id}: {lo} {e} {hi}");
+        if let (Some(lo), Some(hi)) = (i.probability_alive_lower, i.probability_alive_upper) {
+            let p = clv.probability_alive.expect("p alive");
+            assert!(
+                0.0 < lo && lo < p && p < hi && hi < 1.0,
+                "{id}: {lo} {p} {hi}"
+            );
+            with_p += 1;
+        }
+        if let (Some(lo), Some(hi), Some(c)) = (
+            &i.predicted_clv_lower,
+            &i.predicted_clv_upper,
+            &clv.predicted_clv,
+        ) {
+            assert!(lo.minor_units <= c.minor_units && c.minor_units <= hi.minor_units);
+            assert!(lo.minor_units < hi.minor_units || c.minor_units < 100, "{id}");
+            with_clv += 1;
+        }
+        singles.push(v);
+    }
+    // Repeat buyers have an informative P(alive); everyone with a spend prediction a CLV range.
+    assert!(with_p > 30 && with_clv > 30, "{with_p} {with_clv}");
+    let batch = client
+        .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
+            customer_ids: ids.clone(),
+            as_of: Some(midnight("1998-06-30")),
+            intervals: true,
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .values;
+    let intervals = |v: &pb::CustomerValue| v.clv.as_ref().and_then(|c| c.intervals.clone());
+    let mut streamed = std::collections::HashMap::new();
+    let mut stream = client
+        .stream_customer_values(pb::StreamCustomerValuesRequest {
+            chunk_size: 400,
+            intervals: true,
+            as_of: Some(midnight("1998-06-30")),
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    while let Some(m) = stream.message().await.expect("message") {
+        for v in m.values {
+            streamed.insert(v.customer_id.clone(), v);
+        }
+    }
+    assert_eq!(batch.len(), ids.len());
+    assert_eq!(streamed.len(), 2_357);
+    for (s, b) in singles.iter().zip(&batch) {
+        let t = &streamed[&s.customer_id];
+        assert_eq!(intervals(s), intervals(b));
+        assert_eq!(intervals(s), intervals(t));
+    }
+}
+
+crate::both_backends!(holdout_matches_lifetimes_on_cdnow, intervals_on_request);

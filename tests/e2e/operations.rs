@@ -484,6 +484,7 @@ async fn a_database_outage_fails_fast_reports_not_serving_and_recovers() {
         .get_customer_value(spb::GetCustomerValueRequest {
             customer_id: "o-1".into(),
             as_of: None,
+            intervals: false,
         })
         .await
         .expect("value from memory");

@@ -89,6 +89,7 @@ async fn value(app: &TestApp, id: &str) -> Result<pb::CustomerValue, tonic::Stat
         .get_customer_value(pb::GetCustomerValueRequest {
             customer_id: id.into(),
             as_of: None,
+            intervals: false,
         })
         .await
         .map(|r| r.into_inner().value.expect("value"))
@@ -306,6 +307,7 @@ async fn as_of_rewinds_from_history(backend: Backend) {
         .get_customer_value(pb::GetCustomerValueRequest {
             customer_id: "hist".into(),
             as_of: Some(ago(10)),
+            intervals: false,
         })
         .await
         .expect("as of")
@@ -318,6 +320,7 @@ async fn as_of_rewinds_from_history(backend: Backend) {
         .get_customer_value(pb::GetCustomerValueRequest {
             customer_id: "hist".into(),
             as_of: Some(ago(31)),
+            intervals: false,
         })
         .await
         .expect_err("before the first event");
@@ -334,6 +337,7 @@ async fn as_of_rewinds_from_history(backend: Backend) {
                 seconds: now_secs() + 86_400,
                 nanos: 0,
             }),
+            intervals: false,
         })
         .await
         .expect_err("future");
@@ -351,6 +355,7 @@ async fn bulk_as_of_matches_one_customer_at_a_time(backend: Backend) {
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: ids.clone(),
             as_of: Some(as_of),
+            intervals: false,
         })
         .await
         .expect("batch")
@@ -366,6 +371,7 @@ async fn bulk_as_of_matches_one_customer_at_a_time(backend: Backend) {
             .get_customer_value(pb::GetCustomerValueRequest {
                 customer_id: id.clone(),
                 as_of: Some(as_of),
+                intervals: false,
             })
             .await;
         if before.contains(id) {
@@ -413,6 +419,7 @@ async fn bulk_as_of_matches_one_customer_at_a_time(backend: Backend) {
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: ids.clone(),
             as_of: Some(future),
+            intervals: false,
         })
         .await
         .expect_err("future");
@@ -434,6 +441,7 @@ async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: vec!["c002".into(), "nobody".into(), "c003".into()],
             as_of: None,
+            intervals: false,
         })
         .await
         .expect("batch")
@@ -445,6 +453,7 @@ async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: (0..1_001).map(|i| format!("x{i}")).collect(),
             as_of: None,
+            intervals: false,
         })
         .await
         .expect_err("too many");
@@ -458,6 +467,7 @@ async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: vec![],
             as_of: None,
+            intervals: false,
         })
         .await
         .expect_err("empty");
@@ -471,6 +481,7 @@ async fn batches_list_missing_ids_and_refuse_bad_ones(backend: Backend) {
         .batch_get_customer_values(pb::BatchGetCustomerValuesRequest {
             customer_ids: vec!["ok".into(), String::new()],
             as_of: None,
+            intervals: false,
         })
         .await
         .expect_err("empty id");

@@ -158,6 +158,7 @@ pub fn to_proto_view(
             .and_then(|p| p.predicted_clv)
             .and_then(|v| rounded_money(v, currency)),
         horizon_months,
+        intervals: None,
         horizon_days: model
             .and_then(|m| m.doc.horizon_days)
             .map_or(0, |d| i32::try_from(d).unwrap_or(i32::MAX)),
@@ -233,5 +234,22 @@ pub fn to_proto_view(
         } else {
             Vec::new()
         },
+    }
+}
+
+/// A model's intervals ([`patron_views::model::Intervals`]) as proto; CLV ends rounded to minor
+/// units.
+pub fn intervals_to_proto(
+    i: &patron_views::model::Intervals,
+    currency: Currency,
+) -> pb::ClvIntervals {
+    pb::ClvIntervals {
+        level: 0.9,
+        probability_alive_lower: i.probability_alive.map(|p| p.0),
+        probability_alive_upper: i.probability_alive.map(|p| p.1),
+        expected_purchases_lower: i.expected_purchases.map(|e| e.0),
+        expected_purchases_upper: i.expected_purchases.map(|e| e.1),
+        predicted_clv_lower: i.predicted_clv.and_then(|c| rounded_money(c.0, currency)),
+        predicted_clv_upper: i.predicted_clv.and_then(|c| rounded_money(c.1, currency)),
     }
 }

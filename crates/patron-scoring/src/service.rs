@@ -48,26 +48,53 @@ fn subject_of(row: &SummaryRow) -> Subject<'_> {
     }
 }
 
+/// What a value read returns besides the profile's numbers.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    /// The driver sentences (not in StreamCustomerValues' BASIC view).
+    drivers: bool,
+    /// The model values' intervals (`intervals` on the request).
+    intervals: bool,
+}
+
 fn value_of(
     row: &SummaryRow,
     as_of: Timestamp,
     state: &State,
     engine: &Engine,
+    intervals: bool,
 ) -> pb::CustomerValue {
-    value_view(row, as_of, state, engine, true)
+    let view = View {
+        drivers: true,
+        intervals,
+    };
+    value_view(row, as_of, state, engine, view)
 }
 
-/// [`value_of`], with the driver sentences only if `drivers`.
+/// [`value_of`], with what `view` asks for.
 fn value_view(
     row: &SummaryRow,
     as_of: Timestamp,
     state: &State,
     engine: &Engine,
-    drivers: bool,
+    view: View,
 ) -> pb::CustomerValue {
     let subject = subject_of(row);
     let scored = profile::compute(&subject, as_of, state);
-    convert::to_proto_view(&subject, as_of, state, &scored, engine.currency(), drivers)
+    let currency = engine.currency();
+    let mut value = convert::to_proto_view(&subject, as_of, state, &scored, currency, view.drivers);
+    if view.intervals
+        && let (Some(model), Some(rfm), Some(clv)) = (
+            state.model.as_deref(),
+            scored.rfm.as_ref(),
+            value.clv.as_mut(),
+        )
+    {
+        clv.intervals = model
+            .intervals(rfm)
+            .map(|i| convert::intervals_to_proto(&i, currency));
+    }
+    value
 }
 
 fn unit_from_proto(u: i32) -> Result<TimeUnitKind, String> {
@@ -468,7 +495,11 @@ impl ScoringApi {
         &self,
         request: Request<pb::GetCustomerValueRequest>,
     ) -> ApiResult<pb::GetCustomerValueResponse> {
-        let pb::GetCustomerValueRequest { customer_id, as_of } = request.into_inner();
+        let pb::GetCustomerValueRequest {
+            customer_id,
+            as_of,
+            intervals,
+        } = request.into_inner();
         let id = patron_grpc::parse_customer_id(&customer_id, "customer_id")?;
         let as_of = parse_as_of(as_of)?;
         let row = self.engine.get(&id).ok_or_else(|| {
@@ -484,7 +515,7 @@ impl ScoringApi {
             ));
         };
         Ok(pb::GetCustomerValueResponse {
-            value: Some(value_of(row, as_of, &state, &self.engine)),
+            value: Some(value_of(row, as_of, &state, &self.engine, intervals)),
         })
     }
 
@@ -495,6 +526,7 @@ impl ScoringApi {
         let pb::BatchGetCustomerValuesRequest {
             customer_ids,
             as_of,
+            intervals,
         } = request.into_inner();
         let as_of = parse_as_of(as_of)?;
         if customer_ids.is_empty() {
@@ -537,7 +569,7 @@ impl ScoringApi {
             values: then
                 .rows
                 .iter()
-                .map(|row| value_of(row, as_of, &state, &self.engine))
+                .map(|row| value_of(row, as_of, &state, &self.engine, intervals))
                 .collect(),
             missing_customer_ids: missing,
             before_first_event_customer_ids: then
@@ -557,6 +589,7 @@ impl ScoringApi {
             chunk_size,
             view,
             as_of,
+            intervals,
         } = request.into_inner();
         let as_of = parse_as_of(as_of)?;
         // Today's rows need no rebuilding: the walk reads the store only for an earlier instant.
@@ -591,7 +624,7 @@ impl ScoringApi {
             filter: Arc::new(filter),
             now: as_of,
             past,
-            drivers,
+            view: View { drivers, intervals },
             chunk,
             after: None,
             exhausted: false,
@@ -1177,7 +1210,7 @@ struct Walk {
     now: patron_domain::Timestamp,
     /// Whether `now` is an earlier instant asked for: rows changed since are rebuilt.
     past: bool,
-    drivers: bool,
+    view: View,
     chunk: usize,
     after: Option<patron_domain::CustomerId>,
     exhausted: bool,
@@ -1206,7 +1239,7 @@ impl Walk {
             Arc::clone(&self.state),
             Arc::clone(&self.filter),
         );
-        let (now, past, drivers) = (self.now, self.past, self.drivers);
+        let (now, past, view) = (self.now, self.past, self.view);
         Some(tokio::spawn(async move {
             let rows = if past {
                 match history::rows_as_of(engine.store().as_ref(), rows, now).await {
@@ -1224,7 +1257,7 @@ impl Walk {
             let _permit = stream_cpu().acquire().await.ok()?;
             tokio::task::spawn_blocking(move || {
                 rows.iter()
-                    .map(|row| value_view(row, now, &state, &engine, drivers))
+                    .map(|row| value_view(row, now, &state, &engine, view))
                     .filter(|value| filter.matches(value))
                     .collect()
             })

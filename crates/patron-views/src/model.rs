@@ -33,6 +33,10 @@ pub struct BgNbdDoc {
     /// Hessian is not positive definite (the `a, b → ∞` boundary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standard_errors: Option<[f64; 4]>,
+    /// Covariance of the log-parameters `ln(r, α, a, b)` (inverse observed information), for
+    /// intervals; present with `standard_errors` in fits since intervals came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariance: Option<[[f64; 4]; 4]>,
 }
 
 impl BgNbdDoc {
@@ -48,6 +52,7 @@ impl BgNbdDoc {
             converged: false,
             gradient_norm: None,
             standard_errors: None,
+            covariance: None,
         }
     }
 }
@@ -68,6 +73,9 @@ pub struct GammaGammaDoc {
     /// Standard errors of `(p, q, v)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standard_errors: Option<[f64; 3]>,
+    /// Covariance of `ln(p, q, v)`, as [`BgNbdDoc::covariance`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariance: Option<[[f64; 3]; 3]>,
 }
 
 /// Which model of purchase counts and dropout the scores come from.
@@ -120,6 +128,9 @@ pub struct ParetoNbdDoc {
     /// Standard errors of `(r, α, s, β)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standard_errors: Option<[f64; 4]>,
+    /// Covariance of `ln(r, α, s, β)`, as [`BgNbdDoc::covariance`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariance: Option<[[f64; 4]; 4]>,
 }
 
 /// Everything a fit produces, stored as the model's JSON body.
@@ -469,6 +480,121 @@ pub struct ActiveModel {
     gg: Option<GammaGammaModel>,
     horizon: ClvHorizon,
     memo: std::sync::Arc<Memo>,
+    /// Models at the fitted log-parameters moved one at a time, for intervals (built at the
+    /// first interval asked for).
+    spread: std::sync::Arc<std::sync::OnceLock<Option<Spread>>>,
+}
+
+/// The delta method's raw material: for each log-parameter `θᵢ` of the purchase model, the model
+/// at `θᵢ ± h`; the same for Gamma-Gamma; and the fit's covariances.
+#[derive(Debug)]
+struct Spread {
+    purchase: Vec<MovedPair<ActiveModel>>,
+    purchase_covariance: [[f64; 4]; 4],
+    spend: Option<SpendSpread>,
+}
+
+/// Gamma-Gamma at each log-parameter moved, with the covariance of `ln(p, q, v)`.
+type SpendSpread = (Vec<MovedPair<GammaGammaModel>>, [[f64; 3]; 3]);
+
+/// A model at `θᵢ + h` and at `θᵢ − h`.
+type MovedPair<M> = (M, M);
+
+/// Step of the central differences in log-parameters.
+const SPREAD_STEP: f64 = 1e-4;
+
+/// z of a two-sided 90 % normal interval.
+const Z_90: f64 = 1.644_853_626_951_472_2;
+
+/// 90 % intervals of one customer's model values from the uncertainty of the fitted parameters:
+/// normal on the log-parameters with the fit's covariance, carried to each value by the delta
+/// method on the logit scale (P(alive)) or the log scale (the others).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Intervals {
+    /// `None` where P(alive) is exactly 0 or 1 (a one-time buyer under BG/NBD).
+    pub probability_alive: Option<(f64, f64)>,
+    pub expected_purchases: Option<(f64, f64)>,
+    /// Minor units; `None` without a spend model.
+    pub predicted_clv: Option<(f64, f64)>,
+}
+
+/// `gᵀ Σ g`.
+fn quadratic<const N: usize>(g: &[f64; N], cov: &[[f64; N]; N]) -> f64 {
+    let mut v = 0.0;
+    for i in 0..N {
+        for j in 0..N {
+            v += g[i] * cov[i][j] * g[j];
+        }
+    }
+    v
+}
+
+/// `center ± z·sd` on a transformed scale, mapped back by `back`; `None` unless finite.
+fn interval(center: f64, variance: f64, back: impl Fn(f64) -> f64) -> Option<(f64, f64)> {
+    let sd = variance.sqrt();
+    let (lo, hi) = (back(center - Z_90 * sd), back(center + Z_90 * sd));
+    (center.is_finite() && sd.is_finite() && lo.is_finite() && hi.is_finite()).then_some((lo, hi))
+}
+
+fn logit(p: f64) -> f64 {
+    (p / (1.0 - p)).ln()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The purchase model's parameters in `doc`, as stored, with their covariance.
+fn purchase_params(doc: &mut ModelDoc) -> Option<([&mut f64; 4], [[f64; 4]; 4])> {
+    match doc.purchase_model {
+        PurchaseModel::BgNbd => {
+            let b = &mut doc.bg_nbd;
+            Some(([&mut b.r, &mut b.alpha, &mut b.a, &mut b.b], b.covariance?))
+        }
+        PurchaseModel::MbgNbd => {
+            let m = doc.mbg_nbd.as_mut()?;
+            Some(([&mut m.r, &mut m.alpha, &mut m.a, &mut m.b], m.covariance?))
+        }
+        PurchaseModel::ParetoNbd => {
+            let p = doc.pareto_nbd.as_mut()?;
+            Some((
+                [&mut p.r, &mut p.alpha, &mut p.s, &mut p.beta],
+                p.covariance?,
+            ))
+        }
+    }
+}
+
+impl Spread {
+    fn build(model: &ActiveModel) -> Option<Self> {
+        let mut doc = model.doc.clone();
+        let (_, purchase_covariance) = purchase_params(&mut doc)?;
+        let moved = |i: usize, sign: f64| -> Option<ActiveModel> {
+            let mut d = model.doc.clone();
+            let (params, _) = purchase_params(&mut d)?;
+            *params[i] *= (sign * SPREAD_STEP).exp();
+            ActiveModel::from_doc(model.version, model.created_at, d).ok()
+        };
+        let purchase = (0..4)
+            .map(|i| Some((moved(i, 1.0)?, moved(i, -1.0)?)))
+            .collect::<Option<Vec<_>>>()?;
+        let spend = model.doc.gamma_gamma.as_ref().and_then(|g| {
+            let moved = |i: usize, sign: f64| {
+                let mut p = [g.p, g.q, g.v];
+                p[i] *= (sign * SPREAD_STEP).exp();
+                GammaGammaModel::new(GammaGammaParams::new(p[0], p[1], p[2]).ok()?).ok()
+            };
+            let pairs = (0..3)
+                .map(|i| Some((moved(i, 1.0)?, moved(i, -1.0)?)))
+                .collect::<Option<Vec<_>>>()?;
+            Some((pairs, g.covariance?))
+        });
+        Some(Self {
+            purchase,
+            purchase_covariance,
+            spend,
+        })
+    }
 }
 
 /// Why a model could not be fitted or loaded.
@@ -524,6 +650,7 @@ impl ActiveModel {
             gg,
             horizon,
             memo: std::sync::Arc::default(),
+            spread: std::sync::Arc::default(),
         })
     }
 
@@ -567,6 +694,52 @@ impl ActiveModel {
             Bg::Days(m) => self.predict_in(m.as_ref(), c),
             Bg::Weeks(m) => self.predict_in(m.as_ref(), c),
         }
+    }
+
+    /// 90 % intervals of `c`'s P(alive), expected purchases and CLV ([`Intervals`]); `None`
+    /// without a prediction or when the fit kept no covariance (a boundary fit, or a model
+    /// fitted before intervals came).
+    pub fn intervals(&self, c: &DayRfm) -> Option<Intervals> {
+        let base = self.predict(c)?;
+        let spread = self.spread.get_or_init(|| Spread::build(self)).as_ref()?;
+        let two_h = 2.0 * SPREAD_STEP;
+        let (mut gp, mut ge, mut gc) = ([0.0; 4], [0.0; 4], [0.0; 4]);
+        for (i, (up, down)) in spread.purchase.iter().enumerate() {
+            let (u, d) = (up.predict(c)?, down.predict(c)?);
+            gp[i] = (logit(u.probability_alive) - logit(d.probability_alive)) / two_h;
+            ge[i] = (u.expected_purchases.ln() - d.expected_purchases.ln()) / two_h;
+            if let (Some(cu), Some(cd)) = (u.predicted_clv, d.predicted_clv) {
+                gc[i] = (cu.ln() - cd.ln()) / two_h;
+            }
+        }
+        let cov = &spread.purchase_covariance;
+        let p = base.probability_alive;
+        let probability_alive = (p > 0.0 && p < 1.0)
+            .then(|| interval(logit(p), quadratic(&gp, cov), sigmoid))
+            .flatten();
+        let expected_purchases = (base.expected_purchases > 0.0)
+            .then(|| interval(base.expected_purchases.ln(), quadratic(&ge, cov), f64::exp))
+            .flatten();
+        let predicted_clv = match (base.predicted_clv, &spread.spend, self.inputs(c)) {
+            (Some(clv), Some((pairs, spend_cov)), Some(x)) if clv > 0.0 => {
+                let mut gs = [0.0; 3];
+                for (i, (up, down)) in pairs.iter().enumerate() {
+                    let value = |m: &GammaGammaModel| {
+                        m.conditional_expected_value_raw(x.frequency, x.monetary)
+                            .ln()
+                    };
+                    gs[i] = (value(up) - value(down)) / two_h;
+                }
+                let variance = quadratic(&gc, cov) + quadratic(&gs, spend_cov);
+                interval(clv.ln(), variance, f64::exp)
+            }
+            _ => None,
+        };
+        Some(Intervals {
+            probability_alive,
+            expected_purchases,
+            predicted_clv,
+        })
     }
 
     /// The model P(alive) and expected purchases come from.
@@ -974,6 +1147,7 @@ fn fit_in<U: TimeUnit>(population: &[DayRfm], request: &FitRequest) -> Result<Fi
         converged: bg.converged,
         gradient_norm: Some(bg.gradient_norm),
         standard_errors: bg.standard_errors,
+        covariance: bg.covariance,
         ..BgNbdDoc::params(p.r, p.alpha, p.a, p.b)
     };
     let mbg_nbd = match purchase_model {
@@ -991,6 +1165,7 @@ fn fit_in<U: TimeUnit>(population: &[DayRfm], request: &FitRequest) -> Result<Fi
                 converged: m.converged,
                 gradient_norm: Some(m.gradient_norm),
                 standard_errors: m.standard_errors,
+                covariance: m.covariance,
                 ..BgNbdDoc::params(p.r, p.alpha, p.a, p.b)
             })
         }
@@ -1016,6 +1191,7 @@ fn fit_in<U: TimeUnit>(population: &[DayRfm], request: &FitRequest) -> Result<Fi
                 converged: m.converged && m.interior_optimum,
                 gradient_norm: Some(m.gradient_norm),
                 standard_errors: m.standard_errors,
+                covariance: m.covariance,
             })
         }
         _ => None,
@@ -1039,6 +1215,7 @@ fn fit_in<U: TimeUnit>(population: &[DayRfm], request: &FitRequest) -> Result<Fi
             customers: g.customers,
             gradient_norm: Some(g.gradient_norm),
             standard_errors: g.standard_errors,
+            covariance: g.covariance,
         })
     });
     Ok(Fits {
@@ -1284,6 +1461,139 @@ mod tests {
         }
         assert_eq!(checked, 2_357);
         assert!(orders.is_empty(), "customers lifetimes does not have");
+    }
+
+    /// The delta-method intervals against the parameters' sampling distribution itself: 3,000
+    /// draws of the log-parameters from N(θ̂, Σ), each customer's values under every draw, and
+    /// their 5 % and 95 % quantiles.
+    #[test]
+    fn intervals_match_the_spread_of_sampled_parameters() {
+        let truth = BgNbdParams::<Days>::new(0.4, 20.0, 0.7, 2.5).expect("params");
+        let spend = GammaGammaParams::new(6.0, 4.0, 2_000.0).expect("params");
+        let mut rng = Rng::seed(23);
+        let population: Vec<DayRfm> = (0..2_000)
+            .map(|i| {
+                let age = f64::from(30 + (i * 37) % 700);
+                let s = simulate_bg_nbd_customer(&truth, age, &mut rng);
+                let recency = s.recency.floor();
+                DayRfm {
+                    frequency: s.frequency,
+                    recency,
+                    age,
+                    monetary: simulate_mean_spend(&spend, s.frequency, &mut rng),
+                    days_since_last: age - recency,
+                    weeks: None,
+                }
+            })
+            .collect();
+        let request = FitRequest {
+            calibration_end: Timestamp::from_micros(0),
+            time_unit: TimeUnitKind::Days,
+            horizon_months: 12,
+            horizon_days: None,
+            monthly_discount_rate: 0.01,
+            purchase_model: PurchaseModel::BgNbd,
+            penalizer_coef: 0.0,
+            holdout_end: Timestamp::from_micros(0),
+            choose_by_holdout: false,
+        };
+        let doc = fit(request, &population, &vec![1.0; 2_000], vec![]).expect("fit");
+        let cov = doc.bg_nbd.covariance.expect("covariance");
+        let model = ActiveModel::from_doc(1, Timestamp::from_micros(0), doc.clone()).expect("m");
+        // Cholesky of Σ, for draws.
+        let mut l = [[0.0f64; 4]; 4];
+        for i in 0..4 {
+            for j in 0..=i {
+                let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+                l[i][j] = if i == j {
+                    (cov[i][i] - s).sqrt()
+                } else {
+                    (cov[i][j] - s) / l[j][j]
+                };
+            }
+        }
+        let draws: Vec<ActiveModel> = (0..3_000)
+            .map(|_| {
+                let z: Vec<f64> = (0..4).map(|_| rng.normal()).collect();
+                let mut d = doc.clone();
+                let (params, _) = purchase_params(&mut d).expect("params");
+                for (i, p) in params.into_iter().enumerate() {
+                    let shift: f64 = (0..=i).map(|k| l[i][k] * z[k]).sum();
+                    *p *= shift.exp();
+                }
+                ActiveModel::from_doc(1, Timestamp::from_micros(0), d).expect("draw")
+            })
+            .collect();
+        let quantiles = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() * 5 / 100], v[v.len() * 95 / 100])
+        };
+        let customers = [
+            (1, 60.0, 400.0, 1_500.0),
+            (4, 300.0, 330.0, 2_500.0),
+            (2, 40.0, 500.0, 900.0),
+            (12, 600.0, 650.0, 3_000.0),
+        ];
+        for (frequency, recency, age, monetary) in customers {
+            let c = DayRfm {
+                frequency,
+                recency,
+                age,
+                monetary,
+                days_since_last: age - recency,
+                weeks: None,
+            };
+            let got = model.intervals(&c).expect("intervals");
+            let p = model.predict(&c).expect("prediction");
+            let sampled_p = quantiles(
+                draws
+                    .iter()
+                    .map(|m| m.probability_alive(&c).expect("p"))
+                    .collect(),
+            );
+            let sampled_e = quantiles(
+                draws
+                    .iter()
+                    .map(|m| m.predict(&c).expect("p").expected_purchases)
+                    .collect(),
+            );
+            // Each end's distance from the point value within 15 % of the sampled one.
+            let near = |point: f64, got: (f64, f64), want: (f64, f64)| {
+                let ok =
+                    |g: f64, w: f64| ((g - point) - (w - point)).abs() <= 0.15 * (w - point).abs();
+                assert!(
+                    ok(got.0, want.0) && ok(got.1, want.1),
+                    "{got:?} against sampled {want:?} around {point}"
+                );
+            };
+            near(
+                p.probability_alive,
+                got.probability_alive.expect("p"),
+                sampled_p,
+            );
+            near(
+                p.expected_purchases,
+                got.expected_purchases.expect("e"),
+                sampled_e,
+            );
+            let clv = got.predicted_clv.expect("clv");
+            let point = p.predicted_clv.expect("clv");
+            assert!(clv.0 < point && point < clv.1, "{clv:?} {point}");
+        }
+        // No covariance (a boundary fit, an older document): no intervals.
+        let mut bare = doc;
+        bare.bg_nbd.covariance = None;
+        let bare = ActiveModel::from_doc(1, Timestamp::from_micros(0), bare).expect("model");
+        let c = DayRfm {
+            frequency: 3,
+            recency: 100.0,
+            age: 200.0,
+            monetary: 1_000.0,
+            days_since_last: 100.0,
+            weeks: None,
+        };
+        assert!(bare.predict(&c).is_some());
+        assert_eq!(bare.intervals(&c), None);
     }
 
     /// `c` with weekly statistics as if every purchase day fell in a week of its own.

@@ -973,6 +973,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
             converged: bg.converged,
             gradient_norm: Some(bg.gradient_norm),
             standard_errors: bg.standard_errors,
+            covariance: bg.covariance,
         },
         gamma_gamma: gg.as_ref().filter(|_| gg_model_ok).map(|g| GammaGammaDoc {
             p: g.params.p(),
@@ -984,6 +985,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
             customers: g.customers,
             gradient_norm: Some(g.gradient_norm),
             standard_errors: g.standard_errors,
+            covariance: g.covariance,
         }),
         penalizer_coef: 0.0,
         customers: population.len() as u64,

@@ -154,6 +154,7 @@ async fn call(client: &mut ScoringServiceClient<Channel>, ids: &Ids, rng: &mut S
     let request = pb::GetCustomerValueRequest {
         customer_id: ids.next(rng),
         as_of: None,
+        intervals: false,
     };
     match client.get_customer_value(request).await {
         Ok(r) if r.get_ref().value.is_some() => Outcome::Ok,

@@ -275,6 +275,7 @@ impl Caller {
                     .get_customer_value(request(pb::GetCustomerValueRequest {
                         customer_id: ids.next(),
                         as_of: None,
+                        intervals: false,
                     }))
                     .await?;
                 if response.get_ref().value.is_none() {
@@ -457,6 +458,7 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
         }
         .into(),
         as_of: None,
+        intervals: false,
     });
     request.set_timeout(cap);
     let started = Instant::now();
