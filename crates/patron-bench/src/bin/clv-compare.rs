@@ -813,6 +813,18 @@ fn predict_all(model: &ActiveModel, rfms: &[DayRfm], threads: usize) -> Vec<Opti
     out
 }
 
+/// `ActiveModel::intervals` over all customers on `threads` workers; how many got intervals.
+fn intervals_all(model: &ActiveModel, rfms: &[DayRfm], threads: usize) -> usize {
+    let per = rfms.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = rfms
+            .chunks(per)
+            .map(|ins| scope.spawn(move || ins.iter().filter_map(|c| model.intervals(c)).count()))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    })
+}
+
 fn write_predictions(
     path: &Path,
     sums: &Summaries,
@@ -1033,9 +1045,25 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         )
         .map_err(fail)?;
         let secs = ts.elapsed().as_secs_f64();
+        // The cost of intervals: every customer's prediction, then every customer's intervals
+        // (nine more predictions at most), each on a fresh model (no memo carried over).
+        let fresh = || ActiveModel::from_doc(0, now, doc.clone()).map_err(fail);
+        let model = fresh()?;
+        let ti = Instant::now();
+        let plain = predict_all(&model, &population, threads);
+        let predict_secs = ti.elapsed().as_secs_f64();
+        let model = fresh()?;
+        let ti = Instant::now();
+        let with = intervals_all(&model, &population, threads);
+        let intervals_secs = ti.elapsed().as_secs_f64();
         let b = &doc.bg_nbd;
         json!({
             "seconds": secs,
+            "predict_seconds": predict_secs,
+            "intervals_seconds": intervals_secs,
+            "intervals_per_prediction": intervals_secs / predict_secs,
+            "predictions": plain.iter().filter(|p| p.is_some()).count(),
+            "with_intervals": with,
             "fit_millis": doc.fit_millis,
             "customers": doc.customers,
             "same_bgnbd_as_fit_stage": (b.r, b.alpha, b.a, b.b) == (p.r(), p.alpha(), p.a(), p.b()),
