@@ -420,7 +420,10 @@ async fn intervals_on_request(backend: Backend) {
             &clv.predicted_clv,
         ) {
             assert!(lo.minor_units <= c.minor_units && c.minor_units <= hi.minor_units);
-            assert!(lo.minor_units < hi.minor_units || c.minor_units < 100, "{id}");
+            assert!(
+                lo.minor_units < hi.minor_units || c.minor_units < 100,
+                "{id}"
+            );
             with_clv += 1;
         }
         singles.push(v);
