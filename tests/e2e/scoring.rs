@@ -303,10 +303,12 @@ async fn as_of_rewinds_from_history(backend: Backend) {
     ])
     .await
     .expect("record");
+    // One instant for the request and the check: `ago` reads the clock, which may tick between.
+    let at = ago(10);
     let then = scoring(&app)
         .get_customer_value(pb::GetCustomerValueRequest {
             customer_id: "hist".into(),
-            as_of: Some(ago(10)),
+            as_of: Some(at),
             intervals: false,
         })
         .await
@@ -315,7 +317,7 @@ async fn as_of_rewinds_from_history(backend: Backend) {
         .value
         .expect("value");
     assert_eq!(then.clv.expect("clv").historical_revenue, Some(usd(1_000)));
-    assert_eq!(then.as_of, Some(ago(10)));
+    assert_eq!(then.as_of, Some(at));
     let err = scoring(&app)
         .get_customer_value(pb::GetCustomerValueRequest {
             customer_id: "hist".into(),
