@@ -1270,27 +1270,32 @@ mod tests {
         assert!(DayRfm::from_summary(&summary(130, 131, 2, 10, 5), as_of).is_none());
     }
 
-    #[test]
-    fn fit_on_simulated_data_and_predict_for_extremes() {
+    /// `n` customers simulated from BG/NBD (r 0.4, α 20, a 0.7, b 2.5) and Gamma-Gamma (p 6, q 4,
+    /// v 2,000), ages spread over 30–729 days, in whole days as stored summaries have them.
+    fn simulated(n: u32, rng: &mut Rng) -> Vec<DayRfm> {
         let truth = BgNbdParams::<Days>::new(0.4, 20.0, 0.7, 2.5).expect("params");
         let spend = GammaGammaParams::new(6.0, 4.0, 2_000.0).expect("params");
-        let mut rng = Rng::seed(7);
-        let population: Vec<DayRfm> = (0..3_000)
+        (0..n)
             .map(|i| {
                 let age = f64::from(30 + (i * 37) % 700);
-                let s = simulate_bg_nbd_customer(&truth, age, &mut rng);
-                // Whole days, as stored summaries have them.
+                let s = simulate_bg_nbd_customer(&truth, age, rng);
                 let recency = s.recency.floor();
                 DayRfm {
                     frequency: s.frequency,
                     recency,
                     age,
-                    monetary: simulate_mean_spend(&spend, s.frequency, &mut rng),
+                    monetary: simulate_mean_spend(&spend, s.frequency, rng),
                     days_since_last: age - recency,
                     weeks: None,
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn fit_on_simulated_data_and_predict_for_extremes() {
+        let mut rng = Rng::seed(7);
+        let population = simulated(3_000, &mut rng);
         let revenues: Vec<f64> = population
             .iter()
             .map(|c| c.monetary * f64::from(c.frequency + 1))
@@ -1468,24 +1473,8 @@ mod tests {
     /// their 5 % and 95 % quantiles.
     #[test]
     fn intervals_match_the_spread_of_sampled_parameters() {
-        let truth = BgNbdParams::<Days>::new(0.4, 20.0, 0.7, 2.5).expect("params");
-        let spend = GammaGammaParams::new(6.0, 4.0, 2_000.0).expect("params");
         let mut rng = Rng::seed(23);
-        let population: Vec<DayRfm> = (0..2_000)
-            .map(|i| {
-                let age = f64::from(30 + (i * 37) % 700);
-                let s = simulate_bg_nbd_customer(&truth, age, &mut rng);
-                let recency = s.recency.floor();
-                DayRfm {
-                    frequency: s.frequency,
-                    recency,
-                    age,
-                    monetary: simulate_mean_spend(&spend, s.frequency, &mut rng),
-                    days_since_last: age - recency,
-                    weeks: None,
-                }
-            })
-            .collect();
+        let population = simulated(2_000, &mut rng);
         let request = FitRequest {
             calibration_end: Timestamp::from_micros(0),
             time_unit: TimeUnitKind::Days,
@@ -1611,24 +1600,8 @@ mod tests {
 
     #[test]
     fn each_purchase_model_fits_and_one_time_buyers_follow_it() {
-        let truth = BgNbdParams::<Days>::new(0.4, 20.0, 0.7, 2.5).expect("params");
-        let spend = GammaGammaParams::new(6.0, 4.0, 2_000.0).expect("params");
         let mut rng = Rng::seed(11);
-        let population: Vec<DayRfm> = (0..2_000)
-            .map(|i| {
-                let age = f64::from(30 + (i * 37) % 700);
-                let s = simulate_bg_nbd_customer(&truth, age, &mut rng);
-                let recency = s.recency.floor();
-                DayRfm {
-                    frequency: s.frequency,
-                    recency,
-                    age,
-                    monetary: simulate_mean_spend(&spend, s.frequency, &mut rng),
-                    days_since_last: age - recency,
-                    weeks: None,
-                }
-            })
-            .collect();
+        let population = simulated(2_000, &mut rng);
         let population: Vec<DayRfm> = population.into_iter().map(with_weeks).collect();
         let revenues = vec![1_000.0; population.len()];
         let once = |days: f64| {
