@@ -10,6 +10,7 @@ use crate::support::{Backend, TestApp, purchase, spawn_app};
 const TRANSACTIONS: &str = include_str!("../fixtures/cdnow_sample_transactions.csv");
 const REFERENCE: &str = include_str!("../fixtures/cdnow_holdout_reference.csv");
 const WEEKLY_REFERENCE: &str = include_str!("../fixtures/cdnow_holdout_weekly_reference.csv");
+const TRACKING_REFERENCE: &str = include_str!("../fixtures/cdnow_tracking_reference.csv");
 
 /// Midnight UTC of an ISO date.
 fn midnight(date: &str) -> prost_types::Timestamp {
@@ -141,6 +142,47 @@ fn assert_report_matches(h: &pb::HoldoutReport, want: &Reference) {
     );
 }
 
+/// The report's tracking series against lifetimes' `expected_cumulative_transactions` in
+/// `unit` (`day` or `week`): every point, actual purchases exact, predictions within 1e-4; the
+/// series starts at `start` with `calibration_points` in the calibration.
+fn assert_tracking_matches(
+    h: &pb::HoldoutReport,
+    unit: &str,
+    start: &str,
+    calibration_points: i32,
+) {
+    let t = h.tracking.as_ref().expect("tracking series");
+    let want: Vec<(i64, f64)> = TRACKING_REFERENCE
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|v| v[0] == unit)
+        .map(|v| {
+            (
+                v[2].parse().expect("actual"),
+                v[3].parse().expect("predicted"),
+            )
+        })
+        .collect();
+    assert_eq!(t.start, Some(midnight(start)));
+    assert_eq!(t.calibration_points, calibration_points);
+    assert_eq!(t.actual_cumulative.len(), want.len());
+    assert_eq!(t.predicted_cumulative.len(), want.len());
+    for (k, ((actual, predicted), (want_actual, want_predicted))) in t
+        .actual_cumulative
+        .iter()
+        .zip(&t.predicted_cumulative)
+        .zip(&want)
+        .enumerate()
+    {
+        assert_eq!(actual, want_actual, "{unit} {k}: actual");
+        assert!(
+            close(*predicted, *want_predicted, 1e-4),
+            "{unit} {k}: predicted {predicted} against lifetimes' {want_predicted}"
+        );
+    }
+}
+
 /// lifetimes' CDNOW sample, loaded over gRPC: customer `cdnow-{id}`.
 async fn load_cdnow(app: &TestApp) {
     let events: Vec<_> = TRANSACTIONS
@@ -190,6 +232,8 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
     let h = model.holdout.expect("hold-out report");
     assert_eq!((h.holdout_days, h.holdout_periods), (273, 273));
     assert_report_matches(&h, &want);
+    // 1997-01-01 to 1998-06-30: 546 days, 273 of them to the calibration end.
+    assert_tracking_matches(&h, "day", "1997-01-01", 273);
 
     // A horizon in days matches the hold-out: scored as of the calibration end, each customer's
     // expected purchases over 273 days are lifetimes' prediction for the hold-out.
@@ -263,6 +307,8 @@ async fn holdout_matches_lifetimes_on_cdnow(backend: Backend) {
     let h = weekly.holdout.expect("weekly hold-out report");
     assert_eq!((h.holdout_days, h.holdout_periods), (273, 39));
     assert_report_matches(&h, &want_weekly);
+    // From the week of Monday 1996-12-30: 79 weeks, 40 of them to the calibration end's.
+    assert_tracking_matches(&h, "week", "1996-12-30", 40);
 
     // Every model fitted, the one of lowest hold-out RMSE scoring, every model's errors kept.
     let chosen = client

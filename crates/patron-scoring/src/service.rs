@@ -162,6 +162,12 @@ fn holdout_to_proto(h: &model::HoldoutReport) -> pb::HoldoutReport {
                 mean_predicted_purchases: r.mean_predicted,
             })
             .collect(),
+        tracking: h.tracking.as_ref().map(|t| pb::HoldoutTracking {
+            start: Some(to_proto(Day::from_days(t.start_day).start())),
+            calibration_points: i32::try_from(t.calibration_points).unwrap_or(i32::MAX),
+            actual_cumulative: t.actual.iter().map(|n| int(*n)).collect(),
+            predicted_cumulative: t.predicted.clone(),
+        }),
     }
 }
 

@@ -408,6 +408,22 @@ impl Engine {
                 })
                 .collect(),
         };
+        // The tracking series' counts: every purchase period up to the hold-out end's of the
+        // customers who had bought by the calibration end, from today's orders.
+        let tracking_counts = holdout_days.and_then(|_| {
+            let today: Vec<Arc<SummaryRow>> = rows
+                .iter()
+                .filter(|r| !r.orders.is_empty())
+                .map(|r| self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r)))
+                .collect();
+            model::TrackingCounts::from_customers(
+                today
+                    .iter()
+                    .map(|row| row.orders.iter().map(|o| period(o.day))),
+                period(holdout_end.day()),
+            )
+        });
+        let calibration_period = period(calibration_day);
         let doc = tokio::task::spawn_blocking(move || {
             let mut population = Vec::with_capacity(rows.len());
             let mut revenues = Vec::with_capacity(rows.len());
@@ -427,12 +443,16 @@ impl Engine {
             }
             let evaluate = |doc: &ModelDoc| -> Result<model::HoldoutReport, ModelError> {
                 let model = model::ActiveModel::from_doc(0, calibration_end, doc.clone())?;
-                Ok(model::HoldoutReport::compute(
+                let mut report = model::HoldoutReport::compute(
                     &model,
                     holdout_end,
                     (holdout_days.unwrap_or(0), holdout_periods.unwrap_or(0)),
                     &compared,
-                ))
+                );
+                report.tracking = tracking_counts
+                    .as_ref()
+                    .and_then(|c| model::Tracking::compute(&model, c, calibration_period));
+                Ok(report)
             };
             if request.choose_by_holdout && holdout_days.is_some() {
                 return model::choose_by_holdout(

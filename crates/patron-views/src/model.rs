@@ -675,6 +675,22 @@ impl ActiveModel {
         }
     }
 
+    /// E[X(t)]: a new customer's expected repeat purchase periods in its first `periods` of the
+    /// model's unit; `None` out of the model's domain.
+    pub fn expected_purchases_of_new(&self, periods: f64) -> Option<f64> {
+        fn e<U: TimeUnit>(
+            m: &(dyn TransactionModel<U> + Send + Sync),
+            periods: f64,
+        ) -> Option<f64> {
+            let t = patron_domain::clv::Periods::<U>::new(periods).ok()?;
+            m.expected_purchases(t).ok().filter(|x| x.is_finite())
+        }
+        match &self.bg {
+            Bg::Days(m) => e(m.as_ref(), periods),
+            Bg::Weeks(m) => e(m.as_ref(), periods),
+        }
+    }
+
     /// Whether this model predicts from calendar weeks (needs [`DayRfm::weeks`]).
     pub fn counts_calendar_weeks(&self) -> bool {
         self.doc.time_unit == TimeUnitKind::Weeks && self.doc.calendar_weeks
@@ -980,6 +996,137 @@ pub struct HoldoutReport {
     /// By calibration frequency (repeat purchase periods) 0, 1, …; the last row holds
     /// [`HOLDOUT_FREQUENCIES`] and more.
     pub by_frequency: Vec<HoldoutRow>,
+    /// Cumulative repeat purchases predicted against actual, period by period across the
+    /// calibration and the hold-out; `None` in reports stored before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<Tracking>,
+}
+
+/// Longest tracking series computed, in periods (100 years of days); longer spans get none.
+pub const MAX_TRACKING_PERIODS: usize = 36_600;
+
+/// What a [`Tracking`] series counts from the data, whatever the model: per period from the
+/// earliest first purchase on, how many customers made their first purchase in it (a cohort)
+/// and how many made a repeat purchase in it (one per customer and period, `lifetimes`'
+/// convention).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrackingCounts {
+    /// Period (a day, or an ISO week from [`week_of`]) of index 0.
+    pub start: i32,
+    /// Customers whose first purchase period is `start + k`.
+    pub first: Vec<u64>,
+    /// Repeat purchase periods in `start + k`, over the customers.
+    pub repeat: Vec<u64>,
+}
+
+impl TrackingCounts {
+    /// The counts over customers given as their purchase periods (any order, repeats allowed),
+    /// up to and including `last`; `None` without a purchase or when the span is longer than
+    /// [`MAX_TRACKING_PERIODS`].
+    pub fn from_customers<I, P>(customers: I, last: i32) -> Option<Self>
+    where
+        I: IntoIterator<Item = P>,
+        P: IntoIterator<Item = i32>,
+    {
+        // (first period, other periods) per customer, then dense arrays from the earliest.
+        let mut firsts: Vec<i32> = Vec::new();
+        let mut repeats: Vec<i32> = Vec::new();
+        let mut periods: Vec<i32> = Vec::new();
+        for customer in customers {
+            periods.clear();
+            periods.extend(customer.into_iter().filter(|p| *p <= last));
+            periods.sort_unstable();
+            periods.dedup();
+            if let Some((first, rest)) = periods.split_first() {
+                firsts.push(*first);
+                repeats.extend_from_slice(rest);
+            }
+        }
+        let start = *firsts.iter().min()?;
+        let len = usize::try_from(i64::from(last) - i64::from(start) + 1).ok()?;
+        if len > MAX_TRACKING_PERIODS {
+            return None;
+        }
+        let mut counts = Self {
+            start,
+            first: vec![0; len],
+            repeat: vec![0; len],
+        };
+        // Every period is in [start, last]: `start` is the least first period, and a repeat
+        // period comes after its customer's first.
+        for p in firsts {
+            counts.first[(p - start) as usize] += 1;
+        }
+        for p in repeats {
+            counts.repeat[(p - start) as usize] += 1;
+        }
+        Some(counts)
+    }
+}
+
+/// Cumulative repeat purchases, actual and predicted, period by period (`lifetimes`'
+/// `expected_cumulative_transactions`, the data of `plot_cumulative_transactions`; differences
+/// of consecutive points are `plot_incremental_transactions`'). Point `k` covers periods
+/// `0..=k` from the earliest first purchase's period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracking {
+    /// First day of period 0 (days since the epoch): the earliest first purchase's day, or the
+    /// Monday of its week in a weekly model.
+    pub start_day: i32,
+    /// Points `0..calibration_points` end in the calibration period (the calibration end's
+    /// period is the last of them); the rest in the hold-out.
+    pub calibration_points: u32,
+    /// Point `k`: repeat purchase periods in periods `0..=k`, over the customers.
+    pub actual: Vec<u64>,
+    /// Point `k`: the sum over the customers whose first purchase period `p` is at most `k` of
+    /// E[X(k + 1 − p)], a new customer's expected repeat purchases in that many periods.
+    pub predicted: Vec<f64>,
+}
+
+impl Tracking {
+    /// The series of `counts` under `model`, whose calibration ended in period `calibration`;
+    /// `None` where the model gives no E[X(t)].
+    pub fn compute(model: &ActiveModel, counts: &TrackingCounts, calibration: i32) -> Option<Self> {
+        let n = counts.first.len();
+        // E[X(m)] for m = 1..=n, once: point k needs m = k + 1 − p for every cohort p ≤ k.
+        let expected: Vec<f64> = (1..=n)
+            .map(|m| model.expected_purchases_of_new(m as f64))
+            .collect::<Option<_>>()?;
+        let cohorts: Vec<(usize, f64)> = counts
+            .first
+            .iter()
+            .enumerate()
+            .filter(|(_, size)| **size > 0)
+            .map(|(p, size)| (p, *size as f64))
+            .collect();
+        let predicted = (0..n)
+            .map(|k| {
+                cohorts
+                    .iter()
+                    .take_while(|(p, _)| *p <= k)
+                    .map(|(p, size)| size * expected[k - p])
+                    .sum()
+            })
+            .collect();
+        let actual = counts
+            .repeat
+            .iter()
+            .scan(0u64, |sum, r| {
+                *sum += r;
+                Some(*sum)
+            })
+            .collect();
+        let start_day = match model.doc.time_unit {
+            TimeUnitKind::Days => counts.start,
+            TimeUnitKind::Weeks => counts.start * 7 - 3,
+        };
+        Some(Self {
+            start_day,
+            calibration_points: u32::try_from((calibration - counts.start + 1).max(0)).unwrap_or(0),
+            actual,
+            predicted,
+        })
+    }
 }
 
 /// One purchase model's hold-out errors, when FitValueModel chose between them.
@@ -1112,6 +1259,7 @@ impl HoldoutReport {
                     mean_predicted: per(b.2, b.0),
                 })
                 .collect(),
+            tracking: None,
         }
     }
 }
@@ -1234,6 +1382,21 @@ mod tests {
 
     const DAY: i64 = 86_400_000_000;
 
+    /// A BG/NBD fit in days at the epoch, 12 months ahead at 1 % a month, no hold-out.
+    fn day_request() -> FitRequest {
+        FitRequest {
+            calibration_end: Timestamp::from_micros(0),
+            time_unit: TimeUnitKind::Days,
+            horizon_months: 12,
+            horizon_days: None,
+            monthly_discount_rate: 0.01,
+            purchase_model: PurchaseModel::BgNbd,
+            penalizer_coef: 0.0,
+            holdout_end: Timestamp::from_micros(0),
+            choose_by_holdout: false,
+        }
+    }
+
     fn summary(first: i32, last: i32, days: i64, net: i64, first_day: i64) -> CustomerSummary {
         CustomerSummary {
             purchases: PurchaseStats {
@@ -1300,17 +1463,7 @@ mod tests {
             .iter()
             .map(|c| c.monetary * f64::from(c.frequency + 1))
             .collect();
-        let request = FitRequest {
-            calibration_end: Timestamp::from_micros(0),
-            time_unit: TimeUnitKind::Days,
-            horizon_months: 12,
-            horizon_days: None,
-            monthly_discount_rate: 0.01,
-            purchase_model: PurchaseModel::BgNbd,
-            penalizer_coef: 0.0,
-            holdout_end: Timestamp::from_micros(0),
-            choose_by_holdout: false,
-        };
+        let request = day_request();
         let doc = fit(request, &population, &revenues, vec![50.0, 75.0]).expect("fit");
         assert!(doc.bg_nbd.converged);
         assert_eq!(doc.customers, 3_000);
@@ -1413,9 +1566,6 @@ mod tests {
         ));
     }
 
-    /// Issue 16: the chosen purchase model is fitted, stored, served and named; under it a one-time
-    /// buyer's P(alive) falls with the time since the purchase, while under BG/NBD it is 1 and
-    /// flagged as uninformative (churn risk unknown). Documents from before the choice are BG/NBD.
     /// Calendar weeks against `lifetimes`' `calibration_and_holdout_data(..., freq='W')` on its
     /// CDNOW sample (tests/fixtures/generate_cdnow_holdout.py): every customer's frequency,
     /// recency, T and monetary value as of 1997-09-30.
@@ -1475,17 +1625,7 @@ mod tests {
     fn intervals_match_the_spread_of_sampled_parameters() {
         let mut rng = Rng::seed(23);
         let population = simulated(2_000, &mut rng);
-        let request = FitRequest {
-            calibration_end: Timestamp::from_micros(0),
-            time_unit: TimeUnitKind::Days,
-            horizon_months: 12,
-            horizon_days: None,
-            monthly_discount_rate: 0.01,
-            purchase_model: PurchaseModel::BgNbd,
-            penalizer_coef: 0.0,
-            holdout_end: Timestamp::from_micros(0),
-            choose_by_holdout: false,
-        };
+        let request = day_request();
         let doc = fit(request, &population, &vec![1.0; 2_000], vec![]).expect("fit");
         let cov = doc.bg_nbd.covariance.expect("covariance");
         let model = ActiveModel::from_doc(1, Timestamp::from_micros(0), doc.clone()).expect("m");
@@ -1621,15 +1761,9 @@ mod tests {
         ] {
             for time_unit in [TimeUnitKind::Days, TimeUnitKind::Weeks] {
                 let request = FitRequest {
-                    calibration_end: Timestamp::from_micros(0),
                     time_unit,
-                    horizon_months: 12,
-                    horizon_days: None,
-                    monthly_discount_rate: 0.01,
                     purchase_model,
-                    penalizer_coef: 0.0,
-                    holdout_end: Timestamp::from_micros(0),
-                    choose_by_holdout: false,
+                    ..day_request()
                 };
                 let doc = fit(request, &population, &revenues, vec![]).expect("fit");
                 let name = purchase_model.name();
@@ -1682,17 +1816,7 @@ mod tests {
             }
         }
         // A document stored before the choice existed reads as BG/NBD.
-        let request = FitRequest {
-            calibration_end: Timestamp::from_micros(0),
-            time_unit: TimeUnitKind::Days,
-            horizon_months: 12,
-            horizon_days: None,
-            monthly_discount_rate: 0.01,
-            purchase_model: PurchaseModel::BgNbd,
-            penalizer_coef: 0.0,
-            holdout_end: Timestamp::from_micros(0),
-            choose_by_holdout: false,
-        };
+        let request = day_request();
         let doc = fit(request, &population, &revenues, vec![]).expect("fit");
         let mut json: serde_json::Value = serde_json::to_value(&doc).expect("encode");
         json.as_object_mut()
@@ -1733,5 +1857,44 @@ mod tests {
             ..doc
         };
         assert!(ActiveModel::from_doc(1, Timestamp::from_micros(0), broken).is_err());
+    }
+
+    /// The tracking series: a customer's periods count once each and only up to the last one,
+    /// the first is a cohort, not a repeat; each point sums the cohorts so far, each over its
+    /// own age (`lifetimes`' `expected_cumulative_transactions`; the end-to-end test holds the
+    /// comparison on CDNOW).
+    #[test]
+    fn tracking_counts_cohorts_and_repeats() {
+        let counts =
+            TrackingCounts::from_customers([vec![7, 5, 5, 20], vec![6, 9], vec![11], vec![]], 10)
+                .expect("counts");
+        assert_eq!(counts.start, 5);
+        assert_eq!(counts.first, [1, 1, 0, 0, 0, 0]);
+        assert_eq!(counts.repeat, [0, 0, 1, 0, 1, 0]);
+        assert_eq!(TrackingCounts::from_customers([vec![11]], 10), None);
+        assert_eq!(
+            TrackingCounts::from_customers([vec![0, MAX_TRACKING_PERIODS as i32]], i32::MAX),
+            None
+        );
+
+        let mut rng = Rng::seed(3);
+        let population = simulated(1_000, &mut rng);
+        let revenues = vec![0.0; population.len()];
+        let request = day_request();
+        let doc = fit(request, &population, &revenues, vec![]).expect("fit");
+        let model = ActiveModel::from_doc(1, Timestamp::from_micros(0), doc).expect("model");
+        let t = Tracking::compute(&model, &counts, 7).expect("tracking");
+        assert_eq!((t.start_day, t.calibration_points), (5, 3));
+        assert_eq!(t.actual, [0, 0, 1, 1, 2, 2]);
+        let e = |m: f64| model.expected_purchases_of_new(m).expect("E[X(t)]");
+        for (k, predicted) in t.predicted.iter().enumerate() {
+            // Cohort 0 (period 5) is k + 1 periods old at point k, cohort 1 (period 6) k.
+            let want = e(k as f64 + 1.0) + if k >= 1 { e(k as f64) } else { 0.0 };
+            assert!(
+                (predicted - want).abs() < 1e-12,
+                "point {k}: {predicted} {want}"
+            );
+        }
+        assert!(t.predicted.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -135,6 +135,10 @@ impl<U: TimeUnit> TransactionModel<U> for MbgNbdModel<U> {
     ) -> Result<f64, ClvError> {
         MbgNbdModel::conditional_expected_purchases(self, t, customer)
     }
+
+    fn expected_purchases(&self, t: Periods<U>) -> Result<f64, ClvError> {
+        MbgNbdModel::expected_purchases(self, t)
+    }
 }
 
 /// Customers prepared for MBG/NBD likelihood evaluations (identical `(x, t_x, T)` triples

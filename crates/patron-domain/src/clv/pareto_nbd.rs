@@ -565,6 +565,10 @@ impl<U: TimeUnit> TransactionModel<U> for ParetoNbdModel<U> {
     ) -> Result<f64, ClvError> {
         ParetoNbdModel::conditional_expected_purchases(self, t, customer)
     }
+
+    fn expected_purchases(&self, t: Periods<U>) -> Result<f64, ClvError> {
+        ParetoNbdModel::expected_purchases(self, t)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ pub trait TransactionModel<U: TimeUnit> {
         t: Periods<U>,
         customer: &CustomerRfm<U>,
     ) -> Result<f64, ClvError>;
+    /// E[X(t)]: expected repeat purchases in the first `t` periods of a new customer
+    /// (`lifetimes`' `expected_number_of_purchases_up_to_time`).
+    fn expected_purchases(&self, t: Periods<U>) -> Result<f64, ClvError>;
 }
 
 impl<U: TimeUnit> TransactionModel<U> for BgNbdModel<U> {
@@ -39,6 +42,10 @@ impl<U: TimeUnit> TransactionModel<U> for BgNbdModel<U> {
         customer: &CustomerRfm<U>,
     ) -> Result<f64, ClvError> {
         BgNbdModel::conditional_expected_purchases(self, t, customer)
+    }
+
+    fn expected_purchases(&self, t: Periods<U>) -> Result<f64, ClvError> {
+        BgNbdModel::expected_purchases(self, t)
     }
 }
 
