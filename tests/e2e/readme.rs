@@ -13,7 +13,8 @@
 //! - Plain-text output must match line for line, except `took … s`.
 //! - The walkthrough is written as on [`README_DAY`]; the replay moves every `YYYY-MM-DD` in
 //!   commands and outputs by the days from then to today, so points still pending, tenure and
-//!   other day counts read as the README shows.
+//!   other day counts read as the README shows. The example data set `patron import` loads
+//!   moves too, by the days since [`EXAMPLES_DAY`], when the outputs reading it were recorded.
 //! - `buf curl …` abbreviates `buf curl --protocol grpc --http2-prior-knowledge`.
 //!
 //! `buf` comes from `npm ci` (node_modules/.bin/buf) or `PATRON_BUF`; without it the test fails
@@ -32,6 +33,11 @@ use crate::support::{Backend, connect, fresh_database};
 
 /// The day the README's walkthrough is written as of.
 const README_DAY: (i32, i32, i32) = (2026, 11, 23);
+
+/// The day the outputs that read the example data set (`examples/*.csv`, loaded by `patron
+/// import`) were recorded: the replay loads copies whose dates move by the days from then to
+/// today, so the data are as old as they were then and a fit on them gives the same numbers.
+const EXAMPLES_DAY: (i32, i32, i32) = (2026, 12, 5);
 
 /// Sections whose examples need another set-up than one plain server.
 const OTHER_SET_UPS: &[&str] = &[
@@ -402,9 +408,22 @@ async fn readme_replays_top_to_bottom_on_one_fresh_database() {
         .expect("server runs");
     });
     drop(connect(addr).await);
-    let (y, m, d) = README_DAY;
-    let written = Date::new(y, m, d).expect("date").to_day().as_days();
-    let shift = patron_grpc::time::now().day().as_days() - written;
+    let days_since = |(y, m, d): (i32, i32, i32)| {
+        patron_grpc::time::now().day().as_days()
+            - Date::new(y, m, d).expect("date").to_day().as_days()
+    };
+    let shift = days_since(README_DAY);
+    // `patron import` runs where `examples/` holds the data set with its dates moved.
+    let moved = tempfile::tempdir().expect("temporary directory");
+    std::fs::create_dir(moved.path().join("examples")).expect("examples directory");
+    for file in ["customers.csv", "transactions.csv"] {
+        let text = std::fs::read_to_string(root.join("examples").join(file)).expect(file);
+        std::fs::write(
+            moved.path().join("examples").join(file),
+            shift_dates(&text, days_since(EXAMPLES_DAY)),
+        )
+        .expect("moved example data");
+    }
 
     for step in &steps {
         let command = shift_dates(&step.command, shift);
@@ -429,7 +448,7 @@ async fn readme_replays_top_to_bottom_on_one_fresh_database() {
                 .args(rest.split_whitespace())
                 .env("PATRON_DATABASE_URL", &url)
                 .env("PATRON_LOG", "warn")
-                .current_dir(&root)
+                .current_dir(moved.path())
                 .output()
                 .expect("run patron");
             // Another process wrote the database: the server reads the change feed every
