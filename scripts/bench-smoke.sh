@@ -16,6 +16,10 @@ step "scoring reads (GetCustomerValue vs bare, StreamCustomerValues, FitValueMod
 BENCH_ROUNDS=1 BENCH_LEVELS="1x1 2x2" BENCH_DURATION=1 BENCH_WARMUP=0 \
   BENCH_RESULTS=target/bench-smoke/scoring.jsonl scripts/bench-scoring.sh 2000
 
+step "intervals (GetCustomerValue and StreamCustomerValues with and without intervals)"
+BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=0 \
+  BENCH_RESULTS=target/bench-smoke/intervals.jsonl scripts/bench-intervals.sh 2000
+
 step "segments (CountSegmentMembers, ListSegmentMembers, PreviewSegment, SQL baseline)"
 BENCH_REPETITIONS=1 BENCH_RESULTS=target/bench-smoke/segments.jsonl scripts/bench-segments.sh 2000
 

@@ -128,6 +128,10 @@ struct Args {
     /// StreamCustomerValues' BASIC view: profiles without the driver sentences.
     #[arg(long)]
     basic_view: bool,
+    /// Ask for 90 % intervals of P(alive), expected purchases and CLV (`intervals: true`;
+    /// get-customer-value and stream-customer-values).
+    #[arg(long)]
+    intervals: bool,
     /// Rounds of count and list-all per segment (segments).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     repetitions: u32,
@@ -248,7 +252,8 @@ impl IdGen {
 /// One worker's way of making a call.
 enum Caller {
     Health(HealthClient<Channel>),
-    Value(ScoringServiceClient<Channel>, Box<IdGen>),
+    /// GetCustomerValue; the flag asks for intervals.
+    Value(ScoringServiceClient<Channel>, Box<IdGen>, bool),
 }
 
 impl Caller {
@@ -270,12 +275,12 @@ impl Caller {
                     )))
                 }
             }
-            Caller::Value(client, ids) => {
+            Caller::Value(client, ids, intervals) => {
                 let response = client
                     .get_customer_value(request(pb::GetCustomerValueRequest {
                         customer_id: ids.next(),
                         as_of: None,
-                        intervals: false,
+                        intervals: *intervals,
                     }))
                     .await?;
                 if response.get_ref().value.is_none() {
@@ -399,6 +404,7 @@ async fn closed_loop(args: &Args, addr: SocketAddr) -> Result<Value, String> {
                         count: args.id_count,
                         width: args.id_width,
                     }),
+                    args.intervals,
                 ),
             };
             workers.spawn(worker(caller, Arc::clone(&plan)));
@@ -458,12 +464,13 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
         }
         .into(),
         as_of: None,
-        intervals: false,
+        intervals: args.intervals,
     });
     request.set_timeout(cap);
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + cap);
     let mut customers = 0u64;
+    let mut with_intervals = 0u64;
     let mut messages = 0u64;
     let mut bytes = 0u64;
     let mut first_message = None;
@@ -492,6 +499,11 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
                         first_message.get_or_insert(now - started);
                         messages += 1;
                         customers += chunk.values.len() as u64;
+                        with_intervals += chunk
+                            .values
+                            .iter()
+                            .filter(|v| v.clv.as_ref().is_some_and(|c| c.intervals.is_some()))
+                            .count() as u64;
                         bytes += chunk.encoded_len() as u64;
                     }
                 }
@@ -509,6 +521,7 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
         "seconds": (secs * 1000.0).round() / 1000.0,
         "customers": customers,
         "customers_per_second": (customers as f64 / secs).round(),
+        "customers_with_intervals": with_intervals,
         "messages": messages,
         "megabytes": (bytes as f64 / 1e5).round() / 10.0,
         "megabytes_per_second": (bytes as f64 / secs / 1e5).round() / 10.0,
