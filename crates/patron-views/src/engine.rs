@@ -380,49 +380,51 @@ impl Engine {
         // (counted only if there is one). The calibration end's own day counts when an order of
         // that day came after the instant (today's row has more orders that day than the row as
         // of then).
-        let holdout: Vec<u64> = match holdout_days {
+        // Each customer's row today (one look-up each), read only when there is a hold-out.
+        let today: Vec<Arc<SummaryRow>> = match holdout_days {
             None => Vec::new(),
             Some(_) => rows
                 .iter()
-                .map(|r| {
-                    let today = self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r));
-                    let on_end_day = |row: &SummaryRow| {
-                        row.orders
-                            .iter()
-                            .filter(|o| o.day == calibration_day)
-                            .count()
-                    };
-                    let mut periods: Vec<i32> = today
-                        .orders
-                        .iter()
-                        .map(|o| o.day)
-                        .filter(|d| *d > calibration_day && *d <= holdout_end.day())
-                        .map(period)
-                        .collect();
-                    if on_end_day(&today) > on_end_day(r) {
-                        periods.push(period(calibration_day));
-                    }
-                    periods.sort_unstable();
-                    periods.dedup();
-                    periods.len() as u64
-                })
+                .map(|r| self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r)))
                 .collect(),
         };
+        let holdout: Vec<u64> = rows
+            .iter()
+            .zip(&today)
+            .map(|(r, today)| {
+                let on_end_day = |row: &SummaryRow| {
+                    row.orders
+                        .iter()
+                        .filter(|o| o.day == calibration_day)
+                        .count()
+                };
+                let mut periods: Vec<i32> = today
+                    .orders
+                    .iter()
+                    .map(|o| o.day)
+                    .filter(|d| *d > calibration_day && *d <= holdout_end.day())
+                    .map(period)
+                    .collect();
+                if on_end_day(today) > on_end_day(r) {
+                    periods.push(period(calibration_day));
+                }
+                periods.sort_unstable();
+                periods.dedup();
+                periods.len() as u64
+            })
+            .collect();
         // The tracking series' counts: every purchase period up to the hold-out end's of the
         // customers who had bought by the calibration end, from today's orders.
         let tracking_counts = holdout_days.and_then(|_| {
-            let today: Vec<Arc<SummaryRow>> = rows
-                .iter()
-                .filter(|r| !r.orders.is_empty())
-                .map(|r| self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r)))
-                .collect();
             model::TrackingCounts::from_customers(
-                today
-                    .iter()
-                    .map(|row| row.orders.iter().map(|o| period(o.day))),
+                rows.iter()
+                    .zip(&today)
+                    .filter(|(r, _)| !r.orders.is_empty())
+                    .map(|(_, row)| row.orders.iter().map(|o| period(o.day))),
                 period(holdout_end.day()),
             )
         });
+        drop(today);
         let calibration_period = period(calibration_day);
         let doc = tokio::task::spawn_blocking(move || {
             let mut population = Vec::with_capacity(rows.len());
