@@ -7,7 +7,9 @@
 #   2. times one FitValueModel call with calibration_end 2026-08-03T00:00:00Z and holdout_end
 #      2026-11-01T00:00:00Z through `buf curl` (reflection; node_modules/.bin/buf, `npm ci`):
 #      the call's wall time (buf curl's start-up and reflection included) and the server's
-#      fitMillis, with the stored model's hold-out report;
+#      fitMillis, with the stored model's hold-out report; then the same call again: the first
+#      reads the dated purchases, refunds and surveys of the customers changed since the
+#      calibration end from the database, the second finds them in memory;
 #   3. with the server stopped, runs scripts/holdout_lifetimes.py on the same file:
 #      read purchases + calibration_and_holdout_data + BetaGeoFitter.fit +
 #      conditional_expected_number_of_purchases_up_to_time, each timed, then (untimed) the same
@@ -107,11 +109,20 @@ echo "bench-holdout: serving after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%
 # The call, timed end to end.
 REQ=$(jq -cn --arg c "$CAL_END" --arg h "$HOLDOUT_END" '{calibration_end: $c, holdout_end: $h}')
 cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / t}' "/proc/$PATRON_PID/stat"; }
+rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$PATRON_PID/status"; }
+r0=$(rss)
 c0=$(cpu)
 t0=$(now)
 curl_grpc -d "$REQ" "http://$ADDR/patron.scoring.v1.ScoringService/FitValueModel" >"$OUT/patron-fit.json"
 t1=$(now)
 c1=$(cpu)
+r1=$(rss)
+# The same call again: the dated histories are in memory now.
+c6=$(cpu)
+t6=$(now)
+curl_grpc -d "$REQ" "http://$ADDR/patron.scoring.v1.ScoringService/FitValueModel" >"$OUT/patron-fit-again.json"
+t7=$(now)
+c7=$(cpu)
 # buf curl's own share: a call that does nothing (reflection and connection included).
 t2=$(now)
 curl_grpc -d '{}' "http://$ADDR/grpc.health.v1.Health/Check" >/dev/null
@@ -129,11 +140,19 @@ jq --argjson wall "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" 
   --argjson health "$(awk -v a="$t2" -v b="$t3" 'BEGIN {printf "%.3f", b - a}')" \
   --argjson plain "$(awk -v a="$t4" -v b="$t5" 'BEGIN {printf "%.3f", b - a}')" \
   --slurpfile now "$OUT/patron-fit-now.json" \
+  --slurpfile again "$OUT/patron-fit-again.json" \
+  --argjson wall2 "$(awk -v a="$t6" -v b="$t7" 'BEGIN {printf "%.3f", b - a}')" \
+  --argjson cpu2 "$(awk -v a="$c6" -v b="$c7" 'BEGIN {printf "%.3f", b - a}')" \
+  --argjson rss0 "$r0" --argjson rss1 "$r1" \
   --argjson cpu "$(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.3f", b - a}')" --argjson customers "$CUSTOMERS" --argjson events "$EVENTS" \
   --argjson purchases "$PURCHASES" --arg data "$DATA" \
   '{data_set: $data, customers_generated: $customers, events: $events, purchase_events: $purchases,
     call_wall_s: $wall, buf_curl_health_check_wall_s: $health, server_cpu_s_during_call: $cpu,
     fit_millis: (.model.fitMillis | tonumber),
+    rss_mib_before_call: $rss0, rss_mib_after_call: $rss1,
+    again: {call_wall_s: $wall2, server_cpu_s_during_call: $cpu2,
+            fit_millis: ($again[0].model.fitMillis | tonumber),
+            same_report: ($again[0].model.holdout == .model.holdout and $again[0].model.bgNbd == .model.bgNbd)},
     plain_fit_now: {call_wall_s: $plain, fit_millis: ($now[0].model.fitMillis | tonumber),
                     customers: ($now[0].model.customers | tonumber)}, model_customers: (.model.customers | tonumber),
     bg_nbd: (.model.bgNbd | {r, alpha, a, b, converged}), holdout: .model.holdout}' \
@@ -153,6 +172,8 @@ jq -rn --slurpfile p "$OUT/patron.json" --slurpfile l "$OUT/lifetimes.json" '
     "| Patron | FitValueModel call (buf curl, end to end) | \($pw | s) |",
     "| Patron | of which the server'"'"'s fitMillis (the model computation) | \($p.fit_millis / 1000 | s) |",
     "| Patron | server CPU during the call | \($p.server_cpu_s_during_call | s) |",
+    "| Patron | server RSS before the call, after it | \($p.rss_mib_before_call) MiB, \($p.rss_mib_after_call) MiB |",
+    "| Patron | the same call again (dated histories in memory): call, fitMillis, server CPU | \($p.again.call_wall_s | s), \($p.again.fit_millis / 1000 | s), \($p.again.server_cpu_s_during_call | s) |",
     "| Patron, for reference | a plain FitValueModel as of now (no hold-out) on \($p.plain_fit_now.customers) customers: call, fitMillis | \($p.plain_fit_now.call_wall_s | s), \($p.plain_fit_now.fit_millis / 1000 | s) |",
     "| lifetimes | (a) read purchases from SQLite into pandas | \($t.read.wall_s | s) |",
     "| lifetimes | (b) calibration_and_holdout_data | \($t.holdout.wall_s | s) |",
@@ -162,6 +183,7 @@ jq -rn --slurpfile p "$OUT/patron.json" --slurpfile l "$OUT/lifetimes.json" '
     "| lifetimes | (a)+(b)+(c)+(d) | \($t.total_s | s) |",
     "",
     "ratio lifetimes (b+c+d) / Patron call: \($t.total_without_read_s / $pw | f(1))×; (a+b+c+d) / Patron call: \($t.total_s / $pw | f(1))×",
+    "ratio lifetimes (b+c+d) / Patron second call: \($t.total_without_read_s / $p.again.call_wall_s | f(1))×; (a+b+c+d) / Patron second call: \($t.total_s / $p.again.call_wall_s | f(1))× (same report and parameters as the first: \($p.again.same_report))",
     "(against fitMillis: \($t.total_without_read_s * 1000 / $p.fit_millis | f(1))× and \($t.total_s * 1000 / $p.fit_millis | f(1))×; buf curl alone, a Health/Check: \($p.buf_curl_health_check_wall_s | s))",
     "",
     "| figure | Patron | lifetimes (timed run) | lifetimes, Patron'"'"'s rules |",

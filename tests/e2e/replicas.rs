@@ -438,6 +438,77 @@ async fn replicas_converge(url: &str, n: usize) {
         }
     }
 
+    // Hold-out fits keep each customer's dated history in memory (patron_views::dated): a write
+    // through A that changes the past reaches B's next hold-out fit, which then equals the fit of
+    // a replica that never held those histories (A's first hold-out fit reads the store).
+    let (calibration_end, holdout_end) = (crate::scoring::ago(100), crate::scoring::ago(0));
+    let holdout = |r: &Replica, token: Option<String>| {
+        let mut client = r.scoring();
+        async move {
+            let request = spb::FitValueModelRequest {
+                calibration_end: Some(calibration_end),
+                holdout_end: Some(holdout_end),
+                ..Default::default()
+            };
+            let request = match &token {
+                Some(t) => with_token(request, t),
+                None => tonic::Request::new(request),
+            };
+            let model = client
+                .fit_value_model(request)
+                .await
+                .expect("hold-out fit")
+                .into_inner()
+                .model
+                .expect("model");
+            (
+                model.bg_nbd,
+                model.gamma_gamma,
+                model.holdout,
+                model.customers,
+            )
+        }
+    };
+    let before = holdout(b, None).await;
+    assert!(before.2.is_some(), "a hold-out report");
+    // A customer who bought before the calibration end and has events after it (B keeps its
+    // history): another purchase, on a new day before the calibration end, changes its past.
+    let population = crate::scoring::population(150);
+    let seconds = |e: &cpb::Event| e.occurred_at.as_ref().map_or(0, |t| t.seconds);
+    let changed = population
+        .iter()
+        .filter(|e| seconds(e) <= calibration_end.seconds - 86_400)
+        .map(|e| e.customer_id.as_str())
+        .find(|c| {
+            population
+                .iter()
+                .any(|e| e.customer_id == *c && seconds(e) > calibration_end.seconds + 86_400)
+        })
+        .expect("a customer with events on both sides of the calibration end");
+    let backfilled = record(
+        a,
+        vec![purchase(
+            changed,
+            "backfilled-1",
+            prost_types::Timestamp {
+                seconds: calibration_end.seconds - 7 * 86_400 - 1_234,
+                nanos: 0,
+            },
+            "backfilled-1",
+            2_500,
+        )],
+    )
+    .await;
+    let on_b = holdout(b, Some(backfilled.clone())).await;
+    assert_ne!(on_b, before, "the backfilled purchase changes the fit");
+    let on_a = holdout(a, Some(backfilled.clone())).await;
+    assert_eq!(on_b, on_a, "B's kept histories follow the write");
+    assert_eq!(
+        holdout(b, Some(backfilled)).await,
+        on_a,
+        "and again from memory"
+    );
+
     // Bad tokens are refused before anything runs.
     for bad in [
         "nonsense",

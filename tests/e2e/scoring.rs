@@ -21,7 +21,7 @@ fn now_secs() -> i64 {
 }
 
 /// `days` days before now, at noon-ish.
-fn ago(days: i64) -> prost_types::Timestamp {
+pub(crate) fn ago(days: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: now_secs() - days * 86_400 - 3_600,
         nanos: 0,

@@ -1132,6 +1132,7 @@ impl Store for PgStore {
         &self,
         customers: &[CustomerId],
         until: Timestamp,
+        kinds: &[EventKind],
     ) -> StoreResult<Vec<Event>> {
         let mut ids: Vec<&str> = customers.iter().map(CustomerId::as_str).collect();
         ids.sort_unstable();
@@ -1143,12 +1144,15 @@ impl Store for PgStore {
         // key does, so the order is SQLite's.
         let sql = format!(
             "SELECT {} FROM events WHERE customer_id = ANY($1::text[]) AND occurred_at <= $2 \
+             AND (cardinality($3::smallint[]) = 0 OR kind = ANY($3::smallint[])) \
              ORDER BY customer_id COLLATE \"C\", occurred_at, event_id COLLATE \"C\"",
             EventRow::COLUMNS
         );
+        let kinds: Vec<i16> = kinds.iter().map(|k| k.code()).collect();
         let rows = sqlx::query(&sql)
             .bind(ids)
             .bind(until.as_micros())
+            .bind(kinds)
             .fetch_all(self.pool()?)
             .await
             .map_err(db_err)?;

@@ -267,13 +267,15 @@ pub trait Store:
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>>;
 
-    /// Every event of `customers` that occurred at or before `until`, in (customer id,
-    /// occurred_at, event id) order: one read for many customers' histories up to an instant
-    /// (bulk `as_of` scoring). Unknown ids and repeats are ignored.
+    /// Every event of `customers` that occurred at or before `until`, only of `kinds` (all kinds
+    /// when empty), in (customer id, occurred_at, event id) order: one read for many customers'
+    /// histories up to an instant (bulk `as_of` scoring, fits at an earlier calibration end).
+    /// Unknown ids and repeats are ignored.
     async fn events_until(
         &self,
         customers: &[CustomerId],
         until: Timestamp,
+        kinds: &[EventKind],
     ) -> StoreResult<Vec<Event>>;
 
     /// Customers in ascending id order, strictly after `after`, with their summaries: one query

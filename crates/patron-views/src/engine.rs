@@ -5,15 +5,18 @@
 //! the policy current ([`FeedView`]): every committed write, by this process or another sharing
 //! the database, reaches it in commit order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use patron_domain::clv::TimeUnitKind;
 use patron_domain::value::PerceivedValue;
 use patron_domain::value::TierPolicy;
-use patron_domain::{Currency, CustomerId, Day, Timestamp};
+use patron_domain::{Currency, CustomerId, Day, Event, Timestamp};
 use patron_store::feed::{Change, ChangeKind, FeedView};
-use patron_store::{Store, StoreError, StoreResult, StoredModel, SummaryRow};
+use patron_store::{OrderDay, Store, StoreError, StoreResult, StoredModel, SummaryRow};
+
+use crate::dated::{self, DatedCache, DatedHistory};
+use crate::history;
 
 use crate::model::{self, ActiveModel, DayRfm, FitRequest, ModelDoc, ModelError};
 
@@ -75,6 +78,11 @@ pub struct Engine {
     /// Every entry in id order as of `version`, for whole-population scans; rebuilt on the first
     /// scan after a change, shared by all scans until the next one.
     snapshot: std::sync::Mutex<Option<(u64, Snapshot)>>,
+    /// The dated purchases, refunds and survey ratings fits at an earlier calibration end have
+    /// read, by customer ([`crate::dated`]). Locked inside the index lock where both are taken:
+    /// a customer's history is forgotten under the index's write lock when its row changes or
+    /// goes, and kept only under the read lock while the row is the one it was read for.
+    dated: std::sync::Mutex<DatedCache>,
 }
 
 async fn load_index(store: &dyn Store) -> StoreResult<Index> {
@@ -151,6 +159,7 @@ impl Engine {
             refresh_lock: tokio::sync::Mutex::new(()),
             version: std::sync::atomic::AtomicU64::new(0),
             snapshot: std::sync::Mutex::new(None),
+            dated: std::sync::Mutex::new(DatedCache::default()),
         }))
     }
 
@@ -182,6 +191,7 @@ impl Engine {
             Err(poisoned) => poisoned.into_inner(),
         };
         *index = fresh;
+        self.dated_cache().clear();
         self.version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
@@ -311,9 +321,12 @@ impl Engine {
             Ok(i) => i,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let mut dated = self.dated_cache();
         for id in ids {
             index.remove(id);
+            dated.forget(id);
         }
+        drop(dated);
         for row in rows {
             index.insert(Arc::new(row));
         }
@@ -324,24 +337,92 @@ impl Engine {
 }
 
 impl Engine {
-    /// Every customer who had had an event by `as_of` (or has none at all), as of then: rows
-    /// changed since are rebuilt from their stored events up to it, read in bulk a chunk of
-    /// customers at a time ([`crate::history::rows_as_of`]).
-    pub async fn rows_as_of(&self, as_of: Timestamp) -> Result<Vec<Arc<SummaryRow>>, FitError> {
+    fn dated_cache(&self) -> std::sync::MutexGuard<'_, DatedCache> {
+        match self.dated.lock() {
+            Ok(d) => d,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Customers whose dated histories a fit holds in memory ([`crate::dated`]).
+    pub fn dated_customers(&self) -> usize {
+        self.dated_cache().len()
+    }
+
+    /// For each of `rows`, its dated history if an event after `as_of` changed it (and it had
+    /// begun by then): from memory where the one kept was read for the row as it is, else read
+    /// from the store in bulk, a chunk of customers at a time, and kept.
+    async fn dated_histories(
+        &self,
+        rows: &[Arc<SummaryRow>],
+        as_of: Timestamp,
+    ) -> Result<Vec<Option<Arc<DatedHistory>>>, FitError> {
         const CHUNK: usize = 5_000;
-        let rows = self.range_after(None, usize::MAX);
-        let mut out = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(CHUNK) {
-            let then = crate::history::rows_as_of(self.store.as_ref(), chunk.to_vec(), as_of)
+        let mut histories: Vec<Option<Arc<DatedHistory>>> = vec![None; rows.len()];
+        let mut missing: Vec<usize> = Vec::new();
+        {
+            let dated = self.dated_cache();
+            for (i, row) in rows.iter().enumerate() {
+                if history::changed_after(row, as_of) && !history::began_after(row, as_of) {
+                    match dated.current(row) {
+                        Some(h) => histories[i] = Some(h),
+                        None => missing.push(i),
+                    }
+                }
+            }
+        }
+        for chunk in missing.chunks(CHUNK) {
+            let ids: Vec<CustomerId> = chunk.iter().map(|&i| rows[i].customer_id.clone()).collect();
+            let events = self
+                .store
+                .events_until(&ids, Timestamp::from_micros(i64::MAX), &dated::FIT_KINDS)
                 .await
                 .map_err(FitError::Store)?;
-            out.extend(then.rows);
+            // In customer id order: each customer's events are one run.
+            let runs: HashMap<&CustomerId, &[Event]> = events
+                .chunk_by(|a, b| a.customer_id == b.customer_id)
+                .map(|run| (&run[0].customer_id, run))
+                .collect();
+            let read: Vec<(usize, Arc<DatedHistory>)> = chunk
+                .iter()
+                .map(|&i| {
+                    let run = runs.get(&rows[i].customer_id).copied().unwrap_or(&[]);
+                    (i, Arc::new(DatedHistory::from_events(&rows[i], run)))
+                })
+                .collect();
+            {
+                let index = match self.index.read() {
+                    Ok(i) => i,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                let mut dated = self.dated_cache();
+                for (i, h) in &read {
+                    // Only while the index holds the row it was read for: never for a customer
+                    // erased or changed meanwhile.
+                    let row = &rows[*i];
+                    if index
+                        .get(&row.customer_id)
+                        .is_some_and(|r| Arc::ptr_eq(r, row))
+                    {
+                        dated.keep(row.customer_id.clone(), Arc::clone(h));
+                    }
+                }
+            }
+            for (i, h) in read {
+                histories[i] = Some(h);
+            }
         }
-        Ok(out)
+        tracing::info!(
+            changed = histories.iter().filter(|h| h.is_some()).count(),
+            read = missing.len(),
+            kept = self.dated_customers(),
+            "fit: dated histories of the customers changed since the calibration end"
+        );
+        Ok(histories)
     }
 }
 
-/// Why a fit did not produce a model.
+/// Why a fit did not produce a model./// Why a fit did not produce a model.
 #[derive(Debug)]
 pub enum FitError {
     Model(ModelError),
@@ -359,121 +440,12 @@ impl Engine {
         activate: bool,
         now: Timestamp,
     ) -> Result<(StoredModel, ModelDoc), FitError> {
-        let calibration_end = request.calibration_end;
-        let calibration_day = calibration_end.day();
-        let holdout_end = request.holdout_end;
-        let rows = self.rows_as_of(calibration_end).await?;
-        // Only when the data go past the calibration end.
-        let holdout_days = u32::try_from(holdout_end.day().as_days() - calibration_day.as_days())
-            .ok()
-            .filter(|d| *d > 0);
-        // The model's periods: days, or calendar weeks (`lifetimes`' `freq='W'`).
-        let period = |d: Day| match request.time_unit {
-            TimeUnitKind::Days => d.as_days(),
-            TimeUnitKind::Weeks => model::week_of(d),
-        };
-        // `lifetimes`' `duration_holdout`: the hold-out end's period minus the calibration end's.
-        let holdout_periods = holdout_days.map(|_| {
-            u32::try_from(period(holdout_end.day()) - period(calibration_day)).unwrap_or(0)
-        });
-        // Purchase periods after the calibration end, from today's active orders: the hold-out
-        // (counted only if there is one). The calibration end's own day counts when an order of
-        // that day came after the instant (today's row has more orders that day than the row as
-        // of then).
-        // Each customer's row today (one look-up each), read only when there is a hold-out.
-        let today: Vec<Arc<SummaryRow>> = match holdout_days {
-            None => Vec::new(),
-            Some(_) => rows
-                .iter()
-                .map(|r| self.get(&r.customer_id).unwrap_or_else(|| Arc::clone(r)))
-                .collect(),
-        };
-        let holdout: Vec<u64> = rows
-            .iter()
-            .zip(&today)
-            .map(|(r, today)| {
-                let on_end_day = |row: &SummaryRow| {
-                    row.orders
-                        .iter()
-                        .filter(|o| o.day == calibration_day)
-                        .count()
-                };
-                let mut periods: Vec<i32> = today
-                    .orders
-                    .iter()
-                    .map(|o| o.day)
-                    .filter(|d| *d > calibration_day && *d <= holdout_end.day())
-                    .map(period)
-                    .collect();
-                if on_end_day(today) > on_end_day(r) {
-                    periods.push(period(calibration_day));
-                }
-                periods.sort_unstable();
-                periods.dedup();
-                periods.len() as u64
-            })
-            .collect();
-        // The tracking series' counts: every purchase period up to the hold-out end's of the
-        // customers who had bought by the calibration end, from today's orders.
-        let tracking_counts = holdout_days.and_then(|_| {
-            model::TrackingCounts::from_customers(
-                rows.iter()
-                    .zip(&today)
-                    .filter(|(r, _)| !r.orders.is_empty())
-                    .map(|(_, row)| row.orders.iter().map(|o| period(o.day))),
-                period(holdout_end.day()),
-            )
-        });
-        drop(today);
-        let calibration_period = period(calibration_day);
-        let doc = tokio::task::spawn_blocking(move || {
-            let mut population = Vec::with_capacity(rows.len());
-            let mut revenues = Vec::with_capacity(rows.len());
-            let mut value_indexes = Vec::new();
-            let mut compared = Vec::new();
-            for (i, r) in rows.iter().enumerate() {
-                if let Some(c) = DayRfm::from_row(&r.summary, &r.orders, calibration_end) {
-                    if let Some(actual) = holdout.get(i) {
-                        compared.push((c, *actual));
-                    }
-                    population.push(c);
-                    revenues.push(r.summary.purchases.net_revenue as f64);
-                }
-                if let Some(vi) = PerceivedValue::from_summary(&r.summary).value_index {
-                    value_indexes.push(vi);
-                }
-            }
-            let evaluate = |doc: &ModelDoc| -> Result<model::HoldoutReport, ModelError> {
-                let model = model::ActiveModel::from_doc(0, calibration_end, doc.clone())?;
-                let mut report = model::HoldoutReport::compute(
-                    &model,
-                    holdout_end,
-                    (holdout_days.unwrap_or(0), holdout_periods.unwrap_or(0)),
-                    &compared,
-                );
-                report.tracking = tracking_counts
-                    .as_ref()
-                    .and_then(|c| model::Tracking::compute(&model, c, calibration_period));
-                Ok(report)
-            };
-            if request.choose_by_holdout && holdout_days.is_some() {
-                return model::choose_by_holdout(
-                    request,
-                    &population,
-                    &revenues,
-                    &value_indexes,
-                    evaluate,
-                );
-            }
-            let mut doc = model::fit(request, &population, &revenues, value_indexes)?;
-            if holdout_days.is_some() {
-                doc.holdout = Some(evaluate(&doc)?);
-            }
-            Ok(doc)
-        })
-        .await
-        .map_err(|e| FitError::Model(ModelError::Math(format!("fit task failed: {e}"))))?
-        .map_err(FitError::Model)?;
+        let rows = self.all();
+        let histories = self.dated_histories(&rows, request.calibration_end).await?;
+        let doc = tokio::task::spawn_blocking(move || fit_on(request, &rows, &histories))
+            .await
+            .map_err(|e| FitError::Model(ModelError::Math(format!("fit task failed: {e}"))))?
+            .map_err(FitError::Model)?;
         let body = serde_json::to_string(&doc)
             .map_err(|e| FitError::Internal(format!("encode model: {e}")))?;
         let stored = self
@@ -485,6 +457,135 @@ impl Engine {
         // feed.
         Ok((stored, doc))
     }
+}
+
+/// What a fit takes from one customer as of the calibration end.
+struct FitCustomer {
+    /// The `lifetimes` inputs; `None` without a purchase by then.
+    rfm: Option<DayRfm>,
+    revenue: f64,
+    value_index: Option<f64>,
+    /// Had an active order by then.
+    bought: bool,
+    /// Purchase periods in the hold-out; `None` without one.
+    holdout: Option<u64>,
+}
+
+/// Fits a model on `rows` (every customer in the index) as of `request.calibration_end`, with a
+/// hold-out report when the data go past it. `histories` holds the dated history of every row an
+/// event after the calibration end changed ([`Engine::dated_histories`]).
+fn fit_on(
+    request: FitRequest,
+    rows: &[Arc<SummaryRow>],
+    histories: &[Option<Arc<DatedHistory>>],
+) -> Result<ModelDoc, ModelError> {
+    let calibration_end = request.calibration_end;
+    let calibration_day = calibration_end.day();
+    let holdout_end = request.holdout_end;
+    // Only when the data go past the calibration end.
+    let holdout_days = u32::try_from(holdout_end.day().as_days() - calibration_day.as_days())
+        .ok()
+        .filter(|d| *d > 0);
+    // The model's periods: days, or calendar weeks (`lifetimes`' `freq='W'`).
+    let period = |d: Day| match request.time_unit {
+        TimeUnitKind::Days => d.as_days(),
+        TimeUnitKind::Weeks => model::week_of(d),
+    };
+    // `lifetimes`' `duration_holdout`: the hold-out end's period minus the calibration end's.
+    let holdout_periods = holdout_days
+        .map(|_| u32::try_from(period(holdout_end.day()) - period(calibration_day)).unwrap_or(0));
+    // Each customer who had had an event by the calibration end (or has none at all), on every
+    // core: as of then, and its purchase periods in the hold-out.
+    let pairs: Vec<(&Arc<SummaryRow>, &Option<Arc<DatedHistory>>)> =
+        rows.iter().zip(histories).collect();
+    let customers: Vec<Option<FitCustomer>> = crate::par::map(&pairs, |(today, history)| {
+        if history::began_after(today, calibration_end) {
+            return None;
+        }
+        let then = history.as_ref().map(|h| h.then(calibration_end));
+        let (summary, orders) = match &then {
+            Some(t) => (&t.summary, t.orders.as_slice()),
+            None => (&today.summary, today.orders.as_slice()),
+        };
+        // Purchase periods after the calibration end, from today's active orders (counted only
+        // if there is a hold-out). The calibration end's own day counts when an order of that
+        // day came after the instant (today's row has more orders that day than then).
+        let holdout = holdout_days.map(|_| {
+            let on_end_day =
+                |orders: &[OrderDay]| orders.iter().filter(|o| o.day == calibration_day).count();
+            let mut periods: Vec<i32> = today
+                .orders
+                .iter()
+                .map(|o| o.day)
+                .filter(|d| *d > calibration_day && *d <= holdout_end.day())
+                .map(period)
+                .collect();
+            if on_end_day(&today.orders) > on_end_day(orders) {
+                periods.push(period(calibration_day));
+            }
+            periods.sort_unstable();
+            periods.dedup();
+            periods.len() as u64
+        });
+        Some(FitCustomer {
+            rfm: DayRfm::from_row(summary, orders, calibration_end),
+            revenue: summary.purchases.net_revenue as f64,
+            value_index: PerceivedValue::from_summary(summary).value_index,
+            bought: !orders.is_empty(),
+            holdout,
+        })
+    });
+    // The tracking series' counts: every purchase period up to the hold-out end's of the
+    // customers who had bought by the calibration end, from today's orders.
+    let tracking_counts = holdout_days.and_then(|_| {
+        model::TrackingCounts::from_customers(
+            pairs
+                .iter()
+                .zip(&customers)
+                .filter(|(_, c)| c.as_ref().is_some_and(|c| c.bought))
+                .map(|((today, _), _)| today.orders.iter().map(|o| period(o.day))),
+            period(holdout_end.day()),
+        )
+    });
+    let calibration_period = period(calibration_day);
+    let mut population = Vec::with_capacity(customers.len());
+    let mut revenues = Vec::with_capacity(customers.len());
+    let mut value_indexes = Vec::new();
+    let mut compared = Vec::new();
+    for c in customers.iter().flatten() {
+        if let Some(rfm) = c.rfm {
+            if let Some(actual) = c.holdout {
+                compared.push((rfm, actual));
+            }
+            population.push(rfm);
+            revenues.push(c.revenue);
+        }
+        if let Some(vi) = c.value_index {
+            value_indexes.push(vi);
+        }
+    }
+    drop(customers);
+    let evaluate = |doc: &ModelDoc| -> Result<model::HoldoutReport, ModelError> {
+        let model = model::ActiveModel::from_doc(0, calibration_end, doc.clone())?;
+        let mut report = model::HoldoutReport::compute(
+            &model,
+            holdout_end,
+            (holdout_days.unwrap_or(0), holdout_periods.unwrap_or(0)),
+            &compared,
+        );
+        report.tracking = tracking_counts
+            .as_ref()
+            .and_then(|c| model::Tracking::compute(&model, c, calibration_period));
+        Ok(report)
+    };
+    if request.choose_by_holdout && holdout_days.is_some() {
+        return model::choose_by_holdout(request, &population, &revenues, &value_indexes, evaluate);
+    }
+    let mut doc = model::fit(request, &population, &revenues, value_indexes)?;
+    if holdout_days.is_some() {
+        doc.holdout = Some(evaluate(&doc)?);
+    }
+    Ok(doc)
 }
 
 #[async_trait::async_trait]

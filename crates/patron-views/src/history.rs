@@ -35,7 +35,7 @@ pub async fn rows_as_of(
     let events = if stale.is_empty() {
         Vec::new()
     } else {
-        store.events_until(&stale, as_of).await?
+        store.events_until(&stale, as_of, &[]).await?
     };
     // In customer id order: each customer's events are one run.
     let mut runs: HashMap<&CustomerId, &[Event]> = HashMap::new();
@@ -64,7 +64,7 @@ pub fn began_after(row: &SummaryRow, as_of: Timestamp) -> bool {
 }
 
 /// Whether an event after `as_of` changed the row.
-fn changed_after(row: &SummaryRow, as_of: Timestamp) -> bool {
+pub fn changed_after(row: &SummaryRow, as_of: Timestamp) -> bool {
     row.summary
         .totals
         .last_event_at
@@ -88,17 +88,7 @@ pub fn rebuild_row(row: &SummaryRow, events: &[Event]) -> SummaryRow {
         })
         .collect();
     summary.purchases = derive_purchase_stats(&rows);
-    let mut orders: Vec<OrderDay> = rows
-        .iter()
-        .filter(|o| o.is_active())
-        .filter_map(|o| {
-            o.day.map(|day| OrderDay {
-                day,
-                net_amount: o.net(),
-            })
-        })
-        .collect();
-    orders.sort_unstable();
+    let orders = active_orders(&rows);
     let mut names: HashMap<String, Arc<str>> = HashMap::new();
     let mut engagement: Vec<EngagementDay> = agg
         .engagement
@@ -123,6 +113,23 @@ pub fn rebuild_row(row: &SummaryRow, events: &[Event]) -> SummaryRow {
         engagement,
         ..row.clone()
     }
+}
+
+/// The active orders of `rows` (purchase recorded, not wholly refunded), ascending by (day, net
+/// amount), as a row holds them.
+pub fn active_orders(rows: &[OrderRow]) -> Vec<OrderDay> {
+    let mut orders: Vec<OrderDay> = rows
+        .iter()
+        .filter(|o| o.is_active())
+        .filter_map(|o| {
+            o.day.map(|day| OrderDay {
+                day,
+                net_amount: o.net(),
+            })
+        })
+        .collect();
+    orders.sort_unstable();
+    orders
 }
 
 #[cfg(test)]

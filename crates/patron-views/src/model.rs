@@ -954,10 +954,12 @@ pub fn fit(
         value_index: Cdf::from_values(value_indexes),
     };
     let model = ActiveModel::from_doc(0, request.calibration_end, doc.clone())?;
-    let clvs: Vec<f64> = population
-        .iter()
-        .filter_map(|c| model.predict(c).and_then(|p| p.predicted_clv))
-        .collect();
+    let clvs: Vec<f64> = crate::par::map(population, |c| {
+        model.predict(c).and_then(|p| p.predicted_clv)
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     doc.predicted_clv = Cdf::from_values(clvs);
     doc.fit_millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(doc)
@@ -1217,11 +1219,15 @@ impl HoldoutReport {
         let mut buckets = vec![(0u64, 0.0f64, 0.0f64); n + 1];
         let (mut customers, mut actual_sum, mut predicted_sum) = (0u64, 0u64, 0.0f64);
         let (mut abs_sum, mut sq_sum) = (0.0f64, 0.0f64);
-        for (c, actual) in rows {
-            let (Some(predicted), Some(inputs)) = (
-                model.expected_purchases_over(c, f64::from(periods)),
-                model.inputs(c),
-            ) else {
+        // Predictions on every core; the sums below in the customers' order.
+        let predictions = crate::par::map(rows, |(c, _)| {
+            Some((
+                model.expected_purchases_over(c, f64::from(periods))?,
+                model.inputs(c)?,
+            ))
+        });
+        for ((_, actual), prediction) in rows.iter().zip(predictions) {
+            let Some((predicted, inputs)) = prediction else {
                 continue;
             };
             customers += 1;

@@ -409,6 +409,7 @@ pub async fn events_until_reads_many_histories_up_to_an_instant(store: &impl Sto
                 cid("ann"),
             ],
             until,
+            &[],
         )
         .await
         .expect("events");
@@ -424,11 +425,28 @@ pub async fn events_until_reads_many_histories_up_to_an_instant(store: &impl Sto
     assert_eq!(got.get(1), a2, "events come back whole");
     assert!(
         store
-            .events_until(&[], until)
+            .events_until(&[], until, &[])
             .await
             .expect("none")
             .is_empty()
     );
+    // Only some kinds, up to 300 days: refunds alone (bea's), then her purchase and refund.
+    let got = store
+        .events_until(&[cid("bea"), cid("ann")], at(300, 0), &[EventKind::Refund])
+        .await
+        .expect("refunds");
+    let ids: Vec<&str> = got.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["b9"]);
+    let got = store
+        .events_until(
+            &[cid("bea")],
+            at(300, 0),
+            &[EventKind::Purchase, EventKind::Refund],
+        )
+        .await
+        .expect("orders");
+    let ids: Vec<&str> = got.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["b2", "b9"]);
 }
 
 pub async fn large_batch_in_one_call(store: &impl Store) {

@@ -1,0 +1,49 @@
+//! A data-parallel map over a slice on scoped threads, one chunk per core, results in input order:
+//! the whole-population loops of a fit (each customer as of the calibration end, predictions for
+//! every customer) spread over the cores, while every sum over the results is still taken in one
+//! order, so the numbers do not depend on the number of cores.
+
+/// Below this many items the map runs on the calling thread.
+const MIN_PARALLEL: usize = 4_096;
+
+/// `items.iter().map(f).collect()`, computed on up to one thread per core.
+pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || items.len() < MIN_PARALLEL {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let (first, rest) = items.split_at(chunk.min(items.len()));
+        let others: Vec<_> = rest
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = Vec::with_capacity(items.len());
+        out.extend(first.iter().map(f));
+        for handle in others {
+            match handle.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn results_come_in_input_order_whatever_the_size() {
+        for n in [0, 1, 4_095, 4_096, 10_001] {
+            let items: Vec<u64> = (0..n).collect();
+            let squares = super::map(&items, |x| x * x);
+            assert_eq!(
+                squares,
+                items.iter().map(|x| x * x).collect::<Vec<_>>(),
+                "{n}"
+            );
+        }
+    }
+}
