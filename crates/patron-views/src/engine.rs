@@ -513,19 +513,18 @@ fn fit_on(
         let holdout = holdout_days.map(|_| {
             let on_end_day =
                 |orders: &[OrderDay]| orders.iter().filter(|o| o.day == calibration_day).count();
-            let mut periods: Vec<i32> = today
-                .orders
-                .iter()
-                .map(|o| o.day)
-                .filter(|d| *d > calibration_day && *d <= holdout_end.day())
-                .map(period)
-                .collect();
-            if on_end_day(&today.orders) > on_end_day(orders) {
-                periods.push(period(calibration_day));
+            // Distinct periods, counted in one pass: the orders ascend by day, so their periods
+            // never decrease, and the calibration end's comes before any later day's.
+            let mut last =
+                (on_end_day(&today.orders) > on_end_day(orders)).then(|| period(calibration_day));
+            let mut count = u64::from(last.is_some());
+            for day in today.orders.iter().map(|o| o.day) {
+                if day > calibration_day && day <= holdout_end.day() && last != Some(period(day)) {
+                    last = Some(period(day));
+                    count += 1;
+                }
             }
-            periods.sort_unstable();
-            periods.dedup();
-            periods.len() as u64
+            count
         });
         Some(FitCustomer {
             rfm: DayRfm::from_row(summary, orders, calibration_end),

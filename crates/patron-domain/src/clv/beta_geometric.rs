@@ -313,6 +313,20 @@ impl Core {
         expit(-ln_odds)
     }
 
+    /// P(alive) × [`Core::expectation_core`] at each of `ts`: the conditional expected purchases
+    /// of BG/NBD and MBG/NBD over several horizons, P(alive) computed once.
+    pub(crate) fn conditional_expected_purchases_at<U: TimeUnit>(
+        &self,
+        ts: &[super::Periods<U>],
+        c: &CustomerRfm<U>,
+    ) -> Result<Vec<f64>, ClvError> {
+        let alive = self.probability_alive(c);
+        let x = f64::from(c.frequency());
+        ts.iter()
+            .map(|t| Ok(alive * self.expectation_core(x, t.get(), c.age())?))
+            .collect()
+    }
+
     /// P(alive) of a customer whose first purchase is now (`x = t_x = T = 0`).
     pub(crate) fn probability_alive_at_start(&self) -> f64 {
         match self.variant {

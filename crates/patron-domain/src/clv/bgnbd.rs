@@ -121,6 +121,16 @@ impl<U: TimeUnit> BgNbdModel<U> {
         Ok(self.probability_alive(c) * core)
     }
 
+    /// [`Self::conditional_expected_purchases`] at each of `ts`, with P(alive) computed once
+    /// (the same numbers).
+    pub fn conditional_expected_purchases_at(
+        &self,
+        ts: &[Periods<U>],
+        c: &CustomerRfm<U>,
+    ) -> Result<Vec<f64>, ClvError> {
+        self.core.conditional_expected_purchases_at(ts, c)
+    }
+
     /// E[X(t)]: expected number of repeat purchases in `(0, t]` of a new customer
     /// (`lifetimes`' `expected_number_of_purchases_up_to_time`).
     pub fn expected_purchases(&self, t: Periods<U>) -> Result<f64, ClvError> {

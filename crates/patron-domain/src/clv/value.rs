@@ -29,6 +29,17 @@ pub trait TransactionModel<U: TimeUnit> {
     /// E[X(t)]: expected repeat purchases in the first `t` periods of a new customer
     /// (`lifetimes`' `expected_number_of_purchases_up_to_time`).
     fn expected_purchases(&self, t: Periods<U>) -> Result<f64, ClvError>;
+    /// [`TransactionModel::conditional_expected_purchases`] at each of `ts` (a CLV sum's
+    /// steps); models override it to share the work of one customer across horizons.
+    fn conditional_expected_purchases_at(
+        &self,
+        ts: &[Periods<U>],
+        customer: &CustomerRfm<U>,
+    ) -> Result<Vec<f64>, ClvError> {
+        ts.iter()
+            .map(|t| self.conditional_expected_purchases(*t, customer))
+            .collect()
+    }
 }
 
 impl<U: TimeUnit> TransactionModel<U> for BgNbdModel<U> {
@@ -46,6 +57,14 @@ impl<U: TimeUnit> TransactionModel<U> for BgNbdModel<U> {
 
     fn expected_purchases(&self, t: Periods<U>) -> Result<f64, ClvError> {
         BgNbdModel::expected_purchases(self, t)
+    }
+
+    fn conditional_expected_purchases_at(
+        &self,
+        ts: &[Periods<U>],
+        customer: &CustomerRfm<U>,
+    ) -> Result<Vec<f64>, ClvError> {
+        BgNbdModel::conditional_expected_purchases_at(self, ts, customer)
     }
 }
 
@@ -157,17 +176,20 @@ pub fn discounted_and_final_expected_purchases<U: TimeUnit, M: TransactionModel<
 ) -> Result<(f64, f64), ClvError> {
     let factor = U::PERIODS_PER_MONTH;
     let base = 1.0 + horizon.monthly_discount_rate;
+    // Every step's end: each month, then the shorter last step if any.
+    let ends: Vec<f64> = (1..=horizon.months)
+        .map(|k| f64::from(k) * factor)
+        .chain(horizon.end)
+        .collect();
+    let steps = ends
+        .iter()
+        .map(|t| Periods::new(*t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let expected = transactions.conditional_expected_purchases_at(&steps, customer)?;
     let mut sum = 0.0;
     let mut previous = 0.0;
-    for k in 1..=horizon.months {
-        let t = f64::from(k) * factor;
-        let expected = transactions.conditional_expected_purchases(Periods::new(t)?, customer)?;
+    for (t, expected) in ends.iter().zip(expected) {
         sum += (expected - previous) / base.powf(t / factor);
-        previous = expected;
-    }
-    if let Some(end) = horizon.end {
-        let expected = transactions.conditional_expected_purchases(Periods::new(end)?, customer)?;
-        sum += (expected - previous) / base.powf(end / factor);
         previous = expected;
     }
     Ok((sum, previous))
@@ -176,7 +198,36 @@ pub fn discounted_and_final_expected_purchases<U: TimeUnit, M: TransactionModel<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clv::{BgNbdParams, Days, GammaGammaParams, Weeks};
+    use crate::clv::{BgNbdParams, Days, GammaGammaParams, MbgNbdModel, MbgNbdParams, Weeks};
+
+    // Several horizons at once give exactly the numbers of one horizon at a time.
+    #[test]
+    fn expected_purchases_at_several_horizons_are_those_of_each() {
+        let bg = BgNbdModel::new(BgNbdParams::<Days>::new(0.24, 4.4, 0.79, 2.4).expect("ok"));
+        let mbg = MbgNbdModel::new(MbgNbdParams::<Days>::new(0.52, 6.2, 0.89, 12.1).expect("ok"));
+        let ts: Vec<Periods<Days>> = [0.0, 1.0, 30.0, 365.0, 3_650.0]
+            .iter()
+            .map(|t| Periods::new(*t).expect("t"))
+            .collect();
+        for c in [
+            CustomerRfm::<Days>::new(0, 0.0, 40.0, 0.0).expect("c"),
+            CustomerRfm::<Days>::new(3, 120.0, 300.0, 2_000.0).expect("c"),
+            CustomerRfm::<Days>::new(12, 30.0, 700.0, 90.0).expect("c"),
+        ] {
+            let models: [&dyn TransactionModel<Days>; 2] = [&bg, &mbg];
+            for m in models {
+                let each: Vec<f64> = ts
+                    .iter()
+                    .map(|t| m.conditional_expected_purchases(*t, &c).expect("e"))
+                    .collect();
+                assert_eq!(
+                    m.conditional_expected_purchases_at(&ts, &c).expect("at"),
+                    each
+                );
+                assert!(each[4] > each[3] && each[3] > each[1] && each[0] == 0.0);
+            }
+        }
+    }
 
     #[test]
     fn horizon_validation_and_trivial_cases() {
