@@ -10,7 +10,7 @@ use patron_domain::{
     EventData, EventId, Gender, OrderId, OrderRow, Purchase, Refund, SummaryDelta, Survey,
     Timestamp, derive_purchase_stats,
 };
-use patron_store::{EngagementDay, OrderDay, SummaryRow};
+use patron_store::{EngagementDay, SummaryRow};
 use patron_views::engine::State;
 
 use super::compile::{Program, RuleErrorKind, compile};
@@ -151,17 +151,7 @@ impl Builder {
             }
         }
         let rows: Vec<OrderRow> = orders.values().cloned().collect();
-        let mut order_days: Vec<OrderDay> = rows
-            .iter()
-            .filter(|o| o.is_active())
-            .filter_map(|o| {
-                o.day.map(|day| OrderDay {
-                    day,
-                    net_amount: o.net(),
-                })
-            })
-            .collect();
-        order_days.sort();
+        let order_days = patron_views::history::active_orders(&rows);
         SummaryRow {
             customer_id: CustomerId::parse(self.id).expect("id"),
             signed_up_at: self
