@@ -358,6 +358,7 @@ impl Engine {
         as_of: Timestamp,
     ) -> Result<Vec<Option<Arc<DatedHistory>>>, FitError> {
         const CHUNK: usize = 5_000;
+        const READS_IN_FLIGHT: usize = 2;
         let mut histories: Vec<Option<Arc<DatedHistory>>> = vec![None; rows.len()];
         let mut missing: Vec<usize> = Vec::new();
         {
@@ -371,12 +372,30 @@ impl Engine {
                 }
             }
         }
-        for chunk in missing.chunks(CHUNK) {
+        // Chunks are read by tasks of their own, READS_IN_FLIGHT at a time, so that reading (on
+        // its own connection each) and decoding overlap; they are taken in order.
+        let read_chunk = |chunk: &[usize]| {
             let ids: Vec<CustomerId> = chunk.iter().map(|&i| rows[i].customer_id.clone()).collect();
-            let events = self
-                .store
-                .events_until(&ids, Timestamp::from_micros(i64::MAX), &dated::FIT_KINDS)
+            let store = Arc::clone(&self.store);
+            tokio::spawn(async move {
+                store
+                    .events_until(&ids, Timestamp::from_micros(i64::MAX), &dated::FIT_KINDS)
+                    .await
+            })
+        };
+        let mut chunks = missing.chunks(CHUNK);
+        let mut in_flight: std::collections::VecDeque<_> = chunks
+            .by_ref()
+            .take(READS_IN_FLIGHT)
+            .map(|chunk| (chunk, read_chunk(chunk)))
+            .collect();
+        while let Some((chunk, read)) = in_flight.pop_front() {
+            if let Some(next) = chunks.next() {
+                in_flight.push_back((next, read_chunk(next)));
+            }
+            let events = read
                 .await
+                .map_err(|e| FitError::Internal(format!("history read task failed: {e}")))?
                 .map_err(FitError::Store)?;
             // In customer id order: each customer's events are one run.
             let runs: HashMap<&CustomerId, &[Event]> = events

@@ -384,6 +384,8 @@ pub async fn events_until_reads_many_histories_up_to_an_instant(store: &impl Sto
     let events = vec![
         purchase("bea", "b2", at(150, 0), "o1", 100),
         purchase("ann", "a1", at(100, 0), "o1", 100),
+        // First by id, not by time: the instant orders.
+        purchase("ann", "a00", at(150, 0), "o5", 50),
         purchase("ann", "a3", until, "o3", 300),
         // Same instant, ids in both orders; one microsecond later is out.
         purchase("ann", "a2", until, "o2", 200),
@@ -419,10 +421,16 @@ pub async fn events_until_reads_many_histories_up_to_an_instant(store: &impl Sto
         .collect();
     assert_eq!(
         ids,
-        [("ann", "a1"), ("ann", "a2"), ("ann", "a3"), ("bea", "b2")]
+        [
+            ("ann", "a1"),
+            ("ann", "a00"),
+            ("ann", "a2"),
+            ("ann", "a3"),
+            ("bea", "b2")
+        ]
     );
     let a2 = events.iter().find(|e| e.event_id.as_str() == "a2");
-    assert_eq!(got.get(1), a2, "events come back whole");
+    assert_eq!(got.get(2), a2, "events come back whole");
     assert!(
         store
             .events_until(&[], until, &[])
