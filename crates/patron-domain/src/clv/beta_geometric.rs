@@ -327,6 +327,20 @@ impl Core {
             .collect()
     }
 
+    /// The factor of [`Self::conditional_expected_purchases_at`] after P(alive), at each of
+    /// `ts`: a function of the frequency and the age alone.
+    pub(crate) fn expected_purchases_if_alive_at<U: TimeUnit>(
+        &self,
+        ts: &[super::Periods<U>],
+        frequency: u32,
+        age: f64,
+    ) -> Result<Vec<f64>, ClvError> {
+        let x = f64::from(frequency);
+        ts.iter()
+            .map(|t| self.expectation_core(x, t.get(), age))
+            .collect()
+    }
+
     /// P(alive) of a customer whose first purchase is now (`x = t_x = T = 0`).
     pub(crate) fn probability_alive_at_start(&self) -> f64 {
         match self.variant {

@@ -125,6 +125,18 @@ impl<U: TimeUnit> MbgNbdModel<U> {
         self.core.conditional_expected_purchases_at(ts, c)
     }
 
+    /// E[X(t) | x, t_x, T] / P(alive | x, t_x, T) at each of `ts`: the expected purchases of a
+    /// customer of this frequency and age known to be alive (it does not depend on recency).
+    /// [`Self::conditional_expected_purchases_at`] is P(alive) times these, exactly.
+    pub fn expected_purchases_if_alive_at(
+        &self,
+        ts: &[Periods<U>],
+        frequency: u32,
+        age: f64,
+    ) -> Result<Vec<f64>, ClvError> {
+        self.core.expected_purchases_if_alive_at(ts, frequency, age)
+    }
+
     /// E[X(t)]: expected number of repeat purchases in `(0, t]` of a new customer
     /// (`lifetimes`' `expected_number_of_purchases_up_to_time`).
     pub fn expected_purchases(&self, t: Periods<U>) -> Result<f64, ClvError> {
@@ -156,6 +168,17 @@ impl<U: TimeUnit> TransactionModel<U> for MbgNbdModel<U> {
         customer: &CustomerRfm<U>,
     ) -> Result<Vec<f64>, ClvError> {
         MbgNbdModel::conditional_expected_purchases_at(self, ts, customer)
+    }
+
+    fn expected_purchases_if_alive_at(
+        &self,
+        ts: &[Periods<U>],
+        frequency: u32,
+        age: f64,
+    ) -> Option<Result<Vec<f64>, ClvError>> {
+        Some(MbgNbdModel::expected_purchases_if_alive_at(
+            self, ts, frequency, age,
+        ))
     }
 }
 

@@ -138,8 +138,8 @@ pub use pareto_nbd::{
 pub use rfm::{RfmObservation, RfmScore, RfmSegment, rfm_scores};
 pub use units::{Days, Periods, TimeUnit, TimeUnitKind, Weeks};
 pub use value::{
-    ClvHorizon, TransactionModel, customer_lifetime_value, discounted_and_final_expected_purchases,
-    discounted_expected_purchases,
+    ClvHorizon, TransactionModel, customer_lifetime_value, discount_steps,
+    discounted_and_final_expected_purchases, discounted_expected_purchases, step_ends,
 };
 
 /// Why a CLV computation was refused or failed.

@@ -40,6 +40,19 @@ pub trait TransactionModel<U: TimeUnit> {
             .map(|t| self.conditional_expected_purchases(*t, customer))
             .collect()
     }
+    /// Where the model's E[X(t) | x, t_x, T] is P(alive | x, t_x, T) times a factor that
+    /// depends on the frequency `x` and the age `T` alone (BG/NBD, MBG/NBD): that factor at each
+    /// of `ts` (the expected purchases of a customer known to be alive), so that a caller can
+    /// share it across customers of the same frequency and age. `None` for models without such
+    /// a split.
+    fn expected_purchases_if_alive_at(
+        &self,
+        _ts: &[Periods<U>],
+        _frequency: u32,
+        _age: f64,
+    ) -> Option<Result<Vec<f64>, ClvError>> {
+        None
+    }
 }
 
 impl<U: TimeUnit> TransactionModel<U> for BgNbdModel<U> {
@@ -65,6 +78,17 @@ impl<U: TimeUnit> TransactionModel<U> for BgNbdModel<U> {
         customer: &CustomerRfm<U>,
     ) -> Result<Vec<f64>, ClvError> {
         BgNbdModel::conditional_expected_purchases_at(self, ts, customer)
+    }
+
+    fn expected_purchases_if_alive_at(
+        &self,
+        ts: &[Periods<U>],
+        frequency: u32,
+        age: f64,
+    ) -> Option<Result<Vec<f64>, ClvError>> {
+        Some(BgNbdModel::expected_purchases_if_alive_at(
+            self, ts, frequency, age,
+        ))
     }
 }
 
@@ -174,25 +198,38 @@ pub fn discounted_and_final_expected_purchases<U: TimeUnit, M: TransactionModel<
     customer: &CustomerRfm<U>,
     horizon: &ClvHorizon,
 ) -> Result<(f64, f64), ClvError> {
+    let steps = step_ends::<U>(horizon)?;
+    let expected = transactions.conditional_expected_purchases_at(&steps, customer)?;
+    Ok(discount_steps(horizon, &steps, expected))
+}
+
+/// The ends of a CLV sum's steps ([`ClvHorizon`] for models of unit `U`): each month, then the
+/// shorter last step if any.
+pub fn step_ends<U: TimeUnit>(horizon: &ClvHorizon) -> Result<Vec<Periods<U>>, ClvError> {
     let factor = U::PERIODS_PER_MONTH;
-    let base = 1.0 + horizon.monthly_discount_rate;
-    // Every step's end: each month, then the shorter last step if any.
-    let ends: Vec<f64> = (1..=horizon.months)
+    (1..=horizon.months)
         .map(|k| f64::from(k) * factor)
         .chain(horizon.end)
-        .collect();
-    let steps = ends
-        .iter()
-        .map(|t| Periods::new(*t))
-        .collect::<Result<Vec<_>, _>>()?;
-    let expected = transactions.conditional_expected_purchases_at(&steps, customer)?;
+        .map(Periods::new)
+        .collect()
+}
+
+/// The CLV sum of [`discounted_and_final_expected_purchases`] from `expected`, the
+/// E[X(t) | x, t_x, T] at each of `ends` ([`step_ends`]): the discounted sum and the last.
+pub fn discount_steps<U: TimeUnit>(
+    horizon: &ClvHorizon,
+    ends: &[Periods<U>],
+    expected: impl IntoIterator<Item = f64>,
+) -> (f64, f64) {
+    let factor = U::PERIODS_PER_MONTH;
+    let base = 1.0 + horizon.monthly_discount_rate;
     let mut sum = 0.0;
     let mut previous = 0.0;
     for (t, expected) in ends.iter().zip(expected) {
-        sum += (expected - previous) / base.powf(t / factor);
+        sum += (expected - previous) / base.powf(t.get() / factor);
         previous = expected;
     }
-    Ok((sum, previous))
+    (sum, previous)
 }
 
 #[cfg(test)]
