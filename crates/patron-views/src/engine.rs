@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use tracing::Instrument;
+
 use patron_domain::clv::TimeUnitKind;
 use patron_domain::value::PerceivedValue;
 use patron_domain::value::TierPolicy;
@@ -377,11 +379,15 @@ impl Engine {
         let read_chunk = |chunk: &[usize]| {
             let ids: Vec<CustomerId> = chunk.iter().map(|&i| rows[i].customer_id.clone()).collect();
             let store = Arc::clone(&self.store);
-            tokio::spawn(async move {
-                store
-                    .events_until(&ids, Timestamp::from_micros(i64::MAX), &dated::FIT_KINDS)
-                    .await
-            })
+            tokio::spawn(
+                async move {
+                    store
+                        .events_until(&ids, Timestamp::from_micros(i64::MAX), &dated::FIT_KINDS)
+                        .await
+                }
+                // The read's spans and logs stay under the fit's request.
+                .in_current_span(),
+            )
         };
         let mut chunks = missing.chunks(CHUNK);
         let mut in_flight: std::collections::VecDeque<_> = chunks
