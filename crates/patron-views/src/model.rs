@@ -419,8 +419,9 @@ type MemoKey = (u32, u64, u64);
 type AliveKey = (u32, u64);
 
 /// The expected purchases of a customer known to be alive at each step of the CLV sum
-/// ([`TransactionModel::expected_purchases_if_alive_at`]); `None` where the math failed.
-type IfAlive = Option<Arc<[f64]>>;
+/// ([`TransactionModel::expected_purchases_if_alive_at`]): `None` for a model without that
+/// split (Pareto/NBD), `Some(None)` where the math failed.
+type IfAlive = Option<Option<Arc<[f64]>>>;
 
 /// Sharded, bounded memo of a pure function of the model's parameters, keyed by the part of a
 /// customer it depends on. [`BgPart`] by (frequency, recency, age): the hypergeometric functions
@@ -865,21 +866,19 @@ impl ActiveModel {
         rfm: &CustomerRfm<U>,
         alive: f64,
     ) -> Option<(f64, f64)> {
-        // Asked for no step, a model that splits answers at once.
-        if m.expected_purchases_if_alive_at(&[], 0, 0.0).is_none() {
-            return discounted_and_final_expected_purchases(m, rfm, &self.horizon).ok();
-        }
         let steps = step_ends::<U>(&self.horizon).ok()?;
         let key = (rfm.frequency(), rfm.age().to_bits());
         let if_alive = self.if_alive.get_or_compute(key, || {
             m.expected_purchases_if_alive_at(&steps, rfm.frequency(), rfm.age())
-                .and_then(Result::ok)
-                .map(Arc::from)
-        })?;
+                .map(|values| values.ok().map(Arc::from))
+        });
+        let Some(if_alive) = if_alive else {
+            return discounted_and_final_expected_purchases(m, rfm, &self.horizon).ok();
+        };
         Some(discount_steps(
             &self.horizon,
             &steps,
-            if_alive.iter().map(|v| alive * v),
+            if_alive?.iter().map(|v| alive * v),
         ))
     }
 }
