@@ -8,13 +8,10 @@ use std::time::Duration;
 use patron_proto::customers::v1::customer_service_client::CustomerServiceClient;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::{connect, purchase, ts};
+use crate::support::{connect, purchase, serving_within, ts};
 
-fn free_addr() -> std::net::SocketAddr {
+pub(crate) fn free_addr() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }
@@ -33,19 +30,8 @@ pub(crate) async fn start_with(url: &str, extra: &[&str]) -> (Child, std::net::S
         .kill_on_drop(true)
         .spawn()
         .expect("start patron");
-    let channel = connect(addr).await;
-    let mut health = HealthClient::new(channel);
-    for _ in 0..200 {
-        let status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map(|r| r.into_inner().status);
-        if status.ok() == Some(ServingStatus::Serving as i32) {
-            return (child, addr);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if serving_within(addr, 200).await {
+        return (child, addr);
     }
     panic!("patron did not become SERVING");
 }

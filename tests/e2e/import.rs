@@ -183,7 +183,7 @@ async fn generate_writes_csv_for_import_and_straight_into_the_database() {
     let bad_dir_arg = bad_dir.to_str().expect("utf-8");
     for bad in [
         vec!["generate", "--customers", "0"],
-        vec!["generate", "--customers", "1000001"],
+        vec!["generate", "--customers", "10000001"],
         vec!["generate", "--customers", "5", "--now", "yesterday"],
         vec!["generate", "--customers", "5", "--events", "some"],
     ] {

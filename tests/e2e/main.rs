@@ -23,4 +23,5 @@ mod replicas;
 mod scoring;
 mod security;
 mod segmentation;
+mod snapshot;
 mod tracing_otlp;

@@ -411,3 +411,41 @@ pub async fn call_raw(
         }
     }
 }
+
+/// Waits until the server at `addr` says SERVING, for up to `tries` × 50 ms; whether it did.
+pub async fn serving_within(addr: std::net::SocketAddr, tries: u32) -> bool {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut health = HealthClient::new(connect(addr).await);
+    for _ in 0..tries {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if status.ok() == Some(ServingStatus::Serving as i32) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Sends SIGTERM to `child` and waits up to `within` for it to exit; its exit status.
+pub async fn terminate(
+    child: &mut tokio::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    tokio::time::timeout(within, child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("exit status")
+}

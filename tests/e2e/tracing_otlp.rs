@@ -20,11 +20,8 @@ use patron_proto::customers::v1::customer_service_client::CustomerServiceClient;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::connect;
+use crate::support::{connect, serving_within, terminate};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -129,20 +126,11 @@ async fn start(
         .kill_on_drop(true)
         .spawn()
         .expect("start patron");
-    let mut health = HealthClient::new(connect(addr).await);
-    for _ in 0..200 {
-        let status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map(|r| r.into_inner().status);
-        if status.ok() == Some(ServingStatus::Serving as i32) {
-            return (child, addr);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("patron did not become SERVING");
+    assert!(
+        serving_within(addr, 200).await,
+        "patron did not become SERVING"
+    );
+    (child, addr)
 }
 
 fn traced<T>(message: T) -> tonic::Request<T> {
@@ -322,16 +310,7 @@ async fn buffered_spans_are_sent_on_shutdown() {
         rx.try_recv().is_err(),
         "nothing is exported before the delay or shutdown"
     );
-    let pid = child.id().expect("running");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("patron stops")
-        .expect("exit status");
+    let status = terminate(&mut child, Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
     let spans = collect(&mut rx, Duration::from_secs(2), complete).await;
     check(&spans);

@@ -28,7 +28,7 @@ use patron_segmentation::SegmentationApi;
 use patron_store::Store;
 use patron_store_postgres::PgStore;
 use patron_store_sqlite::SqliteStore;
-use patron_views::engine::Engine;
+use patron_views::engine::{Engine, LoadedFrom};
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -38,6 +38,7 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::config::{Settings, redact_url};
+use crate::snapshots::IndexSnapshots;
 
 /// Services whose health is reported, besides the whole server ("").
 pub const SERVICES: [&str; 4] = [CUSTOMERS, SCORING, SEGMENTATION, LOYALTY];
@@ -136,8 +137,11 @@ pub struct Application {
     segmentation: SegmentationApi,
     loyalty: LoyaltyApi,
     feed: Arc<Feed>,
-    /// The feed follower and the loyalty earner: aborted when the server stops.
+    /// The feed follower, the loyalty earner and the snapshot writer: aborted when the server
+    /// stops.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The index snapshot, when `index_snapshot` is set: written once more at shutdown.
+    snapshots: Option<Arc<IndexSnapshots>>,
     /// TLS on the port, when configured.
     tls: Option<crate::tls::TlsAcceptor>,
     health: HealthReporter,
@@ -191,7 +195,13 @@ impl Application {
         // The feed position before any view loads: views loaded after it hold everything up to
         // it, so following the feed from there misses nothing.
         let start = Feed::start_position(store.as_ref()).await?;
-        let engine = Engine::load(Arc::clone(&store), settings.currency).await?;
+        let (engine, loaded_from) = Engine::load_from(
+            Arc::clone(&store),
+            settings.currency,
+            settings.index_snapshot.as_deref(),
+            start,
+        )
+        .await?;
         let segmentation = SegmentationApi::load(
             Arc::clone(&engine),
             patron_segmentation::Settings {
@@ -230,6 +240,22 @@ impl Application {
         .await?;
         let (_earner, earner_task) =
             Earner::spawn(loyalty.clone(), Arc::clone(&feed), settings.earner_lease).await;
+        let snapshots = settings.index_snapshot.clone().map(|path| {
+            let written = match loaded_from {
+                LoadedFrom::Snapshot { position, .. } => Some(position),
+                LoadedFrom::Database => None,
+            };
+            Arc::new(IndexSnapshots::new(
+                path,
+                Arc::clone(&engine),
+                Arc::clone(&feed),
+                written,
+            ))
+        });
+        let mut tasks = vec![feed_task, earner_task];
+        if let Some(s) = &snapshots {
+            tasks.push(Arc::clone(s).spawn(settings.index_snapshot_interval));
+        }
         // Certificate problems stop the start, before anything listens.
         let tls = match &settings.tls {
             Some(t) => Some(crate::tls::acceptor(t).map_err(AppError::Tls)?),
@@ -259,7 +285,8 @@ impl Application {
             segmentation,
             loyalty,
             feed,
-            tasks: vec![feed_task, earner_task],
+            tasks,
+            snapshots,
             tls,
             health,
             health_service,
@@ -308,6 +335,7 @@ impl Application {
             loyalty,
             feed,
             tasks,
+            snapshots,
             tls,
             health,
             health_service,
@@ -471,6 +499,11 @@ impl Application {
         expiry.abort();
         for t in tasks {
             t.abort();
+        }
+        // The next start reads this instead of every customer. A periodic write in progress
+        // holds the lock; this one then finds nothing new or writes after it.
+        if let Some(s) = snapshots {
+            s.write_if_moved().await;
         }
         tracing::info!("stopped");
         Ok(())

@@ -77,6 +77,8 @@ pub struct FileConfig {
     pub feed_poll_millis: Option<u64>,
     pub feed_retention_secs: Option<u64>,
     pub earner_lease_secs: Option<u64>,
+    pub index_snapshot: Option<PathBuf>,
+    pub index_snapshot_secs: Option<u64>,
     pub metrics_listen: Option<String>,
     pub otlp_endpoint: Option<String>,
     pub otlp_service_name: Option<String>,
@@ -169,6 +171,11 @@ pub struct Settings {
     pub feed_retention: Duration,
     /// How long the loyalty earner's lease lasts without renewal.
     pub earner_lease: Duration,
+    /// Where the index snapshot is kept; `None`: no snapshot, the index is read from the
+    /// database at every start.
+    pub index_snapshot: Option<PathBuf>,
+    /// How often the snapshot is rewritten while the feed moves.
+    pub index_snapshot_interval: Duration,
     /// Where `GET /metrics` is served; `None`: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
     /// Where spans are exported (OTLP/gRPC); `None`: no exporter.
@@ -200,6 +207,8 @@ pub const DEFAULT_FEED_POLL_MILLIS: u64 = 200;
 pub const DEFAULT_FEED_RETENTION_SECS: u64 = 3600;
 /// Loyalty earner lease.
 pub const DEFAULT_EARNER_LEASE_SECS: u64 = 15;
+/// Index snapshot rewrites (well inside the feed's retention, so a snapshot can catch up).
+pub const DEFAULT_INDEX_SNAPSHOT_SECS: u64 = 600;
 /// How long a call waits for a database connection.
 pub const DEFAULT_DB_ACQUIRE_TIMEOUT_MILLIS: u64 = 2000;
 /// How long start-up keeps trying to reach the database.
@@ -224,6 +233,8 @@ impl Settings {
             feed_poll: Duration::from_millis(DEFAULT_FEED_POLL_MILLIS),
             feed_retention: Duration::from_secs(DEFAULT_FEED_RETENTION_SECS),
             earner_lease: Duration::from_secs(DEFAULT_EARNER_LEASE_SECS),
+            index_snapshot: None,
+            index_snapshot_interval: Duration::from_secs(DEFAULT_INDEX_SNAPSHOT_SECS),
             metrics_listen: None,
             otlp: None,
             limits: Limits::default(),
@@ -258,6 +269,8 @@ pub struct Overrides {
     pub feed_poll_millis: Option<u64>,
     pub feed_retention_secs: Option<u64>,
     pub earner_lease_secs: Option<u64>,
+    pub index_snapshot: Option<PathBuf>,
+    pub index_snapshot_secs: Option<u64>,
     pub metrics_listen: Option<String>,
     pub otlp_endpoint: Option<String>,
     pub otlp_service_name: Option<String>,
@@ -542,6 +555,13 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
                 .or(file.earner_lease_secs)
                 .unwrap_or(DEFAULT_EARNER_LEASE_SECS)
                 .clamp(3, 600),
+        ),
+        index_snapshot: o.index_snapshot.clone().or(file.index_snapshot.clone()),
+        index_snapshot_interval: Duration::from_secs(
+            o.index_snapshot_secs
+                .or(file.index_snapshot_secs)
+                .unwrap_or(DEFAULT_INDEX_SNAPSHOT_SECS)
+                .clamp(10, 86_400),
         ),
         metrics_listen,
         otlp,

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod generate;
 pub mod import;
 pub mod ops;
+pub mod snapshots;
 pub mod telemetry;
 pub mod tls;
 

@@ -14,9 +14,7 @@ use patron_domain::loyalty::{Entry, EntryKind, Lot, Points, Source, Wallet};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use patron_domain::{
-    Attributes, Customer, CustomerId, CustomerProfile, Day, Event, EventId, Timestamp,
-};
+use patron_domain::{Customer, CustomerId, CustomerProfile, Day, Event, EventId, Timestamp};
 use patron_store::feed::{Change, ChangeKind, FeedHead};
 use patron_store::loyalty::{
     LoyaltyOrder, MemberRow, ProgramRecord, RedemptionRecord, RedemptionStatus, RewardRecord,
@@ -537,7 +535,7 @@ pub struct SummaryHeadRow<'r> {
     pub create_time: Option<i64>,
     pub birth_date: Option<i64>,
     pub gender: &'r str,
-    pub country: Option<String>,
+    pub country: Option<&'r str>,
     pub attributes: &'r str,
 }
 
@@ -564,13 +562,8 @@ pub fn summary_row(head: SummaryHeadRow<'_>, values: &[Option<i64>]) -> StoreRes
         create_time,
         birth_date,
         gender,
-        country: head.country,
-        // Most customers have no attributes: skip the JSON parser for them.
-        attributes: if head.attributes == "{}" {
-            Attributes::new()
-        } else {
-            decode_attributes(head.attributes)?
-        },
+        country: head.country.map(patron_store::shared::country),
+        attributes: patron_store::shared::attributes(head.attributes)?,
         summary: columns::summary_from_values(values),
         orders: Vec::new(),
         engagement: Vec::new(),

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod feed;
 pub mod loyalty;
 pub mod segments;
+pub mod shared;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -113,9 +114,12 @@ pub struct SummaryRow {
     pub create_time: Timestamp,
     pub birth_date: Option<Date>,
     pub gender: Gender,
-    /// ISO 3166-1 alpha-2.
-    pub country: Option<String>,
-    pub attributes: Attributes,
+    /// ISO 3166-1 alpha-2. Shared between rows with the same country (one allocation per
+    /// country, not per customer: the index holds every customer).
+    pub country: Option<Arc<str>>,
+    /// Shared between rows with the same attributes where the store can tell (most customers
+    /// have none, or one of a few combinations of plan, channel and the like).
+    pub attributes: Arc<Attributes>,
     /// All zero for a customer without events.
     pub summary: CustomerSummary,
     /// The customer's active orders (purchase recorded, not wholly refunded), ascending by

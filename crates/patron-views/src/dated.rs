@@ -171,7 +171,7 @@ impl DatedHistory {
 /// Every customer's history a fit has read, by customer.
 #[derive(Debug, Default)]
 pub struct DatedCache {
-    map: HashMap<CustomerId, Arc<DatedHistory>>,
+    map: HashMap<CustomerId, Arc<DatedHistory>, foldhash::fast::RandomState>,
 }
 
 impl DatedCache {
@@ -192,7 +192,7 @@ impl DatedCache {
     }
 
     pub fn clear(&mut self) {
-        self.map = HashMap::new();
+        self.map = HashMap::default();
     }
 
     pub fn len(&self) -> usize {

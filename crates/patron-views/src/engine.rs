@@ -5,7 +5,8 @@
 //! the policy current ([`FeedView`]): every committed write, by this process or another sharing
 //! the database, reaches it in commit order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use tracing::Instrument;
@@ -19,6 +20,7 @@ use patron_store::{OrderDay, Store, StoreError, StoreResult, StoredModel, Summar
 
 use crate::dated::{self, DatedCache, DatedHistory};
 use crate::history;
+use crate::snapshot;
 
 use crate::model::{self, ActiveModel, DayRfm, FitRequest, ModelDoc, ModelError};
 
@@ -38,18 +40,59 @@ pub struct State {
     pub policy_updated: Option<Timestamp>,
 }
 
+/// One index entry: a customer's row, ordered, compared and hashed by its customer id, so the id
+/// is stored once (in the row) rather than once more as a key in each map.
+#[derive(Debug, Clone)]
+struct Entry(Arc<SummaryRow>);
+
+impl std::borrow::Borrow<CustomerId> for Entry {
+    fn borrow(&self) -> &CustomerId {
+        &self.0.customer_id
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.customer_id == other.0.customer_id
+    }
+}
+
+impl Eq for Entry {}
+
+impl std::hash::Hash for Entry {
+    // As `CustomerId` hashes: lookups hash the id they are given.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.customer_id.hash(state);
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.customer_id.cmp(&other.0.customer_id)
+    }
+}
+
 /// Every customer's entry, in id order for scans and hashed for point lookups (GetCustomerValue
 /// reads one entry per call: a hash lookup is a fraction of a search among a million string keys).
+/// Both hold one pointer per customer. The hasher is foldhash, seeded per process: SipHash was
+/// several per cent of a lookup's and a fit's CPU.
 #[derive(Debug, Default)]
 struct Index {
-    ordered: BTreeMap<CustomerId, Arc<SummaryRow>>,
-    by_id: std::collections::HashMap<CustomerId, Arc<SummaryRow>>,
+    ordered: BTreeSet<Entry>,
+    by_id: HashSet<Entry, foldhash::fast::RandomState>,
 }
 
 impl Index {
     fn insert(&mut self, row: Arc<SummaryRow>) {
-        self.by_id.insert(row.customer_id.clone(), Arc::clone(&row));
-        self.ordered.insert(row.customer_id.clone(), row);
+        // `replace`, not `insert`: a set keeps its old element when an equal one is inserted.
+        self.by_id.replace(Entry(Arc::clone(&row)));
+        self.ordered.replace(Entry(row));
     }
 
     fn remove(&mut self, id: &CustomerId) {
@@ -58,11 +101,18 @@ impl Index {
     }
 
     fn get(&self, id: &CustomerId) -> Option<&Arc<SummaryRow>> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|e| &e.0)
     }
 
     fn len(&self) -> usize {
         self.ordered.len()
+    }
+
+    /// Entries after `lower`, in id order.
+    fn after(&self, lower: std::ops::Bound<&CustomerId>) -> impl Iterator<Item = &Arc<SummaryRow>> {
+        self.ordered
+            .range::<CustomerId, _>((lower, std::ops::Bound::Unbounded))
+            .map(|e| &e.0)
     }
 }
 
@@ -87,20 +137,42 @@ pub struct Engine {
     dated: std::sync::Mutex<DatedCache>,
 }
 
-async fn load_index(store: &dyn Store) -> StoreResult<Index> {
+/// Reads every summary into a new index. A task reads the pages (the next while the last is
+/// being inserted) and hands them over through a channel of two.
+async fn load_index(store: &Arc<dyn Store>) -> StoreResult<Index> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<StoreResult<Vec<SummaryRow>>>(2);
+    let reader = Arc::clone(store);
+    let read = tokio::spawn(
+        async move {
+            let mut after: Option<CustomerId> = None;
+            loop {
+                let page = reader.scan_summaries(after.as_ref(), LOAD_PAGE).await;
+                let (done, next) = match &page {
+                    Ok(rows) => (
+                        rows.len() < LOAD_PAGE,
+                        rows.last().map(|r| r.customer_id.clone()),
+                    ),
+                    Err(_) => (true, None),
+                };
+                // A closed channel: the index gave up (an earlier page failed).
+                if tx.send(page).await.is_err() || done {
+                    return;
+                }
+                after = next;
+            }
+        }
+        .in_current_span(),
+    );
     let mut index = Index::default();
-    let mut after: Option<CustomerId> = None;
-    loop {
-        let page = store.scan_summaries(after.as_ref(), LOAD_PAGE).await?;
-        let done = page.len() < LOAD_PAGE;
-        after = page.last().map(|r| r.customer_id.clone());
-        for row in page {
+    while let Some(page) = rx.recv().await {
+        for row in page? {
             index.insert(Arc::new(row));
         }
-        if done {
-            return Ok(index);
-        }
     }
+    // The channel also closes if the reader panicked: that must not pass for the last page.
+    read.await
+        .map_err(|e| StoreError::Internal(format!("reading the index: {e}")))?;
+    Ok(index)
 }
 
 async fn read_model(store: &dyn Store) -> StoreResult<Option<Arc<ActiveModel>>> {
@@ -135,20 +207,155 @@ pub fn load_policy(stored: &patron_store::StoredPolicy) -> StoreResult<TierPolic
         .map_err(|e| StoreError::Internal(format!("stored tier policy: {e}")))
 }
 
+/// Builds an index of rows, on the calling thread.
+fn index_of(rows: Vec<Arc<SummaryRow>>) -> Index {
+    let mut index = Index::default();
+    index.by_id.reserve(rows.len());
+    for row in rows {
+        index.insert(row);
+    }
+    index
+}
+
+/// Where the index came from at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadedFrom {
+    /// Every customer read from the database.
+    Database,
+    /// The snapshot of this feed position, then the customers changed after it up to the start
+    /// position, from the database.
+    Snapshot { position: i64, changed: usize },
+}
+
+/// The index from the snapshot at `path` brought up to `start` from the feed, or `None` when
+/// there is no usable snapshot (logged with the reason): none, unreadable, of another database,
+/// older than the feed keeps, ahead of the feed, or further behind than re-reading every
+/// customer would cost.
+async fn index_from_snapshot(
+    store: &Arc<dyn Store>,
+    path: &Path,
+    start: i64,
+) -> StoreResult<Option<(Index, LoadedFrom)>> {
+    let owned = path.to_owned();
+    let header = tokio::task::spawn_blocking(move || snapshot::read_header(&owned))
+        .await
+        .map_err(|e| StoreError::Internal(format!("reading the index snapshot: {e}")))?;
+    let header = match header {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            tracing::info!(path = %path.display(), "no index snapshot yet: reading the database");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "index snapshot unusable: reading the database");
+            return Ok(None);
+        }
+    };
+    let head = store.feed_head().await?;
+    let behind = start.saturating_sub(header.position);
+    let unusable = if header.database_id != head.database_id {
+        Some("it is of another database")
+    } else if header.position < head.pruned_through {
+        Some("the feed no longer holds every change after it")
+    } else if header.position > start {
+        Some("it is ahead of the feed (a restored database?)")
+    } else if u64::try_from(behind).unwrap_or(u64::MAX) > header.rows.max(100_000) {
+        Some("it is more changes behind than there are customers")
+    } else {
+        None
+    };
+    if let Some(reason) = unusable {
+        tracing::warn!(
+            path = %path.display(),
+            snapshot_position = header.position,
+            feed_position = start,
+            pruned_through = head.pruned_through,
+            "index snapshot not used, {reason}: reading the database"
+        );
+        return Ok(None);
+    }
+    let owned = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        snapshot::read(&owned).map(|(header, rows)| (header, index_of(rows)))
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("reading the index snapshot: {e}")))?;
+    let (header, mut index) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "index snapshot unusable: reading the database");
+            return Ok(None);
+        }
+    };
+    // Every customer changed after the snapshot, as the database has it now.
+    let mut after = header.position;
+    let mut changed: Vec<CustomerId> = Vec::new();
+    while after < start {
+        let page = store.read_changes(after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        changed.extend(
+            page.iter()
+                .filter(|c| c.kind == ChangeKind::Customer)
+                .filter_map(|c| CustomerId::parse(&c.key).ok()),
+        );
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    for ids in changed.chunks(patron_store::SUMMARY_IDS_PER_STATEMENT) {
+        let rows = store.get_summaries(ids).await?;
+        for id in ids {
+            index.remove(id);
+        }
+        for row in rows {
+            index.insert(Arc::new(row));
+        }
+    }
+    Ok(Some((
+        index,
+        LoadedFrom::Snapshot {
+            position: header.position,
+            changed: changed.len(),
+        },
+    )))
+}
+
 impl Engine {
     /// Loads every summary, the active model and the tier policy from the store.
     pub async fn load(store: Arc<dyn Store>, currency: Currency) -> StoreResult<Arc<Self>> {
+        Self::load_from(store, currency, None, 0)
+            .await
+            .map(|(engine, _)| engine)
+    }
+
+    /// As [`Engine::load`], reading the index from the snapshot at `snapshot` where one is
+    /// usable and bringing it up to the feed position `start` (read before any view loaded);
+    /// from the database otherwise.
+    pub async fn load_from(
+        store: Arc<dyn Store>,
+        currency: Currency,
+        snapshot: Option<&Path>,
+        start: i64,
+    ) -> StoreResult<(Arc<Self>, LoadedFrom)> {
         let started = std::time::Instant::now();
-        let index = load_index(store.as_ref()).await?;
+        let from_snapshot = match snapshot {
+            Some(path) => index_from_snapshot(&store, path, start).await?,
+            None => None,
+        };
+        let (index, from) = match from_snapshot {
+            Some(loaded) => loaded,
+            None => (load_index(&store).await?, LoadedFrom::Database),
+        };
         let model = read_model(store.as_ref()).await?;
         let (policy, policy_revision, policy_updated) = read_policy(store.as_ref()).await?;
         tracing::info!(
             customers = index.len(),
             model = model.as_ref().map(|m| m.version),
+            from = ?from,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "scoring index loaded"
         );
-        Ok(Arc::new(Self {
+        let engine = Arc::new(Self {
             store,
             currency,
             index: RwLock::new(index),
@@ -162,7 +369,34 @@ impl Engine {
             version: std::sync::atomic::AtomicU64::new(0),
             snapshot: std::sync::Mutex::new(None),
             dated: std::sync::Mutex::new(DatedCache::default()),
-        }))
+        });
+        Ok((engine, from))
+    }
+
+    /// Writes the index as the snapshot at `path`, as of the feed position `position`: the
+    /// caller has read `position` as applied by every view before this call, so the rows hold
+    /// at least every change up to it. Runs on a blocking thread.
+    pub async fn write_snapshot(
+        &self,
+        path: &Path,
+        database_id: &str,
+        position: i64,
+    ) -> Result<snapshot::Header, snapshot::SnapshotError> {
+        let rows = self.all();
+        let header = snapshot::Header {
+            database_id: database_id.to_owned(),
+            position,
+            rows: rows.len() as u64,
+        };
+        let path = path.to_owned();
+        let written = header.clone();
+        tokio::task::spawn_blocking(move || snapshot::write(&path, &written, &rows))
+            .await
+            .map_err(|e| snapshot::SnapshotError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        Ok(header)
     }
 
     /// Re-reads the active model from the store (it changed).
@@ -187,7 +421,7 @@ impl Engine {
     /// Replaces the whole index with the store's summaries.
     pub async fn reload_index(&self) -> StoreResult<()> {
         let _serial = self.refresh_lock.lock().await;
-        let fresh = load_index(self.store.as_ref()).await?;
+        let fresh = load_index(&self.store).await?;
         let mut index = match self.index.write() {
             Ok(i) => i,
             Err(poisoned) => poisoned.into_inner(),
@@ -253,15 +487,10 @@ impl Engine {
             Err(poisoned) => poisoned.into_inner(),
         };
         let lower = match after {
-            Some(id) => Bound::Excluded(id.clone()),
+            Some(id) => Bound::Excluded(id),
             None => Bound::Unbounded,
         };
-        index
-            .ordered
-            .range((lower, Bound::Unbounded))
-            .take(limit)
-            .map(|(_, v)| Arc::clone(v))
-            .collect()
+        index.after(lower).take(limit).cloned().collect()
     }
 
     /// Every entry in id order: a shared snapshot, rebuilt only after the index changed.
@@ -286,7 +515,8 @@ impl Engine {
             };
             // The version only changes under the write lock: this pair is consistent.
             let version = self.version.load(Ordering::Acquire);
-            let rows: Vec<Arc<SummaryRow>> = index.ordered.values().cloned().collect();
+            let rows: Vec<Arc<SummaryRow>> =
+                index.ordered.iter().map(|e| Arc::clone(&e.0)).collect();
             (version, Arc::new(rows))
         };
         let mut cached = match self.snapshot.lock() {
@@ -648,5 +878,148 @@ impl FeedView for Engine {
         self.reload_index().await?;
         self.reload_model().await?;
         self.reload_policy().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use patron_domain::{
+        Currency, CustomerId, Day, Event, EventData, EventId, OrderId, Purchase, Timestamp,
+    };
+    use patron_store::Store;
+    use patron_store_sqlite::SqliteStore;
+
+    use super::{Engine, LoadedFrom};
+
+    fn at(day: i32) -> Timestamp {
+        Day::from_days(day).start()
+    }
+
+    fn buy(customer: &str, id: &str, day: i32, amount: i64) -> Event {
+        Event {
+            customer_id: CustomerId::parse(customer).expect("id"),
+            event_id: EventId::parse(id).expect("id"),
+            occurred_at: at(day),
+            data: EventData::Purchase(Purchase {
+                order_id: OrderId::parse(id).expect("id"),
+                amount,
+                item_count: 1,
+                channel: "web".into(),
+            }),
+        }
+    }
+
+    fn usd() -> Currency {
+        Currency::parse("USD").expect("currency")
+    }
+
+    /// Every entry of the engine's index, in id order.
+    fn rows(engine: &Engine) -> Vec<patron_store::SummaryRow> {
+        engine.all().iter().map(|r| (**r).clone()).collect()
+    }
+
+    /// An index read from a snapshot and brought up to date from the feed is the index read
+    /// from the database: customers changed, created and erased after the snapshot included.
+    /// A snapshot of another database, or one the feed has been pruned past, is not used.
+    #[tokio::test]
+    async fn a_snapshot_caught_up_from_the_feed_is_the_index_of_the_database() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let sqlite = SqliteStore::connect(&url).await.expect("store");
+        sqlite.migrate().await.expect("migrate");
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let first: Vec<Event> = (0..50)
+            .map(|i| {
+                buy(
+                    &format!("c{i:02}"),
+                    &format!("e{i:02}"),
+                    100 + i,
+                    1_000 + i64::from(i),
+                )
+            })
+            .collect();
+        store.record_events(&first, at(400)).await.expect("record");
+
+        let path = dir.path().join("index.snapshot");
+        let head = store.feed_head().await.expect("head");
+        let (engine, from) =
+            Engine::load_from(Arc::clone(&store), usd(), Some(&path), head.position)
+                .await
+                .expect("load");
+        assert_eq!(from, LoadedFrom::Database, "no snapshot yet");
+        engine
+            .write_snapshot(&path, &head.database_id, head.position)
+            .await
+            .expect("write");
+
+        // After the snapshot: a changed customer, a new one, an erased one.
+        store
+            .record_events(
+                &[buy("c03", "e90", 300, 5_000), buy("new", "e91", 301, 700)],
+                at(400),
+            )
+            .await
+            .expect("record");
+        store
+            .delete_customer(&CustomerId::parse("c07").expect("id"))
+            .await
+            .expect("erase");
+        let now = store.feed_head().await.expect("head").position;
+        assert!(now > head.position);
+
+        let (caught_up, from) = Engine::load_from(Arc::clone(&store), usd(), Some(&path), now)
+            .await
+            .expect("load");
+        assert_eq!(
+            from,
+            LoadedFrom::Snapshot {
+                position: head.position,
+                changed: 3
+            }
+        );
+        let fresh = Engine::load(Arc::clone(&store), usd()).await.expect("load");
+        let expected = rows(&fresh);
+        assert_eq!(expected.len(), 50, "49 of the first and the new one");
+        assert_eq!(rows(&caught_up), expected);
+        assert_ne!(rows(&engine), expected, "the snapshot itself is older");
+
+        // A snapshot of another database is not used.
+        engine
+            .write_snapshot(&path, "another-database", head.position)
+            .await
+            .expect("write");
+        let (other, from) = Engine::load_from(Arc::clone(&store), usd(), Some(&path), now)
+            .await
+            .expect("load");
+        assert_eq!(from, LoadedFrom::Database);
+        assert_eq!(rows(&other), expected);
+
+        // Nor one the feed has been pruned past: what changed after it is gone from the feed.
+        engine
+            .write_snapshot(&path, &head.database_id, head.position)
+            .await
+            .expect("write");
+        let later = Timestamp::from_micros(i64::MAX / 2);
+        store.prune_feed(later, later).await.expect("prune");
+        let pruned = store.feed_head().await.expect("head");
+        assert!(pruned.pruned_through > head.position, "{pruned:?}");
+        let (after_prune, from) = Engine::load_from(Arc::clone(&store), usd(), Some(&path), now)
+            .await
+            .expect("load");
+        assert_eq!(from, LoadedFrom::Database);
+        assert_eq!(rows(&after_prune), expected);
+
+        // A damaged file: the database instead, and no error.
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 12;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).expect("write");
+        let (damaged, from) = Engine::load_from(Arc::clone(&store), usd(), Some(&path), now)
+            .await
+            .expect("load");
+        assert_eq!(from, LoadedFrom::Database);
+        assert_eq!(rows(&damaged), expected);
     }
 }

@@ -160,12 +160,13 @@ impl Builder {
             create_time: Day::from_days(today() - 1000).start(),
             birth_date: self.birth,
             gender: self.gender,
-            country: self.country.map(str::to_owned),
-            attributes: self
-                .attributes
-                .into_iter()
-                .map(|(k, v)| (AttributeKey::parse(k).expect("key"), v))
-                .collect(),
+            country: self.country.map(std::sync::Arc::from),
+            attributes: std::sync::Arc::new(
+                self.attributes
+                    .into_iter()
+                    .map(|(k, v)| (AttributeKey::parse(k).expect("key"), v))
+                    .collect(),
+            ),
             summary: CustomerSummary {
                 totals,
                 purchases: derive_purchase_stats(&rows),

@@ -20,8 +20,12 @@ async fn assert_row_matches_customer(store: &impl Store, row: &SummaryRow) {
     );
     assert_eq!(row.birth_date, record.customer.profile.birth_date, "{id}");
     assert_eq!(row.gender, record.customer.profile.gender, "{id}");
-    assert_eq!(row.country, record.customer.profile.country, "{id}");
-    assert_eq!(row.attributes, record.customer.profile.attributes, "{id}");
+    assert_eq!(
+        row.country.as_deref(),
+        record.customer.profile.country.as_deref(),
+        "{id}"
+    );
+    assert_eq!(*row.attributes, record.customer.profile.attributes, "{id}");
     assert_eq!(row.create_time, record.create_time, "{id}");
     assert_eq!(row.summary, record.summary, "{id}");
 }
@@ -95,7 +99,7 @@ pub async fn scan_summaries_pages_in_id_order(store: &impl Store) {
         (Gender::Female, Some("US"))
     );
     assert_eq!(
-        seen[3].attributes,
+        *seen[3].attributes,
         profile_customer("x", "US").profile.attributes
     );
     assert_eq!(seen[3].orders, history_orders());
@@ -184,8 +188,8 @@ pub async fn summary_rows_carry_the_profile(store: &impl Store) {
     for (row, c) in [(with_full, &full), (with_plain, &plain)] {
         assert_eq!(row.customer_id, c.customer_id);
         assert_eq!(row.gender, c.profile.gender);
-        assert_eq!(row.country, c.profile.country);
-        assert_eq!(row.attributes, c.profile.attributes);
+        assert_eq!(row.country.as_deref(), c.profile.country.as_deref());
+        assert_eq!(*row.attributes, c.profile.attributes);
         assert_eq!(row.birth_date, c.profile.birth_date);
         assert_eq!(row.signed_up_at, c.profile.signed_up_at);
     }
@@ -219,10 +223,14 @@ pub async fn summary_rows_carry_the_profile(store: &impl Store) {
     let rows = store.get_summaries(&[cid("prof-full")]).await.expect("get");
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        (&rows[0].gender, &rows[0].country, &rows[0].attributes),
+        (
+            &rows[0].gender,
+            rows[0].country.as_deref(),
+            &*rows[0].attributes
+        ),
         (
             &changed.profile.gender,
-            &changed.profile.country,
+            changed.profile.country.as_deref(),
             &changed.profile.attributes
         )
     );
