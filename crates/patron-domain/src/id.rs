@@ -37,14 +37,16 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        // A boxed `str`, not a `String`: no spare capacity, and 8 bytes less in every row of
+        // the in-memory index (which holds every customer).
+        pub struct $name(Box<str>);
 
         impl $name {
             /// Checks `s` and wraps it.
             pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
                 check_id(&s)?;
-                Ok(Self(s))
+                Ok(Self(s.into_boxed_str()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -52,7 +54,7 @@ macro_rules! id_type {
             }
 
             pub fn into_string(self) -> String {
-                self.0
+                self.0.into_string()
             }
         }
 
@@ -65,7 +67,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.into_string()
             }
         }
 

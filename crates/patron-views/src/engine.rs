@@ -714,16 +714,19 @@ impl Engine {
     }
 }
 
-/// What a fit takes from one customer as of the calibration end.
-struct FitCustomer {
-    /// The `lifetimes` inputs; `None` without a purchase by then.
-    rfm: Option<DayRfm>,
-    revenue: f64,
-    value_index: Option<f64>,
-    /// Had an active order by then.
-    bought: bool,
-    /// Purchase periods in the hold-out; `None` without one.
-    holdout: Option<u64>,
+/// What a fit takes from a run of customers, in row order: the `lifetimes` inputs and revenue
+/// of those who had purchased by the calibration end, value indexes, hold-out pairs and who had
+/// bought. Kept per run and joined in order, rather than a record per customer, so a fit over
+/// millions of customers holds only what it uses.
+#[derive(Default)]
+struct FitPart {
+    population: Vec<DayRfm>,
+    revenues: Vec<f64>,
+    value_indexes: Vec<f64>,
+    /// (inputs, purchase periods in the hold-out), with a hold-out.
+    compared: Vec<(DayRfm, u64)>,
+    /// Indexes into the rows of the customers with an active order by the calibration end.
+    bought: Vec<usize>,
 }
 
 /// Fits a model on `rows` (every customer in the index) as of `request.calibration_end`, with a
@@ -751,74 +754,84 @@ fn fit_on(
         .map(|_| u32::try_from(period(holdout_end.day()) - period(calibration_day)).unwrap_or(0));
     // Each customer who had had an event by the calibration end (or has none at all), on every
     // core: as of then, and its purchase periods in the hold-out.
-    let pairs: Vec<(&Arc<SummaryRow>, &Option<Arc<DatedHistory>>)> =
-        rows.iter().zip(histories).collect();
-    let customers: Vec<Option<FitCustomer>> = crate::par::map(&pairs, |(today, history)| {
-        if history::began_after(today, calibration_end) {
-            return None;
-        }
-        let then = history.as_ref().map(|h| h.then(calibration_end));
-        let (summary, orders) = match &then {
-            Some(t) => (&t.summary, t.orders.as_slice()),
-            None => (&today.summary, today.orders.as_slice()),
-        };
-        // Purchase periods after the calibration end, from today's active orders (counted only
-        // if there is a hold-out). The calibration end's own day counts when an order of that
-        // day came after the instant (today's row has more orders that day than then).
-        let holdout = holdout_days.map(|_| {
-            let on_end_day =
-                |orders: &[OrderDay]| orders.iter().filter(|o| o.day == calibration_day).count();
-            // Distinct periods, counted in one pass: the orders ascend by day, so their periods
-            // never decrease, and the calibration end's comes before any later day's.
-            let mut last =
-                (on_end_day(&today.orders) > on_end_day(orders)).then(|| period(calibration_day));
-            let mut count = u64::from(last.is_some());
-            for day in today.orders.iter().map(|o| o.day) {
-                if day > calibration_day && day <= holdout_end.day() && last != Some(period(day)) {
-                    last = Some(period(day));
-                    count += 1;
-                }
+    let parts = crate::par::map_chunks(rows, |offset, chunk| {
+        let mut part = FitPart::default();
+        for (i, today) in chunk.iter().enumerate() {
+            if history::began_after(today, calibration_end) {
+                continue;
             }
-            count
-        });
-        Some(FitCustomer {
-            rfm: DayRfm::from_row(summary, orders, calibration_end),
-            revenue: summary.purchases.net_revenue as f64,
-            value_index: PerceivedValue::from_summary(summary).value_index,
-            bought: !orders.is_empty(),
-            holdout,
-        })
+            let then = histories[offset + i]
+                .as_ref()
+                .map(|h| h.then(calibration_end));
+            let (summary, orders) = match &then {
+                Some(t) => (&t.summary, t.orders.as_slice()),
+                None => (&today.summary, today.orders.as_slice()),
+            };
+            // Purchase periods after the calibration end, from today's active orders (counted
+            // only if there is a hold-out). The calibration end's own day counts when an order of
+            // that day came after the instant (today's row has more orders that day than then).
+            let holdout = holdout_days.map(|_| {
+                let on_end_day = |orders: &[OrderDay]| {
+                    orders.iter().filter(|o| o.day == calibration_day).count()
+                };
+                // Distinct periods, counted in one pass: the orders ascend by day, so their
+                // periods never decrease, and the calibration end's comes before any later day's.
+                let mut last = (on_end_day(&today.orders) > on_end_day(orders))
+                    .then(|| period(calibration_day));
+                let mut count = u64::from(last.is_some());
+                for day in today.orders.iter().map(|o| o.day) {
+                    if day > calibration_day
+                        && day <= holdout_end.day()
+                        && last != Some(period(day))
+                    {
+                        last = Some(period(day));
+                        count += 1;
+                    }
+                }
+                count
+            });
+            if let Some(rfm) = DayRfm::from_row(summary, orders, calibration_end) {
+                if let Some(actual) = holdout {
+                    part.compared.push((rfm, actual));
+                }
+                part.population.push(rfm);
+                part.revenues.push(summary.purchases.net_revenue as f64);
+            }
+            if let Some(vi) = PerceivedValue::from_summary(summary).value_index {
+                part.value_indexes.push(vi);
+            }
+            if !orders.is_empty() {
+                part.bought.push(offset + i);
+            }
+        }
+        part
     });
+    let sum = |f: fn(&FitPart) -> usize| parts.iter().map(f).sum::<usize>();
+    let mut population = Vec::with_capacity(sum(|p| p.population.len()));
+    let mut revenues = Vec::with_capacity(population.capacity());
+    let mut value_indexes = Vec::with_capacity(sum(|p| p.value_indexes.len()));
+    let mut compared = Vec::with_capacity(sum(|p| p.compared.len()));
+    let mut bought = Vec::with_capacity(sum(|p| p.bought.len()));
+    // In row order; each run is freed once copied.
+    for part in parts {
+        population.extend(part.population);
+        revenues.extend(part.revenues);
+        value_indexes.extend(part.value_indexes);
+        compared.extend(part.compared);
+        bought.extend(part.bought);
+    }
     // The tracking series' counts: every purchase period up to the hold-out end's of the
     // customers who had bought by the calibration end, from today's orders.
     let tracking_counts = holdout_days.and_then(|_| {
         model::TrackingCounts::from_customers(
-            pairs
+            bought
                 .iter()
-                .zip(&customers)
-                .filter(|(_, c)| c.as_ref().is_some_and(|c| c.bought))
-                .map(|((today, _), _)| today.orders.iter().map(|o| period(o.day))),
+                .map(|&i| rows[i].orders.iter().map(|o| period(o.day))),
             period(holdout_end.day()),
         )
     });
+    drop(bought);
     let calibration_period = period(calibration_day);
-    let mut population = Vec::with_capacity(customers.len());
-    let mut revenues = Vec::with_capacity(customers.len());
-    let mut value_indexes = Vec::new();
-    let mut compared = Vec::new();
-    for c in customers.iter().flatten() {
-        if let Some(rfm) = c.rfm {
-            if let Some(actual) = c.holdout {
-                compared.push((rfm, actual));
-            }
-            population.push(rfm);
-            revenues.push(c.revenue);
-        }
-        if let Some(vi) = c.value_index {
-            value_indexes.push(vi);
-        }
-    }
-    drop(customers);
     let evaluate = |doc: &ModelDoc| -> Result<model::HoldoutReport, ModelError> {
         let model = model::ActiveModel::from_doc(0, calibration_end, doc.clone())?;
         let mut report = model::HoldoutReport::compute(
