@@ -405,8 +405,8 @@ fn money_to_proto(minor_units: i64, currency: Currency) -> common::Money {
 
 fn rating_total(t: patron_domain::RatingTotal) -> pb::RatingTotal {
     pb::RatingTotal {
-        sum: t.sum,
-        count: t.count,
+        sum: i64::from(t.sum),
+        count: i64::from(t.count),
     }
 }
 

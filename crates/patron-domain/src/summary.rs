@@ -12,23 +12,36 @@ use crate::value::NpsCategory;
 use crate::{CustomerId, Day, Event, EventData, OrderId, Timestamp};
 
 /// Sum and count of one rating dimension's answers.
+///
+/// 32-bit: a summary holds eight of these and every customer's summary is in memory. Both stop
+/// at `i32::MAX` (over 200 million answers by one customer) rather than wrap; the database keeps
+/// 64-bit sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RatingTotal {
-    pub sum: i64,
-    pub count: i64,
+    pub sum: i32,
+    pub count: i32,
 }
 
 impl RatingTotal {
+    /// From stored 64-bit values, saturating.
+    pub fn from_stored(sum: i64, count: i64) -> Self {
+        let narrow = |v: i64| i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX });
+        Self {
+            sum: narrow(sum),
+            count: narrow(count),
+        }
+    }
+
     fn add(&mut self, rating: Option<u8>) {
         if let Some(r) = rating {
-            self.sum += i64::from(r);
-            self.count += 1;
+            self.sum = self.sum.saturating_add(i32::from(r));
+            self.count = self.count.saturating_add(1);
         }
     }
 
     fn merge(&mut self, other: RatingTotal) {
-        self.sum += other.sum;
-        self.count += other.count;
+        self.sum = self.sum.saturating_add(other.sum);
+        self.count = self.count.saturating_add(other.count);
     }
 }
 
@@ -349,6 +362,32 @@ impl CustomerSummary {
 mod tests {
     use super::*;
     use crate::{Purchase, Refund, Survey};
+
+    // Rating totals are 32-bit in memory: stored 64-bit values and long runs of answers stop at
+    // the ends instead of wrapping.
+    #[test]
+    fn rating_totals_saturate_instead_of_wrapping() {
+        assert_eq!(
+            RatingTotal::from_stored(i64::MAX, i64::from(i32::MAX) + 1),
+            RatingTotal {
+                sum: i32::MAX,
+                count: i32::MAX
+            }
+        );
+        assert_eq!(RatingTotal::from_stored(i64::MIN, 3).sum, i32::MIN);
+        assert_eq!(
+            RatingTotal::from_stored(17, 4),
+            RatingTotal { sum: 17, count: 4 }
+        );
+        let mut t = RatingTotal {
+            sum: i32::MAX - 2,
+            count: i32::MAX,
+        };
+        t.add(Some(5));
+        assert_eq!((t.sum, t.count), (i32::MAX, i32::MAX));
+        t.merge(t);
+        assert_eq!((t.sum, t.count), (i32::MAX, i32::MAX));
+    }
 
     // The categories of `NpsCategory::from_answer`, for every answer a `u8` can hold (above 10,
     // refused before it gets here, counts as a promoter).

@@ -89,7 +89,7 @@ fn dimensions(p: &PerceivedValue, s: &CustomerSummary) -> Vec<pb::DimensionScore
             average.map(|average| pb::DimensionScore {
                 dimension: dimension.into(),
                 average,
-                answers: total.count,
+                answers: i64::from(total.count),
             })
         })
         .collect()

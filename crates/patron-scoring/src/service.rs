@@ -1041,7 +1041,7 @@ impl ScoringApi {
             let mut rate = |x, f: &str| check_rating(x, 1, 5, &format!("survey.{f}"), &mut v);
             let total = |r: Option<u8>| {
                 r.map_or(RatingTotal::default(), |r| RatingTotal {
-                    sum: i64::from(r),
+                    sum: i32::from(r),
                     count: 1,
                 })
             };

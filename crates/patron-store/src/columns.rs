@@ -77,7 +77,7 @@ pub fn delta_columns() -> impl Iterator<Item = &'static str> {
 
 /// The delta's values for [`ADDITIVE`], in order.
 pub fn additive_values(d: &SummaryDelta) -> [i64; 27] {
-    let r = |t: &RatingTotal| [t.sum, t.count];
+    let r = |t: &RatingTotal| [i64::from(t.sum), i64::from(t.count)];
     let [b0, b1, b2, b3] = &d.benefits;
     let [c0, c1, c2, c3] = &d.costs;
     let mut out = [0i64; 27];
@@ -142,10 +142,7 @@ pub fn summary_from_values(v: &[Option<i64>]) -> CustomerSummary {
             .and_then(|d| i32::try_from(d).ok())
             .map(Day::from_days)
     };
-    let rating = |i: usize| RatingTotal {
-        sum: n(i),
-        count: n(i + 1),
-    };
+    let rating = |i: usize| RatingTotal::from_stored(n(i), n(i + 1));
     let (last_nps_at, last_nps) = match (
         ts(ARG_MAXES),
         v.get(ARG_MAXES + 1)
@@ -245,10 +242,7 @@ mod tests {
         d.nps_passives = bump();
         d.nps_detractors = bump();
         for t in d.benefits.iter_mut().chain(d.costs.iter_mut()) {
-            *t = RatingTotal {
-                sum: bump(),
-                count: bump(),
-            };
+            *t = RatingTotal::from_stored(bump(), bump());
         }
         d.custom_event_count = bump();
         d.first_event_at = Some(Timestamp::from_micros(bump()));

@@ -151,8 +151,8 @@ impl DatedHistory {
                     let totals = totals.benefits.iter_mut().chain(totals.costs.iter_mut());
                     for (total, rating) in totals.zip(ratings) {
                         if let Some(r) = rating {
-                            total.sum += i64::from(r);
-                            total.count += 1;
+                            total.sum = total.sum.saturating_add(i32::from(r));
+                            total.count = total.count.saturating_add(1);
                         }
                     }
                 }

@@ -563,7 +563,7 @@ mod tests {
             key("renewal"),
             AttributeValue::Date(Date::new(2027, 2, 28).expect("date")),
         );
-        let rating = |s: i64| RatingTotal { sum: s, count: 2 };
+        let rating = |s: i32| RatingTotal { sum: s, count: 2 };
         SummaryRow {
             customer_id: CustomerId::parse(id).expect("id"),
             signed_up_at: Some(Timestamp::from_micros(-1_234_567 - n)),
@@ -588,7 +588,7 @@ mod tests {
                     last_nps: Some(10),
                     last_nps_at: Some(Timestamp::from_micros(5)),
                     benefits: [rating(1), rating(2), rating(3), rating(4)],
-                    costs: [rating(-5), rating(6), rating(7), rating(i64::MIN)],
+                    costs: [rating(-5), rating(6), rating(7), rating(i32::MIN)],
                     custom_event_count: 9,
                     first_event_at: Some(Timestamp::from_micros(-7)),
                     last_event_at: Some(Timestamp::from_micros(8)),

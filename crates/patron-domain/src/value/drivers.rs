@@ -534,8 +534,8 @@ mod tests {
         Currency::parse("USD").unwrap_or_else(|_| unreachable!())
     }
 
-    fn rated(benefit: i64, cost: i64) -> PerceivedValue {
-        let t = |v: i64| RatingTotal { sum: v, count: 1 };
+    fn rated(benefit: i32, cost: i32) -> PerceivedValue {
+        let t = |v: i32| RatingTotal { sum: v, count: 1 };
         PerceivedValue::from_totals(&[t(benefit); 4], &[t(cost); 4])
     }
 
@@ -639,7 +639,7 @@ mod tests {
                 percentile: Some(0.95),
                 quadrant: ValueQuadrant::AtRisk,
                 perceived: {
-                    let t = |v: i64| RatingTotal { sum: v, count: 1 };
+                    let t = |v: i32| RatingTotal { sum: v, count: 1 };
                     PerceivedValue::from_totals(&[t(2); 4], &[t(3), t(3), t(5), t(3)])
                 },
                 satisfaction: Satisfaction {

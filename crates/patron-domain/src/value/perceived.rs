@@ -76,10 +76,15 @@ impl CostDimension {
 /// Average of one dimension's 1–5 answers: `sum / count`, clamped to [1, 5]; `None` when there is
 /// no answer (`count <= 0`).
 pub fn rating_average(total: RatingTotal) -> Option<f64> {
-    if total.count <= 0 {
+    average_rating(i64::from(total.sum), i64::from(total.count))
+}
+
+/// `sum / count` clamped to [1, 5]; `None` without answers (count ≤ 0).
+pub fn average_rating(sum: i64, count: i64) -> Option<f64> {
+    if count <= 0 {
         return None;
     }
-    let avg = total.sum as f64 / total.count as f64;
+    let avg = sum as f64 / count as f64;
     avg.is_finite().then(|| avg.clamp(RATING_MIN, RATING_MAX))
 }
 
@@ -176,7 +181,7 @@ mod tests {
 
     const NONE: RatingTotal = RatingTotal { sum: 0, count: 0 };
 
-    fn t(sum: i64, count: i64) -> RatingTotal {
+    fn t(sum: i32, count: i32) -> RatingTotal {
         RatingTotal { sum, count }
     }
 
@@ -262,8 +267,8 @@ mod tests {
             (Some(5.0), Some(1.0), Some(100.0), Some(5.0)),
         );
         check(
-            [t(i64::MAX, 1); 4],
-            [t(i64::MIN, i64::MAX); 4],
+            [t(i32::MAX, 1); 4],
+            [t(i32::MIN, i32::MAX); 4],
             (Some(5.0), Some(1.0), Some(100.0), Some(5.0)),
         );
     }

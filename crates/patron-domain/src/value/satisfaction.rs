@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::perceived::rating_average;
-use crate::{RatingTotal, SummaryDelta};
+use super::perceived::average_rating;
+use crate::SummaryDelta;
 
 /// The Net Promoter category of one 0–10 answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ impl NpsCategory {
 
 /// CSAT average `sum / count` in [1, 5]; `None` without answers.
 pub fn csat_average(sum: i64, count: i64) -> Option<f64> {
-    rating_average(RatingTotal { sum, count })
+    average_rating(sum, count)
 }
 
 /// The customer's own NPS, `(promoters − detractors) / answers × 100` in [−100, 100], where
