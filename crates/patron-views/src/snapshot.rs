@@ -12,9 +12,11 @@
 //! - header: the magic `PATRONIX`, the format (u32, [`FORMAT`]), the database id (varint length
 //!   and UTF-8), the position (i64), the row count (u64);
 //! - frames of up to [`FRAME_ROWS`] rows: byte length (u32, 0 ends the file), row count (u32),
-//!   the rows, a checksum of the rows' bytes (u64);
-//! - a row: id, flags, instants, gender, country, attributes (their stored JSON text),
-//!   the summary's values in [`columns::all`] order (a presence bit each), orders, engagement days.
+//!   the frame's bytes, their checksum (u64); a frame's bytes are its table of attribute maps (a
+//!   count, then each map's stored JSON text) and its rows;
+//! - a row: id, flags, instants, gender, country, its attribute map's number in the table (0:
+//!   none), the summary's values in [`columns::all`] order (a presence bit each), orders,
+//!   engagement days.
 //!
 //! Frames decode on every core at once (each frame stands alone).
 
@@ -29,7 +31,7 @@ use patron_store::{EngagementDay, OrderDay, SummaryRow, columns, shared};
 
 /// Bumped whenever the layout or the meaning of a row changes: a file of another format is not
 /// read (the index is read from the database, and the next snapshot replaces the file).
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"PATRONIX";
 /// Rows per frame: the unit of checksums and of parallel decoding.
 pub const FRAME_ROWS: usize = 20_000;
@@ -106,28 +108,46 @@ fn summary_values(row: &SummaryRow) -> impl Iterator<Item = Option<i64>> + '_ {
     ])
 }
 
-/// Encodes rows, remembering the JSON of attribute maps shared between rows.
+/// Encodes the rows of one frame. Attribute maps are written once per frame, in a table before
+/// the rows, and each row names its map by number (0: no attributes): most customers share a few
+/// maps, and their JSON would otherwise be a third of the file.
 #[derive(Default)]
 struct Encoder {
-    json: HashMap<*const Attributes, String>,
+    /// Table numbers by map (shared maps by address: the rows being written keep them alive).
+    numbers: HashMap<*const Attributes, u64>,
+    table: Vec<String>,
 }
 
 impl Encoder {
-    fn attributes_json(&mut self, attributes: &Arc<Attributes>) -> String {
+    fn attributes(&mut self, attributes: &Arc<Attributes>) -> u64 {
         if attributes.is_empty() {
-            return "{}".to_owned();
+            return 0;
         }
-        // Shared maps are keyed by their address; `rows` keeps them alive while this encoder
-        // lives, so an address is never reused for another map meanwhile.
-        if self.json.len() > 65_536 {
-            self.json.clear();
-        }
-        self.json
+        let next = self.table.len() as u64 + 1;
+        *self
+            .numbers
             .entry(Arc::as_ptr(attributes))
             .or_insert_with(|| {
-                patron_store::encode_attributes(attributes).unwrap_or_else(|_| "{}".to_owned())
+                self.table.push(
+                    patron_store::encode_attributes(attributes).unwrap_or_else(|_| "{}".to_owned()),
+                );
+                next
             })
-            .clone()
+    }
+
+    /// The frame: the table of attribute maps, then the rows.
+    fn frame(rows: &[Arc<SummaryRow>], out: &mut Vec<u8>) {
+        let mut encoder = Encoder::default();
+        let mut body = Vec::with_capacity(rows.len() * 96);
+        for row in rows {
+            encoder.row(&mut body, row);
+        }
+        out.clear();
+        put_varint(out, encoder.table.len() as u64);
+        for json in &encoder.table {
+            put_str(out, json);
+        }
+        out.extend_from_slice(&body);
     }
 
     fn row(&mut self, out: &mut Vec<u8>, row: &SummaryRow) {
@@ -147,8 +167,8 @@ impl Encoder {
         if let Some(c) = &row.country {
             put_str(out, c);
         }
-        let json = self.attributes_json(&row.attributes);
-        put_str(out, &json);
+        let number = self.attributes(&row.attributes);
+        put_varint(out, number);
         let values: Vec<Option<i64>> = summary_values(row).collect();
         let mut present = vec![0u8; values.len().div_ceil(8)];
         for (i, v) in values.iter().enumerate() {
@@ -197,13 +217,9 @@ pub fn write(path: &Path, header: &Header, rows: &[Arc<SummaryRow>]) -> Result<(
         w.write_all(&head)?;
         w.write_all(&header.position.to_le_bytes())?;
         w.write_all(&(rows.len() as u64).to_le_bytes())?;
-        let mut encoder = Encoder::default();
         let mut frame = Vec::with_capacity(4 << 20);
         for chunk in rows.chunks(FRAME_ROWS) {
-            frame.clear();
-            for row in chunk {
-                encoder.row(&mut frame, row);
-            }
+            Encoder::frame(chunk, &mut frame);
             let len = u32::try_from(frame.len())
                 .ok()
                 .filter(|&l| l <= MAX_FRAME_BYTES)
@@ -297,7 +313,11 @@ fn activity(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
     n
 }
 
-fn decode_row(c: &mut Cursor<'_>, names: &mut HashSet<Arc<str>>) -> Result<SummaryRow, String> {
+fn decode_row(
+    c: &mut Cursor<'_>,
+    names: &mut HashSet<Arc<str>>,
+    maps: &[Arc<Attributes>],
+) -> Result<SummaryRow, String> {
     let customer_id = CustomerId::parse(c.str()?).map_err(|e| format!("customer id: {e}"))?;
     let flags = c.byte()?;
     let signed_up_at = if flags & 1 != 0 {
@@ -317,7 +337,11 @@ fn decode_row(c: &mut Cursor<'_>, names: &mut HashSet<Arc<str>>) -> Result<Summa
     } else {
         None
     };
-    let attributes = shared::attributes(c.str()?).map_err(|e| e.to_string())?;
+    let attributes = match usize::try_from(c.varint()?) {
+        Ok(0) => Arc::default(),
+        Ok(n) => Arc::clone(maps.get(n - 1).ok_or("an attribute map not in the frame")?),
+        Err(_) => return Err("an attribute map not in the frame".into()),
+    };
     let present = c.take(columns::COUNT.div_ceil(8))?;
     let mut values = [None; columns::COUNT];
     for (i, v) in values.iter_mut().enumerate() {
@@ -367,9 +391,12 @@ fn decode_frame(frame: &Frame) -> Result<Vec<Arc<SummaryRow>>, String> {
         bytes: &frame.bytes,
     };
     let mut names = HashSet::new();
+    let maps = (0..c.len()?)
+        .map(|_| shared::attributes(c.str()?).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, String>>()?;
     let mut rows = Vec::with_capacity(frame.rows as usize);
     for _ in 0..frame.rows {
-        rows.push(Arc::new(decode_row(&mut c, &mut names)?));
+        rows.push(Arc::new(decode_row(&mut c, &mut names, &maps)?));
     }
     if !c.bytes.is_empty() {
         return Err("a frame holds more than its rows".into());
@@ -636,8 +663,15 @@ mod tests {
         }
     }
 
-    /// Rows over several frames: bare ones, full ones and some in between.
+    /// Rows over several frames: bare ones, full ones and some in between (these sharing one
+    /// attribute map).
     fn rows(n: usize) -> Vec<Arc<SummaryRow>> {
+        let mut plan = Attributes::new();
+        plan.insert(
+            AttributeKey::parse("plan").expect("key"),
+            AttributeValue::String("basic".into()),
+        );
+        let plan = Arc::new(plan);
         (0..n)
             .map(|i| {
                 let id = format!("c{i:07}");
@@ -646,6 +680,7 @@ mod tests {
                     1 => full(&id, i as i64),
                     _ => SummaryRow {
                         country: Some(Arc::from("FR")),
+                        attributes: Arc::clone(&plan),
                         orders: vec![OrderDay {
                             day: Day::from_days(i as i32),
                             net_amount: 1999,
@@ -676,6 +711,13 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(ratio(&back[1]), (-0.0f64).to_bits());
+        // A shared map reads back shared, within a frame and across frames.
+        assert!(Arc::ptr_eq(&back[2].attributes, &back[5].attributes));
+        assert!(Arc::ptr_eq(
+            &back[2].attributes,
+            &back[2 * FRAME_ROWS + 1].attributes
+        ));
+        assert_eq!(back[2].attributes.len(), 1);
         // Equal countries share one allocation after reading.
         assert!(Arc::ptr_eq(
             back[2].country.as_ref().expect("FR"),
