@@ -24,7 +24,8 @@
 #   scripts/bench-scale.sh [CUSTOMERS] [EVENTS]      (default 1000000 all)
 #   scripts/bench-scale.sh 10000000 purchases        (the 10,000,000-customer run)
 #
-# Environment: BENCH_BASELINE (unset: no baseline start); BENCH_ROUNDS (3); BENCH_DURATION (10);
+# Environment: BENCH_BASELINE (unset: no baseline start); BENCH_PROFILE (release; debug for the
+# CI smoke run); BENCH_ROUNDS (3); BENCH_DURATION (10);
 # BENCH_WARMUP (2); BENCH_REPETITIONS (3); BENCH_RESULTS (target/bench-scale/results-<time>.jsonl);
 # BENCH_DATABASE: a postgres:// URL to serve from instead of the SQLite copy (the data set must be
 # there already: `patron generate --database URL …` with the same arguments).
@@ -46,10 +47,16 @@ command -v jq >/dev/null || { echo "bench-scale: needs jq" >&2; exit 1; }
 [[ -x node_modules/.bin/buf ]] || npm ci --silent >&2
 BUF=node_modules/.bin/buf
 
-cargo build --release -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
-PATRON=target/release/patron
-BARE=target/release/bare-server
-LOAD=target/release/patron-load
+# BENCH_PROFILE=debug: debug builds (the CI smoke run); figures from them mean nothing.
+PROFILE=${BENCH_PROFILE:-release}
+if [[ "$PROFILE" == release ]]; then
+  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
+else
+  cargo build -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
+fi
+PATRON=target/$PROFILE/patron
+BARE=target/$PROFILE/bare-server
+LOAD=target/$PROFILE/patron-load
 
 mkdir -p "$(dirname "$RESULTS")"
 : >"$RESULTS"
@@ -81,7 +88,7 @@ if [[ -n "${BENCH_DATABASE:-}" ]]; then
   DB=$BENCH_DATABASE
   DATA=$BENCH_DATABASE
 else
-  DATA=$(scripts/bench-data.sh "$CUSTOMERS" release "$EVENTS")
+  DATA=$(scripts/bench-data.sh "$CUSTOMERS" "$PROFILE" "$EVENTS")
   cp "$DATA" "$WORK/bench.db"
   DB=sqlite://$WORK/bench.db
 fi

@@ -38,6 +38,10 @@ BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=0 BENCH_LEVEL=2x2 scripts/bench-aut
 step "overload (GetCustomerValue goodput past the admission limit, side probe; shedding on and off)"
 BENCH_WARMUP=0 BENCH_SWEEP=2,8 BENCH_CONNECTIONS=4 BENCH_OVERLOAD_MIN=600 scripts/bench-overload.sh 1 300
 
+step "scale (start from the database and from the index snapshot, fit, reads, counts, streams)"
+BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=0 BENCH_REPETITIONS=1 \
+  BENCH_RESULTS=target/bench-smoke/scale.jsonl scripts/bench-scale.sh 2000 purchases
+
 step "model math micro-benchmarks (criterion, one iteration each)"
 cargo test -q -p patron-domain --bench clv
 
