@@ -462,6 +462,22 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
     let auth = resolve_auth(&file, &o)?;
     let tls = resolve_tls(&file, &o)?;
     let limits = resolve_limits(&file, &o)?;
+    let index_snapshot = o.index_snapshot.clone().or(file.index_snapshot.clone());
+    if let Some(path) = &index_snapshot {
+        if path.as_os_str().is_empty() {
+            return Err(
+                "index_snapshot: an empty path (give a file, e.g. /var/lib/patron/index.snapshot)"
+                    .into(),
+            );
+        }
+        if path.is_dir() {
+            return Err(format!(
+                "index_snapshot {}: a directory (give a file in it, e.g. {}/index.snapshot)",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
     let metrics_listen = match o.metrics_listen.clone().or(file.metrics_listen.clone()) {
         Some(a) => Some(
             a.parse::<SocketAddr>()
@@ -556,7 +572,7 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Settings, String> {
                 .unwrap_or(DEFAULT_EARNER_LEASE_SECS)
                 .clamp(3, 600),
         ),
-        index_snapshot: o.index_snapshot.clone().or(file.index_snapshot.clone()),
+        index_snapshot,
         index_snapshot_interval: Duration::from_secs(
             o.index_snapshot_secs
                 .or(file.index_snapshot_secs)
@@ -666,6 +682,51 @@ mod tests {
         assert_eq!(s.currency.as_str(), "EUR");
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.database_url.expose(), DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn index_snapshot_settings_resolve_and_bad_paths_are_refused() {
+        let d = resolve(FileConfig::default(), Overrides::default()).expect("defaults");
+        assert_eq!(d.index_snapshot, None);
+        assert_eq!(
+            d.index_snapshot_interval,
+            Duration::from_secs(DEFAULT_INDEX_SNAPSHOT_SECS)
+        );
+        let file: FileConfig =
+            toml::from_str("index_snapshot = \"/data/a.snapshot\"\nindex_snapshot_secs = 5\n")
+                .expect("valid toml");
+        let s = resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(s.index_snapshot, Some(PathBuf::from("/data/a.snapshot")));
+        assert_eq!(
+            s.index_snapshot_interval,
+            Duration::from_secs(10),
+            "at least 10 s"
+        );
+        let file: FileConfig =
+            toml::from_str("index_snapshot = \"/data/a.snapshot\"\n").expect("valid toml");
+        let s = resolve(
+            file,
+            Overrides {
+                index_snapshot: Some("/flag/b.snapshot".into()),
+                index_snapshot_secs: Some(u64::MAX),
+                ..Default::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(s.index_snapshot, Some(PathBuf::from("/flag/b.snapshot")));
+        assert_eq!(s.index_snapshot_interval, Duration::from_secs(86_400));
+        let dir = tempfile::tempdir().expect("dir");
+        for bad in [PathBuf::new(), dir.path().to_owned()] {
+            let err = resolve(
+                FileConfig::default(),
+                Overrides {
+                    index_snapshot: Some(bad.clone()),
+                    ..Default::default()
+                },
+            )
+            .expect_err("refused");
+            assert!(err.contains("index_snapshot"), "{bad:?}: {err}");
+        }
     }
 
     #[test]
