@@ -19,8 +19,13 @@ pub struct IndexSnapshots {
 }
 
 impl IndexSnapshots {
-    /// `written`: the position of the snapshot the index was read from, if it was.
+    /// `written`: the position of the snapshot the index was read from, if it was. Deletes what
+    /// an earlier process left of a write it did not finish.
     pub fn new(path: PathBuf, engine: Arc<Engine>, feed: Arc<Feed>, written: Option<i64>) -> Self {
+        let removed = patron_views::snapshot::remove_abandoned_writes(&path);
+        if removed > 0 {
+            tracing::info!(path = %path.display(), removed, "unfinished index snapshot writes removed");
+        }
         Self {
             path,
             engine,
