@@ -291,6 +291,12 @@ pub trait Store:
         limit: usize,
     ) -> StoreResult<Vec<SummaryRow>>;
 
+    /// Customer ids that cut every customer, in id order, into `parts` runs of about equal size:
+    /// run k holds the ids after cut k − 1 up to and including cut k, the last run the rest.
+    /// Fewer cuts when there are fewer customers; none for `parts` below 2. For reading every
+    /// customer on several connections at once ([`Store::scan_summaries`] from each cut).
+    async fn customer_id_cuts(&self, parts: usize) -> StoreResult<Vec<CustomerId>>;
+
     /// The rows of those of `ids` that exist, in no particular order, each once. One statement
     /// per 10,000 ids.
     async fn get_summaries(&self, ids: &[CustomerId]) -> StoreResult<Vec<SummaryRow>>;

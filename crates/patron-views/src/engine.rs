@@ -137,42 +137,67 @@ pub struct Engine {
     dated: std::sync::Mutex<DatedCache>,
 }
 
-/// Reads every summary into a new index. A task reads the pages (the next while the last is
-/// being inserted) and hands them over through a channel of two.
+/// Reads every summary into a new index. The customers are cut into one run per core
+/// ([`Store::customer_id_cuts`]); a task per run reads its pages, each the next while the last is
+/// being inserted, and hands them over through one channel.
 async fn load_index(store: &Arc<dyn Store>) -> StoreResult<Index> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<StoreResult<Vec<SummaryRow>>>(2);
-    let reader = Arc::clone(store);
-    let read = tokio::spawn(
-        async move {
-            let mut after: Option<CustomerId> = None;
-            loop {
-                let page = reader.scan_summaries(after.as_ref(), LOAD_PAGE).await;
-                let (done, next) = match &page {
-                    Ok(rows) => (
-                        rows.len() < LOAD_PAGE,
-                        rows.last().map(|r| r.customer_id.clone()),
-                    ),
-                    Err(_) => (true, None),
-                };
-                // A closed channel: the index gave up (an earlier page failed).
-                if tx.send(page).await.is_err() || done {
-                    return;
-                }
-                after = next;
-            }
-        }
-        .in_current_span(),
-    );
+    let readers = std::thread::available_parallelism().map_or(1, usize::from);
+    let cuts = store.customer_id_cuts(readers).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<StoreResult<Vec<SummaryRow>>>(2 * readers);
+    let mut starts: Vec<Option<CustomerId>> = vec![None];
+    starts.extend(cuts.iter().cloned().map(Some));
+    let mut reads = Vec::with_capacity(starts.len());
+    for (k, start) in starts.into_iter().enumerate() {
+        let end = cuts.get(k).cloned();
+        let (reader, tx) = (Arc::clone(store), tx.clone());
+        reads.push(tokio::spawn(
+            async move { read_run(reader.as_ref(), start, end.as_ref(), &tx).await }
+                .in_current_span(),
+        ));
+    }
+    drop(tx);
     let mut index = Index::default();
     while let Some(page) = rx.recv().await {
         for row in page? {
             index.insert(Arc::new(row));
         }
     }
-    // The channel also closes if the reader panicked: that must not pass for the last page.
-    read.await
-        .map_err(|e| StoreError::Internal(format!("reading the index: {e}")))?;
+    // The channel also closes if a reader panicked: that must not pass for the last page.
+    for read in reads {
+        read.await
+            .map_err(|e| StoreError::Internal(format!("reading the index: {e}")))?;
+    }
     Ok(index)
+}
+
+/// Sends the pages of the customers after `start` up to and including `end` (to the last one
+/// without an end). Stops early when the receiver is gone (an earlier page failed).
+async fn read_run(
+    store: &dyn Store,
+    start: Option<CustomerId>,
+    end: Option<&CustomerId>,
+    tx: &tokio::sync::mpsc::Sender<StoreResult<Vec<SummaryRow>>>,
+) {
+    let mut after = start;
+    loop {
+        let page = store.scan_summaries(after.as_ref(), LOAD_PAGE).await;
+        let (done, page) = match page {
+            Ok(mut rows) => {
+                let full = rows.len() == LOAD_PAGE;
+                let past_end =
+                    end.is_some_and(|e| rows.last().is_some_and(|r| &r.customer_id >= e));
+                if let Some(e) = end {
+                    rows.retain(|r| &r.customer_id <= e);
+                }
+                after = rows.last().map(|r| r.customer_id.clone());
+                (!full || past_end, Ok(rows))
+            }
+            Err(e) => (true, Err(e)),
+        };
+        if tx.send(page).await.is_err() || done {
+            return;
+        }
+    }
 }
 
 async fn read_model(store: &dyn Store) -> StoreResult<Option<Arc<ActiveModel>>> {
@@ -924,6 +949,10 @@ mod tests {
         }
     }
 
+    fn cid(id: &str) -> CustomerId {
+        CustomerId::parse(id).expect("id")
+    }
+
     fn usd() -> Currency {
         Currency::parse("USD").expect("currency")
     }
@@ -995,6 +1024,17 @@ mod tests {
         let fresh = Engine::load(Arc::clone(&store), usd()).await.expect("load");
         let expected = rows(&fresh);
         assert_eq!(expected.len(), 50, "49 of the first and the new one");
+        // The load reads runs of customers at once: the same rows as asking for each by id.
+        let mut ids: Vec<CustomerId> = (0..50).map(|i| cid(&format!("c{i:02}"))).collect();
+        ids.push(cid("new"));
+        let mut by_id = store.get_summaries(&ids).await.expect("rows");
+        by_id.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        assert_eq!(by_id, expected);
+        assert_eq!(
+            store.customer_id_cuts(2).await.expect("cuts").len(),
+            1,
+            "the load above read two runs (with two cores)"
+        );
         assert_eq!(rows(&caught_up), expected);
         assert_ne!(rows(&engine), expected, "the snapshot itself is older");
 

@@ -71,6 +71,7 @@ macro_rules! conformance_tests {
             // summaries.rs
             summary_rows_carry_the_profile,
             scan_summaries_pages_in_id_order,
+            customer_id_cuts_split_customers_into_equal_runs,
             get_summaries_returns_the_existing_rows,
             // models.rs
             value_models_are_versioned_listed_and_activated,

@@ -128,6 +128,51 @@ pub async fn scan_summaries_pages_in_id_order(store: &impl Store) {
             .is_empty()
     );
 }
+/// Cuts split the customers into runs of about equal size, in id order, and reading from each
+/// cut to the next gives every customer once.
+pub async fn customer_id_cuts_split_customers_into_equal_runs(store: &impl Store) {
+    assert!(store.customer_id_cuts(4).await.expect("cuts").is_empty());
+    let ids = summary_fixture(store).await;
+    assert_eq!(ids.len(), 30);
+    for parts in [0, 1] {
+        assert!(
+            store
+                .customer_id_cuts(parts)
+                .await
+                .expect("cuts")
+                .is_empty()
+        );
+    }
+    // 30 customers (sum00 … sum29): runs of 10 end at the 10th and the 20th.
+    assert_eq!(
+        store.customer_id_cuts(3).await.expect("cuts"),
+        [cid("sum09"), cid("sum19")]
+    );
+    // More parts than customers: one cut per customer but the last, none twice.
+    let many = store.customer_id_cuts(100).await.expect("cuts");
+    assert_eq!(many.len(), 29, "{many:?}");
+    assert!(many.windows(2).all(|w| w[0] < w[1]));
+    // Each run read on its own: every customer once, in order.
+    let cuts = store.customer_id_cuts(4).await.expect("cuts");
+    assert_eq!(cuts.len(), 3);
+    let mut seen: Vec<CustomerId> = Vec::new();
+    let mut starts: Vec<Option<CustomerId>> = vec![None];
+    starts.extend(cuts.iter().cloned().map(Some));
+    for (k, start) in starts.iter().enumerate() {
+        let end = cuts.get(k);
+        let page = store
+            .scan_summaries(start.as_ref(), 100)
+            .await
+            .expect("scan");
+        seen.extend(
+            page.into_iter()
+                .map(|r| r.customer_id)
+                .take_while(|id| end.is_none_or(|e| id <= e)),
+        );
+    }
+    assert_eq!(seen, ids);
+}
+
 pub async fn get_summaries_returns_the_existing_rows(store: &impl Store) {
     assert!(store.get_summaries(&[]).await.expect("get").is_empty());
     let ids = summary_fixture(store).await;
