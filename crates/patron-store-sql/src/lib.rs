@@ -30,6 +30,7 @@ mod delegate;
 pub mod feed;
 pub mod loyalty;
 pub mod rows;
+pub mod summaries;
 
 pub use bounds::Sql;
 

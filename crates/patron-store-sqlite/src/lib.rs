@@ -1117,37 +1117,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, name = "store.customer_id_cuts", fields(db.system = "sqlite", parts))]
     async fn customer_id_cuts(&self, parts: usize) -> StoreResult<Vec<CustomerId>> {
-        if parts < 2 {
-            return Ok(Vec::new());
-        }
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db_err)?;
-        let parts_i64 = i64::try_from(parts).unwrap_or(i64::MAX);
-        let mut cuts: Vec<CustomerId> = Vec::new();
-        for k in 1..parts_i64 {
-            // The last id of run k: the (count × k / parts)-th in id order.
-            let position = count.saturating_mul(k) / parts_i64;
-            if position < 1 {
-                continue;
-            }
-            let id: Option<String> = sqlx::query_scalar(
-                "SELECT customer_id FROM customers ORDER BY customer_id LIMIT 1 OFFSET ?",
-            )
-            .bind(position - 1)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_err)?;
-            if let Some(id) = id {
-                let id = CustomerId::parse(id)
-                    .map_err(|e| StoreError::Internal(format!("stored customer id: {e}")))?;
-                if cuts.last() != Some(&id) {
-                    cuts.push(id);
-                }
-            }
-        }
-        Ok(cuts)
+        Sql::<Self>::customer_id_cuts(self, parts).await
     }
 
     #[tracing::instrument(skip_all, name = "store.get_summaries", fields(db.system = "sqlite", count = ids.len()))]

@@ -8,28 +8,12 @@ const MIN_PARALLEL: usize = 4_096;
 
 /// `items.iter().map(f).collect()`, computed on up to one thread per core.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads < 2 || items.len() < MIN_PARALLEL {
-        return items.iter().map(f).collect();
+    let parts = map_chunks(items, |_, chunk| chunk.iter().map(&f).collect::<Vec<R>>());
+    let mut out: Vec<R> = Vec::with_capacity(items.len());
+    for part in parts {
+        out.extend(part);
     }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let (first, rest) = items.split_at(chunk.min(items.len()));
-        let others: Vec<_> = rest
-            .chunks(chunk)
-            .map(|c| scope.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut out: Vec<R> = Vec::with_capacity(items.len());
-        out.extend(first.iter().map(f));
-        for handle in others {
-            match handle.join() {
-                Ok(part) => out.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        out
-    })
+    out
 }
 
 /// `f(offset, chunk)` for one chunk of `items` per core (`offset`: the chunk's first index), the
