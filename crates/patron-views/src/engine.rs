@@ -137,65 +137,85 @@ pub struct Engine {
     dated: std::sync::Mutex<DatedCache>,
 }
 
-/// Reads every summary into a new index. The customers are cut into one run per core
-/// ([`Store::customer_id_cuts`]); a task per run reads its pages, each the next while the last is
-/// being inserted, and hands them over through one channel.
+/// Reads every summary into a new index. The customers are cut into two runs per core
+/// ([`Store::customer_id_cuts`]), each read page by page by its own task into rows in id order;
+/// the runs joined in order are every row in id order, from which [`index_of`] builds the index
+/// at once. A run that fails stops the others.
 async fn load_index(store: &Arc<dyn Store>) -> StoreResult<Index> {
-    let readers = std::thread::available_parallelism().map_or(1, usize::from);
+    // Two runs per core: while one run's connection steps the database, the other's rows are
+    // being parsed.
+    let readers = 2 * std::thread::available_parallelism().map_or(1, usize::from);
+    let started = std::time::Instant::now();
     let cuts = store.customer_id_cuts(readers).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<StoreResult<Vec<SummaryRow>>>(2 * readers);
+    let cut = started.elapsed();
     let mut starts: Vec<Option<CustomerId>> = vec![None];
     starts.extend(cuts.iter().cloned().map(Some));
     let mut reads = Vec::with_capacity(starts.len());
     for (k, start) in starts.into_iter().enumerate() {
         let end = cuts.get(k).cloned();
-        let (reader, tx) = (Arc::clone(store), tx.clone());
+        let reader = Arc::clone(store);
         reads.push(tokio::spawn(
-            async move { read_run(reader.as_ref(), start, end.as_ref(), &tx).await }
-                .in_current_span(),
+            async move { read_run(reader.as_ref(), start, end.as_ref()).await }.in_current_span(),
         ));
     }
-    drop(tx);
-    let mut index = Index::default();
-    while let Some(page) = rx.recv().await {
-        for row in page? {
-            index.insert(Arc::new(row));
+    // Aborts the reads still running if this returns early (a run failed) or is dropped.
+    let mut reads = AbortOnDrop(reads);
+    let mut rows = Vec::new();
+    for read in &mut reads.0 {
+        let run = read
+            .await
+            .map_err(|e| StoreError::Internal(format!("reading the index: {e}")))??;
+        if rows.is_empty() {
+            rows = run;
+        } else {
+            rows.extend(run);
         }
     }
-    // The channel also closes if a reader panicked: that must not pass for the last page.
-    for read in reads {
-        read.await
-            .map_err(|e| StoreError::Internal(format!("reading the index: {e}")))?;
-    }
+    let read = started.elapsed();
+    let index = tokio::task::spawn_blocking(move || index_of(rows))
+        .await
+        .map_err(|e| StoreError::Internal(format!("building the index: {e}")))?;
+    tracing::debug!(
+        runs = reads.0.len(),
+        cuts_ms = cut.as_millis() as u64,
+        read_ms = read.as_millis() as u64,
+        build_ms = (started.elapsed() - read).as_millis() as u64,
+        "index read from the database"
+    );
     Ok(index)
 }
 
-/// Sends the pages of the customers after `start` up to and including `end` (to the last one
-/// without an end). Stops early when the receiver is gone (an earlier page failed).
+/// Tasks aborted when dropped.
+struct AbortOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The rows of the customers after `start` up to and including `end` (to the last one without
+/// an end), in id order.
 async fn read_run(
     store: &dyn Store,
     start: Option<CustomerId>,
     end: Option<&CustomerId>,
-    tx: &tokio::sync::mpsc::Sender<StoreResult<Vec<SummaryRow>>>,
-) {
+) -> StoreResult<Vec<Arc<SummaryRow>>> {
+    let mut out = Vec::new();
     let mut after = start;
     loop {
-        let page = store.scan_summaries(after.as_ref(), LOAD_PAGE).await;
-        let (done, page) = match page {
-            Ok(mut rows) => {
-                let full = rows.len() == LOAD_PAGE;
-                let past_end =
-                    end.is_some_and(|e| rows.last().is_some_and(|r| &r.customer_id >= e));
-                if let Some(e) = end {
-                    rows.retain(|r| &r.customer_id <= e);
-                }
-                after = rows.last().map(|r| r.customer_id.clone());
-                (!full || past_end, Ok(rows))
-            }
-            Err(e) => (true, Err(e)),
-        };
-        if tx.send(page).await.is_err() || done {
-            return;
+        let mut rows = store.scan_summaries(after.as_ref(), LOAD_PAGE).await?;
+        let full = rows.len() == LOAD_PAGE;
+        let past_end = end.is_some_and(|e| rows.last().is_some_and(|r| &r.customer_id >= e));
+        if let Some(e) = end {
+            rows.retain(|r| &r.customer_id <= e);
+        }
+        after = rows.last().map(|r| r.customer_id.clone());
+        out.extend(rows.into_iter().map(Arc::new));
+        if !full || past_end {
+            return Ok(out);
         }
     }
 }
@@ -232,14 +252,27 @@ pub fn load_policy(stored: &patron_store::StoredPolicy) -> StoreResult<TierPolic
         .map_err(|e| StoreError::Internal(format!("stored tier policy: {e}")))
 }
 
-/// Builds an index of rows, on the calling thread.
+/// Builds an index of rows in id order (a later row replaces an earlier one with its id), on the
+/// calling thread and one more: the ordered set is built in bulk from the sorted rows (a fraction
+/// of inserting them one by one) while the other thread fills the hashed set, sized beforehand.
 fn index_of(rows: Vec<Arc<SummaryRow>>) -> Index {
-    let mut index = Index::default();
-    index.by_id.reserve(rows.len());
-    for row in rows {
-        index.insert(row);
-    }
-    index
+    std::thread::scope(|scope| {
+        let by_id = scope.spawn(|| {
+            let mut by_id = HashSet::with_capacity_and_hasher(
+                rows.len(),
+                foldhash::fast::RandomState::default(),
+            );
+            for row in &rows {
+                by_id.replace(Entry(Arc::clone(row)));
+            }
+            by_id
+        });
+        let ordered: BTreeSet<Entry> = rows.iter().map(|row| Entry(Arc::clone(row))).collect();
+        let by_id = by_id
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Index { ordered, by_id }
+    })
 }
 
 /// Where the index came from at start-up.
