@@ -7,6 +7,7 @@ use super::{
     churn_risk, clv_minor_units,
 };
 use crate::Currency;
+use std::fmt::{self, Write as _};
 
 /// Most sentences [`drivers`] returns.
 pub const MAX_DRIVERS: usize = 5;
@@ -79,64 +80,178 @@ pub fn drivers(input: &DriverInput<'_>) -> Vec<String> {
 /// Money as `USD 1,234.50`: the currency code, then the amount with the currency's digits and
 /// thousands separators.
 pub fn format_money(minor_units: i64, currency: Currency) -> String {
-    use std::fmt::Write;
-    let digits = u32::from(currency.minor_digits());
-    let scale = 10u64.pow(digits);
-    let abs = minor_units.unsigned_abs();
-    let (int, frac) = (abs / scale, abs % scale);
-    let mut out = String::with_capacity(32);
-    let _ = write!(out, "{currency} ");
-    if minor_units < 0 {
-        out.push('-');
-    }
-    // Thousands separators: the integer part in groups of three, most significant first.
-    let mut groups = [0u64; 7];
-    let mut n = 0;
-    let mut rest = int;
+    MoneyText(minor_units, currency).to_string()
+}
+
+// The pieces of a sentence are written straight into the sentence (`Display`), not formatted into
+// strings of their own first: a StreamCustomerValues call writes millions of these sentences, and
+// the intermediate strings and the general float formatting were most of their cost.
+
+/// Writes `n` in decimal without the general formatting machinery.
+fn write_u64(f: &mut fmt::Formatter<'_>, mut n: u64) -> fmt::Result {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
     loop {
-        groups[n] = rest % 1000;
-        n += 1;
-        rest /= 1000;
-        if rest == 0 || n == groups.len() {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
             break;
         }
     }
-    let _ = write!(out, "{}", groups[n - 1]);
-    for g in groups[..n - 1].iter().rev() {
-        let _ = write!(out, ",{g:03}");
-    }
-    if digits > 0 {
-        let _ = write!(out, ".{frac:0width$}", width = digits as usize);
-    }
-    out
+    f.write_str(std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?)
 }
 
-fn capitalised(name: &str) -> String {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
+/// Money as [`format_money`] writes it.
+struct MoneyText(i64, Currency);
+
+impl fmt::Display for MoneyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let MoneyText(minor_units, currency) = *self;
+        let digits = u32::from(currency.minor_digits());
+        let scale = 10u64.pow(digits);
+        let abs = minor_units.unsigned_abs();
+        let (int, frac) = (abs / scale, abs % scale);
+        f.write_str(currency.as_str())?;
+        f.write_str(if minor_units < 0 { " -" } else { " " })?;
+        // Thousands separators: the integer part in groups of three, most significant first.
+        let mut groups = [0u64; 7];
+        let mut n = 0;
+        let mut rest = int;
+        loop {
+            groups[n] = rest % 1000;
+            n += 1;
+            rest /= 1000;
+            if rest == 0 || n == groups.len() {
+                break;
+            }
+        }
+        write_u64(f, groups[n - 1])?;
+        for &g in groups[..n - 1].iter().rev() {
+            f.write_str(",")?;
+            if g < 100 {
+                f.write_str(if g < 10 { "00" } else { "0" })?;
+            }
+            write_u64(f, g)?;
+        }
+        if digits > 0 {
+            f.write_str(".")?;
+            let mut place = scale / 10;
+            while place > 1 && frac < place {
+                f.write_str("0")?;
+                place /= 10;
+            }
+            write_u64(f, frac)?;
+        }
+        Ok(())
+    }
+}
+
+/// `x` in tenths, rounded as `format!("{x:.1}")` rounds (the exact binary value to nearest), as
+/// (negative, tenths); `None` where that is not certain from `x * 10` (near a tie, or large or
+/// not finite), for the caller to fall back to `format!`. `x * 10` is within 2^-52 of the exact
+/// product relative to it, far less than the margin kept from the tie below 10^6.
+fn tenths(x: f64) -> Option<(bool, u64)> {
+    if !x.is_finite() || x.abs() >= 1e6 {
+        return None;
+    }
+    let y = (x * 10.0).abs();
+    if (y.fract() - 0.5).abs() < 1e-6 {
+        return None;
+    }
+    Some((x.is_sign_negative(), y.round() as u64))
+}
+
+/// `x` with one decimal: the text of `format!("{x:.1}")`.
+struct Fixed1(f64);
+
+impl fmt::Display for Fixed1 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some((negative, n)) = tenths(self.0) else {
+            return write!(f, "{:.1}", self.0);
+        };
+        if negative {
+            f.write_str("-")?;
+        }
+        write_u64(f, n / 10)?;
+        f.write_str(".")?;
+        write_u64(f, n % 10)
     }
 }
 
 /// A number with at most one decimal, trailing `.0` dropped: `2`, `0.5`, `33.3`.
-fn short_number(x: f64) -> String {
-    let s = format!("{x:.1}");
-    match s.strip_suffix(".0") {
-        Some(whole) => whole.to_owned(),
-        None => s,
+struct Short(f64);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some((negative, n)) = tenths(self.0) else {
+            let s = format!("{:.1}", self.0);
+            return f.write_str(s.strip_suffix(".0").unwrap_or(&s));
+        };
+        if negative {
+            f.write_str("-")?;
+        }
+        write_u64(f, n / 10)?;
+        if n % 10 != 0 {
+            f.write_str(".")?;
+            write_u64(f, n % 10)?;
+        }
+        Ok(())
     }
 }
 
-/// A probability as whole percents, never 0 or 100 unless exact.
+#[cfg(test)]
+fn short_number(x: f64) -> String {
+    Short(x).to_string()
+}
+
+/// A name with its first letter upper-case.
+struct Capitalised<'a>(&'a str);
+
+impl fmt::Display for Capitalised<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = self.0.chars();
+        match chars.next() {
+            Some(first) => {
+                for c in first.to_uppercase() {
+                    f.write_char(c)?;
+                }
+                f.write_str(chars.as_str())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+fn capitalised(name: &str) -> String {
+    Capitalised(name).to_string()
+}
+
+/// A probability as whole percents, never 0 or 100 unless exact: `37 %`.
+struct Chance(f64);
+
+impl fmt::Display for Chance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.0;
+        let pct = (p * 100.0).round();
+        let pct = if p > 0.0 && p < 1.0 {
+            pct.clamp(1.0, 99.0)
+        } else {
+            pct
+        };
+        if (0.0..=1e6).contains(&pct) && !pct.is_sign_negative() {
+            write_u64(f, pct as u64)?;
+        } else {
+            write!(f, "{pct:.0}")?;
+        }
+        f.write_str(" %")
+    }
+}
+
+#[cfg(test)]
 fn chance_percent(p: f64) -> String {
-    let pct = (p * 100.0).round();
-    let pct = if p > 0.0 && p < 1.0 {
-        pct.clamp(1.0, 99.0)
-    } else {
-        pct
-    };
-    format!("{pct:.0} %")
+    Chance(p).to_string()
 }
 
 /// The length of a CLV horizon, as the model was fitted with it.
@@ -148,13 +263,26 @@ pub enum Horizon {
     Days(u32),
 }
 
-fn span(h: Horizon) -> String {
-    match h {
-        Horizon::Months(1) => "the next month".to_owned(),
-        Horizon::Months(n) => format!("the next {n} months"),
-        Horizon::Days(1) => "the next day".to_owned(),
-        Horizon::Days(n) => format!("the next {n} days"),
+/// `the next 12 months`.
+struct Span(Horizon);
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, unit) = match self.0 {
+            Horizon::Months(1) => return f.write_str("the next month"),
+            Horizon::Days(1) => return f.write_str("the next day"),
+            Horizon::Months(n) => (n, " months"),
+            Horizon::Days(n) => (n, " days"),
+        };
+        f.write_str("the next ")?;
+        write_u64(f, u64::from(n))?;
+        f.write_str(unit)
     }
+}
+
+#[cfg(test)]
+fn span(h: Horizon) -> String {
+    Span(h).to_string()
 }
 
 fn metric_phrase(metric: TierMetric) -> &'static str {
@@ -165,19 +293,47 @@ fn metric_phrase(metric: TierMetric) -> &'static str {
     }
 }
 
-/// A value in the policy metric's unit, in words: money, or a composite score out of 100.
-fn metric_amount(input: &DriverInput<'_>, value: i64) -> String {
-    match input.policy.metric {
-        TierMetric::PredictedClv | TierMetric::HistoricalRevenue => {
-            format_money(value, input.currency)
+/// A value in the policy metric's unit, in words: money, or a composite score out of 100; with
+/// `over`, a predicted CLV is followed by its horizon (`USD 1,234.50 over the next 12 months`).
+struct MetricAmount {
+    metric: TierMetric,
+    value: i64,
+    currency: Currency,
+    over: Option<Horizon>,
+}
+
+impl MetricAmount {
+    fn new(input: &DriverInput<'_>, value: i64) -> Self {
+        MetricAmount {
+            metric: input.policy.metric,
+            value,
+            currency: input.currency,
+            over: None,
         }
-        TierMetric::Composite => format!("{}/100", short_number(value as f64 / 100.0)),
+    }
+}
+
+impl fmt::Display for MetricAmount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.metric {
+            TierMetric::PredictedClv | TierMetric::HistoricalRevenue => {
+                MoneyText(self.value, self.currency).fmt(f)?;
+            }
+            TierMetric::Composite => {
+                Short(self.value as f64 / 100.0).fmt(f)?;
+                f.write_str("/100")?;
+            }
+        }
+        match self.over {
+            Some(h) if self.metric == TierMetric::PredictedClv => write!(f, " over {}", Span(h)),
+            _ => Ok(()),
+        }
     }
 }
 
 fn tier_sentence(input: &DriverInput<'_>) -> String {
     let policy = input.policy;
-    let tier = capitalised(&input.tier.name);
+    let tier = Capitalised(&input.tier.name);
     let metric = metric_phrase(policy.metric);
     let n = policy.tiers.len().max(1);
     let rank = usize::try_from(input.tier.rank).unwrap_or(n).clamp(1, n);
@@ -186,13 +342,9 @@ fn tier_sentence(input: &DriverInput<'_>) -> String {
         TierMetric::HistoricalRevenue => Some(input.historical_revenue),
         TierMetric::Composite => None,
     });
-    let amount = value.map(|v| {
-        let a = metric_amount(input, v);
-        if policy.metric == TierMetric::PredictedClv {
-            format!("{a} over {}", span(input.clv_horizon))
-        } else {
-            a
-        }
+    let amount = value.map(|v| MetricAmount {
+        over: Some(input.clv_horizon),
+        ..MetricAmount::new(input, v)
     });
     let known = match policy.mode {
         TierMode::Absolute => amount.is_some(),
@@ -217,20 +369,24 @@ fn tier_sentence(input: &DriverInput<'_>) -> String {
                 .filter(|s| s.is_finite())
                 .sum();
             let place = if rank < n { "in" } else { "outside" };
-            let amount = amount.map(|a| format!(" ({a})")).unwrap_or_default();
-            format!(
-                "{tier} tier: {place} the top {} % of customers by {metric}{amount}.",
-                short_number(top)
-            )
+            let top = Short(top);
+            match amount {
+                Some(a) => {
+                    format!("{tier} tier: {place} the top {top} % of customers by {metric} ({a}).")
+                }
+                None => format!("{tier} tier: {place} the top {top} % of customers by {metric}."),
+            }
         }
         TierMode::Absolute => {
-            let amount = amount.unwrap_or_default();
+            let Some(amount) = amount else {
+                return format!("{tier} tier by default: no {metric} to rank them by yet.");
+            };
             let threshold = |i: usize| {
                 policy
                     .tiers
                     .get(i)
                     .and_then(|t| t.min_value)
-                    .map(|m| metric_amount(input, m))
+                    .map(|m| MetricAmount::new(input, m))
             };
             if rank < n {
                 match threshold(rank - 1) {
@@ -240,11 +396,8 @@ fn tier_sentence(input: &DriverInput<'_>) -> String {
                     None => format!("{tier} tier: {metric} of {amount}."),
                 }
             } else {
-                let above = policy
-                    .tiers
-                    .get(n - 2)
-                    .map(|t| capitalised(&t.name))
-                    .unwrap_or_default();
+                let above = policy.tiers.get(n - 2).map_or("", |t| t.name.as_str());
+                let above = Capitalised(above);
                 match threshold(n - 2) {
                     Some(t) => {
                         format!("{tier} tier: {metric} of {amount}, below the {t} {above} needs.")
@@ -257,17 +410,39 @@ fn tier_sentence(input: &DriverInput<'_>) -> String {
 }
 
 /// `benefits 4.5/5 against costs 2.0/5`, when both are known.
-fn scores(p: &PerceivedValue) -> Option<String> {
-    match (p.benefit_score, p.cost_score) {
-        (Some(b), Some(c)) => Some(format!("benefits {b:.1}/5 against costs {c:.1}/5")),
-        _ => None,
+struct Scores(f64, f64);
+
+impl Scores {
+    fn of(p: &PerceivedValue) -> Option<Self> {
+        Some(Scores(p.benefit_score?, p.cost_score?))
+    }
+}
+
+impl fmt::Display for Scores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "benefits {}/5 against costs {}/5",
+            Fixed1(self.0),
+            Fixed1(self.1)
+        )
+    }
+}
+
+/// ` (benefits 4.5/5 against costs 2.0/5)`, or nothing.
+struct InParentheses(Option<Scores>);
+
+impl fmt::Display for InParentheses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(s) => write!(f, " ({s})"),
+            None => Ok(()),
+        }
     }
 }
 
 fn quadrant_sentence(input: &DriverInput<'_>) -> Option<String> {
-    let r = scores(&input.perceived)
-        .map(|s| format!(" ({s})"))
-        .unwrap_or_default();
+    let r = InParentheses(Scores::of(&input.perceived));
     Some(match input.quadrant {
         ValueQuadrant::Unknown => return None,
         ValueQuadrant::MutualValue => format!(
@@ -318,7 +493,7 @@ fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
             text(move || {
                 format!(
                     "Likely to churn: only a {} chance they are still active.",
-                    chance_percent(p)
+                    Chance(p)
                 )
             }),
         ),
@@ -327,13 +502,13 @@ fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
             text(move || {
                 format!(
                     "May be drifting away: a {} chance they are still active.",
-                    chance_percent(p)
+                    Chance(p)
                 )
             }),
         ),
         ChurnLevel::Low => (
             0.3,
-            text(move || format!("Very likely still active: a {} chance.", chance_percent(p))),
+            text(move || format!("Very likely still active: a {} chance.", Chance(p))),
         ),
     })
 }
@@ -358,8 +533,8 @@ fn support_factor<'a>(s: SupportBurden) -> (f64, Text<'a>) {
                 r.to_string()
             };
             format!(
-                "Contacted support {c} times (about {:.1} per 90 days as a customer); {resolved} resolved on first contact.",
-                s.contacts_per_90_days
+                "Contacted support {c} times (about {} per 90 days as a customer); {resolved} resolved on first contact.",
+                Fixed1(s.contacts_per_90_days)
             )
         }),
     };
@@ -369,7 +544,7 @@ fn support_factor<'a>(s: SupportBurden) -> (f64, Text<'a>) {
 fn nps_factor<'a>(s: Satisfaction) -> Option<(f64, Text<'a>)> {
     let csat = move || {
         s.csat
-            .map(|c| format!("; average satisfaction {c:.1}/5"))
+            .map(|c| format!("; average satisfaction {}/5", Fixed1(c)))
             .unwrap_or_default()
     };
     match (s.nps_category, s.last_nps) {
@@ -396,7 +571,10 @@ fn nps_factor<'a>(s: Satisfaction) -> Option<(f64, Text<'a>)> {
             Some((
                 0.6 * (c - 3.0).abs() / 2.0,
                 text(move || {
-                    format!("Average satisfaction {c:.1}/5 over {answers} answer{plural}.")
+                    format!(
+                        "Average satisfaction {}/5 over {answers} answer{plural}.",
+                        Fixed1(c)
+                    )
                 }),
             ))
         }
@@ -465,7 +643,7 @@ fn worst_dimension_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)
     };
     Some((
         (0.4 + 0.2 * (gap - 1.0) + boost).min(1.0),
-        text(move || format!("{what} ({name} {kind} {v:.1}/5).")),
+        text(move || format!("{what} ({name} {kind} {}/5).", Fixed1(v))),
     ))
 }
 
@@ -483,10 +661,10 @@ fn perceived_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
     } else {
         "Rates us poorly"
     };
-    p.benefit_score.zip(p.cost_score)?;
+    let scores = Scores::of(&p)?;
     Some((
         (index - 50.0).abs() / 50.0,
-        text(move || format!("{how}: {}.", scores(&p).unwrap_or_default())),
+        text(move || format!("{how}: {scores}.")),
     ))
 }
 
@@ -501,8 +679,8 @@ fn clv_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
         text(move || {
             format!(
                 "Predicted lifetime value: {} over {}.",
-                format_money(clv, currency),
-                span(horizon)
+                MoneyText(clv, currency),
+                Span(horizon)
             )
         }),
     ))
@@ -518,7 +696,7 @@ fn revenue_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
         text(move || {
             format!(
                 "Has spent {} with us so far, net of refunds.",
-                format_money(revenue, currency)
+                MoneyText(revenue, currency)
             )
         }),
     ))
@@ -1017,5 +1195,67 @@ mod tests {
         assert_eq!(short_number(33.333), "33.3");
         assert_eq!(capitalised("élite"), "Élite");
         assert_eq!(capitalised(""), "");
+    }
+
+    /// The sentences' one-decimal numbers are written without `format!`; they must read exactly
+    /// as `format!("{x:.1}")` does, ties, signs, huge and non-finite values included.
+    #[test]
+    fn one_decimal_numbers_read_as_format_writes_them() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.05,
+            0.15,
+            0.25,
+            0.35,
+            -0.25,
+            -0.04,
+            2.25,
+            2.75,
+            4.45,
+            999_999.95,
+            1e6,
+            1e300,
+            -1e300,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        // Every thousandth and every sixteenth from -20 to 20 (exact ties among them), and
+        // averages of integer ratings as surveys give them.
+        values.extend((-20_000..=20_000).map(|i| f64::from(i) / 1000.0));
+        values.extend((-320..=320).map(|i| f64::from(i) / 16.0));
+        for count in 1..=60 {
+            values.extend((count..=5 * count).map(|sum| f64::from(sum) / f64::from(count)));
+        }
+        // Pseudo-random values over many magnitudes.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..50_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mantissa = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let exponent = i32::try_from(state % 24).unwrap_or(0) - 12;
+            values.push((mantissa - 0.5) * 10f64.powi(exponent));
+        }
+        for x in values {
+            let want = format!("{x:.1}");
+            assert_eq!(Fixed1(x).to_string(), want, "{x:e}");
+            assert_eq!(
+                short_number(x),
+                want.strip_suffix(".0").unwrap_or(&want),
+                "{x:e}"
+            );
+        }
+        for p in [-0.0, 0.0, 0.005, 0.5, 0.994, 0.995, 1.0, f64::NAN, 2.0] {
+            let pct = (p * 100.0).round();
+            let pct = if p > 0.0 && p < 1.0 {
+                pct.clamp(1.0, 99.0)
+            } else {
+                pct
+            };
+            assert_eq!(chance_percent(p), format!("{pct:.0} %"), "{p}");
+        }
     }
 }
