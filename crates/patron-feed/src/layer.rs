@@ -31,6 +31,29 @@ use crate::token::{self, METADATA_KEY};
 pub struct ConsistencyLayer {
     feed: Arc<Feed>,
     default_timeout: Duration,
+    tokens: Arc<Tokens>,
+}
+
+/// The token header of the last position answered: most answers in a row carry the same one,
+/// so it is formatted once per position, not once per call.
+#[derive(Debug, Default)]
+struct Tokens(std::sync::Mutex<Option<(i64, http::HeaderValue)>>);
+
+impl Tokens {
+    fn header(&self, feed: &Feed, position: i64) -> Option<http::HeaderValue> {
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((p, v)) = &*last
+            && *p == position
+        {
+            return Some(v.clone());
+        }
+        let v = http::HeaderValue::from_str(&feed.token(position)).ok()?;
+        *last = Some((position, v.clone()));
+        Some(v)
+    }
 }
 
 impl ConsistencyLayer {
@@ -39,6 +62,7 @@ impl ConsistencyLayer {
         Self {
             feed,
             default_timeout,
+            tokens: Arc::default(),
         }
     }
 }
@@ -81,11 +105,35 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-fn with_token<B>(mut response: http::Response<B>, token: &str) -> http::Response<B> {
-    if let Ok(v) = http::HeaderValue::from_str(token) {
+fn with_token<B>(
+    mut response: http::Response<B>,
+    token: Option<http::HeaderValue>,
+) -> http::Response<B> {
+    if let Some(v) = token {
         response.headers_mut().insert(METADATA_KEY, v);
     }
     response
+}
+
+/// Answers with the token of the position this replica has applied: after a write that
+/// succeeded, once everything committed before it is applied here.
+async fn finish<B>(
+    response: http::Response<B>,
+    access: Access,
+    feed: &Feed,
+    tokens: &Tokens,
+) -> http::Response<B> {
+    // A refused write (a trailers-only error answer) changed nothing: nothing to wait for, and
+    // while the database is unreachable waiting would only delay the answer.
+    let failed = response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() != b"0");
+    let position = match access {
+        Access::Write if !failed => feed.sync().await,
+        Access::Write | Access::Read => feed.applied(),
+    };
+    with_token(response, tokens.header(feed, position))
 }
 
 fn not_reached(wanted: i64, applied: i64) -> Status {
@@ -124,10 +172,8 @@ where
             // Health, reflection: not Patron's data.
             return Box::pin(self.inner.call(req));
         };
-        // The inner service was polled ready; keep that one for this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let feed = Arc::clone(&self.layer.feed);
+        let tokens = Arc::clone(&self.layer.tokens);
         let wanted = match req.headers().get(METADATA_KEY) {
             None => None,
             Some(v) => match v
@@ -147,34 +193,33 @@ where
                 }
             },
         };
+        let Some(wanted) = wanted else {
+            // Nothing to wait for: the service polled ready takes the call now.
+            let fut = self.inner.call(req);
+            return Box::pin(async move {
+                let response = fut.await?;
+                Ok(finish(response, access, &feed, &tokens).await)
+            });
+        };
+        // The inner service was polled ready; keep that one for this call, after the wait.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let budget = grpc_timeout(req.headers()).unwrap_or(self.layer.default_timeout);
         Box::pin(async move {
-            if let Some(wanted) = wanted {
-                // Answer before the caller's own deadline fires, so it learns why.
-                let margin = (budget / 10).min(Duration::from_millis(100));
-                if !feed
-                    .wait_applied(wanted, budget.saturating_sub(margin))
-                    .await
-                {
-                    let applied = feed.applied();
-                    return Ok(with_token(
-                        not_reached(wanted, applied).into_http(),
-                        &feed.token(applied),
-                    ));
-                }
+            // Answer before the caller's own deadline fires, so it learns why.
+            let margin = (budget / 10).min(Duration::from_millis(100));
+            if !feed
+                .wait_applied(wanted, budget.saturating_sub(margin))
+                .await
+            {
+                let applied = feed.applied();
+                return Ok(with_token(
+                    not_reached(wanted, applied).into_http(),
+                    tokens.header(&feed, applied),
+                ));
             }
             let response = inner.call(req).await?;
-            // A refused write (a trailers-only error answer) changed nothing: nothing to wait
-            // for, and while the database is unreachable waiting would only delay the answer.
-            let failed = response
-                .headers()
-                .get("grpc-status")
-                .is_some_and(|v| v.as_bytes() != b"0");
-            let position = match access {
-                Access::Write if !failed => feed.sync().await,
-                Access::Write | Access::Read => feed.applied(),
-            };
-            Ok(with_token(response, &feed.token(position)))
+            Ok(finish(response, access, &feed, &tokens).await)
         })
     }
 }

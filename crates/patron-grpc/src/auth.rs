@@ -16,8 +16,6 @@
 //! kind only.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -485,8 +483,6 @@ pub struct Auth<S> {
     auth: Arc<Authenticator>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 impl<S, B, RB> Service<http::Request<B>> for Auth<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
@@ -496,7 +492,11 @@ where
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    /// An admitted call runs as the inner call's own future; a refusal answers at once.
+    type Future = futures::future::Either<
+        S::Future,
+        futures::future::Ready<Result<Self::Response, Self::Error>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -515,11 +515,11 @@ where
                 if let Some(p) = principal {
                     req.extensions_mut().insert(p);
                 }
-                Box::pin(self.inner.call(req))
+                futures::future::Either::Left(self.inner.call(req))
             }
             Err(status) => {
                 tracing::info!(path = req.uri().path(), code = ?status.code(), "call refused");
-                Box::pin(async move { Ok(status.into_http()) })
+                futures::future::Either::Right(futures::future::ready(Ok(status.into_http())))
             }
         }
     }

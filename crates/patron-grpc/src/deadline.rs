@@ -5,8 +5,6 @@
 //! loads, full syncs) legitimately run for minutes; they are bounded only by the client's deadline.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,7 +48,21 @@ pub struct Deadline<S> {
     layer: DeadlineLayer,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A unary call under the limit, its timeout turned into DEADLINE_EXCEEDED: no allocation per
+/// call.
+type Limited<F, R, E> = futures::future::Map<
+    tokio::time::Timeout<F>,
+    fn(Result<Result<R, E>, tokio::time::error::Elapsed>) -> Result<R, E>,
+>;
+
+fn exceeded<RB: Default, E>(
+    result: Result<Result<http::Response<RB>, E>, tokio::time::error::Elapsed>,
+) -> Result<http::Response<RB>, E> {
+    match result {
+        Ok(result) => result,
+        Err(_) => Ok(Status::from(ApiError::DeadlineExceeded).into_http()),
+    }
+}
 
 impl<S, B, RB> Service<http::Request<B>> for Deadline<S>
 where
@@ -61,7 +73,8 @@ where
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future =
+        futures::future::Either<S::Future, Limited<S::Future, Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -72,14 +85,12 @@ where
         let limit = self.layer.limit;
         let fut = self.inner.call(req);
         if !limited {
-            return Box::pin(fut);
+            return futures::future::Either::Left(fut);
         }
-        Box::pin(async move {
-            match tokio::time::timeout(limit, fut).await {
-                Ok(result) => result,
-                Err(_) => Ok(Status::from(ApiError::DeadlineExceeded).into_http()),
-            }
-        })
+        futures::future::Either::Right(futures::FutureExt::map(
+            tokio::time::timeout(limit, fut),
+            exceeded as fn(_) -> _,
+        ))
     }
 }
 

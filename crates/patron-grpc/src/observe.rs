@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures::future::Either;
 use http_body::Frame;
 use tonic::Code;
 use tonic::body::Body;
@@ -31,14 +32,22 @@ pub struct ObserveLayer {
 
 #[derive(Debug)]
 struct Shared {
+    /// A recorder is installed: without one every record is a no-op, and the calls are passed
+    /// through untouched (no clock reads, no wrapped body).
+    enabled: bool,
     /// Known paths, leaked once so labels are `&'static str`.
     methods: HashMap<String, &'static str>,
     streaming: HashSet<String>,
 }
 
 impl ObserveLayer {
-    /// `methods`: every path served; `streaming`: the streaming ones among them.
-    pub fn new(methods: impl IntoIterator<Item = String>, streaming: HashSet<String>) -> Self {
+    /// `methods`: every path served; `streaming`: the streaming ones among them; `enabled`: a
+    /// metrics recorder is installed (`--metrics-listen`).
+    pub fn new(
+        methods: impl IntoIterator<Item = String>,
+        streaming: HashSet<String>,
+        enabled: bool,
+    ) -> Self {
         let methods = methods
             .into_iter()
             .map(|m| {
@@ -47,7 +56,11 @@ impl ObserveLayer {
             })
             .collect();
         Self {
-            shared: Arc::new(Shared { methods, streaming }),
+            shared: Arc::new(Shared {
+                enabled,
+                methods,
+                streaming,
+            }),
         }
     }
 }
@@ -141,18 +154,22 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    /// The inner call's own future when metrics are off.
+    type Future = Either<S::Future, BoxFuture<Result<Self::Response, Self::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !self.shared.enabled {
+            return Either::Left(self.inner.call(req));
+        }
         let path = req.uri().path();
         let method = self.shared.methods.get(path).copied().unwrap_or("unknown");
         let mut watch = Watch::new(method, self.shared.streaming.contains(path));
         let fut = self.inner.call(req);
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let response = fut.await?;
             if let Some(code) = status_code(response.headers()) {
                 // Trailers-only: the answer is complete.
@@ -161,7 +178,7 @@ where
                 return Ok(response);
             }
             Ok(response.map(|inner| Body::new(Watched { inner, watch })))
-        })
+        }))
     }
 }
 

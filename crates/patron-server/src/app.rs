@@ -397,7 +397,11 @@ impl Application {
         served_paths.extend(streaming.iter().cloned());
         served_paths.push("/grpc.health.v1.Health/Check".into());
         served_paths.push("/grpc.health.v1.Health/Watch".into());
-        let observe = patron_grpc::observe::ObserveLayer::new(served_paths, streaming.clone());
+        let observe = patron_grpc::observe::ObserveLayer::new(
+            served_paths,
+            streaming.clone(),
+            metrics.is_some(),
+        );
         let mut ops_tasks = vec![tokio::spawn(crate::ops::watch_database(
             Arc::clone(&store),
             health.clone(),
@@ -419,7 +423,7 @@ impl Application {
         }
 
         let router = Server::builder()
-            .layer(patron_grpc::trace::TraceLayer::new())
+            .layer(patron_grpc::trace::TraceLayer::new(settings.otlp.is_some()))
             .layer(observe)
             .layer(admission)
             .layer(patron_grpc::deadline::DeadlineLayer::new(

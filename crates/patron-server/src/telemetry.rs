@@ -77,7 +77,13 @@ pub fn init_with(
     otlp: Option<&OtlpSettings>,
 ) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal (and not under NO_COLOR): a log file or a collector gets plain
+    // text, and no call pays for escape codes around every span field.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let fmt = match format {
         LogFormat::Human => fmt.boxed(),
         LogFormat::Json => fmt
