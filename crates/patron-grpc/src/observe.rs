@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -35,9 +35,41 @@ struct Shared {
     /// A recorder is installed: without one every record is a no-op, and the calls are passed
     /// through untouched (no clock reads, no wrapped body).
     enabled: bool,
-    /// Known paths, leaked once so labels are `&'static str`.
-    methods: HashMap<String, &'static str>,
-    streaming: HashSet<String>,
+    methods: HashMap<String, Arc<Method>>,
+    /// Every path not served.
+    unknown: Arc<Method>,
+}
+
+/// One path's metric handles, each taken from the recorder at its first use: registering a
+/// labelled metric builds its key and looks it up in the recorder's registry, too dear for
+/// every call.
+#[derive(Debug)]
+struct Method {
+    /// The path, leaked once so labels are `&'static str`.
+    label: &'static str,
+    kind: &'static str,
+    /// `patron_grpc_calls_open` of the path's kind (shared by the paths of that kind).
+    open: Arc<OnceLock<metrics::Gauge>>,
+    duration: OnceLock<metrics::Histogram>,
+    /// `patron_grpc_requests_total` by status code (`Code as i32`, 0 to 16).
+    finished: [OnceLock<metrics::Counter>; 17],
+}
+
+impl Method {
+    fn new(label: &'static str, stream: bool, open: [&Arc<OnceLock<metrics::Gauge>>; 2]) -> Self {
+        Self {
+            label,
+            kind: if stream { "stream" } else { "unary" },
+            open: Arc::clone(open[usize::from(stream)]),
+            duration: OnceLock::new(),
+            finished: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn open(&self) -> &metrics::Gauge {
+        self.open
+            .get_or_init(|| metrics::gauge!("patron_grpc_calls_open", "kind" => self.kind))
+    }
 }
 
 impl ObserveLayer {
@@ -48,18 +80,20 @@ impl ObserveLayer {
         streaming: HashSet<String>,
         enabled: bool,
     ) -> Self {
+        let open = [Arc::default(), Arc::default()];
         let methods = methods
             .into_iter()
             .map(|m| {
                 let label: &'static str = Box::leak(m.clone().into_boxed_str());
-                (m, label)
+                let method = Method::new(label, streaming.contains(&m), [&open[0], &open[1]]);
+                (m, Arc::new(method))
             })
             .collect();
         Self {
             shared: Arc::new(Shared {
                 enabled,
                 methods,
-                streaming,
+                unknown: Arc::new(Method::new("unknown", false, [&open[0], &open[1]])),
             }),
         }
     }
@@ -114,19 +148,16 @@ fn status_code(headers: &http::HeaderMap) -> Option<Code> {
 /// One call being watched; records when dropped.
 #[derive(Debug)]
 struct Watch {
-    method: &'static str,
-    kind: &'static str,
+    method: Arc<Method>,
     started: Instant,
     code: Option<Code>,
 }
 
 impl Watch {
-    fn new(method: &'static str, stream: bool) -> Self {
-        let kind = if stream { "stream" } else { "unary" };
-        metrics::gauge!("patron_grpc_calls_open", "kind" => kind).increment(1.0);
+    fn new(method: Arc<Method>) -> Self {
+        method.open().increment(1.0);
         Self {
             method,
-            kind,
             started: Instant::now(),
             code: None,
         }
@@ -135,11 +166,19 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        metrics::gauge!("patron_grpc_calls_open", "kind" => self.kind).decrement(1.0);
-        let code = code_name(self.code.unwrap_or(Code::Cancelled));
-        metrics::counter!("patron_grpc_requests_total", "method" => self.method, "code" => code)
+        let m = &*self.method;
+        m.open().decrement(1.0);
+        let code = self.code.unwrap_or(Code::Cancelled);
+        if let Some(slot) = m.finished.get(code as i32 as usize) {
+            slot.get_or_init(|| {
+                metrics::counter!("patron_grpc_requests_total", "method" => m.label, "code" => code_name(code))
+            })
             .increment(1);
-        metrics::histogram!("patron_grpc_request_duration_seconds", "method" => self.method)
+        }
+        m.duration
+            .get_or_init(
+                || metrics::histogram!("patron_grpc_request_duration_seconds", "method" => m.label),
+            )
             .record(self.started.elapsed().as_secs_f64());
     }
 }
@@ -165,9 +204,8 @@ where
         if !self.shared.enabled {
             return Either::Left(self.inner.call(req));
         }
-        let path = req.uri().path();
-        let method = self.shared.methods.get(path).copied().unwrap_or("unknown");
-        let mut watch = Watch::new(method, self.shared.streaming.contains(path));
+        let method = self.shared.methods.get(req.uri().path());
+        let mut watch = Watch::new(Arc::clone(method.unwrap_or(&self.shared.unknown)));
         let fut = self.inner.call(req);
         Either::Right(Box::pin(async move {
             let response = fut.await?;
@@ -212,5 +250,25 @@ impl http_body::Body for Watched {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every status code has its own counter slot.
+    #[test]
+    fn every_code_has_its_own_slot() {
+        let method = Method::new("m", false, [&Arc::default(), &Arc::default()]);
+        let mut seen = HashSet::new();
+        for n in 0..=16 {
+            let code = Code::from_i32(n);
+            let slot = code as i32 as usize;
+            assert!(method.finished.get(slot).is_some(), "{code:?} has no slot");
+            assert!(seen.insert(slot), "{code:?} shares slot {slot}");
+            assert!(!code_name(code).is_empty());
+        }
+        assert_eq!(seen.len(), method.finished.len());
     }
 }
