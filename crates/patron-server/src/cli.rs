@@ -41,7 +41,9 @@ pub struct Cli {
     #[arg(long, env = "PATRON_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
 
-    /// Log filter, e.g. `info` or `info,patron_customers=debug`. [default: info,sqlx=warn]
+    /// Log filter, e.g. `info` or `info,patron_customers=debug`; `info,patron_grpc::trace=debug`
+    /// names the call (`grpc{method=…}`) on every line logged during one, not only on calls that
+    /// carry `traceparent`. [default: info,sqlx=warn]
     #[arg(long, env = "PATRON_LOG", global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
 
