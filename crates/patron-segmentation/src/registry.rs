@@ -132,8 +132,10 @@ impl Snapshot {
 }
 
 impl SegmentResolver for Snapshot {
-    fn program(&self, id: &str) -> Option<Arc<Program>> {
-        self.program_of(id)
+    fn program(&self, id: &str) -> Option<&Program> {
+        self.builtin(id)
+            .map(|b| &*b.program)
+            .or_else(|| self.stored.get(id).map(|s| &*s.program))
     }
 
     fn loyalty(&self) -> Option<&dyn LoyaltyFacts> {

@@ -99,7 +99,9 @@ impl fmt::Display for Value<'_> {
 
 /// Looks up other segments' programs for `in_segment`, and loyalty state for `loyalty.*`.
 pub trait SegmentResolver {
-    fn program(&self, id: &str) -> Option<Arc<Program>>;
+    /// Borrowed, not an `Arc` clone: `in_segment` resolves its segment once per customer, and
+    /// every core evaluating a count would bump the one shared reference count each time.
+    fn program(&self, id: &str) -> Option<&Program>;
 
     fn loyalty(&self) -> Option<&dyn LoyaltyFacts> {
         None
@@ -537,7 +539,7 @@ impl<'f, 'a> Eval<'f, 'a> {
             segments: self.segments,
             depth: self.depth + 1,
         };
-        Value::Bool(inner.matches(&program))
+        Value::Bool(inner.matches(program))
     }
 }
 

@@ -243,8 +243,8 @@ struct Catalog {
 }
 
 impl SegmentResolver for Catalog {
-    fn program(&self, id: &str) -> Option<Arc<Program>> {
-        self.programs.get(id).cloned()
+    fn program(&self, id: &str) -> Option<&Program> {
+        self.programs.get(id).map(|p| &**p)
     }
 }
 
