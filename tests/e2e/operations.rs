@@ -182,15 +182,12 @@ fn far_token(app_token: &str) -> String {
     format!("{prefix}.999999999")
 }
 
-#[tokio::test]
-async fn calls_past_the_limits_are_refused_at_once_with_retry_info() {
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.limits.max_in_flight = 2;
-        s.limits.max_in_flight_per_connection = 2;
-        s.limits.max_streams = 1;
-        s.limits.max_streams_per_connection = 1;
-    })
-    .await;
+type Waiting =
+    tokio::task::JoinHandle<Result<tonic::Response<pb::GetCustomerResponse>, tonic::Status>>;
+
+/// Writes customer `c-1`, then starts `n` reads of it on `app`'s connection that wait for a
+/// position never reached (each holds its place until its 3 s deadline), and lets them arrive.
+async fn hold_places(app: &crate::support::TestApp, n: usize) -> Vec<Waiting> {
     let written = app
         .customers
         .clone()
@@ -207,10 +204,8 @@ async fn calls_past_the_limits_are_refused_at_once_with_retry_info() {
         .expect("ascii")
         .to_owned();
     let waiting_token = far_token(&token);
-
-    // Two calls wait on a position never reached: both places are taken.
     let mut waiting = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..n {
         let mut client = app.customers.clone();
         let mut req = tonic::Request::new(pb::GetCustomerRequest {
             customer_id: "c-1".into(),
@@ -223,6 +218,63 @@ async fn calls_past_the_limits_are_refused_at_once_with_retry_info() {
         waiting.push(tokio::spawn(async move { client.get_customer(req).await }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting
+}
+
+#[tokio::test]
+async fn one_connection_is_refused_past_its_own_limit_while_another_is_served() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.limits.max_in_flight = 10;
+        s.limits.max_in_flight_per_connection = 2;
+    })
+    .await;
+    // Two calls wait on this connection: its places are taken, the server's are not.
+    let waiting = hold_places(&app, 2).await;
+    let read = || pb::GetCustomerRequest {
+        customer_id: "c-1".into(),
+    };
+    let refused = app
+        .customers
+        .clone()
+        .get_customer(read())
+        .await
+        .expect_err("this connection has no place left");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let info = refused
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(info.reason, "TOO_MANY_CALLS");
+    assert_eq!(
+        (info.metadata.get("scope"), info.metadata.get("limit")),
+        (Some(&"connection".to_owned()), Some(&"2".to_owned()))
+    );
+    // A second TCP connection to the same server has places of its own.
+    let mut other = CustomerServiceClient::new(connect(app.addr).await);
+    other
+        .get_customer(read())
+        .await
+        .expect("another connection is served");
+    for w in waiting {
+        let status = w.await.expect("task").expect_err("token never reached");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    app.customer("c-1")
+        .await
+        .expect("the connection's places came back");
+}
+
+#[tokio::test]
+async fn calls_past_the_limits_are_refused_at_once_with_retry_info() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.limits.max_in_flight = 2;
+        s.limits.max_in_flight_per_connection = 2;
+        s.limits.max_streams = 1;
+        s.limits.max_streams_per_connection = 1;
+    })
+    .await;
+    let waiting = hold_places(&app, 2).await;
 
     let started = Instant::now();
     let refused = app

@@ -27,6 +27,8 @@ pub enum DbGuard {
 
 /// A running server and clients to it.
 pub struct TestApp {
+    /// Where the server listens.
+    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub customers: CustomerServiceClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -90,6 +92,7 @@ pub async fn spawn_app_on(
     });
     let channel = connect(addr).await;
     TestApp {
+        addr,
         customers: CustomerServiceClient::new(channel.clone())
             .max_decoding_message_size(64 * 1024 * 1024),
         channel,

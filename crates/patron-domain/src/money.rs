@@ -11,10 +11,14 @@ use crate::validation::quote;
 /// It keeps sums of millions of events far from `i64` overflow.
 pub const MAX_EVENT_AMOUNT: i64 = 1_000_000_000_000;
 
-/// An active ISO 4217 currency code.
+/// An active ISO 4217 currency code, with its minor digits (looked up once, at parsing: every
+/// amount formatted or converted asks for them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Currency([u8; 3]);
+pub struct Currency {
+    code: [u8; 3],
+    digits: u8,
+}
 
 /// Why a currency or amount was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,19 +41,22 @@ impl Currency {
             return Err(MoneyError::MissingCurrency);
         }
         match (iso::currency_minor_digits(code), code.as_bytes()) {
-            (Some(_), &[a, b, c]) => Ok(Self([a, b, c])),
+            (Some(digits), &[a, b, c]) => Ok(Self {
+                code: [a, b, c],
+                digits,
+            }),
             _ => Err(MoneyError::UnknownCurrency(code.to_owned())),
         }
     }
 
     pub fn as_str(&self) -> &str {
         // Only ASCII letters get in through `parse`.
-        std::str::from_utf8(&self.0).unwrap_or("XXX")
+        std::str::from_utf8(&self.code).unwrap_or("XXX")
     }
 
     /// Digits after the decimal point (2 for USD, 0 for JPY).
     pub fn minor_digits(&self) -> u8 {
-        iso::currency_minor_digits(self.as_str()).unwrap_or(2)
+        self.digits
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::future::Either;
 use patron_grpc::methods::{Access, access};
 use patron_grpc::{ApiError, Reason};
 use tonic::{Code, Status};
@@ -29,9 +30,14 @@ use crate::token::{self, METADATA_KEY};
 /// The layer.
 #[derive(Debug, Clone)]
 pub struct ConsistencyLayer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     feed: Arc<Feed>,
     default_timeout: Duration,
-    tokens: Arc<Tokens>,
+    tokens: Tokens,
 }
 
 /// The token header of the last position answered: most answers in a row carry the same one,
@@ -60,9 +66,11 @@ impl ConsistencyLayer {
     /// `default_timeout` bounds a token's wait when the call carries no deadline.
     pub fn new(feed: Arc<Feed>, default_timeout: Duration) -> Self {
         Self {
-            feed,
-            default_timeout,
-            tokens: Arc::default(),
+            shared: Arc::new(Shared {
+                feed,
+                default_timeout,
+                tokens: Tokens::default(),
+            }),
         }
     }
 }
@@ -115,25 +123,56 @@ fn with_token<B>(
     response
 }
 
-/// Answers with the token of the position this replica has applied: after a write that
-/// succeeded, once everything committed before it is applied here.
-async fn finish<B>(
-    response: http::Response<B>,
-    access: Access,
-    feed: &Feed,
-    tokens: &Tokens,
-) -> http::Response<B> {
-    // A refused write (a trailers-only error answer) changed nothing: nothing to wait for, and
-    // while the database is unreachable waiting would only delay the answer.
-    let failed = response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() != b"0");
-    let position = match access {
-        Access::Write if !failed => feed.sync().await,
-        Access::Write | Access::Read => feed.applied(),
-    };
-    with_token(response, tokens.header(feed, position))
+impl Shared {
+    /// The answer to a read, with the token of the position this replica has applied now.
+    fn read_answer<B>(&self, response: http::Response<B>) -> http::Response<B> {
+        let position = self.feed.applied();
+        with_token(response, self.tokens.header(&self.feed, position))
+    }
+
+    /// Answers with the token of the position this replica has applied: after a write that
+    /// succeeded, once everything committed before it is applied here.
+    async fn finish<B>(&self, response: http::Response<B>, access: Access) -> http::Response<B> {
+        // A refused write (a trailers-only error answer) changed nothing: nothing to wait for,
+        // and while the database is unreachable waiting would only delay the answer.
+        let failed = response
+            .headers()
+            .get("grpc-status")
+            .is_some_and(|v| v.as_bytes() != b"0");
+        match access {
+            Access::Write if !failed => {
+                let position = self.feed.sync().await;
+                with_token(response, self.tokens.header(&self.feed, position))
+            }
+            Access::Write | Access::Read => self.read_answer(response),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A read without a token, or a call that is not Patron's (health, reflection: no `shared`):
+    /// the inner call, its answer given the applied position's token.
+    pub struct ReadAnswer<F> {
+        #[pin]
+        inner: F,
+        shared: Option<Arc<Shared>>,
+    }
+}
+
+impl<F, RB, E> Future for ReadAnswer<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = Result<http::Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        Poll::Ready(Ok(match this.shared.take() {
+            Some(shared) => shared.read_answer(response),
+            None => response,
+        }))
+    }
 }
 
 fn not_reached(wanted: i64, applied: i64) -> Status {
@@ -161,7 +200,7 @@ where
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = Either<ReadAnswer<S::Future>, BoxFuture<Result<Self::Response, Self::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -170,16 +209,18 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let Some(access) = access(req.uri().path()) else {
             // Health, reflection: not Patron's data.
-            return Box::pin(self.inner.call(req));
+            return Either::Left(ReadAnswer {
+                inner: self.inner.call(req),
+                shared: None,
+            });
         };
-        let feed = Arc::clone(&self.layer.feed);
-        let tokens = Arc::clone(&self.layer.tokens);
+        let shared = &self.layer.shared;
         let wanted = match req.headers().get(METADATA_KEY) {
             None => None,
             Some(v) => match v
                 .to_str()
                 .map_err(|_| token::TokenError::Malformed)
-                .and_then(|t| token::decode(t, feed.database_id()))
+                .and_then(|t| token::decode(t, shared.feed.database_id()))
             {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -189,38 +230,46 @@ where
                         e.to_string(),
                     )
                     .into();
-                    return Box::pin(async move { Ok(status.into_http()) });
+                    return Either::Right(Box::pin(async move { Ok(status.into_http()) }));
                 }
             },
         };
+        let shared = Arc::clone(shared);
         let Some(wanted) = wanted else {
             // Nothing to wait for: the service polled ready takes the call now.
-            let fut = self.inner.call(req);
-            return Box::pin(async move {
-                let response = fut.await?;
-                Ok(finish(response, access, &feed, &tokens).await)
-            });
+            let inner = self.inner.call(req);
+            return match access {
+                Access::Read => Either::Left(ReadAnswer {
+                    inner,
+                    shared: Some(shared),
+                }),
+                Access::Write => Either::Right(Box::pin(async move {
+                    let response = inner.await?;
+                    Ok(shared.finish(response, access).await)
+                })),
+            };
         };
         // The inner service was polled ready; keep that one for this call, after the wait.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let budget = grpc_timeout(req.headers()).unwrap_or(self.layer.default_timeout);
-        Box::pin(async move {
+        let budget = grpc_timeout(req.headers()).unwrap_or(shared.default_timeout);
+        Either::Right(Box::pin(async move {
             // Answer before the caller's own deadline fires, so it learns why.
             let margin = (budget / 10).min(Duration::from_millis(100));
-            if !feed
+            if !shared
+                .feed
                 .wait_applied(wanted, budget.saturating_sub(margin))
                 .await
             {
-                let applied = feed.applied();
+                let applied = shared.feed.applied();
                 return Ok(with_token(
                     not_reached(wanted, applied).into_http(),
-                    tokens.header(&feed, applied),
+                    shared.tokens.header(&shared.feed, applied),
                 ));
             }
             let response = inner.call(req).await?;
-            Ok(finish(response, access, &feed, &tokens).await)
-        })
+            Ok(shared.finish(response, access).await)
+        }))
     }
 }
 

@@ -9,12 +9,17 @@
 //! A call holds its place until its response body has been sent or dropped, so a server stream
 //! holds its place for as long as it is open. Health checks and reflection are never refused:
 //! probes must see an overloaded server as alive.
+//!
+//! A connection's own counts live on the connection: its [`ConnectionPeer`] (the transport's
+//! `ConnectInfo`, copied into every request) carries [`ConnectionSlots`], so admitting a call
+//! touches two atomic counters and no shared map. A request that comes without a
+//! `ConnectionPeer` is held to the server-wide limits only.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +29,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
+use crate::auth::ConnectionPeer;
 use crate::{Reason, error_details};
 
 /// How many calls may run at once.
@@ -79,10 +85,54 @@ impl Gauges {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct ConnectionCounts {
-    in_flight: usize,
-    streams: usize,
+/// The places one connection's calls hold now. Made once per connection by the transport and
+/// shared by every request on it (cloning is an `Arc` clone); two are equal only when they are
+/// the same connection's.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionSlots(Arc<Gauges>);
+
+impl ConnectionSlots {
+    /// Unary calls in flight on this connection now.
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight()
+    }
+
+    /// Streams open on this connection now.
+    pub fn streams(&self) -> usize {
+        self.0.streams()
+    }
+}
+
+impl PartialEq for ConnectionSlots {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ConnectionSlots {}
+
+impl Gauges {
+    fn counter(&self, stream: bool) -> &AtomicUsize {
+        if stream {
+            &self.streams
+        } else {
+            &self.in_flight
+        }
+    }
+
+    /// Takes a place unless `limit` are taken.
+    fn take(&self, stream: bool, limit: usize) -> bool {
+        let counter = self.counter(stream);
+        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, stream: bool) {
+        self.counter(stream).fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug)]
@@ -90,7 +140,6 @@ struct Shared {
     limits: Limits,
     streaming: HashSet<String>,
     gauges: Arc<Gauges>,
-    connections: Mutex<HashMap<SocketAddr, ConnectionCounts>>,
 }
 
 /// Applies [`Limits`] to every call but health checks and reflection.
@@ -107,7 +156,6 @@ impl AdmissionLayer {
                 limits,
                 streaming,
                 gauges: Arc::default(),
-                connections: Mutex::default(),
             }),
         }
     }
@@ -144,40 +192,18 @@ enum Refusal {
 
 /// A place held by an admitted call, given back when dropped.
 #[derive(Debug)]
-struct Permit {
+pub struct Permit {
     shared: Arc<Shared>,
     stream: bool,
-    connection: Option<SocketAddr>,
+    connection: Option<ConnectionSlots>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let gauges = &self.shared.gauges;
-        if self.stream {
-            gauges.streams.fetch_sub(1, Ordering::AcqRel);
-        } else {
-            gauges.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.shared.gauges.give_back(self.stream);
+        if let Some(slots) = &self.connection {
+            slots.0.give_back(self.stream);
         }
-        if let Some(addr) = self.connection {
-            let mut map = lock(&self.shared.connections);
-            if let Some(c) = map.get_mut(&addr) {
-                if self.stream {
-                    c.streams = c.streams.saturating_sub(1);
-                } else {
-                    c.in_flight = c.in_flight.saturating_sub(1);
-                }
-                if c.streams == 0 && c.in_flight == 0 {
-                    map.remove(&addr);
-                }
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -185,15 +211,20 @@ impl Shared {
     fn admit(
         self: &Arc<Self>,
         stream: bool,
-        connection: Option<SocketAddr>,
+        connection: Option<&ConnectionSlots>,
     ) -> Result<Permit, (Refusal, usize)> {
-        let (counter, limit) = if stream {
-            (&self.gauges.streams, self.limits.max_streams)
+        let (limit, per_connection) = if stream {
+            (
+                self.limits.max_streams,
+                self.limits.max_streams_per_connection,
+            )
         } else {
-            (&self.gauges.in_flight, self.limits.max_in_flight)
+            (
+                self.limits.max_in_flight,
+                self.limits.max_in_flight_per_connection,
+            )
         };
-        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
-            counter.fetch_sub(1, Ordering::AcqRel);
+        if !self.gauges.take(stream, limit) {
             return Err((Refusal::Server, limit));
         }
         // From here the permit gives the server-wide place back if the connection refuses.
@@ -202,27 +233,11 @@ impl Shared {
             stream,
             connection: None,
         };
-        if let Some(addr) = connection {
-            let per_connection = if stream {
-                self.limits.max_streams_per_connection
-            } else {
-                self.limits.max_in_flight_per_connection
-            };
-            let mut map = lock(&self.connections);
-            let c = map.entry(addr).or_default();
-            let held = if stream {
-                &mut c.streams
-            } else {
-                &mut c.in_flight
-            };
-            if *held >= per_connection {
-                if c.streams == 0 && c.in_flight == 0 {
-                    map.remove(&addr);
-                }
+        if let Some(slots) = connection {
+            if !slots.0.take(stream, per_connection) {
                 return Err((Refusal::Connection, per_connection));
             }
-            *held += 1;
-            permit.connection = Some(addr);
+            permit.connection = Some(slots.clone());
         }
         Ok(permit)
     }
@@ -259,28 +274,18 @@ fn exempt(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
 }
 
-/// The remote address of the connection a request came on, if the transport says.
-pub fn remote_addr<B>(req: &http::Request<B>) -> Option<SocketAddr> {
-    let ext = req.extensions();
-    ext.get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|i| i.remote_addr)
-        .or_else(|| {
-            ext.get::<crate::auth::ConnectionPeer>()
-                .and_then(|p| p.remote_addr)
-        })
+/// The places held by the connection a request came on, if the transport keeps them.
+fn slots_of<B>(req: &http::Request<B>) -> Option<&ConnectionSlots> {
+    req.extensions().get::<ConnectionPeer>().map(|p| &p.slots)
 }
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 impl<S, B> Service<http::Request<B>> for Admission<S>
 where
     S: Service<http::Request<B>, Response = http::Response<Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = Admitted<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -289,10 +294,13 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
         if exempt(path) {
-            return Box::pin(self.inner.call(req));
+            return Admitted::Call {
+                inner: self.inner.call(req),
+                permit: None,
+            };
         }
         let stream = self.shared.streaming.contains(path);
-        let permit = match self.shared.admit(stream, remote_addr(&req)) {
+        let permit = match self.shared.admit(stream, slots_of(&req)) {
             Ok(p) => p,
             Err((refusal, limit)) => {
                 metrics::counter!(
@@ -302,19 +310,57 @@ where
                 )
                 .increment(1);
                 let status = refusal_status(stream, refusal, limit);
-                return Box::pin(async move { Ok(status.into_http()) });
+                return Admitted::Refused {
+                    response: Some(status.into_http()),
+                };
             }
         };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let response = fut.await?;
-            Ok(response.map(|body| {
-                Body::new(Guarded {
-                    inner: body,
-                    _permit: permit,
-                })
-            }))
-        })
+        Admitted::Call {
+            inner: self.inner.call(req),
+            permit: Some(permit),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an [`Admission`] call: the refusal, or the inner call whose answer's body
+    /// takes the permit (none for exempt calls).
+    #[project = AdmittedProj]
+    pub enum Admitted<F> {
+        Refused { response: Option<http::Response<Body>> },
+        Call {
+            #[pin]
+            inner: F,
+            permit: Option<Permit>,
+        },
+    }
+}
+
+impl<F, E> Future for Admitted<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AdmittedProj::Refused { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => panic!("Admitted polled after completion"),
+            },
+            AdmittedProj::Call { inner, permit } => {
+                let response = std::task::ready!(inner.poll(cx))?;
+                Poll::Ready(Ok(match permit.take() {
+                    Some(permit) => response.map(|body| {
+                        Body::new(Guarded {
+                            inner: body,
+                            _permit: permit,
+                        })
+                    }),
+                    None => response,
+                }))
+            }
+        }
     }
 }
 
@@ -349,19 +395,23 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
-    fn request(path: &str, peer: Option<SocketAddr>) -> http::Request<()> {
+    fn request(path: &str, peer: Option<&ConnectionPeer>) -> http::Request<()> {
         let mut req = http::Request::builder()
             .uri(format!("http://x{path}"))
             .body(())
             .expect("request");
-        if let Some(addr) = peer {
-            req.extensions_mut()
-                .insert(tonic::transport::server::TcpConnectInfo {
-                    local_addr: None,
-                    remote_addr: Some(addr),
-                });
+        if let Some(peer) = peer {
+            // What tonic does with a connection's ConnectInfo: a clone in every request.
+            req.extensions_mut().insert(peer.clone());
         }
         req
+    }
+
+    fn peer(addr: &str) -> ConnectionPeer {
+        ConnectionPeer {
+            remote_addr: Some(addr.parse().expect("addr")),
+            ..ConnectionPeer::default()
+        }
     }
 
     fn ok_service() -> impl Service<
@@ -470,20 +520,20 @@ mod tests {
     async fn one_connection_cannot_take_every_place() {
         let layer = AdmissionLayer::new(limits(10, 2), HashSet::new());
         let svc = layer.layer(ok_service());
-        let greedy: SocketAddr = "10.0.0.1:1000".parse().expect("addr");
-        let other: SocketAddr = "10.0.0.2:1000".parse().expect("addr");
+        let greedy = peer("10.0.0.1:1000");
+        let other = peer("10.0.0.2:1000");
         let mut held = Vec::new();
         for _ in 0..2 {
             held.push(
                 svc.clone()
-                    .oneshot(request("/p.S/M", Some(greedy)))
+                    .oneshot(request("/p.S/M", Some(&greedy)))
                     .await
                     .expect("held"),
             );
         }
         let refused = svc
             .clone()
-            .oneshot(request("/p.S/M", Some(greedy)))
+            .oneshot(request("/p.S/M", Some(&greedy)))
             .await
             .expect("refused");
         let status = status_of(&refused).expect("refused");
@@ -497,15 +547,32 @@ mod tests {
         );
         let fine = svc
             .clone()
-            .oneshot(request("/p.S/M", Some(other)))
+            .oneshot(request("/p.S/M", Some(&other)))
             .await
             .expect("other");
         assert!(status_of(&fine).is_none(), "another connection is served");
+        assert_eq!((greedy.slots.in_flight(), other.slots.in_flight()), (2, 1));
+        assert_eq!(
+            layer.gauges().in_flight(),
+            3,
+            "the refusal gave its place back"
+        );
         drop(held);
-        drop(fine);
-        assert!(
-            lock(&layer.shared.connections).is_empty(),
-            "no entry outlives its calls"
+        assert_eq!(greedy.slots.in_flight(), 0, "no place outlives its call");
+        let again = svc
+            .clone()
+            .oneshot(request("/p.S/M", Some(&greedy)))
+            .await
+            .expect("again");
+        assert!(status_of(&again).is_none(), "places came free");
+        drop((again, fine));
+        assert_eq!(
+            (
+                greedy.slots.in_flight(),
+                other.slots.in_flight(),
+                layer.gauges().in_flight()
+            ),
+            (0, 0, 0)
         );
     }
 }

@@ -260,11 +260,14 @@ pub struct AuthSettings {
     pub open_reflection: bool,
 }
 
-/// What the transport knows of the caller: its address and, over mutual TLS, its certificate's subject.
+/// What the transport knows of the caller: its address and, over mutual TLS, its certificate's
+/// subject; and the places its calls hold (admission's per-connection limits). The transport makes
+/// one per connection (its `ConnectInfo`) and tonic copies it into every request's extensions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectionPeer {
     pub remote_addr: Option<std::net::SocketAddr>,
     pub subject: Option<String>,
+    pub slots: crate::admission::ConnectionSlots,
 }
 
 /// Checks credentials and scopes.

@@ -32,7 +32,6 @@ use patron_views::engine::{Engine, LoadedFrom};
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -476,18 +475,16 @@ impl Application {
                 tokio::time::sleep(grace).await;
             }
         };
-        // TCP_NODELAY: a small unary answer must not wait for Nagle's algorithm to meet the
-        // client's delayed ACK (~40 ms per call on loopback).
+        // Either transport sets TCP_NODELAY and gives each connection its ConnectionPeer.
         let serve: std::pin::Pin<
             Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
         > = match tls {
             Some(tls) => {
                 Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal))
             }
-            None => {
-                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
-            }
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(crate::conn::incoming(listener), signal),
+            ),
         };
         // Calls that never end (a health Watch, a stuck stream) must not hold the process forever.
         let deadline = async move {

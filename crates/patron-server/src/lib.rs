@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod generate;
 pub mod import;

@@ -33,10 +33,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tonic::transport::server::Connected;
 
 /// How often the certificate files are checked for changes unless configured.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
@@ -209,99 +207,34 @@ impl TlsAcceptor {
 }
 
 /// One established TLS connection, with what is known of its peer.
-pub struct TlsConn {
+pub type TlsConn = crate::conn::Conn<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// The connection of a finished handshake: its peer's address and, when the client presented
+/// a certificate, its subject.
+fn tls_conn(
     stream: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: ConnectionPeer,
-}
-
-impl fmt::Debug for TlsConn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConn")
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TlsConn {
-    fn new(stream: tokio_rustls::server::TlsStream<TcpStream>, remote_addr: SocketAddr) -> Self {
-        let subject = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| match x509_parser::parse_x509_certificate(leaf) {
-                Ok((_, cert)) => Some(cert.subject().to_string()),
-                Err(e) => {
-                    tracing::debug!(%remote_addr, error = %e, "client certificate subject unreadable");
-                    None
-                }
-            });
-        Self {
-            stream,
-            peer: ConnectionPeer {
-                remote_addr: Some(remote_addr),
-                subject,
-            },
-        }
-    }
-
-    /// The peer's address and client certificate subject.
-    pub fn peer(&self) -> &ConnectionPeer {
-        &self.peer
-    }
-
-    /// The underlying TLS stream (negotiated protocol, peer certificates).
-    pub fn get_ref(&self) -> &tokio_rustls::server::TlsStream<TcpStream> {
-        &self.stream
-    }
-}
-
-impl Connected for TlsConn {
-    type ConnectInfo = ConnectionPeer;
-
-    fn connect_info(&self) -> ConnectionPeer {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
+    remote_addr: SocketAddr,
+) -> TlsConn {
+    let subject = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| match x509_parser::parse_x509_certificate(leaf) {
+            Ok((_, cert)) => Some(cert.subject().to_string()),
+            Err(e) => {
+                tracing::debug!(%remote_addr, error = %e, "client certificate subject unreadable");
+                None
+            }
+        });
+    TlsConn::new(
+        stream,
+        ConnectionPeer {
+            remote_addr: Some(remote_addr),
+            subject,
+            ..ConnectionPeer::default()
+        },
+    )
 }
 
 /// What the acceptor, its clones, its streams and the reload task share.
@@ -520,7 +453,7 @@ impl Incoming {
         let tls = self.acceptor.shared.tls.clone();
         self.handshakes.spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(stream)) => Some(TlsConn::new(stream, remote_addr)),
+                Ok(Ok(stream)) => Some(tls_conn(stream, remote_addr)),
                 Ok(Err(e)) => {
                     tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
                     None

@@ -431,8 +431,12 @@ type IfAlive = Option<Option<Arc<[f64]>>>;
 /// sum's E[X(t)] are in turn P(alive) times factors of (frequency, age) alone, which far fewer
 /// distinct values take: they have a memo of their own. Each lives and dies with the model.
 struct Memo<K, V> {
-    shards: [std::sync::Mutex<std::collections::HashMap<K, V>>; MEMO_SHARDS],
+    shards: [std::sync::Mutex<MemoShard<K, V>>; MEMO_SHARDS],
 }
+
+/// One shard's map, hashed by the same fixed foldhash as the shard choice: keys are a few
+/// integers, and SipHash (twice per lookup) cost more than the lookup it guarded.
+type MemoShard<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 impl<K, V> Default for Memo<K, V> {
     fn default() -> Self {
@@ -449,11 +453,12 @@ impl<K, V> std::fmt::Debug for Memo<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
-    fn shard(&self, key: &K) -> &std::sync::Mutex<std::collections::HashMap<K, V>> {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        // A fixed hasher: the shard only spreads the lock, the map inside does the hashing.
-        let h = BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(key);
-        &self.shards[(h >> 59) as usize % MEMO_SHARDS]
+    fn shard(&self, key: &K) -> &std::sync::Mutex<MemoShard<K, V>> {
+        use std::hash::BuildHasher;
+        // Middle bits pick the shard: the map inside indexes by the low bits and tags its
+        // slots with the top seven, which must still differ between a shard's keys.
+        let h = foldhash::fast::FixedState::default().hash_one(key);
+        &self.shards[(h >> 40) as usize % MEMO_SHARDS]
     }
 
     fn get_or_compute(&self, key: K, compute: impl FnOnce() -> V) -> V {
