@@ -1201,7 +1201,7 @@ impl ScoringService for ScoringApi {
 
 /// Rows a stream computes at a time, about: whole messages of `chunk` profiles where they fit,
 /// so a stream's memory is a few messages.
-const STREAM_JOB_ROWS: usize = 256;
+const STREAM_JOB_ROWS: usize = 512;
 
 /// Profiles a stream computes per unit of tokio's cooperative budget (about 80 µs of work).
 const ROWS_PER_TURN: usize = 32;
@@ -1427,7 +1427,7 @@ mod tests {
 
     #[test]
     fn a_job_holds_whole_messages() {
-        assert_eq!(job_rows(100), 200);
+        assert_eq!(job_rows(100), 500);
         assert_eq!(job_rows(1), STREAM_JOB_ROWS);
         assert_eq!(job_rows(1000), 1000, "at least one message");
         assert_eq!(job_rows(0), STREAM_JOB_ROWS);

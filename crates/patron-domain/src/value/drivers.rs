@@ -54,7 +54,8 @@ pub struct DriverInput<'a> {
 /// Two to five sentences explaining the tier (always first) and the quadrant (second, when
 /// known), then the most salient other factors. Deterministic.
 pub fn drivers(input: &DriverInput<'_>) -> Vec<String> {
-    let mut out = vec![tier_sentence(input)];
+    let mut out = Vec::with_capacity(MAX_DRIVERS);
+    out.push(tier_sentence(input));
     out.extend(quadrant_sentence(input));
 
     let mut factors: Vec<(f64, Text<'_>)> = Vec::with_capacity(8);
@@ -72,7 +73,7 @@ pub fn drivers(input: &DriverInput<'_>) -> Vec<String> {
         if out.len() >= MAX_DRIVERS || (salience < SALIENCE_FLOOR && out.len() >= MIN_DRIVERS) {
             break;
         }
-        out.push(text());
+        out.push(text.write());
     }
     out
 }
@@ -462,14 +463,28 @@ fn quadrant_sentence(input: &DriverInput<'_>) -> Option<String> {
 
 /// A factor's sentence, written only if the factor is chosen (formatting is most of the cost of
 /// drivers, and most factors are not chosen).
-type Text<'a> = Box<dyn FnOnce() -> String + 'a>;
+/// A factor's sentence, written only if the factor is among those kept: a fixed one costs
+/// nothing until then.
+enum Text<'a> {
+    Fixed(&'static str),
+    Written(Box<dyn FnOnce() -> String + 'a>),
+}
+
+impl Text<'_> {
+    fn write(self) -> String {
+        match self {
+            Text::Fixed(s) => s.to_owned(),
+            Text::Written(f) => f(),
+        }
+    }
+}
 
 fn text<'a>(f: impl FnOnce() -> String + 'a) -> Text<'a> {
-    Box::new(f)
+    Text::Written(Box::new(f))
 }
 
 fn fixed<'a>(s: &'static str) -> Text<'a> {
-    Box::new(move || s.to_owned())
+    Text::Fixed(s)
 }
 
 fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
@@ -1033,7 +1048,7 @@ mod tests {
         ];
         for &(contacts, resolved, salience, text) in cases {
             let (x, t) = support_factor(support_burden(contacts, resolved, 100.0));
-            assert_eq!((x, t()), (salience, text.to_owned()));
+            assert_eq!((x, t.write()), (salience, text.to_owned()));
         }
         let sat = |csat: Option<f64>, count: i64, last: Option<u8>| Satisfaction {
             csat,
@@ -1065,7 +1080,7 @@ mod tests {
             ),
         ];
         for (s, want) in cases {
-            let got = nps_factor(*s).map(|(x, t)| (x, t()));
+            let got = nps_factor(*s).map(|(x, t)| (x, t.write()));
             assert_eq!(got, want.map(|(x, t)| (x, t.to_owned())), "{s:?}");
         }
         let p = |days: i64, since: Option<i64>| {
@@ -1104,7 +1119,7 @@ mod tests {
                 (got_salience - salience).abs() < 1e-12,
                 "{days} {since:?}: {got_salience}"
             );
-            assert_eq!(got_text(), text);
+            assert_eq!(got_text.write(), text);
         }
     }
 
@@ -1120,7 +1135,7 @@ mod tests {
                 ..input_stub()
             };
             let (salience, sentence) = churn_factor(&input).expect("a sentence");
-            let sentence = sentence();
+            let sentence = sentence.write();
             assert!(sentence.contains("cannot tell"), "{sentence}");
             assert!(!sentence.starts_with("Very likely"), "{sentence}");
             assert_eq!(salience > 0.5, days > 365, "{days}");
@@ -1133,7 +1148,7 @@ mod tests {
             ..input_stub()
         };
         let (_, sentence) = churn_factor(&input).expect("a sentence");
-        assert_eq!(sentence(), "Very likely still active: a 90 % chance.");
+        assert_eq!(sentence.write(), "Very likely still active: a 90 % chance.");
     }
 
     fn input_stub() -> DriverInput<'static> {
