@@ -511,30 +511,55 @@ impl Application {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: the accept loop may first poll its shutdown future after it has
+/// already served a call, and a SIGTERM before then would kill the process instead of draining it.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let wait = |installed: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match installed {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let interrupt = wait(signal(SignalKind::interrupt()), "SIGINT");
+        let terminate = wait(signal(SignalKind::terminate()), "SIGTERM");
+        async move {
+            tokio::select! {
+                () = interrupt => {},
+                () = terminate => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A SIGTERM that arrives after `shutdown_signal()` is called but before its future is first
+    /// polled completes the future; were the handler installed only at the first poll, the
+    /// signal would kill this test process.
+    #[tokio::test]
+    async fn sigterm_before_the_first_poll_is_caught() {
+        let stop = shutdown_signal();
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).expect("raise");
+        tokio::time::timeout(std::time::Duration::from_secs(5), stop)
+            .await
+            .expect("the signal completes the future");
     }
 }

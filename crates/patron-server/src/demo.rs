@@ -682,6 +682,8 @@ pub async fn run(settings: Settings, customers: usize, seed: u64) -> Result<(), 
     }
     drop(store);
 
+    // Before anything says the demo serves: from then on SIGTERM stops it gracefully.
+    let shutdown = app::shutdown_signal();
     let app = app::Application::build(settings)
         .await
         .map_err(|e| e.to_string())?;
@@ -768,7 +770,7 @@ pub async fn run(settings: Settings, customers: usize, seed: u64) -> Result<(), 
             ex.star
         );
     }
-    app.run_until_stopped(app::shutdown_signal())
+    app.run_until_stopped(shutdown)
         .await
         .map_err(|e| e.to_string())
 }

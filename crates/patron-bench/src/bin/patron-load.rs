@@ -122,7 +122,7 @@ struct Args {
     /// Seed of the id generator (worker w uses seed + w).
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Profiles per stream message (stream-customer-values); 0 = the server's default (1,000).
+    /// Profiles per stream message (stream-customer-values); 0 = the server's default (100).
     #[arg(long, default_value_t = 0)]
     chunk_size: i32,
     /// StreamCustomerValues' BASIC view: profiles without the driver sentences.
