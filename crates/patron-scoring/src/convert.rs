@@ -13,7 +13,7 @@ use patron_views::profile::{Scored, Subject};
 
 fn money(minor_units: i64, currency: Currency) -> Money {
     Money {
-        currency_code: currency.to_string(),
+        currency_code: currency.as_str().to_owned(),
         minor_units,
     }
 }

@@ -520,6 +520,12 @@ impl ScoringApi {
             ApiError::not_found(Reason::CustomerNotFound, "customer", id.as_str())
         })?;
         let state = self.engine.state();
+        if !history::changed_after(&row, as_of) && !history::began_after(&row, as_of) {
+            // Nothing after `as_of` changed the row (every call without `as_of`): as it is.
+            return Ok(pb::GetCustomerValueResponse {
+                value: Some(value_of(&row, as_of, &state, &self.engine, intervals)),
+            });
+        }
         let then = history::rows_as_of(self.engine.store().as_ref(), vec![row], as_of).await?;
         let Some(row) = then.rows.first() else {
             return Err(ApiError::invalid_field(
