@@ -133,6 +133,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         let this = self.get_mut();
         let pending = this.held.len() - this.sent;
         if pending + buf.len() < HOLD_BELOW {
+            // What a partial write already sent goes first, so `held` stays under the limit.
+            this.held.drain(..this.sent);
+            this.sent = 0;
             this.held.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }
