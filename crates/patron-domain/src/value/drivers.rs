@@ -58,25 +58,42 @@ pub fn drivers(input: &DriverInput<'_>) -> Vec<String> {
     out.push(tier_sentence(input));
     out.extend(quadrant_sentence(input));
 
-    let mut factors: Vec<(f64, Text<'_>)> = Vec::with_capacity(8);
-    factors.extend(churn_factor(input));
-    factors.push(support_factor(input.support));
-    factors.extend(nps_factor(input.satisfaction));
-    factors.push(purchase_factor(input));
-    factors.extend(worst_dimension_factor(input));
-    factors.extend(perceived_factor(input));
-    factors.extend(clv_factor(input));
-    factors.extend(revenue_factor(input));
-    // Stable: equal saliences keep the order above.
-    factors.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (salience, text) in factors {
+    // Every factor's salience first, without its sentence; then the sentences of those kept.
+    let mut ranked = [(0.0, 0usize); FACTORS.len()];
+    let mut n = 0;
+    for (i, factor) in FACTORS.iter().enumerate() {
+        if let Some((salience, _)) = factor(input, Write::No) {
+            ranked[n] = (salience, i);
+            n += 1;
+        }
+    }
+    // Stable: equal saliences keep the order of FACTORS.
+    ranked[..n].sort_by(|a, b| b.0.total_cmp(&a.0));
+    for &(salience, i) in &ranked[..n] {
         if out.len() >= MAX_DRIVERS || (salience < SALIENCE_FLOOR && out.len() >= MIN_DRIVERS) {
             break;
         }
-        out.push(text.write());
+        if let Some((_, text)) = FACTORS[i](input, Write::Yes) {
+            out.extend(text.into_string());
+        }
     }
     out
 }
+
+/// A factor: its salience and, when asked to write, its sentence.
+type Factor = fn(&DriverInput<'_>, Write) -> Option<(f64, Text)>;
+
+/// The factors after the tier and the quadrant, in the order that breaks salience ties.
+const FACTORS: [Factor; 8] = [
+    churn_factor,
+    |input, write| Some(support_factor(input.support, write)),
+    |input, write| nps_factor(input.satisfaction, write),
+    |input, write| Some(purchase_factor(input, write)),
+    worst_dimension_factor,
+    perceived_factor,
+    clv_factor,
+    revenue_factor,
+];
 
 /// Money as `USD 1,234.50`: the currency code, then the amount with the currency's digits and
 /// thousands separators.
@@ -461,33 +478,47 @@ fn quadrant_sentence(input: &DriverInput<'_>) -> Option<String> {
     })
 }
 
-/// A factor's sentence, written only if the factor is chosen (formatting is most of the cost of
-/// drivers, and most factors are not chosen).
-/// A factor's sentence, written only if the factor is among those kept: a fixed one costs
-/// nothing until then.
-enum Text<'a> {
-    Fixed(&'static str),
-    Written(Box<dyn FnOnce() -> String + 'a>),
+/// Whether a factor writes its sentence: only once it is among those kept. Formatting is most of
+/// the cost of drivers and most factors are not kept, so [`drivers`] asks every factor for its
+/// salience alone, then the kept ones again for their sentences (the same answer: a factor is a
+/// function of the input). Deferring the sentence in a boxed closure instead cost an allocation
+/// per factor and customer, most of them never called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    No,
+    Yes,
 }
 
-impl Text<'_> {
-    fn write(self) -> String {
+/// A factor's sentence: fixed, written, or not written (asked for the salience alone).
+enum Text {
+    Fixed(&'static str),
+    Written(String),
+    NotWritten,
+}
+
+impl Text {
+    fn into_string(self) -> Option<String> {
         match self {
-            Text::Fixed(s) => s.to_owned(),
-            Text::Written(f) => f(),
+            Text::Fixed(s) => Some(s.to_owned()),
+            Text::Written(s) => Some(s),
+            Text::NotWritten => None,
         }
     }
 }
 
-fn text<'a>(f: impl FnOnce() -> String + 'a) -> Text<'a> {
-    Text::Written(Box::new(f))
+/// The sentence `f` writes, if `write`.
+fn text(write: Write, f: impl FnOnce() -> String) -> Text {
+    match write {
+        Write::Yes => Text::Written(f()),
+        Write::No => Text::NotWritten,
+    }
 }
 
-fn fixed<'a>(s: &'static str) -> Text<'a> {
+fn fixed(s: &'static str) -> Text {
     Text::Fixed(s)
 }
 
-fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
+fn churn_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)> {
     if input.p_alive_uninformative {
         let days = input.days_since_last_purchase?;
         // The longer ago the one purchase, the more the missing estimate matters.
@@ -505,7 +536,7 @@ fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
         ChurnLevel::Unknown => return None,
         ChurnLevel::High => (
             0.9,
-            text(move || {
+            text(write, move || {
                 format!(
                     "Likely to churn: only a {} chance they are still active.",
                     Chance(p)
@@ -514,7 +545,7 @@ fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
         ),
         ChurnLevel::Medium => (
             0.6,
-            text(move || {
+            text(write, move || {
                 format!(
                     "May be drifting away: a {} chance they are still active.",
                     Chance(p)
@@ -523,12 +554,14 @@ fn churn_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
         ),
         ChurnLevel::Low => (
             0.3,
-            text(move || format!("Very likely still active: a {} chance.", Chance(p))),
+            text(write, move || {
+                format!("Very likely still active: a {} chance.", Chance(p))
+            }),
         ),
     })
 }
 
-fn support_factor<'a>(s: SupportBurden) -> (f64, Text<'a>) {
+fn support_factor(s: SupportBurden, write: Write) -> (f64, Text) {
     let salience = match s.level {
         SupportLevel::None => 0.1,
         SupportLevel::Low => 0.25,
@@ -539,7 +572,7 @@ fn support_factor<'a>(s: SupportBurden) -> (f64, Text<'a>) {
         (c, _) if c <= 0 => fixed("Has never contacted support."),
         (1, 1) => fixed("Contacted support once; it was resolved on first contact."),
         (1, _) => fixed("Contacted support once; it was not resolved on first contact."),
-        (c, r) => text(move || {
+        (c, r) => text(write, move || {
             let resolved = if r <= 0 {
                 "none".to_owned()
             } else if r >= c {
@@ -556,7 +589,7 @@ fn support_factor<'a>(s: SupportBurden) -> (f64, Text<'a>) {
     (salience, text)
 }
 
-fn nps_factor<'a>(s: Satisfaction) -> Option<(f64, Text<'a>)> {
+fn nps_factor(s: Satisfaction, write: Write) -> Option<(f64, Text)> {
     let csat = move || {
         s.csat
             .map(|c| format!("; average satisfaction {}/5", Fixed1(c)))
@@ -571,7 +604,7 @@ fn nps_factor<'a>(s: Satisfaction) -> Option<(f64, Text<'a>)> {
             };
             Some((
                 salience,
-                text(move || {
+                text(write, move || {
                     format!(
                         "{label}: last scored us {answer}/10 on recommending us{}.",
                         csat()
@@ -585,7 +618,7 @@ fn nps_factor<'a>(s: Satisfaction) -> Option<(f64, Text<'a>)> {
             let plural = if answers == 1 { "" } else { "s" };
             Some((
                 0.6 * (c - 3.0).abs() / 2.0,
-                text(move || {
+                text(write, move || {
                     format!(
                         "Average satisfaction {}/5 over {answers} answer{plural}.",
                         Fixed1(c)
@@ -596,13 +629,13 @@ fn nps_factor<'a>(s: Satisfaction) -> Option<(f64, Text<'a>)> {
     }
 }
 
-fn purchase_factor<'a>(input: &DriverInput<'a>) -> (f64, Text<'a>) {
+fn purchase_factor(input: &DriverInput<'_>, write: Write) -> (f64, Text) {
     let n = input.purchase_days;
     if n <= 0 {
         return (0.6, fixed("Has not bought anything yet."));
     }
     let days = input.days_since_last_purchase.filter(|d| *d >= 0);
-    let text = text(move || {
+    let text = text(write, move || {
         let last = match days {
             Some(0) => "; last purchase today".to_owned(),
             Some(1) => "; last purchase yesterday".to_owned(),
@@ -620,7 +653,7 @@ fn purchase_factor<'a>(input: &DriverInput<'a>) -> (f64, Text<'a>) {
     (0.7 * frequency.max(recency).min(1.0), text)
 }
 
-fn worst_dimension_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
+fn worst_dimension_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)> {
     let p = &input.perceived;
     // (gap, sentence start, dimension, score, "cost" or "benefit")
     let mut worst: Option<(f64, &'static str, &'static str, f64, &'static str)> = None;
@@ -658,11 +691,13 @@ fn worst_dimension_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)
     };
     Some((
         (0.4 + 0.2 * (gap - 1.0) + boost).min(1.0),
-        text(move || format!("{what} ({name} {kind} {}/5).", Fixed1(v))),
+        text(write, move || {
+            format!("{what} ({name} {kind} {}/5).", Fixed1(v))
+        }),
     ))
 }
 
-fn perceived_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
+fn perceived_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)> {
     let p = input.perceived;
     if !p.has_answers() {
         return Some((0.2, fixed("Has not answered a value survey yet.")));
@@ -679,11 +714,11 @@ fn perceived_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
     let scores = Scores::of(&p)?;
     Some((
         (index - 50.0).abs() / 50.0,
-        text(move || format!("{how}: {scores}.")),
+        text(write, move || format!("{how}: {scores}.")),
     ))
 }
 
-fn clv_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
+fn clv_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)> {
     if input.policy.metric == TierMetric::PredictedClv {
         return None;
     }
@@ -691,7 +726,7 @@ fn clv_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
     let (currency, horizon) = (input.currency, input.clv_horizon);
     Some((
         0.35,
-        text(move || {
+        text(write, move || {
             format!(
                 "Predicted lifetime value: {} over {}.",
                 MoneyText(clv, currency),
@@ -701,14 +736,14 @@ fn clv_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
     ))
 }
 
-fn revenue_factor<'a>(input: &DriverInput<'a>) -> Option<(f64, Text<'a>)> {
+fn revenue_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)> {
     if input.policy.metric == TierMetric::HistoricalRevenue || input.purchase_days <= 0 {
         return None;
     }
     let (revenue, currency) = (input.historical_revenue, input.currency);
     Some((
         0.3,
-        text(move || {
+        text(write, move || {
             format!(
                 "Has spent {} with us so far, net of refunds.",
                 MoneyText(revenue, currency)
@@ -1047,8 +1082,11 @@ mod tests {
             ),
         ];
         for &(contacts, resolved, salience, text) in cases {
-            let (x, t) = support_factor(support_burden(contacts, resolved, 100.0));
-            assert_eq!((x, t.write()), (salience, text.to_owned()));
+            let (x, t) = support_factor(support_burden(contacts, resolved, 100.0), Write::Yes);
+            assert_eq!(
+                (x, t.into_string().expect("written")),
+                (salience, text.to_owned())
+            );
         }
         let sat = |csat: Option<f64>, count: i64, last: Option<u8>| Satisfaction {
             csat,
@@ -1080,15 +1118,19 @@ mod tests {
             ),
         ];
         for (s, want) in cases {
-            let got = nps_factor(*s).map(|(x, t)| (x, t.write()));
+            let got =
+                nps_factor(*s, Write::Yes).map(|(x, t)| (x, t.into_string().expect("written")));
             assert_eq!(got, want.map(|(x, t)| (x, t.to_owned())), "{s:?}");
         }
         let p = |days: i64, since: Option<i64>| {
-            purchase_factor(&DriverInput {
-                purchase_days: days,
-                days_since_last_purchase: since,
-                ..input_stub()
-            })
+            purchase_factor(
+                &DriverInput {
+                    purchase_days: days,
+                    days_since_last_purchase: since,
+                    ..input_stub()
+                },
+                Write::Yes,
+            )
         };
         let cases: &[(i64, Option<i64>, f64, &str)] = &[
             (0, None, 0.6, "Has not bought anything yet."),
@@ -1119,7 +1161,7 @@ mod tests {
                 (got_salience - salience).abs() < 1e-12,
                 "{days} {since:?}: {got_salience}"
             );
-            assert_eq!(got_text.write(), text);
+            assert_eq!(got_text.into_string().expect("written"), text);
         }
     }
 
@@ -1134,8 +1176,8 @@ mod tests {
                 days_since_last_purchase: Some(days),
                 ..input_stub()
             };
-            let (salience, sentence) = churn_factor(&input).expect("a sentence");
-            let sentence = sentence.write();
+            let (salience, sentence) = churn_factor(&input, Write::Yes).expect("a sentence");
+            let sentence = sentence.into_string().expect("written");
             assert!(sentence.contains("cannot tell"), "{sentence}");
             assert!(!sentence.starts_with("Very likely"), "{sentence}");
             assert_eq!(salience > 0.5, days > 365, "{days}");
@@ -1147,8 +1189,11 @@ mod tests {
             p_alive: Some(0.9),
             ..input_stub()
         };
-        let (_, sentence) = churn_factor(&input).expect("a sentence");
-        assert_eq!(sentence.write(), "Very likely still active: a 90 % chance.");
+        let (_, sentence) = churn_factor(&input, Write::Yes).expect("a sentence");
+        assert_eq!(
+            sentence.into_string().expect("written"),
+            "Very likely still active: a 90 % chance."
+        );
     }
 
     fn input_stub() -> DriverInput<'static> {
@@ -1175,6 +1220,48 @@ mod tests {
             purchase_days: 0,
             days_since_last_purchase: None,
         }
+    }
+
+    #[test]
+    fn a_factor_not_asked_to_write_gives_the_same_salience_and_writes_nothing() {
+        let stub = input_stub();
+        let mut inputs = vec![stub.clone()];
+        for (days, since, p_alive, clv) in [
+            (1, Some(400), Some(0.95), Some(12_345.0)),
+            (4, Some(3), Some(0.4), None),
+            (9, Some(90), Some(0.05), Some(0.0)),
+        ] {
+            inputs.push(DriverInput {
+                purchase_days: days,
+                days_since_last_purchase: since,
+                p_alive,
+                p_alive_uninformative: days == 1,
+                predicted_clv: clv,
+                historical_revenue: 5_000 * days,
+                support: support_burden(days, 1, 30.0),
+                satisfaction: Satisfaction {
+                    csat: Some(1.5),
+                    csat_count: 2,
+                    last_nps: Some(2),
+                    nps_category: Some(NpsCategory::Detractor),
+                    ..Satisfaction::default()
+                },
+                ..stub.clone()
+            });
+        }
+        let mut written = 0;
+        for input in &inputs {
+            for factor in FACTORS {
+                let (quiet, loud) = (factor(input, Write::No), factor(input, Write::Yes));
+                assert_eq!(quiet.as_ref().map(|f| f.0), loud.as_ref().map(|f| f.0));
+                assert!(!matches!(quiet, Some((_, Text::Written(_)))));
+                if let Some((_, text)) = loud {
+                    assert!(!matches!(text, Text::NotWritten));
+                    written += usize::from(matches!(text, Text::Written(_)));
+                }
+            }
+        }
+        assert!(written >= 10, "{written} written sentences");
     }
 
     #[test]
