@@ -132,6 +132,15 @@ struct Args {
     /// get-customer-value and stream-customer-values).
     #[arg(long)]
     intervals: bool,
+    /// The instant to describe (stream-customer-values; a date or RFC 3339): unset means the
+    /// call's start. Fixed, two runs' answers can be compared with --digest.
+    #[arg(long, value_parser = patron_server::import::parse_instant)]
+    as_of: Option<patron_domain::Timestamp>,
+    /// Print a digest of every message as received, in order (stream-customer-values; FNV-1a
+    /// over each message's encoding): two builds that give the same digest for one --as-of sent
+    /// the same answers.
+    #[arg(long)]
+    digest: bool,
     /// Rounds of count and list-all per segment (segments).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     repetitions: u32,
@@ -463,7 +472,10 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
             pb::CustomerValueView::Full
         }
         .into(),
-        as_of: None,
+        as_of: args.as_of.map(|t| {
+            let (seconds, nanos) = t.to_parts();
+            prost_types::Timestamp { seconds, nanos }
+        }),
         intervals: args.intervals,
     });
     request.set_timeout(cap);
@@ -474,6 +486,7 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
     let mut messages = 0u64;
     let mut bytes = 0u64;
     let mut first_message = None;
+    let mut digest = args.digest.then_some(Fnv1a::default());
     let mut gaps = Histogram::new();
     let mut error = None;
     match client.stream_customer_values(request).await {
@@ -505,6 +518,9 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
                             .filter(|v| v.clv.as_ref().is_some_and(|c| c.intervals.is_some()))
                             .count() as u64;
                         bytes += chunk.encoded_len() as u64;
+                        if let Some(d) = digest.as_mut() {
+                            d.write(&chunk.encode_to_vec());
+                        }
                     }
                 }
             }
@@ -530,7 +546,25 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
         "message_gap_p99_us": us(gaps.percentile(99.0)),
         "message_gap_max_us": us(gaps.max()),
         "first_error": error,
+        "digest": digest.map(|d| format!("{:016x}", d.0)),
     }))
+}
+
+/// 64-bit FNV-1a, for comparing two streams' bytes.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 async fn fit(args: &Args, addr: SocketAddr) -> Result<Value, String> {

@@ -7,7 +7,7 @@ use super::{
     churn_risk, clv_minor_units,
 };
 use crate::Currency;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 
 /// Most sentences [`drivers`] returns.
 pub const MAX_DRIVERS: usize = 5;
@@ -98,15 +98,72 @@ const FACTORS: [Factor; 8] = [
 /// Money as `USD 1,234.50`: the currency code, then the amount with the currency's digits and
 /// thousands separators.
 pub fn format_money(minor_units: i64, currency: Currency) -> String {
-    MoneyText(minor_units, currency).to_string()
+    text_of(&MoneyText(minor_units, currency))
 }
 
-// The pieces of a sentence are written straight into the sentence (`Display`), not formatted into
-// strings of their own first: a StreamCustomerValues call writes millions of these sentences, and
-// the intermediate strings and the general float formatting were most of their cost.
+// The pieces of a sentence are pushed straight onto it ([`Piece`]), not formatted into strings of
+// their own first nor through `format!`: a StreamCustomerValues call writes millions of these
+// sentences, and the intermediate strings, the general float formatting and then the formatting
+// machinery itself (a dynamic call per piece, the string regrown as it fills) were most of their
+// cost. A sentence is put together in a reused buffer and copied out once, at its length.
+
+/// A piece of a sentence that writes itself onto it.
+trait Piece {
+    fn put(&self, s: &mut String);
+}
+
+impl Piece for &str {
+    fn put(&self, s: &mut String) {
+        s.push_str(self);
+    }
+}
+
+impl Piece for String {
+    fn put(&self, s: &mut String) {
+        s.push_str(self);
+    }
+}
+
+impl Piece for i64 {
+    fn put(&self, s: &mut String) {
+        if *self < 0 {
+            s.push('-');
+        }
+        put_u64(s, self.unsigned_abs());
+    }
+}
+
+impl Piece for u8 {
+    fn put(&self, s: &mut String) {
+        put_u64(s, u64::from(*self));
+    }
+}
+
+/// One sentence from its pieces in order, allocated once at its length.
+macro_rules! sentence {
+    ($($piece:expr),+ $(,)?) => {
+        SCRATCH.with_borrow_mut(|s| {
+            s.clear();
+            $( Piece::put(&$piece, s); )+
+            s.as_str().to_owned()
+        })
+    };
+}
+
+thread_local! {
+    /// The buffer [`sentence!`] writes each sentence into before copying it out.
+    static SCRATCH: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+}
+
+/// The text of one piece (tests, and money outside sentences).
+fn text_of(piece: &impl Piece) -> String {
+    let mut s = String::new();
+    piece.put(&mut s);
+    s
+}
 
 /// Writes `n` in decimal without the general formatting machinery.
-fn write_u64(f: &mut fmt::Formatter<'_>, mut n: u64) -> fmt::Result {
+fn put_u64(s: &mut String, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
     loop {
@@ -117,21 +174,22 @@ fn write_u64(f: &mut fmt::Formatter<'_>, mut n: u64) -> fmt::Result {
             break;
         }
     }
-    f.write_str(std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?)
+    // Every byte written is an ASCII digit.
+    s.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
 }
 
 /// Money as [`format_money`] writes it.
 struct MoneyText(i64, Currency);
 
-impl fmt::Display for MoneyText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for MoneyText {
+    fn put(&self, s: &mut String) {
         let MoneyText(minor_units, currency) = *self;
         let digits = u32::from(currency.minor_digits());
         let scale = 10u64.pow(digits);
         let abs = minor_units.unsigned_abs();
         let (int, frac) = (abs / scale, abs % scale);
-        f.write_str(currency.as_str())?;
-        f.write_str(if minor_units < 0 { " -" } else { " " })?;
+        s.push_str(currency.as_str());
+        s.push_str(if minor_units < 0 { " -" } else { " " });
         // Thousands separators: the integer part in groups of three, most significant first.
         let mut groups = [0u64; 7];
         let mut n = 0;
@@ -144,24 +202,23 @@ impl fmt::Display for MoneyText {
                 break;
             }
         }
-        write_u64(f, groups[n - 1])?;
+        put_u64(s, groups[n - 1]);
         for &g in groups[..n - 1].iter().rev() {
-            f.write_str(",")?;
+            s.push(',');
             if g < 100 {
-                f.write_str(if g < 10 { "00" } else { "0" })?;
+                s.push_str(if g < 10 { "00" } else { "0" });
             }
-            write_u64(f, g)?;
+            put_u64(s, g);
         }
         if digits > 0 {
-            f.write_str(".")?;
+            s.push('.');
             let mut place = scale / 10;
             while place > 1 && frac < place {
-                f.write_str("0")?;
+                s.push('0');
                 place /= 10;
             }
-            write_u64(f, frac)?;
+            put_u64(s, frac);
         }
-        Ok(())
     }
 }
 
@@ -183,74 +240,70 @@ fn tenths(x: f64) -> Option<(bool, u64)> {
 /// `x` with one decimal: the text of `format!("{x:.1}")`.
 struct Fixed1(f64);
 
-impl fmt::Display for Fixed1 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for Fixed1 {
+    fn put(&self, s: &mut String) {
         let Some((negative, n)) = tenths(self.0) else {
-            return write!(f, "{:.1}", self.0);
+            let _ = write!(s, "{:.1}", self.0);
+            return;
         };
         if negative {
-            f.write_str("-")?;
+            s.push('-');
         }
-        write_u64(f, n / 10)?;
-        f.write_str(".")?;
-        write_u64(f, n % 10)
+        put_u64(s, n / 10);
+        s.push('.');
+        put_u64(s, n % 10);
     }
 }
 
 /// A number with at most one decimal, trailing `.0` dropped: `2`, `0.5`, `33.3`.
 struct Short(f64);
 
-impl fmt::Display for Short {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for Short {
+    fn put(&self, s: &mut String) {
         let Some((negative, n)) = tenths(self.0) else {
-            let s = format!("{:.1}", self.0);
-            return f.write_str(s.strip_suffix(".0").unwrap_or(&s));
+            let text = format!("{:.1}", self.0);
+            s.push_str(text.strip_suffix(".0").unwrap_or(&text));
+            return;
         };
         if negative {
-            f.write_str("-")?;
+            s.push('-');
         }
-        write_u64(f, n / 10)?;
+        put_u64(s, n / 10);
         if n % 10 != 0 {
-            f.write_str(".")?;
-            write_u64(f, n % 10)?;
+            s.push('.');
+            put_u64(s, n % 10);
         }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 fn short_number(x: f64) -> String {
-    Short(x).to_string()
+    text_of(&Short(x))
 }
 
 /// A name with its first letter upper-case.
 struct Capitalised<'a>(&'a str);
 
-impl fmt::Display for Capitalised<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for Capitalised<'_> {
+    fn put(&self, s: &mut String) {
         let mut chars = self.0.chars();
-        match chars.next() {
-            Some(first) => {
-                for c in first.to_uppercase() {
-                    f.write_char(c)?;
-                }
-                f.write_str(chars.as_str())
-            }
-            None => Ok(()),
+        if let Some(first) = chars.next() {
+            s.extend(first.to_uppercase());
+            s.push_str(chars.as_str());
         }
     }
 }
 
 #[cfg(test)]
 fn capitalised(name: &str) -> String {
-    Capitalised(name).to_string()
+    text_of(&Capitalised(name))
 }
 
 /// A probability as whole percents, never 0 or 100 unless exact: `37 %`.
 struct Chance(f64);
 
-impl fmt::Display for Chance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for Chance {
+    fn put(&self, s: &mut String) {
         let p = self.0;
         let pct = (p * 100.0).round();
         let pct = if p > 0.0 && p < 1.0 {
@@ -259,17 +312,17 @@ impl fmt::Display for Chance {
             pct
         };
         if (0.0..=1e6).contains(&pct) && !pct.is_sign_negative() {
-            write_u64(f, pct as u64)?;
+            put_u64(s, pct as u64);
         } else {
-            write!(f, "{pct:.0}")?;
+            let _ = write!(s, "{pct:.0}");
         }
-        f.write_str(" %")
+        s.push_str(" %");
     }
 }
 
 #[cfg(test)]
 fn chance_percent(p: f64) -> String {
-    Chance(p).to_string()
+    text_of(&Chance(p))
 }
 
 /// The length of a CLV horizon, as the model was fitted with it.
@@ -284,23 +337,23 @@ pub enum Horizon {
 /// `the next 12 months`.
 struct Span(Horizon);
 
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for Span {
+    fn put(&self, s: &mut String) {
         let (n, unit) = match self.0 {
-            Horizon::Months(1) => return f.write_str("the next month"),
-            Horizon::Days(1) => return f.write_str("the next day"),
+            Horizon::Months(1) => return s.push_str("the next month"),
+            Horizon::Days(1) => return s.push_str("the next day"),
             Horizon::Months(n) => (n, " months"),
             Horizon::Days(n) => (n, " days"),
         };
-        f.write_str("the next ")?;
-        write_u64(f, u64::from(n))?;
-        f.write_str(unit)
+        s.push_str("the next ");
+        put_u64(s, u64::from(n));
+        s.push_str(unit);
     }
 }
 
 #[cfg(test)]
 fn span(h: Horizon) -> String {
-    Span(h).to_string()
+    text_of(&Span(h))
 }
 
 fn metric_phrase(metric: TierMetric) -> &'static str {
@@ -331,20 +384,22 @@ impl MetricAmount {
     }
 }
 
-impl fmt::Display for MetricAmount {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for MetricAmount {
+    fn put(&self, s: &mut String) {
         match self.metric {
             TierMetric::PredictedClv | TierMetric::HistoricalRevenue => {
-                MoneyText(self.value, self.currency).fmt(f)?;
+                MoneyText(self.value, self.currency).put(s);
             }
             TierMetric::Composite => {
-                Short(self.value as f64 / 100.0).fmt(f)?;
-                f.write_str("/100")?;
+                Short(self.value as f64 / 100.0).put(s);
+                s.push_str("/100");
             }
         }
-        match self.over {
-            Some(h) if self.metric == TierMetric::PredictedClv => write!(f, " over {}", Span(h)),
-            _ => Ok(()),
+        if let Some(h) = self.over
+            && self.metric == TierMetric::PredictedClv
+        {
+            s.push_str(" over ");
+            Span(h).put(s);
         }
     }
 }
@@ -369,12 +424,17 @@ fn tier_sentence(input: &DriverInput<'_>) -> String {
         TierMode::Percentile => input.tier.percentile.is_some(),
     };
     if !known {
-        return format!("{tier} tier by default: no {metric} to rank them by yet.");
+        return sentence!(
+            tier,
+            " tier by default: no ",
+            metric,
+            " to rank them by yet."
+        );
     }
     if n == 1 {
         return match amount {
-            Some(a) => format!("{tier} tier, the only tier there is; {metric} {a}."),
-            None => format!("{tier} tier, the only tier there is."),
+            Some(a) => sentence!(tier, " tier, the only tier there is; ", metric, " ", a, "."),
+            None => sentence!(tier, " tier, the only tier there is."),
         };
     }
     match policy.mode {
@@ -388,16 +448,26 @@ fn tier_sentence(input: &DriverInput<'_>) -> String {
                 .sum();
             let place = if rank < n { "in" } else { "outside" };
             let top = Short(top);
-            match amount {
-                Some(a) => {
-                    format!("{tier} tier: {place} the top {top} % of customers by {metric} ({a}).")
-                }
-                None => format!("{tier} tier: {place} the top {top} % of customers by {metric}."),
-            }
+            sentence!(
+                tier,
+                " tier: ",
+                place,
+                " the top ",
+                top,
+                " % of customers by ",
+                metric,
+                InParentheses(amount),
+                "."
+            )
         }
         TierMode::Absolute => {
             let Some(amount) = amount else {
-                return format!("{tier} tier by default: no {metric} to rank them by yet.");
+                return sentence!(
+                    tier,
+                    " tier by default: no ",
+                    metric,
+                    " to rank them by yet."
+                );
             };
             let threshold = |i: usize| {
                 policy
@@ -406,22 +476,45 @@ fn tier_sentence(input: &DriverInput<'_>) -> String {
                     .and_then(|t| t.min_value)
                     .map(|m| MetricAmount::new(input, m))
             };
-            if rank < n {
-                match threshold(rank - 1) {
-                    Some(t) => format!(
-                        "{tier} tier: {metric} of {amount}, at least the {t} this tier needs."
-                    ),
-                    None => format!("{tier} tier: {metric} of {amount}."),
+            let bound = if rank < n {
+                Bound {
+                    threshold: threshold(rank - 1),
+                    below: None,
                 }
             } else {
                 let above = policy.tiers.get(n - 2).map_or("", |t| t.name.as_str());
-                let above = Capitalised(above);
-                match threshold(n - 2) {
-                    Some(t) => {
-                        format!("{tier} tier: {metric} of {amount}, below the {t} {above} needs.")
-                    }
-                    None => format!("{tier} tier: {metric} of {amount}."),
+                Bound {
+                    threshold: threshold(n - 2),
+                    below: Some(Capitalised(above)),
                 }
+            };
+            sentence!(tier, " tier: ", metric, " of ", amount, bound, ".")
+        }
+    }
+}
+
+/// `, at least the USD 1,000.00 this tier needs`, or in the lowest tier `, below the
+/// USD 1,000.00 Gold needs` (`below`: the tier above); nothing without a threshold.
+struct Bound<'a> {
+    threshold: Option<MetricAmount>,
+    below: Option<Capitalised<'a>>,
+}
+
+impl Piece for Bound<'_> {
+    fn put(&self, s: &mut String) {
+        let Some(t) = &self.threshold else { return };
+        match &self.below {
+            None => {
+                s.push_str(", at least the ");
+                t.put(s);
+                s.push_str(" this tier needs");
+            }
+            Some(above) => {
+                s.push_str(", below the ");
+                t.put(s);
+                s.push(' ');
+                above.put(s);
+                s.push_str(" needs");
             }
         }
     }
@@ -436,46 +529,52 @@ impl Scores {
     }
 }
 
-impl fmt::Display for Scores {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "benefits {}/5 against costs {}/5",
-            Fixed1(self.0),
-            Fixed1(self.1)
-        )
+impl Piece for Scores {
+    fn put(&self, s: &mut String) {
+        s.push_str("benefits ");
+        Fixed1(self.0).put(s);
+        s.push_str("/5 against costs ");
+        Fixed1(self.1).put(s);
+        s.push_str("/5");
     }
 }
 
-/// ` (benefits 4.5/5 against costs 2.0/5)`, or nothing.
-struct InParentheses(Option<Scores>);
+/// ` (benefits 4.5/5 against costs 2.0/5)`: a piece in parentheses after a space, or nothing.
+struct InParentheses<P>(Option<P>);
 
-impl fmt::Display for InParentheses {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(s) => write!(f, " ({s})"),
-            None => Ok(()),
+impl<P: Piece> Piece for InParentheses<P> {
+    fn put(&self, s: &mut String) {
+        if let Some(piece) = &self.0 {
+            s.push_str(" (");
+            piece.put(s);
+            s.push(')');
         }
     }
 }
 
 fn quadrant_sentence(input: &DriverInput<'_>) -> Option<String> {
     let r = InParentheses(Scores::of(&input.perceived));
-    Some(match input.quadrant {
+    // The scores go before `tail`.
+    let (head, tail) = match input.quadrant {
         ValueQuadrant::Unknown => return None,
-        ValueQuadrant::MutualValue => format!(
-            "Mutual value: in the top half of customers by value to us, and rates us well{r}."
+        ValueQuadrant::MutualValue => (
+            "Mutual value: in the top half of customers by value to us, and rates us well",
+            ".",
         ),
-        ValueQuadrant::AtRisk => {
-            format!("At risk: in the top half of customers by value to us, but rates us poorly{r}.")
-        }
-        ValueQuadrant::UnderServed => format!(
-            "Under-served: rates us well{r}, but is in the bottom half of customers by value to us."
+        ValueQuadrant::AtRisk => (
+            "At risk: in the top half of customers by value to us, but rates us poorly",
+            ".",
         ),
-        ValueQuadrant::LowEngagement => format!(
-            "Low engagement: in the bottom half of customers by value to us, and rates us poorly{r}."
+        ValueQuadrant::UnderServed => (
+            "Under-served: rates us well",
+            ", but is in the bottom half of customers by value to us.",
         ),
-    })
+        ValueQuadrant::LowEngagement => (
+            "Low engagement: in the bottom half of customers by value to us, and rates us poorly",
+            ".",
+        ),
+    };
+    Some(sentence!(head, r, tail))
 }
 
 /// Whether a factor writes its sentence: only once it is among those kept. Formatting is most of
@@ -537,28 +636,77 @@ fn churn_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)> {
         ChurnLevel::High => (
             0.9,
             text(write, move || {
-                format!(
-                    "Likely to churn: only a {} chance they are still active.",
-                    Chance(p)
+                sentence!(
+                    "Likely to churn: only a ",
+                    Chance(p),
+                    " chance they are still active."
                 )
             }),
         ),
         ChurnLevel::Medium => (
             0.6,
             text(write, move || {
-                format!(
-                    "May be drifting away: a {} chance they are still active.",
-                    Chance(p)
+                sentence!(
+                    "May be drifting away: a ",
+                    Chance(p),
+                    " chance they are still active."
                 )
             }),
         ),
         ChurnLevel::Low => (
             0.3,
             text(write, move || {
-                format!("Very likely still active: a {} chance.", Chance(p))
+                sentence!("Very likely still active: a ", Chance(p), " chance.")
             }),
         ),
     })
+}
+
+/// How many of `.1` contacts were resolved on first contact (`.0`): `none`, `all` or the number.
+struct Resolved(i64, i64);
+
+impl Piece for Resolved {
+    fn put(&self, s: &mut String) {
+        let Resolved(r, c) = *self;
+        if r <= 0 {
+            s.push_str("none");
+        } else if r >= c {
+            s.push_str("all");
+        } else {
+            r.put(s);
+        }
+    }
+}
+
+/// `; average satisfaction 4.5/5`, or nothing without an average.
+struct AverageSatisfaction(Option<f64>);
+
+impl Piece for AverageSatisfaction {
+    fn put(&self, s: &mut String) {
+        if let Some(c) = self.0 {
+            s.push_str("; average satisfaction ");
+            Fixed1(c).put(s);
+            s.push_str("/5");
+        }
+    }
+}
+
+/// `; last purchase 3 days ago` (today, yesterday), or nothing without a purchase.
+struct LastPurchase(Option<i64>);
+
+impl Piece for LastPurchase {
+    fn put(&self, s: &mut String) {
+        match self.0 {
+            Some(0) => s.push_str("; last purchase today"),
+            Some(1) => s.push_str("; last purchase yesterday"),
+            Some(d) => {
+                s.push_str("; last purchase ");
+                d.put(s);
+                s.push_str(" days ago");
+            }
+            None => {}
+        }
+    }
 }
 
 fn support_factor(s: SupportBurden, write: Write) -> (f64, Text) {
@@ -573,16 +721,15 @@ fn support_factor(s: SupportBurden, write: Write) -> (f64, Text) {
         (1, 1) => fixed("Contacted support once; it was resolved on first contact."),
         (1, _) => fixed("Contacted support once; it was not resolved on first contact."),
         (c, r) => text(write, move || {
-            let resolved = if r <= 0 {
-                "none".to_owned()
-            } else if r >= c {
-                "all".to_owned()
-            } else {
-                r.to_string()
-            };
-            format!(
-                "Contacted support {c} times (about {} per 90 days as a customer); {resolved} resolved on first contact.",
-                Fixed1(s.contacts_per_90_days)
+            let resolved = Resolved(r, c);
+            sentence!(
+                "Contacted support ",
+                c,
+                " times (about ",
+                Fixed1(s.contacts_per_90_days),
+                " per 90 days as a customer); ",
+                resolved,
+                " resolved on first contact."
             )
         }),
     };
@@ -590,11 +737,7 @@ fn support_factor(s: SupportBurden, write: Write) -> (f64, Text) {
 }
 
 fn nps_factor(s: Satisfaction, write: Write) -> Option<(f64, Text)> {
-    let csat = move || {
-        s.csat
-            .map(|c| format!("; average satisfaction {}/5", Fixed1(c)))
-            .unwrap_or_default()
-    };
+    let csat = AverageSatisfaction(s.csat);
     match (s.nps_category, s.last_nps) {
         (Some(category), Some(answer)) => {
             let (salience, label) = match category {
@@ -605,9 +748,13 @@ fn nps_factor(s: Satisfaction, write: Write) -> Option<(f64, Text)> {
             Some((
                 salience,
                 text(write, move || {
-                    format!(
-                        "{label}: last scored us {answer}/10 on recommending us{}.",
-                        csat()
+                    sentence!(
+                        label,
+                        ": last scored us ",
+                        answer,
+                        "/10 on recommending us",
+                        csat,
+                        "."
                     )
                 }),
             ))
@@ -619,9 +766,14 @@ fn nps_factor(s: Satisfaction, write: Write) -> Option<(f64, Text)> {
             Some((
                 0.6 * (c - 3.0).abs() / 2.0,
                 text(write, move || {
-                    format!(
-                        "Average satisfaction {}/5 over {answers} answer{plural}.",
-                        Fixed1(c)
+                    sentence!(
+                        "Average satisfaction ",
+                        Fixed1(c),
+                        "/5 over ",
+                        answers,
+                        " answer",
+                        plural,
+                        "."
                     )
                 }),
             ))
@@ -636,16 +788,11 @@ fn purchase_factor(input: &DriverInput<'_>, write: Write) -> (f64, Text) {
     }
     let days = input.days_since_last_purchase.filter(|d| *d >= 0);
     let text = text(write, move || {
-        let last = match days {
-            Some(0) => "; last purchase today".to_owned(),
-            Some(1) => "; last purchase yesterday".to_owned(),
-            Some(d) => format!("; last purchase {d} days ago"),
-            None => String::new(),
-        };
+        let last = LastPurchase(days);
         if n == 1 {
-            format!("Has bought once{last}.")
+            sentence!("Has bought once", last, ".")
         } else {
-            format!("Has bought on {n} separate days{last}.")
+            sentence!("Has bought on ", n, " separate days", last, ".")
         }
     });
     let frequency = (n - 1) as f64 / 10.0;
@@ -692,7 +839,7 @@ fn worst_dimension_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64,
     Some((
         (0.4 + 0.2 * (gap - 1.0) + boost).min(1.0),
         text(write, move || {
-            format!("{what} ({name} {kind} {}/5).", Fixed1(v))
+            sentence!(what, " (", name, " ", kind, " ", Fixed1(v), "/5).")
         }),
     ))
 }
@@ -714,7 +861,7 @@ fn perceived_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)
     let scores = Scores::of(&p)?;
     Some((
         (index - 50.0).abs() / 50.0,
-        text(write, move || format!("{how}: {scores}.")),
+        text(write, move || sentence!(how, ": ", scores, ".")),
     ))
 }
 
@@ -727,10 +874,12 @@ fn clv_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)> {
     Some((
         0.35,
         text(write, move || {
-            format!(
-                "Predicted lifetime value: {} over {}.",
+            sentence!(
+                "Predicted lifetime value: ",
                 MoneyText(clv, currency),
-                Span(horizon)
+                " over ",
+                Span(horizon),
+                "."
             )
         }),
     ))
@@ -744,9 +893,10 @@ fn revenue_factor(input: &DriverInput<'_>, write: Write) -> Option<(f64, Text)> 
     Some((
         0.3,
         text(write, move || {
-            format!(
-                "Has spent {} with us so far, net of refunds.",
-                MoneyText(revenue, currency)
+            sentence!(
+                "Has spent ",
+                MoneyText(revenue, currency),
+                " with us so far, net of refunds."
             )
         }),
     ))
@@ -1052,6 +1202,31 @@ mod tests {
         }
     }
 
+    /// Sentences are put together in one reused buffer: a sentence longer than the buffer was
+    /// made for comes out whole, and the next one holds nothing of it.
+    #[test]
+    fn a_sentence_longer_than_the_buffer_and_the_next_are_whole() {
+        let long = "é".repeat(300);
+        let c = Case {
+            policy: TierPolicy {
+                tiers: vec![TierDef::with_share(&long, 10.0), TierDef::rest("rest")],
+                ..TierPolicy::default()
+            },
+            percentile: Some(0.999),
+            ..base()
+        };
+        let got = run(&c);
+        let want = format!(
+            "É{} tier: in the top 10 % of customers by predicted lifetime value (USD 1,234.50 over the next 12 months).",
+            "é".repeat(299)
+        );
+        assert_eq!(got[0], want);
+        assert_eq!(
+            got[1],
+            "Mutual value: in the top half of customers by value to us, and rates us well (benefits 5.0/5 against costs 2.0/5)."
+        );
+    }
+
     #[test]
     fn factor_sentences_and_saliences() {
         let cases: &[(i64, i64, f64, &str)] = &[
@@ -1343,7 +1518,7 @@ mod tests {
         }
         for x in values {
             let want = format!("{x:.1}");
-            assert_eq!(Fixed1(x).to_string(), want, "{x:e}");
+            assert_eq!(text_of(&Fixed1(x)), want, "{x:e}");
             assert_eq!(
                 short_number(x),
                 want.strip_suffix(".0").unwrap_or(&want),
