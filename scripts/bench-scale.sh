@@ -201,6 +201,6 @@ jq -rs --argjson customers "$CUSTOMERS" '
   (map(select(.step == "fit"))[0] | "FitValueModel: \(.seconds) s on \(.customers) customers; RSS after \(.memory.rss_mib) MiB"),
   (map(select(.step == "get" and .server == "patron")) | "GetCustomerValue 10 x 10: \(map(.requests_per_second) | med) req/s against bare \(map(.bare_requests_per_second) | med): ratios \(map(.ratio) | sort)"),
   (map(select(.step == "segments" and .segment != null)) | map("CountSegmentMembers \(.segment): \(.count_ms.median) ms median (\(.count) members; \(.rule))") | .[]),
-  (map(select(.step == "stream")) | map("StreamCustomerValues \(.view): \(.customers) customers in \(.seconds) s = \(.customers_per_second) customers/s") | .[]),
+  (map(select(.step == "stream")) | map("StreamCustomerValues \(.view): \(.customers) customers in \(.seconds) s = \(.customers_per_second) customers/s; CPU s server \(.server_cpu_seconds), client \(.client_cpu_seconds)") | .[]),
   (map(select(.server == "patron" and .memory != null)) | "peak RSS (VmHWM, whole run): \(map(.memory.hwm_mib) | max) MiB")
 ' "$RESULTS" >&2

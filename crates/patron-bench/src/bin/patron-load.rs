@@ -479,6 +479,9 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
         intervals: args.intervals,
     });
     request.set_timeout(cap);
+    let own_cpu =
+        || patron_bench::segments::process_cpu_seconds(std::process::id(), args.clock_ticks);
+    let client_cpu_before = own_cpu();
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + cap);
     let mut customers = 0u64;
@@ -527,6 +530,11 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    // This client's own CPU time over the call: decoding is a large share of a machine that
+    // runs the client beside the server.
+    let client_cpu = client_cpu_before
+        .zip(own_cpu())
+        .map(|(a, b)| ((b - a) * 1000.0).round() / 1000.0);
     Ok(json!({
         "scenario": args.scenario.name(),
         "target": addr.to_string(),
@@ -547,6 +555,7 @@ async fn stream_all(args: &Args, addr: SocketAddr) -> Result<Value, String> {
         "message_gap_max_us": us(gaps.max()),
         "first_error": error,
         "digest": digest.map(|d| format!("{:016x}", d.0)),
+        "client_cpu_seconds": client_cpu,
     }))
 }
 
