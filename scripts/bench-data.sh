@@ -4,7 +4,8 @@
 # events per customer), creating it on first use under target/bench-data/ and reusing it after.
 # Benchmarks copy it before serving from it, so the cached file stays as generated.
 #   scripts/bench-data.sh CUSTOMERS [PROFILE] [EVENTS]
-# PROFILE: release, or debug for smoke runs. EVENTS: all (the default) or purchases (purchases
+# PROFILE: the build generating it (production, release, or debug for smoke runs; the data set is
+# the same whichever). EVENTS: all (the default) or purchases (purchases
 # and refunds only, `--events purchases`: the 10,000,000-customer set of scripts/bench-scale.sh,
 # about 2.5 events per customer), cached as gen-CUSTOMERS-purchases-s42.db.
 set -euo pipefail
@@ -21,11 +22,7 @@ case "$EVENTS" in
 esac
 if [ ! -f "$FILE" ]; then
   mkdir -p "$DIR"
-  if [ "$PROFILE" = release ]; then
-    cargo build --release -q -p patron-server --bin patron
-  else
-    cargo build -q -p patron-server --bin patron
-  fi
+  cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q -p patron-server --bin patron
   rm -f "$FILE.tmp"*
   "target/$PROFILE/patron" --log-level warn --database "sqlite://$FILE.tmp" \
     generate --customers "$CUSTOMERS" --seed 42 --now 2026-11-01 --events "$EVENTS" >&2

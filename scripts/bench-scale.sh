@@ -5,7 +5,7 @@
 #      generated once and cached) and copies it;
 #   2. with BENCH_BASELINE=PATH (another build of `patron`, e.g. the last commit's), starts that
 #      build on the copy first: seconds until it says SERVING and its memory then; then stops it;
-#   3. starts `patron serve` (release build, 127.0.0.1:50341) with --index-snapshot: seconds from
+#   3. starts `patron serve` (production build, 127.0.0.1:50341) with --index-snapshot: seconds from
 #      the process start until grpc.health.v1.Health says SERVING and the memory then (VmRSS),
 #      reading the database; waits for the snapshot it then writes (its size and time); stops it
 #      and starts it again, now from the snapshot: seconds and memory again. That second server is
@@ -24,8 +24,8 @@
 #   scripts/bench-scale.sh [CUSTOMERS] [EVENTS]      (default 1000000 all)
 #   scripts/bench-scale.sh 10000000 purchases        (the 10,000,000-customer run)
 #
-# Environment: BENCH_BASELINE (unset: no baseline start); BENCH_PROFILE (release; debug for the
-# CI smoke run); BENCH_ROUNDS (3); BENCH_DURATION (10);
+# Environment: BENCH_BASELINE (unset: no baseline start); BENCH_PROFILE (production, the build
+# deploy/Dockerfile ships: release linked whole; release; debug for the CI smoke run); BENCH_ROUNDS (3); BENCH_DURATION (10);
 # BENCH_WARMUP (2); BENCH_REPETITIONS (3); BENCH_RESULTS (target/bench-scale/results-<time>.jsonl);
 # BENCH_DATABASE: a postgres:// URL to serve from instead of the SQLite copy (the data set must be
 # there already: `patron generate --database URL …` with the same arguments).
@@ -48,12 +48,10 @@ command -v jq >/dev/null || { echo "bench-scale: needs jq" >&2; exit 1; }
 BUF=node_modules/.bin/buf
 
 # BENCH_PROFILE=debug: debug builds (the CI smoke run); figures from them mean nothing.
-PROFILE=${BENCH_PROFILE:-release}
-if [[ "$PROFILE" == release ]]; then
-  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
-else
-  cargo build -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
-fi
+# Patron, the bare server and the load client are built alike, so a ratio compares like builds.
+PROFILE=${BENCH_PROFILE:-production}
+cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q \
+  -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
 PATRON=target/$PROFILE/patron
 BARE=target/$PROFILE/bare-server
 LOAD=target/$PROFILE/patron-load

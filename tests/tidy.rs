@@ -179,6 +179,37 @@ fn the_root_manifest_is_virtual() {
     assert!(manifest.get("workspace").is_some());
 }
 
+/// The container image ships the build the scale benchmark measures: the `production` profile,
+/// the release build linked whole (docs/benchmarks.md, "The production build").
+#[test]
+fn the_image_ships_the_profile_the_scale_benchmark_measures() {
+    let text = std::fs::read_to_string(root().join("Cargo.toml")).expect("root manifest");
+    let manifest: toml::Table = toml::from_str(&text).expect("valid");
+    let production = manifest
+        .get("profile")
+        .and_then(|p| p.get("production"))
+        .and_then(toml::Value::as_table)
+        .expect("[profile.production] in the root manifest");
+    let setting = |key: &str| production.get(key).map(ToString::to_string);
+    assert_eq!(setting("inherits").as_deref(), Some("\"release\""));
+    assert_eq!(setting("lto").as_deref(), Some("\"fat\""));
+    assert_eq!(setting("codegen-units").as_deref(), Some("1"));
+
+    let dockerfile =
+        std::fs::read_to_string(root().join("deploy/Dockerfile")).expect("deploy/Dockerfile");
+    assert!(
+        dockerfile.contains("cargo build --profile production ")
+            && dockerfile.contains("target/production/patron /out/patron"),
+        "deploy/Dockerfile builds and copies the production binary"
+    );
+    let scale = std::fs::read_to_string(root().join("scripts/bench-scale.sh"))
+        .expect("scripts/bench-scale.sh");
+    assert!(
+        scale.contains("PROFILE=${BENCH_PROFILE:-production}"),
+        "scripts/bench-scale.sh measures the production build unless told otherwise"
+    );
+}
+
 /// Service crates: each serves one gRPC service.
 const SERVICE_CRATES: &[&str] = &[
     "patron-customers",
