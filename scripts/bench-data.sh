@@ -4,10 +4,10 @@
 # events per customer), creating it on first use under target/bench-data/ and reusing it after.
 # Benchmarks copy it before serving from it, so the cached file stays as generated.
 #   scripts/bench-data.sh CUSTOMERS [PROFILE] [EVENTS]
-# PROFILE: the build generating it (production, release, or debug for smoke runs; the data set is
-# the same whichever). EVENTS: all (the default) or purchases (purchases
-# and refunds only, `--events purchases`: the 10,000,000-customer set of scripts/bench-scale.sh,
-# about 2.5 events per customer), cached as gen-CUSTOMERS-purchases-s42.db.
+# PROFILE: the build that generates it (production, release, or debug for smoke runs; the data
+# set is the same whichever). EVENTS: all (the default) or purchases (purchases and refunds only,
+# `--events purchases`: the 10,000,000-customer set of scripts/bench-scale.sh, about 2.5 events
+# per customer), cached as gen-CUSTOMERS-purchases-s42.db.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

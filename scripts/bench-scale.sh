@@ -25,8 +25,9 @@
 #   scripts/bench-scale.sh 10000000 purchases        (the 10,000,000-customer run)
 #
 # Environment: BENCH_BASELINE (unset: no baseline start); BENCH_PROFILE (production, the build
-# deploy/Dockerfile ships: release linked whole; release; debug for the CI smoke run); BENCH_ROUNDS (3); BENCH_DURATION (10);
-# BENCH_WARMUP (2); BENCH_REPETITIONS (3); BENCH_RESULTS (target/bench-scale/results-<time>.jsonl);
+# deploy/Dockerfile ships: release linked whole; or release; debug for the CI smoke run);
+# BENCH_ROUNDS (3); BENCH_DURATION (10); BENCH_WARMUP (2); BENCH_REPETITIONS (3);
+# BENCH_RESULTS (target/bench-scale/results-<time>.jsonl);
 # BENCH_DATABASE: a postgres:// URL to serve from instead of the SQLite copy (the data set must be
 # there already: `patron generate --database URL …` with the same arguments).
 set -euo pipefail
