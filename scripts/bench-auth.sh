@@ -13,13 +13,14 @@
 #
 #   scripts/bench-auth.sh [CUSTOMERS]        (default 20000)
 #
-# Env: BENCH_PROFILE (release; "debug" for the smoke run), BENCH_ROUNDS (3), BENCH_DURATION (10),
+# Env: BENCH_PROFILE (release; production; "debug" for the smoke run), BENCH_ROUNDS (3), BENCH_DURATION (10),
 # BENCH_WARMUP (2), BENCH_LEVEL (10x10).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CUSTOMERS=${1:-20000}
 PROFILE=${BENCH_PROFILE:-release}
+CARGO_PROFILE=$(scripts/cargo-profile.sh "$PROFILE")
 ROUNDS=${BENCH_ROUNDS:-3}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
@@ -29,9 +30,7 @@ INFLIGHT=${LEVEL#*x}
 PORT=50311
 BARE_PORT=50312
 
-flag=()
-[ "$PROFILE" = release ] && flag=(--release)
-cargo build "${flag[@]}" -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
+cargo build --profile "$CARGO_PROFILE" -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
 BIN=target/$PROFILE
 
 WORK=$(mktemp -d)

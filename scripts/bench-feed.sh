@@ -14,7 +14,7 @@
 #   scripts/bench-feed.sh [DURATION] [CUSTOMERS]      (defaults 30 s, 50000 customers)
 #
 # Env: PATRON_BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/postgres; databases
-# patron_bench_feed* are created and dropped), BENCH_PROFILE (release; "debug" for the smoke run),
+# patron_bench_feed* are created and dropped), BENCH_PROFILE (release; production; "debug" for the smoke run),
 # BENCH_BASELINE (1; 0 skips step 2), BENCH_LAG (1; 0 skips step 1), BENCH_BACKENDS of step 2
 # ("sqlite postgres"), BENCH_ROUNDS (2), BENCH_LOAD (10000), BENCH_BATCH (events per load call,
 # 250), BASELINE_REV (4d21416).
@@ -25,6 +25,7 @@ DURATION=${1:-30}
 CUSTOMERS=${2:-50000}
 ADMIN_URL=${PATRON_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PROFILE=${BENCH_PROFILE:-release}
+CARGO_PROFILE=$(scripts/cargo-profile.sh "$PROFILE")
 BASELINE=${BENCH_BASELINE:-1}
 ROUNDS=${BENCH_ROUNDS:-2}
 LOAD=${BENCH_LOAD:-10000}
@@ -51,9 +52,7 @@ out() {
 }
 
 build() {
-  local flag=()
-  [ "$PROFILE" = release ] && flag=(--release)
-  cargo build "${flag[@]}" -q -p patron-server --bin patron -p patron-bench --bin feed-lag --bin ingest-load
+  cargo build --profile "$CARGO_PROFILE" -q -p patron-server --bin patron -p patron-bench --bin feed-lag --bin ingest-load
 }
 
 BIN=target/$PROFILE
@@ -63,9 +62,9 @@ if [ "$BASELINE" != 0 ]; then
   # artifacts) but its `patron` binary would be replaced by this commit's; keep a copy.
   WORKTREE="$WORK/baseline"
   git worktree add --detach -q "$WORKTREE" "$BASELINE_REV"
-  flag=()
-  [ "$PROFILE" = release ] && flag=(--release)
-  CARGO_TARGET_DIR="$(pwd)/target" cargo build "${flag[@]}" -q --manifest-path "$WORKTREE/Cargo.toml" -p patron-server --bin patron
+  # Built with the same profile; a revision older than the production profile gets its definition.
+  mapfile -t base_args < <(scripts/cargo-profile.sh "$PROFILE" --args)
+  CARGO_TARGET_DIR="$(pwd)/target" cargo build "${base_args[@]}" -q --manifest-path "$WORKTREE/Cargo.toml" -p patron-server --bin patron
   BASE_BIN="$WORK/patron-baseline"
   cp "target/$PROFILE/patron" "$BASE_BIN"
 fi

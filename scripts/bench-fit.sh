@@ -30,11 +30,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ARG=${1:-1000000}
 PROFILE=${BENCH_PROFILE:-release}
-if [[ "$PROFILE" == release ]]; then
-  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin clv-compare
-else
-  cargo build -q -p patron-server --bin patron -p patron-bench --bin clv-compare
-fi
+cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q -p patron-server --bin patron -p patron-bench --bin clv-compare
 if [[ "$ARG" =~ ^[0-9]+$ ]]; then
   DIR=target/bench-data/csv-$ARG
   if [[ ! -f "$DIR/generate.json" ]]; then

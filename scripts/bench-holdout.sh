@@ -24,6 +24,7 @@
 #                  target/bench-fit/venv/bin/python as scripts/bench-fit.sh makes it).
 #   BENCH_OUT      where results go (default target/bench-holdout/results/<CUSTOMERS>-<UTC time>).
 #   BENCH_PORT     the server's port (50331).
+#   BENCH_PROFILE  release (default) or production: the build measured.
 #   CARGO_TARGET_DIR  honoured: the binaries are taken from it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,12 +50,13 @@ fi
 "$PY" -c 'import lifetimes; assert lifetimes.__version__ == "0.11.3", lifetimes.__version__' ||
   { echo "bench-holdout: $PY has no lifetimes 0.11.3 (scripts/bench-fit.sh makes such a venv)" >&2; exit 1; }
 
-cargo build --release -q -p patron-server --bin patron
-PATRON=$TARGET/release/patron
+PROFILE=${BENCH_PROFILE:-release}
+cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q -p patron-server --bin patron
+PATRON=$TARGET/$PROFILE/patron
 
 FILE=target/bench-data/gen-$CUSTOMERS-s42.db
 if [[ ! -f "$FILE" && "$TARGET" != target ]]; then
-  # scripts/bench-data.sh runs target/release/patron; with another target dir, the same steps here.
+  # scripts/bench-data.sh runs target/$PROFILE/patron; with another target dir, the same steps here.
   mkdir -p target/bench-data
   rm -f "$FILE.tmp"*
   "$PATRON" --log-level warn --database "sqlite://$FILE.tmp" \
@@ -63,7 +65,7 @@ if [[ ! -f "$FILE" && "$TARGET" != target ]]; then
   rm -f "$FILE.tmp-wal" "$FILE.tmp-shm"
   mv "$FILE.tmp" "$FILE"
 fi
-DATA=$(scripts/bench-data.sh "$CUSTOMERS")
+DATA=$(scripts/bench-data.sh "$CUSTOMERS" "$PROFILE")
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d)

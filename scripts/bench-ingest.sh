@@ -8,7 +8,7 @@
 #   scripts/bench-ingest.sh [CUSTOMERS] [ROUNDS]
 # Env: PATRON_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres; a database
 # patron_bench is created and dropped), BENCH_BACKENDS (default "sqlite postgres"),
-# BENCH_PROFILE (release; "debug" for the CI smoke run), BENCH_OUT (a JSONL file to append to).
+# BENCH_PROFILE (release; production; "debug" for the CI smoke run), BENCH_OUT (a JSONL file to append to).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,11 +20,7 @@ PROFILE=${BENCH_PROFILE:-release}
 PORT=${BENCH_PORT:-50199}
 ADDR=127.0.0.1:$PORT
 
-if [ "$PROFILE" = release ]; then
-  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin ingest-load
-else
-  cargo build -q -p patron-server --bin patron -p patron-bench --bin ingest-load
-fi
+cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q -p patron-server --bin patron -p patron-bench --bin ingest-load
 BIN=target/$PROFILE
 WORK=$(mktemp -d)
 SERVER=

@@ -27,11 +27,7 @@ ADDR=127.0.0.1:50199
 command -v jq >/dev/null || { echo "bench-intervals: needs jq" >&2; exit 1; }
 
 PROFILE=${BENCH_PROFILE:-release}
-if [[ "$PROFILE" == release ]]; then
-  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin patron-load
-else
-  cargo build -q -p patron-server --bin patron -p patron-bench --bin patron-load
-fi
+cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q -p patron-server --bin patron -p patron-bench --bin patron-load
 LOAD=target/$PROFILE/patron-load
 DATA=$(scripts/bench-data.sh "$CUSTOMERS" "$PROFILE")
 mkdir -p "$(dirname "$RESULTS")"

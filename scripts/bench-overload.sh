@@ -21,7 +21,7 @@
 #
 #   scripts/bench-overload.sh [DURATION] [CUSTOMERS]        (defaults 5 s per step, 20000)
 #
-# Env: BENCH_PROFILE (release; "debug" for the smoke run), BENCH_ROUNDS (1), BENCH_WARMUP (1),
+# Env: BENCH_PROFILE (release; production; "debug" for the smoke run), BENCH_ROUNDS (1), BENCH_WARMUP (1),
 # BENCH_SWEEP ("8,32,128"), BENCH_CONNECTIONS (16), BENCH_OVERLOAD_MIN (2000), BENCH_OUT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,6 +29,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DURATION=${1:-5}
 CUSTOMERS=${2:-20000}
 PROFILE=${BENCH_PROFILE:-release}
+CARGO_PROFILE=$(scripts/cargo-profile.sh "$PROFILE")
 ROUNDS=${BENCH_ROUNDS:-1}
 WARMUP=${BENCH_WARMUP:-1}
 SWEEP=${BENCH_SWEEP:-8,32,128}
@@ -36,9 +37,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-16}
 OVERLOAD_MIN=${BENCH_OVERLOAD_MIN:-2000}
 PORT=50321
 
-flag=()
-[ "$PROFILE" = release ] && flag=(--release)
-cargo build "${flag[@]}" -q -p patron-server --bin patron -p patron-bench --bin overload-load --bin patron-load
+cargo build --profile "$CARGO_PROFILE" -q -p patron-server --bin patron -p patron-bench --bin overload-load --bin patron-load
 BIN=target/$PROFILE
 DATA=$(scripts/bench-data.sh "$CUSTOMERS" "$PROFILE")
 

@@ -24,11 +24,7 @@ RESULTS=target/bench-redeem/results-$STAMP.jsonl
 mkdir -p "$(dirname "$RESULTS")"
 
 PROFILE=${BENCH_PROFILE:-release}
-if [[ "$PROFILE" == release ]]; then
-  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin redeem-load --bin redeem-raw
-else
-  cargo build -q -p patron-server --bin patron -p patron-bench --bin redeem-load --bin redeem-raw
-fi
+cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q -p patron-server --bin patron -p patron-bench --bin redeem-load --bin redeem-raw
 BIN=target/$PROFILE
 TMP=$(mktemp -d)
 SERVER=

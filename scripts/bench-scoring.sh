@@ -52,11 +52,7 @@ fi
 
 # BENCH_PROFILE=debug: debug builds (the CI smoke run); figures from them mean nothing.
 PROFILE=${BENCH_PROFILE:-release}
-if [[ "$PROFILE" == release ]]; then
-  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
-else
-  cargo build -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
-fi
+cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q -p patron-server --bin patron -p patron-bench --bin bare-server --bin patron-load
 PATRON=target/$PROFILE/patron
 BARE=target/$PROFILE/bare-server
 LOAD=target/$PROFILE/patron-load

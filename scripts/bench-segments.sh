@@ -50,11 +50,7 @@ fi
 
 # BENCH_PROFILE=debug: debug builds (the CI smoke run); figures from them mean nothing.
 PROFILE=${BENCH_PROFILE:-release}
-if [[ "$PROFILE" == release ]]; then
-  cargo build --release -q -p patron-server --bin patron -p patron-bench --bin patron-load
-else
-  cargo build -q -p patron-server --bin patron -p patron-bench --bin patron-load
-fi
+cargo build --profile "$(scripts/cargo-profile.sh "$PROFILE")" -q -p patron-server --bin patron -p patron-bench --bin patron-load
 PATRON=target/$PROFILE/patron
 LOAD=target/$PROFILE/patron-load
 

@@ -14,7 +14,7 @@
 #
 #   scripts/bench-streams.sh [CUSTOMERS] [STREAMS] [HOLD]   (defaults 1000000, 200, 20)
 #
-# Env: BENCH_PROFILE (release; "debug" for the smoke run), BENCH_BASELINE (0), BASELINE_REV
+# Env: BENCH_PROFILE (release; production; "debug" for the smoke run), BENCH_BASELINE (0), BASELINE_REV
 # (9214900: the commit before lazy streams), BENCH_CHUNK (0: the server's default), BENCH_OUT
 # (append the JSON lines there).
 set -euo pipefail
@@ -24,6 +24,7 @@ CUSTOMERS=${1:-1000000}
 STREAMS=${2:-200}
 HOLD=${3:-20}
 PROFILE=${BENCH_PROFILE:-release}
+CARGO_PROFILE=$(scripts/cargo-profile.sh "$PROFILE")
 BASELINE=${BENCH_BASELINE:-0}
 BASELINE_REV=${BASELINE_REV:-9214900}
 CHUNK=${BENCH_CHUNK:-0}
@@ -40,9 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-flag=()
-[ "$PROFILE" = release ] && flag=(--release)
-cargo build "${flag[@]}" -q -p patron-server --bin patron -p patron-bench --bin stream-memory --bin patron-load
+cargo build --profile "$CARGO_PROFILE" -q -p patron-server --bin patron -p patron-bench --bin stream-memory --bin patron-load
 BIN=target/$PROFILE/patron
 LOAD=target/$PROFILE/stream-memory
 FIT=target/$PROFILE/patron-load
@@ -52,11 +51,13 @@ BASE_BIN=
 if [ "$BASELINE" = 1 ]; then
   WORKTREE="$WORK/baseline"
   git worktree add --detach -q "$WORKTREE" "$BASELINE_REV"
-  CARGO_TARGET_DIR="$(pwd)/target" cargo build "${flag[@]}" -q --manifest-path "$WORKTREE/Cargo.toml" -p patron-server --bin patron
+  # Built with the same profile; a revision older than the production profile gets its definition.
+  mapfile -t base_args < <(scripts/cargo-profile.sh "$PROFILE" --args)
+  CARGO_TARGET_DIR="$(pwd)/target" cargo build "${base_args[@]}" -q --manifest-path "$WORKTREE/Cargo.toml" -p patron-server --bin patron
   BASE_BIN="$WORK/patron-baseline"
   cp "target/$PROFILE/patron" "$BASE_BIN"
   # The build above replaced the binary: build this commit's again.
-  cargo build "${flag[@]}" -q -p patron-server --bin patron
+  cargo build --profile "$CARGO_PROFILE" -q -p patron-server --bin patron
 fi
 
 wait_serving() {

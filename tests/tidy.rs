@@ -208,6 +208,62 @@ fn the_image_ships_the_profile_the_scale_benchmark_measures() {
         scale.contains("PROFILE=${BENCH_PROFILE:-production}"),
         "scripts/bench-scale.sh measures the production build unless told otherwise"
     );
+
+    // A benchmark's baseline revision may predate the profile: scripts/cargo-profile.sh passes
+    // it the definition as --config, which must say what the manifest says.
+    let helper = std::fs::read_to_string(root().join("scripts/cargo-profile.sh"))
+        .expect("scripts/cargo-profile.sh");
+    for (key, value) in production {
+        let config = format!("'profile.production.{key}={value}'");
+        assert!(
+            helper.contains(&config),
+            "scripts/cargo-profile.sh --args defines the production profile as the root manifest \
+             does: {config} is missing"
+        );
+    }
+}
+
+#[test]
+fn every_benchmark_builds_through_cargo_profile() {
+    // One mapping from BENCH_PROFILE to cargo's profile, so every script measures whichever build
+    // it is told to (release, production, debug for the smoke run) and none hard-codes one.
+    let mut builders = 0;
+    for entry in std::fs::read_dir(root().join("scripts")).expect("scripts/") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("bench-") && name.ends_with(".sh")) {
+            continue;
+        }
+        let script = std::fs::read_to_string(&path).expect("script");
+        for line in script.lines().filter(|l| l.contains("cargo build")) {
+            assert!(
+                line.contains("--profile \"$(scripts/cargo-profile.sh")
+                    || line.contains("--profile \"$CARGO_PROFILE\"")
+                    || line.contains("\"${base_args[@]}\""),
+                "{name}: `{}` builds without scripts/cargo-profile.sh",
+                line.trim()
+            );
+            builders += 1;
+        }
+        if script.contains("CARGO_PROFILE") {
+            assert!(
+                script.contains("CARGO_PROFILE=$(scripts/cargo-profile.sh \"$PROFILE\")"),
+                "{name} uses $CARGO_PROFILE without setting it from scripts/cargo-profile.sh"
+            );
+        }
+        if script.contains("base_args") {
+            assert!(
+                script.contains(
+                    "mapfile -t base_args < <(scripts/cargo-profile.sh \"$PROFILE\" --args)"
+                ),
+                "{name} uses base_args without setting it from scripts/cargo-profile.sh --args"
+            );
+        }
+    }
+    assert!(
+        builders >= 12,
+        "only {builders} cargo builds found in scripts/bench-*.sh"
+    );
 }
 
 /// Service crates: each serves one gRPC service.
