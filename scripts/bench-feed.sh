@@ -8,7 +8,8 @@
 #   2. ingest with the feed against without it: the events of a generated data set
 #      (`ingest-load`, CUSTOMERS customers, StreamEvents) into a fresh database through this
 #      commit's `patron serve` and through the commit before the feed (BASELINE_REV, built in a
-#      temporary git worktree), alternating, BENCH_ROUNDS rounds, on SQLite and Postgres.
+#      temporary git worktree by scripts/build-baseline.sh), alternating, BENCH_ROUNDS rounds, on
+#      SQLite and Postgres.
 # Prints one JSON line per measurement and appends them to BENCH_OUT if set.
 #
 #   scripts/bench-feed.sh [DURATION] [CUSTOMERS]      (defaults 30 s, 50000 customers)
@@ -35,13 +36,11 @@ INGEST_PORT=50304
 
 WORK=$(mktemp -d)
 PIDS=()
-WORKTREE=
 cleanup() {
   for p in "${PIDS[@]:-}"; do
     [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
   done
   wait 2>/dev/null || true
-  if [ -n "$WORKTREE" ]; then git worktree remove --force "$WORKTREE" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -58,15 +57,8 @@ build() {
 BIN=target/$PROFILE
 BASE_BIN=
 if [ "$BASELINE" != 0 ]; then
-  # The baseline first: it shares the target directory (its crates have other paths, so other
-  # artifacts) but its `patron` binary would be replaced by this commit's; keep a copy.
-  WORKTREE="$WORK/baseline"
-  git worktree add --detach -q "$WORKTREE" "$BASELINE_REV"
-  # Built with the same profile; a revision older than the production profile gets its definition.
-  mapfile -t base_args < <(scripts/cargo-profile.sh "$PROFILE" --args)
-  CARGO_TARGET_DIR="$(pwd)/target" cargo build "${base_args[@]}" -q --manifest-path "$WORKTREE/Cargo.toml" -p patron-server --bin patron
   BASE_BIN="$WORK/patron-baseline"
-  cp "target/$PROFILE/patron" "$BASE_BIN"
+  scripts/build-baseline.sh "$BASELINE_REV" "$PROFILE" "$BASE_BIN"
 fi
 build
 

@@ -9,8 +9,8 @@
 #      the streams read once and then held open unread for HOLD seconds, 10 for those read for HOLD
 #      seconds or to the end), while the
 #      server's VmRSS is sampled every 20 ms; prints the RSS before, the peak and what was added;
-#   4. with BENCH_BASELINE=1, the same against BASELINE_REV's `patron serve` (built in a temporary
-#      git worktree; the streams before they were lazy), in the same run.
+#   4. with BENCH_BASELINE=1, the same against BASELINE_REV's `patron serve` (the streams before
+#      they were lazy; built by scripts/build-baseline.sh), in the same run.
 #
 #   scripts/bench-streams.sh [CUSTOMERS] [STREAMS] [HOLD]   (defaults 1000000, 200, 20)
 #
@@ -32,11 +32,9 @@ PORT=50311
 
 WORK=$(mktemp -d)
 PID=
-WORKTREE=
 cleanup() {
   [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null || true
   wait 2>/dev/null || true
-  if [ -n "$WORKTREE" ]; then git worktree remove --force "$WORKTREE" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -49,15 +47,8 @@ DATA=$(scripts/bench-data.sh "$CUSTOMERS" "$PROFILE")
 
 BASE_BIN=
 if [ "$BASELINE" = 1 ]; then
-  WORKTREE="$WORK/baseline"
-  git worktree add --detach -q "$WORKTREE" "$BASELINE_REV"
-  # Built with the same profile; a revision older than the production profile gets its definition.
-  mapfile -t base_args < <(scripts/cargo-profile.sh "$PROFILE" --args)
-  CARGO_TARGET_DIR="$(pwd)/target" cargo build "${base_args[@]}" -q --manifest-path "$WORKTREE/Cargo.toml" -p patron-server --bin patron
   BASE_BIN="$WORK/patron-baseline"
-  cp "target/$PROFILE/patron" "$BASE_BIN"
-  # The build above replaced the binary: build this commit's again.
-  cargo build --profile "$CARGO_PROFILE" -q -p patron-server --bin patron
+  scripts/build-baseline.sh "$BASELINE_REV" "$PROFILE" "$BASE_BIN"
 fi
 
 wait_serving() {

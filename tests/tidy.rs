@@ -230,16 +230,23 @@ fn every_benchmark_builds_through_cargo_profile() {
     let mut builders = 0;
     for entry in std::fs::read_dir(root().join("scripts")).expect("scripts/") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !(name.starts_with("bench-") && name.ends_with(".sh")) {
+        let name = path
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned();
+        if !name.ends_with(".sh") {
             continue;
         }
         let script = std::fs::read_to_string(&path).expect("script");
-        for line in script.lines().filter(|l| l.contains("cargo build")) {
+        for line in script
+            .lines()
+            .filter(|l| l.contains("cargo build") && !l.trim_start().starts_with('#'))
+        {
             assert!(
                 line.contains("--profile \"$(scripts/cargo-profile.sh")
                     || line.contains("--profile \"$CARGO_PROFILE\"")
-                    || line.contains("\"${base_args[@]}\""),
+                    || line.contains("\"${args[@]}\""),
                 "{name}: `{}` builds without scripts/cargo-profile.sh",
                 line.trim()
             );
@@ -251,18 +258,34 @@ fn every_benchmark_builds_through_cargo_profile() {
                 "{name} uses $CARGO_PROFILE without setting it from scripts/cargo-profile.sh"
             );
         }
-        if script.contains("base_args") {
+        if script.contains("\"${args[@]}\"") {
             assert!(
-                script.contains(
-                    "mapfile -t base_args < <(scripts/cargo-profile.sh \"$PROFILE\" --args)"
-                ),
-                "{name} uses base_args without setting it from scripts/cargo-profile.sh --args"
+                script
+                    .contains("mapfile -t args < <(scripts/cargo-profile.sh \"$PROFILE\" --args)"),
+                "{name} uses args without setting it from scripts/cargo-profile.sh --args"
+            );
+        }
+        // Another revision's crates built in target/ take this commit's artifact names, and a
+        // later build of this commit can link them as fresh: only scripts/build-baseline.sh
+        // builds another checkout, and in its own target directory.
+        if name != "build-baseline.sh" {
+            assert!(
+                !script.lines().any(|l| !l.trim_start().starts_with('#')
+                    && (l.contains("--manifest-path") || l.contains("git worktree"))),
+                "{name} builds another checkout itself; use scripts/build-baseline.sh"
             );
         }
     }
     assert!(
-        builders >= 12,
-        "only {builders} cargo builds found in scripts/bench-*.sh"
+        builders >= 14,
+        "only {builders} cargo builds found in scripts/*.sh"
+    );
+    let baseline = std::fs::read_to_string(root().join("scripts/build-baseline.sh"))
+        .expect("scripts/build-baseline.sh");
+    assert!(
+        baseline.contains("TARGET=\"$(pwd)/target/baseline-$SHA\"")
+            && baseline.contains("CARGO_TARGET_DIR=\"$TARGET\" cargo build"),
+        "scripts/build-baseline.sh builds in a target directory of its own"
     );
 }
 
