@@ -596,3 +596,46 @@ async fn serve_with_the_database_unreachable_logs_each_attempt_and_gives_up_at_i
     assert!(attempts >= 2, "each failed attempt is logged:\n{stderr}");
     assert!(stderr.contains("gave up after"), "{stderr}");
 }
+
+/// The `THP_enabled` line of a process's /proc status: 0 when huge pages are off for it.
+fn thp_enabled(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_owned())
+        .expect("the kernel reports THP_enabled")
+}
+
+/// Starts `patron serve` on a fresh SQLite file, with `MIMALLOC_ALLOW_THP` as given, and
+/// returns its `THP_enabled` once it serves.
+async fn served_thp(allow: Option<&str>) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("patron.db").display());
+    let addr = free_addr();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_patron"));
+    command
+        .args(["serve", "--listen", &addr.to_string(), "--database", &url])
+        .env("PATRON_LOG", "warn")
+        .env_remove("MIMALLOC_ALLOW_THP")
+        .kill_on_drop(true);
+    if let Some(allow) = allow {
+        command.env("MIMALLOC_ALLOW_THP", allow);
+    }
+    let mut child = command.spawn().expect("start patron");
+    assert!(
+        crate::support::serving_within(addr, 200).await,
+        "patron did not become SERVING"
+    );
+    let pid = child.id().expect("running").to_string();
+    let thp = thp_enabled(&pid);
+    child.kill().await.expect("stop patron");
+    thp
+}
+
+#[tokio::test]
+async fn the_server_runs_without_transparent_huge_pages_unless_mimalloc_is_told_otherwise() {
+    assert_eq!(served_thp(None).await, "0", "huge pages are off by default");
+    // Asked for, the process keeps what the machine gives any other process (this test's own).
+    assert_eq!(served_thp(Some("1")).await, thp_enabled("self"));
+}

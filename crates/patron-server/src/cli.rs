@@ -16,6 +16,9 @@ use crate::{app, demo, generate, import, telemetry};
 ///
 /// Every option can also be set in a TOML file (--config) or as a PATRON_… environment variable;
 /// flags win over the environment, which wins over the file.
+///
+/// The process runs without transparent huge pages unless MIMALLOC_ALLOW_THP is set (=1 keeps
+/// the machine's setting); README, "Operations", says why.
 #[derive(Debug, Parser)]
 #[command(name = "patron", version)]
 pub struct Cli {
