@@ -22,14 +22,24 @@ pub(crate) async fn start(url: &str) -> (Child, std::net::SocketAddr) {
 
 /// Starts `patron serve` on `url` with extra flags and waits until it is SERVING.
 pub(crate) async fn start_with(url: &str, extra: &[&str]) -> (Child, std::net::SocketAddr) {
+    start_configured(url, extra, |_| {}).await
+}
+
+/// As `start_with`, with `configure` given the command before it runs (its environment, say).
+pub(crate) async fn start_configured(
+    url: &str,
+    extra: &[&str],
+    configure: impl FnOnce(&mut Command),
+) -> (Child, std::net::SocketAddr) {
     let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_patron"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_patron"));
+    command
         .args(["serve", "--listen", &addr.to_string(), "--database", url])
         .args(extra)
         .env("PATRON_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start patron");
+        .kill_on_drop(true);
+    configure(&mut command);
+    let child = command.spawn().expect("start patron");
     if serving_within(addr, 200).await {
         return (child, addr);
     }

@@ -20,7 +20,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
-use crate::durability::start_with;
+use crate::durability::{start_configured, start_with};
 use crate::support::{Backend, connect, purchase, spawn_app_with, ts};
 
 fn free_addr() -> SocketAddr {
@@ -612,21 +612,13 @@ fn thp_enabled(pid: &str) -> String {
 async fn served_thp(allow: Option<&str>) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("patron.db").display());
-    let addr = free_addr();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_patron"));
-    command
-        .args(["serve", "--listen", &addr.to_string(), "--database", &url])
-        .env("PATRON_LOG", "warn")
-        .env_remove("MIMALLOC_ALLOW_THP")
-        .kill_on_drop(true);
-    if let Some(allow) = allow {
-        command.env("MIMALLOC_ALLOW_THP", allow);
-    }
-    let mut child = command.spawn().expect("start patron");
-    assert!(
-        crate::support::serving_within(addr, 200).await,
-        "patron did not become SERVING"
-    );
+    let (mut child, _) = start_configured(&url, &[], |command| {
+        command.env_remove("MIMALLOC_ALLOW_THP");
+        if let Some(allow) = allow {
+            command.env("MIMALLOC_ALLOW_THP", allow);
+        }
+    })
+    .await;
     let pid = child.id().expect("running").to_string();
     let thp = thp_enabled(&pid);
     child.kill().await.expect("stop patron");
